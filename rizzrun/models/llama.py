@@ -1,0 +1,361 @@
+"""Llama: a decoder-only transformer (Touvron et al., arXiv 2302.13971; Llama 2, arXiv 2307.09288).
+
+Pre-norm blocks with RMSNorm (arXiv 1910.07467), rotary position embeddings (RoPE, arXiv
+2104.09864) in the Hugging Face "rotate_half" channel layout, a SwiGLU MLP (arXiv 2002.05202) and
+grouped-query attention (GQA, arXiv 2305.13245); no biases; input and output embeddings optionally
+tied. The model projects q, k, v and applies RoPE; a pluggable kernel (`rizzrun.attention`) does
+the attention itself.
+
+Shapes: B batch, T time, C = d_model, H = n_head, Hkv = n_kv_head, D = head_dim = C / H, V vocab.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rizzrun.attention.sdpa import SDPAttention
+from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, llama_dim_errors, resolve_llama_dims
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Resolved Llama dimensions; `Llama(**dataclasses.asdict(config))` rebuilds the same shape."""
+
+    vocab_size: int
+    d_model: int
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    d_ff: int
+    max_seq_len: int
+    rope_theta: float
+    norm_eps: float
+    tie_embeddings: bool
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        errors = llama_dim_errors({k: getattr(self, k) for k in LLAMA_DIM_KEYS})
+        if not (isinstance(self.vocab_size, int) and not isinstance(self.vocab_size, bool)
+                and self.vocab_size > 0):
+            errors.append(f"vocab_size={self.vocab_size!r} must be a positive integer")
+        if not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
+            errors.append(f"init_std={self.init_std!r} must be a positive number")
+        if errors:
+            raise ValueError("invalid Llama config:\n  " + "\n  ".join(errors))
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich, arXiv 1910.07467); (..., C) -> (..., C)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # Statistics in fp32: in bf16 the mean of squares keeps too few bits.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_tables(max_seq_len: int, head_dim: int, theta: float):
+    """cos and sin of the RoPE angles (Su et al., arXiv 2104.09864), each (max_seq_len, head_dim).
+
+    Channel j and j + D/2 form a rotated pair (the "rotate_half" layout of Hugging Face Llama
+    checkpoints, whose q/k weights are permuted for it), so both halves share frequency j.
+    """
+    # fp32 angles, as Llama and transformers compute them: fp64 would be more exact but would
+    # drift from the published checkpoints' logits at long positions.
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each channel pair (j, j + D/2) of x (B, H, T, D) by its angle; cos, sin (T, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) (Shazeer, arXiv 2002.05202); (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Attention(nn.Module):
+    """Projections + RoPE around a kernel; GQA keeps n_kv_head < n_head key/value heads (arXiv 2305.13245).
+
+    x (B, T, C) -> (B, T, C). With `kv` = (k_buf, v_buf, pos), the new keys/values are written
+    into the buffers (B, Hkv, max_len, D) at [pos, pos + T) and the queries attend over [0, pos + T).
+    """
+
+    def __init__(self, cfg: LlamaConfig, kernel: nn.Module):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=False)
+        self.k = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.v = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
+        self.kernel = kernel
+
+    def forward(self, x, cos, sin, key_padding_mask=None, kv=None):
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:
+            k_buf, v_buf, pos = kv
+            k_buf[:, :, pos:pos + T] = k
+            v_buf[:, :, pos:pos + T] = v
+            # A no-op unless the cache was made in another dtype than the activations.
+            k, v = k_buf[:, :, :pos + T].to(q.dtype), v_buf[:, :, :pos + T].to(q.dtype)
+        o = self.kernel(q, k, v, key_padding_mask=key_padding_mask)  # (B, H, T, D)
+        return self.out(o.transpose(1, 2).reshape(B, T, -1))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x)); (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, cfg: LlamaConfig, kernel: nn.Module):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg, kernel)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
+
+    def forward(self, x, cos, sin, key_padding_mask=None, kv=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, key_padding_mask, kv)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class KVCache:
+    """Static key/value cache for `Llama.step`: allocated once, written in place.
+
+    k, v: (n_layer, B, Hkv, max_len, D); mask: (B, max_len) bool, True = real token;
+    pos: how many positions are filled (the next token's position).
+    """
+
+    def __init__(self, n_layer, batch_size, n_kv_head, max_len, head_dim, device=None, dtype=None):
+        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
+        self.has_padding = False  # lets unpadded decoding keep the kernels' mask-free fast path
+        self.pos = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def reset(self) -> None:
+        """Empty the cache for a new batch of prompts, keeping its memory."""
+        self.pos = 0
+        self.mask.fill_(True)
+        self.has_padding = False
+
+
+# rizzrun parameter name -> transformers LlamaForCausalLM parameter name; {i} is the layer index.
+_HF_NAMES = {
+    "embed.weight": "model.embed_tokens.weight",
+    "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blocks.{i}.attn.q.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "blocks.{i}.attn.k.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "blocks.{i}.attn.v.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "blocks.{i}.attn.out.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blocks.{i}.mlp_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blocks.{i}.mlp.gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blocks.{i}.mlp.up.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blocks.{i}.mlp.down.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+
+
+class Llama(nn.Module):
+    """Llama language model: input_ids (B, T) -> logits (B, T, V).
+
+    `size` picks a preset from `rizzrun.models.llama_sizes.LLAMA_SIZES`; any dimension given
+    (not None) overrides it. `attention` is a factory called once per layer as
+    `attention(n_head=, n_kv_head=, head_dim=, layer_idx=)`; None means `SDPAttention`.
+    The RoPE tables are non-persistent buffers, so the model can be built on the meta device;
+    after `to_empty(device=...)` call `reset_rope()` (and `reset_parameters()` unless loading).
+    """
+
+    def __init__(self, vocab_size: int, size: str = "tiny", d_model=None, n_layer=None, n_head=None,
+                 n_kv_head=None, d_ff=None, max_seq_len=None, rope_theta=None, norm_eps=None,
+                 tie_embeddings=None, init_std: float = 0.02, attention=None):
+        super().__init__()
+        dims = resolve_llama_dims(size, d_model=d_model, n_layer=n_layer, n_head=n_head,
+                                  n_kv_head=n_kv_head, d_ff=d_ff, max_seq_len=max_seq_len,
+                                  rope_theta=rope_theta, norm_eps=norm_eps,
+                                  tie_embeddings=tie_embeddings)
+        self.config = cfg = LlamaConfig(vocab_size=vocab_size, **dims, init_std=init_std)
+        if attention is None:
+            attention = SDPAttention
+        elif not callable(attention):
+            raise ValueError(f"attention={attention!r} must be a kernel factory (e.g. a class from "
+                             "rizzrun.attention) or None for SDPAttention")
+
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(
+            Block(cfg, attention(n_head=cfg.n_head, n_kv_head=cfg.n_kv_head,
+                                 head_dim=cfg.head_dim, layer_idx=i))
+            for i in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.reset_rope()
+        self.reset_parameters()
+
+    def reset_rope(self) -> None:
+        """(Re)compute the RoPE tables (max_seq_len, D) on the device the buffers live on."""
+        cfg = self.config
+        with torch.device(self.rope_cos.device):
+            cos, sin = rope_tables(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        self.rope_cos, self.rope_sin = cos, sin
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """normal(0, init_std) weights, RMSNorm gains 1; kernels keep their own parameters."""
+        std = self.config.init_std
+        # Every block adds two outputs (attention, MLP) to the residual stream, so its variance
+        # at init grows with 2 * n_layer terms; shrinking those two projections by
+        # 1/sqrt(2 * n_layer) keeps it depth-independent (GPT-2, Radford et al. 2019, sec. 2.3).
+        out_std = std / math.sqrt(2 * self.config.n_layer)
+        nn.init.normal_(self.embed.weight, std=std)
+        if not self.config.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=std)
+        for block in self.blocks:
+            a, m = block.attn, block.mlp
+            for linear in (a.q, a.k, a.v, m.gate, m.up):
+                nn.init.normal_(linear.weight, std=std)
+            for linear in (a.out, m.down):
+                nn.init.normal_(linear.weight, std=out_std)
+            nn.init.ones_(block.attn_norm.weight)
+            nn.init.ones_(block.mlp_norm.weight)
+        nn.init.ones_(self.norm.weight)
+
+    def num_params(self) -> int:
+        """Number of parameters, tied embeddings counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids, key_padding_mask=None):
+        """input_ids (B, T) long -> logits (B, T, V); key_padding_mask (B, T) bool, True = real
+        token, for left-padded rows (RoPE sees only relative positions, so the shift is harmless)."""
+        T = self._check_ids(input_ids)
+        if T > self.config.max_seq_len:
+            raise ValueError(f"input_ids has T={T} tokens but max_seq_len={self.config.max_seq_len}; "
+                             f"allowed T <= {self.config.max_seq_len}")
+        return self._logits(input_ids, 0, key_padding_mask, None)
+
+    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> KVCache:
+        """An empty static KV cache for `step`; max_len defaults to max_seq_len, device and dtype to
+        the embedding's (pass the activation dtype when decoding under autocast)."""
+        cfg = self.config
+        max_len = cfg.max_seq_len if max_len is None else max_len
+        if not (isinstance(batch_size, int) and batch_size > 0):
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        if not (isinstance(max_len, int) and 0 < max_len <= cfg.max_seq_len):
+            raise ValueError(f"max_len={max_len!r} must be an integer in [1, max_seq_len={cfg.max_seq_len}]")
+        weight = self.embed.weight
+        return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim,
+                       device=weight.device if device is None else device,
+                       dtype=weight.dtype if dtype is None else dtype)
+
+    def step(self, input_ids, cache: KVCache, key_padding_mask=None):
+        """Append input_ids (B, Tnew) at positions [cache.pos, cache.pos + Tnew) and return their
+        logits (B, Tnew, V); prefill (Tnew = prompt length) and decoding (Tnew = 1) alike.
+        key_padding_mask (B, Tnew) marks left padding in a prompt. Meant for inference
+        (torch.no_grad): the cache is written in place."""
+        T = self._check_ids(input_ids)
+        pos = cache.pos
+        if input_ids.shape[0] != cache.batch_size:
+            raise ValueError(f"input_ids has batch size {input_ids.shape[0]} but the cache was made "
+                             f"for batch_size={cache.batch_size}")
+        if pos + T > cache.max_len:
+            raise ValueError(f"KV cache overflow: {pos} positions filled + Tnew={T} > "
+                             f"max_len={cache.max_len}; allowed Tnew <= {cache.max_len - pos} "
+                             f"(init_cache with a larger max_len, at most {self.config.max_seq_len})")
+        if key_padding_mask is not None:
+            cache.mask[:, pos:pos + T] = key_padding_mask
+            cache.has_padding = True
+        mask = cache.mask[:, :pos + T] if cache.has_padding else None
+        logits = self._logits(input_ids, pos, mask, cache)
+        cache.pos = pos + T
+        return logits
+
+    def _logits(self, input_ids, pos, key_padding_mask, cache):
+        T = input_ids.shape[1]
+        cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        x = self.embed(input_ids)
+        for i, block in enumerate(self.blocks):
+            kv = None if cache is None else (cache.k[i], cache.v[i], pos)
+            x = block(x, cos, sin, key_padding_mask, kv)
+        return self.lm_head(self.norm(x))
+
+    @staticmethod
+    def _check_ids(input_ids) -> int:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected (B, T)")
+        return input_ids.shape[1]
+
+    # ---- Hugging Face transformers interop -------------------------------------------------
+
+    def _hf_names(self) -> dict:
+        """rizzrun name -> transformers name for every parameter of this model."""
+        return {ours.format(i=i): theirs.format(i=i)
+                for ours, theirs in _HF_NAMES.items()
+                for i in (range(self.config.n_layer) if "{i}" in ours else [None])}
+
+    def to_hf_state_dict(self) -> dict:
+        """The weights under `transformers.LlamaForCausalLM` names (tensors shared with the model)."""
+        sd, names = self.state_dict(), self._hf_names()
+        unmapped = sorted(set(sd) - set(names))
+        if unmapped:
+            raise ValueError(f"parameters with no transformers Llama equivalent: {', '.join(unmapped)}")
+        return {names[k]: t for k, t in sd.items()}
+
+    def from_hf_state_dict(self, sd: dict) -> "Llama":
+        """Load weights named as `transformers.LlamaForCausalLM`'s into this model; returns self.
+
+        A tied model takes its output matrix from `model.embed_tokens.weight` (tied checkpoints
+        often omit `lm_head.weight`).
+        """
+        names = self._hf_names()
+        to_ours = {theirs: ours for ours, theirs in names.items()}
+        # Old transformers versions saved the RoPE frequencies; they are recomputed here.
+        unknown = sorted(k for k in sd if k not in to_ours and not k.endswith("rotary_emb.inv_freq"))
+        ours = {to_ours[k]: t for k, t in sd.items() if k in to_ours}
+        if self.config.tie_embeddings and "embed.weight" in ours:
+            ours["lm_head.weight"] = ours["embed.weight"]
+        missing = sorted(names[k] for k in names.keys() - ours.keys())
+        if unknown or missing:
+            raise ValueError(f"not a transformers Llama state dict for this config: "
+                             f"unknown keys {unknown}, missing keys {missing}")
+        self.load_state_dict(ours, strict=True)
+        return self
