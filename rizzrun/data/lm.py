@@ -1,0 +1,224 @@
+"""The language-modelling pipeline every text corpus shares: tokenize (cached) -> pack -> stream.
+
+Tokenize: `datasets.Dataset.map(batched=True)` writing to a cache file named by (data
+fingerprint, tokenizer fingerprint, split), so a second run reads the ids back instead of
+tokenizing again.
+
+Pack: documents are joined with the EOS id between them into one token stream s of length N;
+block k is s[k*T : k*T + T + 1] (T = seq_len), for k < (N - 1) // T. Consecutive blocks overlap
+by one token, so every token but s[0] is a target exactly once; the tail that does not fill a
+block is dropped and counted. input_ids = block[:-1], labels = block[1:].
+
+Stream: training batch i belongs to epoch i // batches_per_epoch; each epoch visits the blocks
+in a permutation drawn from a torch.Generator seeded by (seed, epoch), last partial batch
+dropped so every step has the same shape. Batch i is a pure function of (data, seed, i), which
+is what makes `train_batches(start=i)` an exact resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+# Bump when tokenized cache files change meaning (columns, packing inputs).
+PIPELINE_VERSION = 1
+
+
+def stable_unit(key: str) -> float:
+    """A number in [0, 1) that depends only on `key` (sha256; Python's hash() is salted per
+    process, so it cannot decide a train/validation split)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def _seed_for(seed: int, epoch: int) -> int:
+    digest = hashlib.sha256(f"rizzrun-epoch:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def tokenize_dataset(dataset, tokenizer, cache_file: str | Path, fingerprint: str, desc: str | None = None):
+    """Map a dataset with a "text" column to one with "ids" (list<int32>) and "bytes" (UTF-8
+    length of the text). Reads `cache_file` instead of tokenizing when it exists."""
+    from datasets import Dataset, Features, List, Value
+
+    features = Features({"ids": List(Value("int32")), "bytes": Value("int64")})
+    if len(dataset) == 0:
+        # map() on zero rows returns the input columns unchanged, not the new ones.
+        return Dataset.from_dict({"ids": [], "bytes": []}, features=features)
+    encode_batch = getattr(tokenizer, "encode_batch", None)
+    if encode_batch is None:
+
+        def encode_batch(texts):
+            return [tokenizer.encode(t) for t in texts]
+
+    def fn(batch):
+        texts = batch["text"]
+        return {"ids": encode_batch(texts), "bytes": [len(t.encode("utf-8")) for t in texts]}
+
+    cache_file = Path(cache_file)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    return dataset.map(
+        fn,
+        batched=True,
+        batch_size=1000,
+        remove_columns=dataset.column_names,
+        features=features,
+        cache_file_name=str(cache_file),
+        # An explicit fingerprint: datasets would otherwise hash the tokenizer object itself.
+        new_fingerprint=fingerprint,
+        load_from_cache_file=True,
+        desc=desc,
+    )
+
+
+def pack_documents(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]:
+    """Join documents with `eos_id` and cut blocks of seq_len + 1 tokens at stride seq_len.
+
+    docs: a list of id lists, or a pyarrow (Chunked)Array of lists.
+    Returns (blocks, info): blocks is a (n_blocks, seq_len + 1) int32 tensor (a strided view
+    of the stream); info has documents, tokens (stream length, separators included),
+    blocks, dropped_tokens.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    arr = docs if isinstance(docs, (pa.Array, pa.ChunkedArray)) else pa.array(docs, type=pa.list_(pa.int32()))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], type=pa.list_(pa.int32()))
+    n_docs = len(arr)
+    lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    n_tokens = int(flat.size) + max(n_docs - 1, 0)
+    stream = np.full(n_tokens, eos_id, dtype=np.int32)
+    # Token j of the flat values belongs to document d(j); it moves right by d(j) separators.
+    stream[np.arange(flat.size) + np.repeat(np.arange(n_docs), lengths)] = flat
+    n_blocks = max(n_tokens - 1, 0) // seq_len
+    stream_t = torch.from_numpy(stream)
+    if n_blocks:
+        blocks = stream_t[: n_blocks * seq_len + 1].unfold(0, seq_len + 1, seq_len)
+    else:
+        blocks = torch.empty((0, seq_len + 1), dtype=torch.int32)
+    info = {
+        "documents": n_docs,
+        "tokens": n_tokens,
+        "blocks": n_blocks,
+        "dropped_tokens": n_tokens - (n_blocks * seq_len + 1) if n_blocks else n_tokens,
+    }
+    return blocks, info
+
+
+def _batch(blocks: torch.Tensor) -> dict[str, torch.Tensor]:
+    x = blocks.long()
+    return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
+
+
+class LMCorpus:
+    """Base of the text corpora: subclasses supply `fingerprint`, `_split_datasets()` and
+    `_skipped`; this class tokenizes, packs and streams batches of kind "lm"."""
+
+    def __init__(self, seq_len: int, batch_size: int, seed: int, cache_dir: str | None):
+        for name, value, low in (("seq_len", seq_len, 1), ("batch_size", batch_size, 1), ("seed", seed, None)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+                need = "an integer" + (f" >= {low}" if low is not None else "")
+                raise ValueError(f"{type(self).__name__} {name}={value!r}: must be {need}")
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.cache_dir = cache_dir
+        self._blocks: dict[str, torch.Tensor] | None = None
+        self._split_stats: dict[str, dict] = {}
+        self._skipped: dict[str, int] = {}
+
+    # -- subclass hooks --------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def _split_datasets(self) -> dict:
+        """{"train": Dataset, "val": Dataset} with a "text" column; "val" absent when the
+        corpus has no validation split by configuration."""
+        raise NotImplementedError
+
+    # -- pipeline --------------------------------------------------------------------------
+
+    def setup(self, tokenizer, cache_dir: str | None = None) -> None:
+        """Tokenize every split (cached under <cache_dir>/tokenized/) and pack it into blocks.
+        `tokenizer` must already be prepared."""
+        from rizzrun.tokenizers import cache_root
+
+        root = cache_root(cache_dir or self.cache_dir) / "tokenized"
+        name = type(self).__name__
+        blocks, split_stats = {}, {}
+        for split, ds in self._split_datasets().items():
+            key = hashlib.sha256(
+                f"lm-v{PIPELINE_VERSION}|{self.fingerprint}|{tokenizer.fingerprint}|{split}".encode()
+            ).hexdigest()[:40]
+            tokenized = tokenize_dataset(ds, tokenizer, root / f"{split}-{key}.arrow", key, desc=f"tokenize {split}")
+            table = tokenized.data
+            blocks[split], info = pack_documents(table.column("ids"), tokenizer.eos_id, self.seq_len)
+            info["bytes"] = int(pc.sum(table.column("bytes")).as_py() or 0)
+            split_stats[split] = info
+            if info["blocks"] == 0:
+                raise ValueError(
+                    f"{name}: the {split} split has {info['tokens']} tokens ({info['documents']} documents "
+                    f"joined with EOS), fewer than one block of seq_len + 1 = {self.seq_len + 1}; "
+                    f"add data{' (val_files, or a larger val_fraction)' if split == 'val' else ''} or lower seq_len"
+                )
+        if split_stats["train"]["blocks"] < self.batch_size:
+            raise ValueError(
+                f"{name}: the train split has {split_stats['train']['blocks']} blocks of seq_len "
+                f"{self.seq_len}, fewer than batch_size={self.batch_size}; add data or lower "
+                f"batch_size or seq_len"
+            )
+        self._blocks, self._split_stats = blocks, split_stats
+
+    def _require_setup(self) -> dict[str, torch.Tensor]:
+        if self._blocks is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup(tokenizer) before asking for batches")
+        return self._blocks
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self._require_setup()["train"]) // self.batch_size
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The permutation of training blocks visited in `epoch`."""
+        g = torch.Generator().manual_seed(_seed_for(self.seed, epoch))
+        return torch.randperm(len(self._require_setup()["train"]), generator=g)
+
+    def train_batches(self, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Infinite stream of {"input_ids", "labels"} (batch_size, seq_len) long tensors,
+        beginning at global batch index `start`."""
+        if int(start) != start or start < 0:
+            raise ValueError(f"train_batches start={start!r}: must be an integer >= 0")
+        blocks = self._require_setup()["train"]
+        per_epoch, b = self.batches_per_epoch, self.batch_size
+        epoch, i = divmod(int(start), per_epoch)
+        while True:
+            order = self.epoch_order(epoch)
+            for j in range(i, per_epoch):
+                yield _batch(blocks[order[j * b : (j + 1) * b]])
+            epoch, i = epoch + 1, 0
+
+    def val_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Every validation block once, in stream order; the last batch may be smaller.
+        Yields nothing when the corpus has no validation split."""
+        blocks = self._require_setup().get("val")
+        if blocks is None:
+            return
+        for i in range(0, len(blocks), self.batch_size):
+            yield _batch(blocks[i : i + self.batch_size])
+
+    @property
+    def stats(self) -> dict:
+        """{"train": {...}, "val": {...}, "skipped": {reason: rows}}; split entries (documents,
+        tokens, blocks, dropped_tokens, bytes) appear after setup."""
+        out = {split: dict(info) for split, info in self._split_stats.items()}
+        out["skipped"] = dict(self._skipped)
+        return out

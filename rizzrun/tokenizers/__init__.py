@@ -1,0 +1,49 @@
+"""Tokenizers: text <-> ids.
+
+`ByteTokenizer` (UTF-8 bytes + 3 specials) and `BPETokenizer` (byte-level BPE trained on the
+run's own training split, cached on disk). This package imports no torch: the config
+validator imports it to learn vocabulary sizes before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Written by every tokenizer's `save` beside its own files; `load_tokenizer` dispatches on it.
+META_FILE = "rizzrun_tokenizer.json"
+
+__all__ = ["META_FILE", "cache_root", "load_tokenizer"]
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where rizzrun caches derived artefacts: `cache_dir`, else $RIZZRUN_CACHE, else
+    ~/.cache/rizzrun."""
+    root = cache_dir or os.environ.get("RIZZRUN_CACHE") or Path.home() / ".cache" / "rizzrun"
+    return Path(root).expanduser()
+
+
+def load_tokenizer(directory: str | os.PathLike):
+    """Rebuild the tokenizer that `tok.save(directory)` wrote; it encodes identically."""
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{meta_path} not found: load_tokenizer reads folders written by a rizzrun "
+            f"tokenizer's save() (ByteTokenizer or BPETokenizer), which always write {META_FILE}"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        kind = meta["kind"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{meta_path}: expected a JSON object with a 'kind' key ({err})") from err
+    if kind == "byte":
+        from .byte import ByteTokenizer
+
+        return ByteTokenizer.load(directory)
+    if kind == "bpe":
+        from .bpe import BPETokenizer
+
+        return BPETokenizer.load(directory)
+    raise ValueError(f"{meta_path}: unknown tokenizer kind {kind!r}; valid kinds: 'byte', 'bpe'")
