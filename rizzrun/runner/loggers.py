@@ -1,0 +1,62 @@
+"""Where metrics go: `metrics.jsonl` always, plus W&B (offline unless told), CSV, or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from rizzrun.runner.metrics import JsonlLogger
+
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """One W&B id per run folder, kept in the folder so `resume=true` continues the same run."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:8]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> list:
+    loggers = [JsonlLogger(Path(run_dir) / "metrics.jsonl", resume_step=resume_step)]
+    lcfg = cfg.logger
+    if lcfg.kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(
+                project=lcfg.project,
+                entity=lcfg.entity,
+                name=lcfg.name or Path(run_dir).name,
+                group=lcfg.group,
+                tags=list(lcfg.tags or []),
+                save_dir=str(run_dir),
+                id=wandb_run_id(run_dir),
+                mode=lcfg.mode,
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    elif lcfg.kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    return loggers
+
+
+def finish_loggers(loggers: list, failed: bool) -> None:
+    """Close every logger; `wandb.finish` runs even when training crashed, with its exit code."""
+    for logger in loggers:
+        try:
+            logger.finalize("failed" if failed else "success")
+        except Exception:
+            pass
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)

@@ -1,0 +1,181 @@
+"""The one LightningModule: a policy model trained by an objective, evaluated by validation
+loss, with a few sampled continuations at each validation.
+
+Components arrive built (plain PyTorch objects); this module only wires them to Lightning:
+optimizer + scheduler factories, logging, sampling, and the extra state a checkpoint needs
+(RNG states and the position in the data stream) so that a resumed run is bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class LanguageModelTask(L.LightningModule):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Callable,
+        optimizer: Callable,
+        scheduler: Callable | None,
+        decoder: Any = None,
+        tokenizer: Any = None,
+        prompts: Sequence[str] = (),
+        samples_per_val: int = 0,
+        samples_path: Path | None = None,
+        seed: int = 0,
+        accumulate: int = 1,
+    ):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.prompts = list(prompts)
+        self.samples_per_val = samples_per_val
+        self.samples_path = Path(samples_path) if samples_path else None
+        self.seed = seed
+        self.accumulate = accumulate
+        self._window: list[dict[str, torch.Tensor]] = []
+        self._step_started: float | None = None
+        self._val_sums: dict[str, float] = {}
+        self._tokens_in_window = 0
+        self.last_samples: list[dict] = []
+
+    # --- optimization -------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.model)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.objective(self.model, batch)
+        self._window.append({k: v.detach().float() for k, v in metrics.items()})
+        if len(self._window) == self.accumulate:
+            self._log_window()
+        # Lightning divides by `accumulate_grad_batches` itself.
+        return loss
+
+    def _log_window(self) -> None:
+        """Log one value per optimizer step: token-weighted over the accumulated micro-batches."""
+        window, self._window = self._window, []
+        tokens = torch.stack([m.get("tokens", torch.tensor(1.0)) for m in window])
+        total = tokens.sum().clamp_min(1)
+        logged = {}
+        for key in window[0]:
+            values = torch.stack([m[key] for m in window])
+            logged[f"train/{key}"] = values.sum() if key == "tokens" else (values * tokens).sum() / total
+        if "train/loss" in logged and "train/ppl" in logged:
+            logged["train/ppl"] = torch.exp(logged["train/loss"])
+        logged["train/lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+        for key, value in logged.items():
+            self.log(key, value, prog_bar=key == "train/loss", on_step=True, on_epoch=False)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._step_started is None:
+            self._step_started = time.perf_counter()
+        self._tokens_in_window += int(batch["input_ids"].numel())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Throughput of the optimizer step that just ended: forward, backward, clip, update."""
+        if self.trainer.fit_loop._should_accumulate():
+            return
+        now = time.perf_counter()
+        rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
+        self._step_started, self._tokens_in_window = now, 0
+        self.log("perf/tokens_per_s", rate, prog_bar=True, on_step=True, on_epoch=False)
+
+    # --- validation ---------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {"loss_sum": 0.0, "tokens": 0.0}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        evaluate = getattr(self.objective, "evaluate", self.objective)
+        loss, metrics = evaluate(self.model, batch)
+        tokens = float(metrics.get("tokens", torch.tensor(1.0)))
+        self._val_sums["loss_sum"] += float(loss) * tokens
+        self._val_sums["tokens"] += tokens
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        loss = self._val_sums["loss_sum"] / max(self._val_sums["tokens"], 1.0)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", math.exp(min(loss, 50.0)))
+        self._write_samples()
+
+    def on_validation_end(self) -> None:
+        self._step_started = time.perf_counter()  # tokens/s counts training time only
+
+    def _write_samples(self) -> None:
+        if not (self.decoder and self.tokenizer and self.prompts and self.samples_per_val):
+            return
+        step = self.trainer.global_step
+        rows = [
+            {"step": step, "prompt": prompt, "text": text}
+            for prompt, text in zip(
+                self.prompts[: self.samples_per_val],
+                sample_texts(self.model, self.decoder, self.tokenizer, self.prompts[: self.samples_per_val], seed=self.seed * 1_000_003 + step),
+            )
+        ]
+        self.last_samples = rows
+        if self.samples_path is not None:
+            with self.samples_path.open("a") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+
+    # --- checkpoint extras --------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng"] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        checkpoint["rizzrun"] = {"data_position": self.trainer.global_step * self.accumulate}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng")
+        # Lightning's logger step counts optimizer steps but is bumped after validation; a
+        # checkpoint taken at validation end holds it one short. Make it agree with the step.
+        epoch_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
+        if epoch_loop is not None and "global_step" in checkpoint:
+            epoch_loop["_batches_that_stepped"] = checkpoint["global_step"]
+
+    def on_train_start(self) -> None:
+        rng = getattr(self, "_rng_to_restore", None)
+        if rng:
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+            self._rng_to_restore = None
+
+
+def sample_texts(model, decoder, tokenizer, prompts: Sequence[str], seed: int) -> list[str]:
+    """Continue each prompt with `decoder`. Prompts start after an EOS, as documents do in the
+    packed training stream. The decoder's RNG is seeded per call, so samples do not depend on
+    (or disturb) the global RNG and a resumed run samples the same text."""
+    device = next(model.parameters()).device
+    previous = getattr(decoder, "seed", None)
+    texts = []
+    for i, prompt in enumerate(prompts):
+        if hasattr(decoder, "seed") and previous is None:
+            decoder.seed = seed + i  # one stream per prompt, not the same draws for all
+        ids = torch.tensor([[tokenizer.eos_id, *tokenizer.encode(prompt)]], device=device)
+        out = decoder.generate(model, ids, eos_token_id=tokenizer.eos_id)
+        texts.append(prompt + tokenizer.decode(out[0, ids.shape[1]:].tolist()))
+    if hasattr(decoder, "seed"):
+        decoder.seed = previous
+    return texts

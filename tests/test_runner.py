@@ -1,0 +1,187 @@
+"""End-to-end runner: run folder contents, checkpoints, resume equality, loggers, generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rizzrun.config import compose
+from rizzrun.runner.checkpoint import WEIGHTS, latest_checkpoint, load_weights, save_weights
+from rizzrun.runner.metrics import read_metrics
+from rizzrun.runner.train import run
+
+# A model and corpus small enough for a few seconds a run on 2 cores.
+SMALL = [
+    "model.n_layer=2",
+    "model.d_model=64",
+    "model.n_head=4",
+    "model.n_kv_head=2",
+    "model.d_ff=128",
+    "data.seq_len=32",
+    "data.batch_size=4",
+    "data.max_docs=300",
+    "trainer.log_every=1",
+    "trainer.val_batches=2",
+    "trainer.samples_per_val=1",
+    "decoder.max_new_tokens=8",
+    "scheduler.warmup_steps=2",
+    "logger=none",
+]
+
+
+def train(tmp_path: Path, name: str, *overrides: str, cache=None) -> tuple[Path, dict]:
+    run_dir = tmp_path / name
+    cfg = compose([*SMALL, f"cache_dir={cache}", *overrides])
+    return run_dir, run(cfg, run_dir)
+
+
+def deterministic(rows: list[dict]) -> list[dict]:
+    """Metric rows without wall-clock quantities."""
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+
+def test_run_folder_has_everything(tmp_path, shared_cache):
+    run_dir, summary = train(
+        tmp_path, "run", "trainer.max_steps=6", "trainer.val_every=3", "trainer.checkpoint_every=3", cache=shared_cache
+    )
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "samples.jsonl", "summary.json", "tokenizer"):
+        assert (run_dir / name).exists(), name
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert len(train_rows) == 6
+    assert [r for r in rows if "val/loss" in r], "validation loss was never logged"
+    assert all(r["perf/tokens_per_s"] > 0 for r in train_rows)
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {3, 6}
+    # the checkpoint loads into the plain model, without Lightning
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt.name == "step-000006"
+    from rizzrun.runner.build import build_model
+    from rizzrun.tokenizers import load_tokenizer
+
+    cfg = compose([*SMALL])
+    model = build_model(cfg, load_tokenizer(run_dir / "tokenizer"))
+    model.load_state_dict(load_weights(ckpt / WEIGHTS))
+    assert summary["step"] == 6
+
+
+def test_resume_is_bit_identical(tmp_path, shared_cache):
+    common = ["trainer.val_every=2", "trainer.checkpoint_every=2", "scheduler.total_steps=8", "optimizer.lr=1e-2"]
+    straight, _ = train(tmp_path, "straight", *common, "trainer.max_steps=8", cache=shared_cache)
+    split, _ = train(tmp_path, "split", *common, "trainer.max_steps=4", cache=shared_cache)
+    train(tmp_path, "split", *common, "trainer.max_steps=8", "resume=true", cache=shared_cache)
+
+    a = load_weights(latest_checkpoint(straight) / WEIGHTS)
+    b = load_weights(latest_checkpoint(split) / WEIGHTS)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert deterministic(read_metrics(straight / "metrics.jsonl")) == deterministic(read_metrics(split / "metrics.jsonl"))
+    assert (straight / "samples.jsonl").read_text() == (split / "samples.jsonl").read_text()
+
+
+def test_resume_after_a_crash_from_a_periodic_checkpoint(tmp_path, shared_cache, monkeypatch):
+    """A run killed mid-way resumes from its last periodic checkpoint (written during training,
+    not at the end) and still ends bit-identical to an uninterrupted run."""
+    from rizzrun.runner import task
+
+    common = ["trainer.val_every=2", "trainer.checkpoint_every=3", "trainer.max_steps=8", "optimizer.lr=1e-2"]
+    straight, _ = train(tmp_path, "straight", *common, cache=shared_cache)
+
+    original = task.LanguageModelTask.training_step
+
+    def crash_at_step_8(self, batch, batch_idx):
+        if self.trainer.global_step == 7:
+            raise RuntimeError("preempted (simulated)")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(task.LanguageModelTask, "training_step", crash_at_step_8)
+    with pytest.raises(RuntimeError, match="preempted"):
+        train(tmp_path, "crashed", *common, cache=shared_cache)
+    monkeypatch.setattr(task.LanguageModelTask, "training_step", original)
+    crashed = tmp_path / "crashed"
+    assert latest_checkpoint(crashed).name == "step-000006"
+    train(tmp_path, "crashed", *common, "resume=true", cache=shared_cache)
+
+    a = load_weights(latest_checkpoint(straight) / WEIGHTS)
+    b = load_weights(latest_checkpoint(crashed) / WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert deterministic(read_metrics(straight / "metrics.jsonl")) == deterministic(read_metrics(crashed / "metrics.jsonl"))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, shared_cache):
+    with pytest.raises(FileNotFoundError, match="checkpoints/latest"):
+        train(tmp_path, "empty", "trainer.max_steps=2", "resume=true", cache=shared_cache)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, shared_cache, monkeypatch):
+    run_dir, _ = train(tmp_path, "run", "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.val_every=2", cache=shared_cache)
+    before = latest_checkpoint(run_dir)
+    weights_before = load_weights(before / WEIGHTS)
+
+    import rizzrun.runner.checkpoint as ck
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ck.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        train(tmp_path, "run", "trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.val_every=2", "resume=true", cache=shared_cache)
+    assert latest_checkpoint(run_dir) == before
+    after = load_weights(before / WEIGHTS)
+    assert all(torch.equal(weights_before[k], after[k]) for k in weights_before)
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_tied_weights_round_trip(tmp_path):
+    shared = torch.randn(5, 3)
+    state = {"embed.weight": shared, "lm_head.weight": shared, "norm.weight": torch.ones(3)}
+    save_weights(state, tmp_path / "w.safetensors")
+    loaded = load_weights(tmp_path / "w.safetensors")
+    assert set(loaded) == set(state)
+    assert torch.equal(loaded["lm_head.weight"], shared)
+    assert loaded["lm_head.weight"].data_ptr() == loaded["embed.weight"].data_ptr()
+
+
+def test_wandb_offline_and_same_id_on_resume(tmp_path, shared_cache):
+    common = ["logger=wandb", "trainer.checkpoint_every=2", "trainer.val_every=2"]
+    run_dir, _ = train(tmp_path, "wb", *common, "trainer.max_steps=2", cache=shared_cache)
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert offline and all(p.name.endswith(run_id) for p in offline)
+    train(tmp_path, "wb", *common, "trainer.max_steps=4", "resume=true", cache=shared_cache)
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(run_id) for p in offline)
+
+
+def test_wandb_finishes_when_training_crashes(tmp_path, shared_cache, monkeypatch):
+    import wandb
+
+    from rizzrun.runner import task
+
+    def boom(self, batch, batch_idx):
+        raise RuntimeError("objective exploded")
+
+    monkeypatch.setattr(task.LanguageModelTask, "training_step", boom)
+    with pytest.raises(RuntimeError, match="objective exploded"):
+        train(tmp_path, "crash", "logger=wandb", "trainer.max_steps=2", cache=shared_cache)
+    assert wandb.run is None
+
+
+def test_csv_logger_and_metrics_jsonl(tmp_path, shared_cache):
+    run_dir, _ = train(tmp_path, "csv", "logger=csv", "trainer.max_steps=2", "trainer.val_every=2", cache=shared_cache)
+    assert list(run_dir.glob("csv/**/metrics.csv"))
+    assert read_metrics(run_dir / "metrics.jsonl")
+
+
+def test_generate_from_run(tmp_path, shared_cache):
+    from rizzrun.runner.generate import generate_from_run
+
+    run_dir, _ = train(tmp_path, "gen", "trainer.max_steps=2", "trainer.val_every=2", cache=shared_cache)
+    text = generate_from_run(run_dir, "Return the", max_new_tokens=5, decoder="greedy")
+    assert text.startswith("Return the")
+    again = generate_from_run(run_dir, "Return the", max_new_tokens=5, decoder="greedy")
+    assert text == again
