@@ -132,6 +132,9 @@ class LanguageModelTask(L.LightningModule):
             )
         ]
         self.last_samples = rows
+        for logger in self.loggers:
+            if hasattr(logger, "log_text"):  # W&B: a table of samples per validation
+                logger.log_text(key="samples", columns=["step", "prompt", "text"], data=[list(r.values()) for r in rows])
         if self.samples_path is not None:
             with self.samples_path.open("a") as f:
                 for row in rows:

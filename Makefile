@@ -1,0 +1,37 @@
+# rizzrun — the commands the README gives. `make install` creates .venv/ (editable install);
+# every other target runs it first when .venv/ is missing.
+PYTHON ?= python3
+# The CPU build of torch; on a GPU machine: make install TORCH_SPEC='torch==2.13.0' with the
+# CUDA index of your choice, or any torch in the range pyproject.toml allows.
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench repro lint wheel-smoke clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rizzrun
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
+
+wheel-smoke: $(STAMP)
+	bash tests/wheel_smoke.sh
+
+lint: $(STAMP)
+	$(BIN)/python -m compileall -q rizzrun tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

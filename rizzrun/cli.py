@@ -1,0 +1,200 @@
+"""The `rizzrun` command.
+
+    rizzrun [OVERRIDES...]            run one job through Hydra (-m: a sweep); see rizzrun.config.launch
+    rizzrun list [GROUP]              the config groups and their options
+    rizzrun show [OVERRIDES...]       the composed config as YAML
+    rizzrun validate [OVERRIDES...]   compose + validate: "ok" or every problem (exit 2)
+    rizzrun generate RUN_DIR --prompt TEXT ...
+
+A first argument that is a subcommand or a help flag goes to the typer app; anything else is a
+job's command line for Hydra. Nothing here imports torch, Lightning or W&B: the runner is
+imported only inside the job (and by `generate`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+SUBCOMMANDS = ("list", "show", "validate", "generate")
+HELP_FLAGS = ("--help", "-h")
+
+app = typer.Typer(
+    name="rizzrun",
+    add_completion=False,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "A Hydra-configured experiment runner for language-model research.\n\n"
+        "Bare overrides run a job: `rizzrun [OVERRIDES...]` composes conf/ (+ recipes/), validates it and "
+        "trains, e.g. `rizzrun +recipe=tiny trainer.max_steps=100`; `rizzrun -m seed=0,1,2` runs a sweep; "
+        "`rizzrun resume=true` continues the latest run of the same name. Every Hydra flag works there "
+        "(--cfg job, --info, -m, hydra.run.dir=..., hydra/launcher=...). With no arguments it runs the demo."
+    ),
+)
+
+
+def _fail(error: Exception | str) -> typer.Exit:
+    print(f"error: {error}", file=sys.stderr)
+    return typer.Exit(2)
+
+
+@app.command("list")
+def list_(group: Optional[str] = typer.Argument(None, help="a group (model, objective, ..., recipe)")) -> None:
+    """List every group and its options, or one group's options with a line about each."""
+    from rizzrun.config import catalog
+    from rizzrun.config.errors import listing, message, suggest
+    from rizzrun.config.validate import option_target
+
+    groups = [*catalog.groups(), catalog.RECIPE_GROUP]
+    if group is None:
+        width = max(map(len, groups))
+        for g in groups:
+            print(f"{g:<{width}}  {listing(catalog.options(g))}")
+        return
+    if group not in groups:
+        raise _fail(message(f"list {group}", f"no group '{group}'", suggest(group, groups),
+                            f"groups: {listing(groups)}"))
+    names = catalog.options(group)
+    width = max(map(len, names), default=0)
+    for name in names:
+        target = None if group == catalog.RECIPE_GROUP else option_target(group, name)
+        doc = (target.doc or "").strip().splitlines()[0] if target is not None and target.doc else ""
+        about = doc or catalog.yaml_description(catalog.option_file(group, name))
+        print(f"{name:<{width}}  {about}".rstrip())
+
+
+@app.command()
+def show(
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides, e.g. +recipe=tiny model.size=small"),
+    resolve: bool = typer.Option(False, "--resolve", help="resolve ${...} interpolations"),
+) -> None:
+    """Print the composed config as YAML (with the Llama dimensions its size resolves to)."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.config import ConfigError, compose
+
+    try:
+        cfg = compose(overrides or [])
+        text = OmegaConf.to_yaml(cfg, resolve=resolve)
+    except ConfigError as e:
+        raise _fail(e) from None
+    except Exception as e:  # an interpolation that does not resolve (with --resolve)
+        raise _fail(f"cannot resolve the config: {str(e).splitlines()[0]}") from None
+    print(text, end="")
+    dims = _llama_dims(cfg)
+    if dims:
+        print("# model dimensions after the size preset: " + ", ".join(f"{k}={v}" for k, v in dims.items()))
+
+
+def _llama_dims(cfg) -> dict | None:
+    from rizzrun.config.validate import LLAMA_TARGETS
+
+    model = cfg.get("model")
+    if model is None or model.get("_target_") not in LLAMA_TARGETS:
+        return None
+    try:
+        from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, resolve_llama_dims
+
+        return resolve_llama_dims(model.get("size", "tiny"), **{k: model.get(k) for k in LLAMA_DIM_KEYS if k in model})
+    except Exception:  # noqa: BLE001 - invalid dims are `rizzrun validate`'s business
+        return None
+
+
+@app.command()
+def validate(
+    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides, e.g. +recipe=tiny model.size=small"),
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="check every job of a sweep (a=1,2 b=x,y)"),
+) -> None:
+    """Compose and validate without running: print "ok", or every problem and exit with 2."""
+    from rizzrun.config import ConfigError
+    from rizzrun.config.check import check_jobs
+
+    try:
+        configs = check_jobs(overrides or [], multirun=multirun)
+    except ConfigError as e:
+        raise _fail(e) from None
+    print("ok" if len(configs) == 1 else f"ok ({len(configs)} jobs)")
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="the text to continue"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help="default: the decoder's"),
+    decoder: Optional[str] = typer.Option(None, "--decoder",
+                                          help="a decoder option (greedy, sample, ...); default: the run's"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="sampling temperature"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="keep the k most likely tokens (0 = off)"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus mass (1.0 = off)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="sampling seed"),
+) -> None:
+    """Continue PROMPT with the latest checkpoint of RUN_DIR and print the text."""
+    settings = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).items()
+                if v is not None}
+    problem = _generate_problem(run_dir, decoder, settings)
+    if problem:
+        raise _fail(problem)
+    from rizzrun.runner.generate import generate_from_run
+
+    print(generate_from_run(run_dir, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings))
+
+
+def _generate_problem(run_dir: Path, decoder: Optional[str], settings: dict) -> str | None:
+    from rizzrun.config import catalog
+    from rizzrun.config.errors import listing, message, suggest
+    from rizzrun.config.resume import LATEST
+    from rizzrun.config.validate import option_target
+
+    if not run_dir.is_dir():
+        return message(str(run_dir), "no such run folder", "give a folder under outputs/<date>/")
+    if not (run_dir / LATEST).exists():
+        return message(str(run_dir), f"holds no {LATEST.as_posix()}: the run saved no checkpoint (yet)",
+                       "train longer than trainer.checkpoint_every steps, or pick another run")
+    if decoder is not None:
+        names = catalog.options("decoder")
+        if decoder not in names:
+            return message(f"--decoder {decoder}", "no such decoder", suggest(decoder, names),
+                           f"decoders: {listing(names)}")
+        target = option_target("decoder", decoder)
+    else:
+        target = _run_decoder(run_dir)
+    if target is not None and target.params is not None and not target.takes_any_keyword():
+        accepted = {p.name for p in target.keyword_params()}
+        for key in settings:
+            if key not in accepted:
+                flag = "--" + key.replace("_", "-")
+                return message(f"{flag} {settings[key]}", f"the decoder {target.target} takes no {key}",
+                               f"its settings: {listing(sorted(accepted))}; pick a sampling decoder with --decoder")
+    return None
+
+
+def _run_decoder(run_dir: Path):
+    from omegaconf import OmegaConf
+
+    from rizzrun.config import signatures
+
+    try:
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        return signatures.resolve(str(saved.decoder._target_))
+    except Exception:  # noqa: BLE001 - no saved config or target: the runner will say
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a subcommand or help flag -> typer; anything else -> a Hydra job."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (argv[0] in SUBCOMMANDS or argv[0] in HELP_FLAGS):
+        app(args=argv, prog_name="rizzrun")
+        return
+    from rizzrun.config.launch import launch
+
+    sys.exit(launch(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The settings that are not components: the top level, `trainer` and `logger`.
+
+These dataclasses are the source of truth for which keys exist, their types and their ranges;
+the yaml files in conf/trainer and conf/logger give values, the validator checks them against
+these. Each field's metadata holds its bounds (`gt`, `ge`, `le`, `lt`), a `pattern` for strings,
+`optional=True` when the key may be left out, and a `help` line. No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+Precision = Literal["32", "bf16-mixed", "16-mixed", "bf16-true"]
+
+
+def _f(default, help: str, **bounds):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **bounds})
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass
+class RootConfig:
+    """Top-level keys of the composed config (beside one key per component group)."""
+
+    name: str = _f("default", "the run's name: last part of its folder; what resume=true looks for",
+                   pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+    seed: int = _f(0, "global seed (data order, init, sampling)", ge=0)
+    output_root: str = _f("outputs", "where run folders land")
+    cache_dir: str = _f("~/.cache/rizzrun", "tokenized data and trained tokenizers")
+    resume: Union[bool, str] = _f(False, "false | true (latest run of this name) | PATH (that run folder)")
+    prompts: list[str] = _f(["Return the", "This function", "The default"],
+                            "prompts sampled at each validation")
+
+
+@dataclass
+class TrainerConfig:
+    """Runner settings (group `trainer`)."""
+
+    accelerator: Literal["cpu", "gpu", "auto"] = _f("cpu", "where to train")
+    devices: Union[int, str, list[int]] = _f(1, "number of devices, 'auto', or a list of device ids")
+    strategy: str = _f("auto", "Lightning strategy: auto, ddp, fsdp, ...")
+    precision: Precision = _f("32", "numeric precision")
+    max_steps: int = _f(400, "optimizer steps to train for", gt=0)
+    accumulate: int = _f(1, "micro-batches per optimizer step", ge=1)
+    grad_clip: float = _f(1.0, "gradient-norm clip; 0 = off", ge=0)
+    val_every: int = _f(100, "validate every N optimizer steps", gt=0)
+    val_batches: int = _f(20, "validation batches per validation; 0 = all", ge=0)
+    log_every: int = _f(10, "log every N optimizer steps", gt=0)
+    checkpoint_every: int = _f(200, "save a checkpoint every N optimizer steps", gt=0)
+    keep_checkpoints: int = _f(2, "newest checkpoints kept", ge=1)
+    compile: bool = _f(False, "torch.compile the model")
+    num_threads: Optional[int] = _f(None, "torch CPU threads; null = torch's default", ge=1)
+    samples_per_val: int = _f(2, "prompts sampled at each validation", ge=0)
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go (group `logger`). Only `kind` is needed; the rest is for wandb."""
+
+    kind: Literal["wandb", "csv", "none"] = _f("wandb", "logger backend")
+    project: str = _f("rizzrun", "W&B project", optional=True)
+    entity: Optional[str] = _f(None, "W&B entity (user or team); null = your default", optional=True)
+    name: Optional[str] = _f(None, "W&B run name; null = the run folder's name", optional=True)
+    group: Optional[str] = _f(None, "W&B group", optional=True)
+    tags: list[str] = _f([], "W&B tags", optional=True)
+    mode: Literal["offline", "online", "disabled"] = _f("offline", "W&B mode; offline = `wandb sync` later",
+                                                        optional=True)
+
+
+# group name -> schema of its node (groups not listed here are components with a _target_)
+GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig}
+
+# Component groups every run needs; `scheduler` may be removed (`~scheduler`: constant lr).
+REQUIRED_GROUPS: tuple[str, ...] = (
+    "model", "attention", "objective", "decoder", "data", "tokenizer", "optimizer", "trainer", "logger",
+)
+
+# Arguments the runner passes at instantiate time, so the config may leave them null or out.
+RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention")}
+
+BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
+
+# Ranges of component arguments that hold for every option of the group (they are not part of
+# a target's signature, so they live here): "group.key" -> ((op, bound), ...).
+COMPONENT_RANGES: dict[str, tuple[tuple[str, float], ...]] = {
+    "optimizer.lr": ((">", 0),),
+    "optimizer.weight_decay": ((">=", 0),),
+    "optimizer.eps": ((">", 0),),
+    "scheduler.warmup_steps": ((">=", 0),),
+    "scheduler.total_steps": ((">", 0),),
+    "scheduler.min_lr_ratio": ((">=", 0), ("<=", 1)),
+    "data.seq_len": ((">", 0),),
+    "data.batch_size": ((">", 0),),
+    "data.val_fraction": ((">=", 0), ("<", 1)),
+    "data.max_docs": ((">=", 1),),
+    "data.min_chars": ((">=", 0),),
+    "decoder.max_new_tokens": ((">=", 0),),
+    "decoder.temperature": ((">", 0),),
+    "decoder.top_k": ((">=", 0),),
+    "decoder.top_p": ((">", 0), ("<=", 1)),
+    "model.init_std": ((">", 0),),
+    "tokenizer.min_frequency": ((">=", 1),),
+}

@@ -1,0 +1,391 @@
+"""Check a composed config before anything is built, reporting every problem at once.
+
+- Component nodes (those with `_target_`) are bound to their target's signature, read from
+  source by `rizzrun.config.signatures` (nothing is imported): unknown keys, missing required
+  arguments, values that do not fit a simple annotation.
+- `trainer`, `logger` and the top-level keys are checked against the dataclasses of
+  `rizzrun.config.schema`: keys, types, ranges, allowed values.
+- Relations between components: Llama dimensions (`rizzrun.models.llama_sizes`), the training
+  sequence length against `max_seq_len`, `model.vocab_size` against the tokenizer's, and the
+  batch kind the data produces against the one the objective consumes.
+
+Every message reads `KEY=VALUE: what is wrong; what is allowed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rizzrun.config import catalog, schema, signatures, typespec
+from rizzrun.config.errors import ConfigError, listing, message, show, suggest
+
+
+class _Marker:
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+MISSING = _Marker("???")  # a mandatory value nobody set
+BROKEN = _Marker("<unresolvable>")  # an interpolation that failed (already reported)
+
+LLAMA_TARGETS = ("rizzrun.models.llama.Llama",)
+_RESERVED = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one ConfigError listing every problem of `cfg`; return None when it is sound."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError(found)
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    """Every problem of `cfg`, one line each; [] when it is sound."""
+    out: list[str] = []
+    interpolated: dict[str, str] = {}
+    values = _plain(cfg, "", out, interpolated)
+    choices = _choices(cfg)
+    targets: dict[str, signatures.Target | None] = {}
+    out += _check_top_level(values)
+    groups = catalog.groups()
+    for group, node in values.items():
+        if group in groups and not isinstance(node, dict) and node is not None and node is not BROKEN:
+            out.append(message(f"{group}={show(node)}", f"expected a {group} node (a mapping)",
+                               f"pick an option with {group}=OPTION (options: {listing(catalog.options(group))})"))
+        elif group in schema.GROUP_SCHEMAS and isinstance(node, dict):
+            out += _check_schema(group, node, schema.GROUP_SCHEMAS[group])
+        elif isinstance(node, dict) and group in groups:
+            out += _check_component_tree(group, group, node, targets)
+    out += _check_model(values, targets)
+    out += _check_optimization(values, interpolated)
+    out += _check_batch_kinds(values, targets, choices)
+    return [_with_origin(p, interpolated) for p in out]
+
+
+def _with_origin(problem: str, interpolated: dict[str, str]) -> str:
+    """`scheduler.total_steps=0: ...` -> `scheduler.total_steps=0 (from ${trainer.max_steps}): ...`:
+    the key to change is the one the value came from."""
+    head, sep, rest = problem.partition(": ")
+    key = head.split("=", 1)[0]
+    if sep and "=" in head and key in interpolated and "${" not in head:
+        return f"{head} (from {interpolated[key]}){sep}{rest}"
+    return problem
+
+
+# --- plain values ----------------------------------------------------------------------------------
+
+def _plain(node: Any, path: str, out: list[str], interpolated: dict[str, str]) -> Any:
+    """`node` as plain Python with interpolations resolved one key at a time, so that one bad
+    interpolation is reported without hiding the rest; `interpolated` gets key -> '${...}'."""
+    if isinstance(node, DictConfig):
+        items = [(str(k), k) for k in node.keys()]
+    elif isinstance(node, ListConfig):
+        items = [(str(i), i) for i in range(len(node))]
+    else:
+        return node
+    result: dict | list = {} if isinstance(node, DictConfig) else []
+    for name, key in items:
+        full = f"{path}.{name}" if path else name
+        if full == "hydra":
+            continue
+        if OmegaConf.is_missing(node, key):
+            value = MISSING
+        else:
+            if OmegaConf.is_interpolation(node, key):
+                interpolated[full] = str(node._get_node(key)._value())
+            try:
+                value = _plain(node[key], full, out, interpolated)
+            except Exception as e:  # noqa: BLE001 - OmegaConf raises several kinds here
+                raw = node._get_node(key)._value()
+                reason = str(e).splitlines()[0]
+                out.append(message(f"{full}={raw}", f"cannot resolve it ({reason})"))
+                value = BROKEN
+        if isinstance(result, dict):
+            result[name] = value
+        else:
+            result.append(value)
+    return result
+
+
+def _choices(cfg: DictConfig) -> dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+    except Exception:  # noqa: BLE001 - no hydra node: composed without it
+        return {}
+
+
+# --- top level, trainer, logger ----------------------------------------------------------------------
+
+def _check_top_level(values: dict) -> list[str]:
+    out = []
+    root_fields = {f.name for f in dataclasses.fields(schema.RootConfig)}
+    groups = catalog.groups()
+    for key in values:
+        if key not in root_fields and key not in groups and key != "hydra":
+            out.append(message(f"{key}={show(values[key])}", "unknown top-level key",
+                               suggest(key, [*root_fields, *groups]),
+                               f"top-level keys: {listing(sorted(root_fields))}; groups: {listing(groups)}"))
+    out += _check_schema("", {k: v for k, v in values.items() if k in root_fields}, schema.RootConfig,
+                          unknown_ok=True)
+    for group in schema.REQUIRED_GROUPS:
+        if values.get(group) is None:
+            out.append(message(group, f"no {group} chosen",
+                               f"pick one with {group}=OPTION (options: {listing(catalog.options(group))})"))
+    return out
+
+
+def _bounds(meta: typing.Mapping) -> tuple[tuple[str, float], ...]:
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return tuple((ops[k], meta[k]) for k in ops if k in meta)
+
+
+def _check_schema(path: str, node: dict, cls: type, unknown_ok: bool = False) -> list[str]:
+    out = []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    prefix = f"{path}." if path else ""
+    if not unknown_ok:
+        for key in node:
+            if key not in fields:
+                out.append(message(f"{prefix}{key}={show(node[key])}",
+                                   f"unknown key of {path} ({cls.__name__} in rizzrun/config/schema.py)",
+                                   suggest(key, fields, prefix), f"keys: {listing(fields)}"))
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in node:
+            if not f.metadata.get("optional"):
+                out.append(message(key, "missing", f"{f.metadata.get('help', '')}; set it with +{key}=VALUE"))
+            continue
+        out += _check_value(key, node[name], typespec.from_type(hints[name]), _bounds(f.metadata),
+                            f.metadata.get("pattern"))
+    return out
+
+
+def _check_value(key: str, value: Any, spec: typespec.Spec, bounds=(), pattern: str | None = None) -> list[str]:
+    if value is BROKEN:
+        return []
+    if value is MISSING:
+        return [message(f"{key}=???", "required value is not set", f"set it, e.g. {key}=VALUE")]
+    if not typespec.matches(value, spec):
+        choices = typespec.literal_choices(spec)
+        if choices:
+            return [message(f"{key}={show(value)}", "not allowed", suggest(str(value), [str(c) for c in choices]),
+                            f"allowed: {listing(show(c) for c in choices)}")]
+        hint = ""
+        if spec.kind in ("str", "union") and typespec.matches("x", spec) and isinstance(value, (int, float)):
+            hint = f"quote it to pass text: {key}='{value}'"
+        return [message(f"{key}={show(value)}", f"expected {typespec.describe(spec)}, got {typespec.type_name(value)}",
+                        hint)]
+    out = []
+    if bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        failed = [f"{op} {bound}" for op, bound in bounds if not _holds(value, op, bound)]
+        if failed:
+            allowed = " and ".join(f"{op} {bound}" for op, bound in bounds)
+            out.append(message(f"{key}={show(value)}", "out of range", f"allowed: {key.rsplit('.', 1)[-1]} {allowed}"))
+    if pattern and isinstance(value, str) and not re.fullmatch(pattern, value):
+        out.append(message(f"{key}={show(value)}", "not allowed",
+                           f"allowed: letters, digits and . _ + - (no spaces or slashes), matching {pattern}"))
+    return out
+
+
+def _holds(value: float, op: str, bound: float) -> bool:
+    return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+
+
+# --- components ------------------------------------------------------------------------------------
+
+def _check_component_tree(group: str, path: str, node: dict, targets: dict) -> list[str]:
+    if "_target_" not in node:
+        if path == group and group not in schema.GROUP_SCHEMAS:
+            return [message(path, "has no _target_", f"a component names what builds it, "
+                            f"e.g. {path}._target_=package.module.Class")]
+        return []
+    out = _check_component(group, path, node, targets)
+    for key, value in node.items():  # nested components (a value with its own _target_)
+        if isinstance(value, dict) and "_target_" in value:
+            out += _check_component_tree(group, f"{path}.{key}", value, targets)
+    return out
+
+
+def _check_component(group: str, path: str, node: dict, targets: dict) -> list[str]:
+    name = node["_target_"]
+    if not isinstance(name, str) or not name:
+        return [message(f"{path}._target_={show(name)}", "expected a dotted path package.module.Class")]
+    try:
+        target = signatures.resolve(name)
+    except signatures.TargetNotFound as e:
+        targets[path] = None
+        return [message(f"{path}._target_={name}", str(e))]
+    except (OSError, SyntaxError) as e:
+        targets[path] = None
+        return [message(f"{path}._target_={name}", f"cannot read its source: {e}")]
+    targets[path] = target
+    out = []
+    partial = node.get("_partial_", False)
+    if not isinstance(partial, bool):
+        out.append(message(f"{path}._partial_={show(partial)}", "expected true or false"))
+    if target.kind != "class" and target.kind != "function" or target.params is None:
+        return out  # e.g. compiled code: nothing to bind against
+    supplied = schema.RUNNER_SUPPLIED.get(path, ())
+    positional = node.get("_args_") or []
+    params = [p for p in target.params if p.kind in ("positional_only", "normal")]
+    consumed = {p.name for p in params[: len(positional)]}
+    by_name = {p.name: p for p in target.keyword_params()}
+    keys = [k for k in node if k not in _RESERVED]
+    for key in keys:
+        if key not in by_name and not target.takes_any_keyword():
+            out.append(message(f"{path}.{key}={show(node[key])}", f"{name} has no parameter '{key}' ({target.file})",
+                               suggest(key, by_name, f"{path}."), f"parameters: {listing(by_name)}"))
+    if not partial:
+        for p in target.params:
+            if (p.required and p.kind in ("normal", "keyword_only") and p.name not in node
+                    and p.name not in consumed and p.name not in supplied):
+                out.append(message(f"{path}.{p.name}", f"required argument of {name} is not set",
+                                   f"add it: +{path}.{p.name}=VALUE"))
+        if any(p.required and p.kind == "positional_only" for p in params[len(positional):]):
+            out.append(message(path, f"{name} has positional-only arguments, which a config cannot "
+                               f"pass by name; give them in {path}._args_"))
+    for key in keys:
+        p = by_name.get(key)
+        value = node[key]
+        if isinstance(value, dict) and "_target_" in value:
+            continue
+        if value is None and key in supplied:
+            continue
+        spec = typespec.from_ast(p.annotation) if p is not None else typespec.ANY
+        if p is not None and p.default is None:  # `x: int = None` still means "or null"
+            spec = typespec.optional(spec)
+        out += _check_value(f"{path}.{key}", value, spec, schema.COMPONENT_RANGES.get(f"{path}.{key}", ()))
+    return out
+
+
+# --- relations between components --------------------------------------------------------------------
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check_model(values: dict, targets: dict) -> list[str]:
+    model, data, tok = values.get("model"), values.get("data"), values.get("tokenizer")
+    out: list[str] = []
+    if not isinstance(model, dict):
+        return out
+    if model.get("_target_") in LLAMA_TARGETS:
+        out += _check_llama(model, data if isinstance(data, dict) else {})
+    vocab = _int(model.get("vocab_size"))
+    tok_target = targets.get("tokenizer")
+    if vocab is not None and isinstance(tok, dict):
+        need = _int(tok.get("vocab_size"))
+        if need is None and tok_target is not None:
+            need = _int(tok_target.attrs.get("vocab_size"))
+        if need is not None and vocab < need:
+            out.append(message(f"model.vocab_size={vocab}",
+                               f"smaller than the tokenizer's vocabulary ({tok.get('_target_')}: {need} ids)",
+                               f"allowed: null (take the tokenizer's) or an integer >= {need}"))
+    return out
+
+
+def _check_optimization(values: dict, interpolated: dict[str, str]) -> list[str]:
+    out = []
+    scheduler, optimizer = values.get("scheduler"), values.get("optimizer")
+    if isinstance(scheduler, dict):
+        warmup, total = _int(scheduler.get("warmup_steps")), _int(scheduler.get("total_steps"))
+        if warmup is not None and total is not None and 0 < total < warmup:
+            origin = interpolated.get("scheduler.total_steps")
+            source = f" (from {origin})" if origin else ""
+            out.append(message(f"scheduler.warmup_steps={warmup}", f"longer than scheduler.total_steps={total}{source}",
+                               f"allowed: scheduler.warmup_steps <= {total}"))
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("betas"), list):
+        betas = optimizer["betas"]
+        numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+        if len(betas) != 2 or not numbers or not all(0 <= b < 1 for b in betas):
+            out.append(message(f"optimizer.betas={show(betas)}", "not a pair of numbers in [0, 1)",
+                               "allowed: e.g. optimizer.betas=[0.9,0.95]"))
+    return out
+
+
+def _check_llama(model: dict, data: dict) -> list[str]:
+    try:
+        from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, LLAMA_SIZES, llama_dim_errors
+    except ImportError as e:
+        return [message("model", f"cannot check the Llama dimensions: {e}")]
+    size = model.get("size", "tiny")
+    if size is BROKEN or size is MISSING:
+        return []
+    if not isinstance(size, str) or size not in LLAMA_SIZES:
+        return [message(f"model.size={show(size)}", "not a Llama size", suggest(str(size), LLAMA_SIZES),
+                        f"allowed: {listing(LLAMA_SIZES)}")]
+    dims = {k: model[k] for k in LLAMA_DIM_KEYS if k in model and model[k] not in (BROKEN, MISSING)}
+    out = []
+    for text in llama_dim_errors({"size": size, **dims}):
+        match = re.match(r"(\w+)=(\S+) (.*)", text)
+        out.append(f"model.{match.group(1)}={match.group(2)}: {match.group(3)}" if match else f"model: {text}")
+    if out:
+        return out
+    resolved = {**LLAMA_SIZES[size], **{k: v for k, v in dims.items() if v is not None}}
+    seq_len, max_len = _int(data.get("seq_len")), resolved["max_seq_len"]
+    if seq_len is not None and seq_len > max_len:
+        source = "model.max_seq_len" if dims.get("max_seq_len") is not None else f"model.size={size}"
+        out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={max_len} (from {source})",
+                           f"allowed: data.seq_len <= {max_len}, or raise model.max_seq_len"))
+    return out
+
+
+def _batch_kind(role: str, path: str, node: Any, target: signatures.Target | None) -> tuple[str | None, list[str]]:
+    if not isinstance(node, dict) or target is None:
+        return None, []
+    kind = target.attrs.get("batch_kind")
+    verb = "consumes" if role == "objective" else "produces"
+    if kind is None:
+        return None, [message(f"{path}._target_={target.target}", "declares no batch_kind",
+                              f"the class must say which batch it {verb}: batch_kind = "
+                              f"{' | '.join(repr(k) for k in schema.BATCH_KINDS)}")]
+    if kind not in schema.BATCH_KINDS:
+        return None, [message(f"{path}._target_={target.target}", f"batch_kind={show(kind)} is not a batch kind",
+                              suggest(str(kind), schema.BATCH_KINDS),
+                              f"allowed: {listing(repr(k) for k in schema.BATCH_KINDS)}")]
+    return kind, []
+
+
+def _check_batch_kinds(values: dict, targets: dict, choices: dict) -> list[str]:
+    consumed, out = _batch_kind("objective", "objective", values.get("objective"), targets.get("objective"))
+    produced, more = _batch_kind("data", "data", values.get("data"), targets.get("data"))
+    out += more
+    if consumed is None or produced is None or consumed == produced:
+        return out
+    objective = choices.get("objective") or targets["objective"].target
+    data = choices.get("data") or targets["data"].target
+    fitting = [o for o in catalog.options("data") if option_batch_kind("data", o) == consumed]
+    pick = (f"data={' or data='.join(fitting)}" if fitting
+            else f"a data option that produces '{consumed}' (none ships yet)")
+    out.append(message(
+        f"objective={objective}, data={data}",
+        f"objective '{objective}' ({targets['objective'].target}) consumes batch_kind '{consumed}' but "
+        f"data '{data}' ({targets['data'].target}) produces '{produced}'",
+        f"pick {pick}, or an objective that consumes '{produced}'"))
+    return out
+
+
+def option_batch_kind(group: str, option: str) -> str | None:
+    """The batch_kind declared by the target of conf/GROUP/OPTION.yaml, if readable."""
+    target = option_target(group, option)
+    return target.attrs.get("batch_kind") if target is not None else None
+
+
+def option_target(group: str, option: str) -> signatures.Target | None:
+    """The source view of conf/GROUP/OPTION.yaml's `_target_`, or None (no target, unreadable)."""
+    try:
+        node = OmegaConf.load(catalog.option_file(group, option))
+        name = node.get("_target_") if isinstance(node, DictConfig) else None
+        return signatures.resolve(str(name)) if name else None
+    except Exception:  # noqa: BLE001 - a listing helper: an unreadable option just has no answer
+        return None
+

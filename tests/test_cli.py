@@ -1,0 +1,304 @@
+"""The `rizzrun` command: subcommands in-process, the Hydra run path in subprocesses with
+`rizzrun.runner.train` replaced by tests/fake_runner.py (so nothing trains here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from rizzrun.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+# Runs the CLI with the fake runner in place of rizzrun.runner.train.
+WITH_FAKE_RUNNER = ("import sys; sys.path.insert(0, {tests!r}); import fake_runner; "
+                    "sys.modules['rizzrun.runner.train'] = fake_runner; "
+                    "from rizzrun.cli import main; main()").format(tests=str(TESTS))
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `rizzrun ARGV` run in this process."""
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return info.value.code or 0, out, err
+
+
+def run_cli(out_root: Path, *argv: str, code: str = WITH_FAKE_RUNNER) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RIZZRUN_OUTPUTS": str(out_root), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+# --- help and listing -------------------------------------------------------------------------------
+
+def test_help_says_bare_overrides_run_a_job(capsys):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    assert cli(capsys, "-h")[:2] == (0, out)
+    assert "Bare overrides run a job: `rizzrun [OVERRIDES...]`" in " ".join(out.split())
+    for command in ("list", "show", "validate", "generate"):
+        assert re.search(rf"^\s+{command}\s+\S", out, re.M), command
+
+
+def test_generate_help(capsys):
+    code, out, _ = cli(capsys, "generate", "--help")
+    assert code == 0
+    for flag in ("RUN_DIR", "--prompt", "--max-new-tokens", "--decoder", "--temperature", "--top-k", "--top-p", "--seed"):
+        assert flag in out, flag
+
+
+def test_list_every_group_one_line_each(capsys):
+    code, out, _ = cli(capsys, "list")
+    assert code == 0
+    assert out.splitlines() == [
+        "attention  naive, sdpa", "data       pydoc, text", "decoder    greedy, sample", "logger     csv, none, wandb",
+        "model      llama", "objective  ce", "optimizer  adamw", "scheduler  constant, cosine", "tokenizer  bpe, byte",
+        "trainer    cpu, gpu", "recipe     tiny"]
+
+
+def test_list_group_describes_each_option(capsys):
+    # a target's docstring, first line (read through AST) ...
+    code, out, _ = cli(capsys, "list", "model")
+    assert (code, out) == (0, "llama  Llama language model: input_ids (B, T) -> logits (B, T, V).\n")
+    # ... or the yaml's first comment for groups without targets, and for recipes
+    _, out, _ = cli(capsys, "list", "logger")
+    assert out.splitlines()[0] == "csv    Metrics to a CSV file in the run folder only."
+    _, out, _ = cli(capsys, "list", "recipe")
+    assert out == "tiny  The default demo under its own name: a tiny Llama on the pydoc corpus, on a CPU.\n"
+
+
+def test_list_unknown_group(capsys):
+    code, out, err = cli(capsys, "list", "modle")
+    assert (code, out) == (2, "")
+    assert err == ("error: list modle: no group 'modle'; did you mean 'model'? groups: attention, data, decoder, "
+                   "logger, model, objective, optimizer, scheduler, tokenizer, trainer, recipe\n")
+
+
+# --- show and validate ----------------------------------------------------------------------------------
+
+def test_show_prints_the_composed_config_and_the_model_dims(capsys):
+    code, out, _ = cli(capsys, "show", "+recipe=tiny", "model.n_layer=2")
+    assert code == 0
+    shown = yaml.safe_load(out)
+    assert shown["name"] == "tiny" and shown["model"]["n_layer"] == 2 and "hydra" not in shown
+    assert shown["scheduler"]["total_steps"] == "${trainer.max_steps}"
+    assert out.splitlines()[-1] == ("# model dimensions after the size preset: d_model=192, n_layer=2, n_head=6, "
+                                    "n_kv_head=2, d_ff=512, max_seq_len=256, rope_theta=10000.0, norm_eps=1e-05, "
+                                    "tie_embeddings=True")
+    _, out, _ = cli(capsys, "show", "--resolve")
+    assert yaml.safe_load(out)["scheduler"]["total_steps"] == 400
+
+
+def test_show_bad_override(capsys):
+    code, out, err = cli(capsys, "show", "model=lama")
+    assert (code, out) == (2, "")
+    assert err == "error: model=lama: no option 'lama' in group 'model'; did you mean 'llama'? options: llama\n"
+
+
+def test_validate_ok_and_errors(capsys):
+    assert cli(capsys, "validate", "+recipe=tiny") == (0, "ok\n", "")
+    assert cli(capsys, "validate", "-m", "seed=0,1", "attention=sdpa,naive") == (0, "ok (4 jobs)\n", "")
+    code, out, err = cli(capsys, "validate", "optimizer.lr=0", "trainer.precision=bf16")
+    assert (code, out) == (2, "")
+    assert err == ("error: 2 problems:\n"
+                   "- optimizer.lr=0: out of range; allowed: lr > 0\n"
+                   "- trainer.precision='bf16': not allowed; did you mean 'bf16-true'? "
+                   "allowed: '32', 'bf16-mixed', '16-mixed', 'bf16-true'\n")
+
+
+def test_validate_sweep_names_the_jobs_with_a_problem(capsys):
+    code, _, err = cli(capsys, "validate", "-m", "optimizer.lr=0.1,0", "seed=1")
+    assert code == 2
+    assert err == "error: optimizer.lr=0: out of range; allowed: lr > 0 [in jobs: optimizer.lr=0]\n"
+
+
+# --- the run path: checks before Hydra (in-process: nothing reaches Hydra) ---------------------------------
+
+def test_bad_run_fails_before_hydra_with_exit_2(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RIZZRUN_OUTPUTS", str(tmp_path))
+    code, out, err = cli(capsys, "model.n_layr=2", "trainer.max_steps=0")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: 3 problems:\n- model.n_layr=2: 'model' has no key 'n_layr'; did you mean 'model.n_layer'?")
+    assert list(tmp_path.iterdir()) == []  # no run folder was made
+
+
+def test_sweep_is_checked_job_by_job(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RIZZRUN_OUTPUTS", str(tmp_path))
+    code, _, err = cli(capsys, "-m", "model.n_head=6,5", "model.n_kv_head=1")
+    assert code == 2
+    assert err.startswith("error: model.n_head=5: must divide d_model=192; allowed n_head: 1, 2, 3, 4, 6, 8, ")
+    assert err.endswith(" [in jobs: model.n_head=5]\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_errors(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RIZZRUN_OUTPUTS", str(tmp_path))
+    code, _, err = cli(capsys, "resume=true")
+    assert code == 2
+    assert err == (f"error: resume=true: no run named 'default' with a checkpoint under {tmp_path}; looked for "
+                   f"{tmp_path}/<date>/<time>-default/checkpoints/latest; start afresh with resume=false, "
+                   "or give the folder: resume=PATH\n")
+    run = tmp_path / "2024-05-01" / "10-00-00-default"
+    run.mkdir(parents=True)
+    code, _, err = cli(capsys, f"resume={run}")
+    assert (code, err) == (2, f"error: resume={run}: {run} holds no checkpoints/latest: that run saved no checkpoint; "
+                              "resume a run that did (trainer.checkpoint_every sets how often they are saved)\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "latest").write_text("step-000010\n")
+    code, _, err = cli(capsys, "resume=true", f"hydra.run.dir={tmp_path}/elsewhere")
+    assert (code, err) == (2, "error: resume=true: resume picks the run folder itself; drop hydra.run.dir, "
+                              "or give the folder as resume=PATH\n")
+    code, _, err = cli(capsys, f"resume={tmp_path}/nope")
+    assert code == 2 and err.startswith(f"error: resume={tmp_path}/nope: no such run folder ({tmp_path}/nope); ")
+    code, _, err = cli(capsys, "-m", "seed=1,2", "resume=true")
+    assert (code, err) == (2, "error: resume=true: cannot be used with -m/--multirun, since a sweep starts fresh "
+                              "jobs; resume one job at a time with resume=PATH\n")
+
+
+# --- the run path through Hydra (subprocesses, fake runner) ----------------------------------------------------
+
+def test_single_run_gets_its_config_and_run_folder(tmp_path):
+    result = run_cli(tmp_path, "+recipe=tiny", "seed=5")
+    assert result.returncode == 0, result.stderr
+    [folder] = list(tmp_path.glob("*/*-tiny"))
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.parent.name) and re.fullmatch(r"\d{2}-\d{2}-\d{2}-tiny", folder.name)
+    record = json.loads((folder / "fake_run.json").read_text())
+    assert record == {"name": "tiny", "seed": 5, "resume": False, "run_dir": str(folder), "run_dir_type": "PosixPath",
+                      "has_hydra_node": False, "model_target": "rizzrun.models.llama.Llama"}
+    assert list(OmegaConf.load(folder / ".hydra" / "overrides.yaml")) == ["+recipe=tiny", "seed=5"]
+    assert OmegaConf.load(folder / ".hydra" / "config.yaml").name == "tiny"
+    assert not (folder / "error.txt").exists()
+
+
+def test_hydra_run_dir_and_a_failing_single_run(tmp_path):
+    target = tmp_path / "custom run"
+    result = run_cli(tmp_path, f"hydra.run.dir='{target}'", "seed=13")
+    assert result.returncode == 1
+    assert "RuntimeError: fake failure for seed 13" in result.stderr
+    assert "fake failure for seed 13" in (target / "error.txt").read_text()
+    assert (target / ".hydra" / "config.yaml").is_file()
+
+
+def test_multirun_keeps_going_past_a_failing_job(tmp_path):
+    result = run_cli(tmp_path, "-m", "seed=1,13,2")
+    assert result.returncode == 1
+    [sweep] = list((tmp_path / "multirun").glob("*/*"))
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2"]
+    for job, seed in zip(jobs, (1, 13, 2)):
+        assert (sweep / job / ".hydra" / "overrides.yaml").is_file()
+        assert json.loads((sweep / job / "fake_run.json").read_text())["seed"] == seed
+    assert [p.parent.name for p in sweep.glob("*/error.txt")] == ["1"]
+    assert "RuntimeError: fake failure for seed 13" in (sweep / "1" / "error.txt").read_text()
+    assert result.stderr.endswith(
+        f"error: 1 job(s) of the sweep failed:\n- {sweep / '1'} (seed=13): RuntimeError: fake failure for seed 13; "
+        f"traceback in {sweep / '1' / 'error.txt'}\n")
+
+
+def test_multirun_all_ok_exits_0(tmp_path):
+    result = run_cli(tmp_path, "-m", "attention=glob(*)", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
+    assert list(OmegaConf.load(tmp_path / "sweep" / "1" / ".hydra" / "overrides.yaml")) == ["attention=sdpa"]
+
+
+def test_resume_true_reuses_the_latest_run_folder(tmp_path):
+    older = tmp_path / "2024-05-01" / "10-00-00-tiny"
+    newer = tmp_path / "2024-05-02" / "09-30-00-tiny"
+    for folder in (older, newer):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "latest").write_text("step-000010\n")
+    result = run_cli(tmp_path, "+recipe=tiny", "resume=true")
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {newer}" in result.stderr
+    record = json.loads((newer / "fake_run.json").read_text())
+    assert (record["run_dir"], record["resume"]) == (str(newer), True)
+    assert not (older / "fake_run.json").exists()
+
+
+# --- generate ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def run_folder(tmp_path):
+    folder = tmp_path / "2024-05-01" / "10-00-00-tiny"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "latest").write_text("step-000010\n")
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text("decoder:\n  _target_: rizzrun.decoders.sample.Sample\n")
+    return folder
+
+
+def test_generate_calls_the_runner(capsys, monkeypatch, run_folder):
+    calls = []
+
+    class FakeGenerate:
+        @staticmethod
+        def generate_from_run(run_dir, prompt, max_new_tokens=None, decoder=None, **overrides):
+            calls.append((run_dir, prompt, max_new_tokens, decoder, overrides))
+            return prompt + " world"
+
+    monkeypatch.setitem(sys.modules, "rizzrun.runner.generate", FakeGenerate)
+    code, out, _ = cli(capsys, "generate", str(run_folder), "--prompt", "hello", "-n", "5", "--temperature", "0.5",
+                       "--seed", "3")
+    assert (code, out) == (0, "hello world\n")
+    assert calls == [(run_folder, "hello", 5, None, {"temperature": 0.5, "seed": 3})]
+
+
+def test_generate_errors(capsys, tmp_path, run_folder):
+    code, _, err = cli(capsys, "generate", str(tmp_path / "nope"), "--prompt", "x")
+    assert (code, err) == (2, f"error: {tmp_path / 'nope'}: no such run folder; give a folder under outputs/<date>/\n")
+    (run_folder / "checkpoints" / "latest").unlink()
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x")
+    assert (code, err) == (2, f"error: {run_folder}: holds no checkpoints/latest: the run saved no checkpoint (yet); "
+                              "train longer than trainer.checkpoint_every steps, or pick another run\n")
+    (run_folder / "checkpoints" / "latest").write_text("step-000010\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedyy")
+    assert (code, err) == (2, "error: --decoder greedyy: no such decoder; did you mean 'greedy'? decoders: greedy, sample\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedy", "--top-k", "5")
+    assert (code, err) == (2, "error: --top-k 5: the decoder rizzrun.decoders.greedy.Greedy takes no top_k; its settings: "
+                              "max_new_tokens; pick a sampling decoder with --decoder\n")
+
+
+# --- what the light commands import --------------------------------------------------------------------
+
+HEAVY_PROBE = """
+import sys
+from rizzrun.cli import main
+for argv in (["--help"], ["generate", "--help"], ["list"], ["list", "model"], ["show"], ["validate"],
+             ["validate", "data.seq_len=999"], ["model.n_layr=2"], ["--cfg", "job"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "lightning", "pytorch_lightning", "wandb",
+                                                              "transformers", "datasets", "triton"})
+print("HEAVY", heavy)
+"""
+
+
+def test_light_commands_import_no_torch_lightning_or_wandb(tmp_path):
+    result = run_cli(tmp_path, code=HEAVY_PROBE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "HEAVY []"
+    assert "_target_: rizzrun.models.llama.Llama" in result.stdout  # --cfg job went through Hydra
+    assert "error: data.seq_len=999: longer than the model's max_seq_len=256" in result.stderr
+
+
+def test_validation_error_end_to_end(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rizzrun.cli", "model.n_layr=2"], cwd=tmp_path,
+                            env={**os.environ, "RIZZRUN_OUTPUTS": str(tmp_path)}, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("error: model.n_layr=2: 'model' has no key 'n_layr'; did you mean 'model.n_layer'? keys: "
+                             "d_ff, d_model, init_std, max_seq_len, n_head, n_kv_head, n_layer, norm_eps, rope_theta, "
+                             "size, tie_embeddings, vocab_size\n")

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build rizzrun's wheel, install it (no dependencies) into a temporary folder and check that the
+# installed copy, not the checkout, finds conf/ and recipes/, lists every group, composes and
+# validates the default config and every recipe, and holds every package of rizzrun/.
+# Usage: tests/wheel_smoke.sh   (PYTHON=/path/to/python to pick the interpreter; default .venv)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+py="${PYTHON:-$repo/.venv/bin/python}"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# Build from a copy of the files git would commit: a stale build/ folder in the checkout could
+# otherwise smuggle deleted files into the wheel (and the checkout stays untouched).
+mkdir "$tmp/src"
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+  git -C "$repo" ls-files -z -co --exclude-standard | (cd "$repo" && xargs -0 tar cf - --ignore-failed-read --) | tar xf - -C "$tmp/src"
+else
+  tar cf - -C "$repo" --exclude=.venv --exclude=build --exclude='*.egg-info' --exclude=outputs . | tar xf - -C "$tmp/src"
+fi
+# The interpreter's own setuptools when it has one (fast, offline); else pip's isolated build.
+isolation=""
+"$py" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 69)' 2>/dev/null \
+  && isolation="--no-build-isolation"
+"$py" -m pip wheel "$tmp/src" --no-deps $isolation -q -w "$tmp/wheel" 2>"$tmp/build.log" \
+  || { cat "$tmp/build.log"; exit 1; }
+"$py" -m pip install --no-deps -q --target "$tmp/site" "$tmp"/wheel/rizzrun-*.whl
+
+# -S: skip site-packages' .pth files, so an editable install of the checkout cannot win; the
+# dependencies come from the interpreter's site-packages, put on the path by hand after the wheel.
+deps="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cd "$tmp"
+PYTHONPATH="$tmp/site:$deps" "$py" -S - "$repo" "$tmp/site" <<'PYEOF'
+import sys
+from pathlib import Path
+
+repo, site = Path(sys.argv[1]), Path(sys.argv[2]).resolve()
+import rizzrun
+from rizzrun import paths
+from rizzrun.config import catalog, load
+
+where = Path(rizzrun.__file__).resolve()
+assert where.is_relative_to(site), f"rizzrun imported from {where}, not from the wheel in {site}"
+for found in (paths.conf_dir(), paths.recipes_dir()):
+    assert found.resolve().is_relative_to(site), f"{found} is not inside the installed wheel"
+
+shipped = {p.relative_to(repo / "conf") for p in (repo / "conf").rglob("*.yaml")}
+installed = {p.relative_to(paths.conf_dir()) for p in paths.conf_dir().rglob("*.yaml")}
+assert shipped == installed, f"conf/ files missing from the wheel: {sorted(map(str, shipped - installed))}"
+recipes = sorted(p.stem for p in (repo / "recipes").glob("*.yaml"))
+assert catalog.options("recipe") == recipes, f"recipes in the wheel: {catalog.options('recipe')}, in the checkout: {recipes}"
+
+packages = {p.parent.relative_to(repo) for p in (repo / "rizzrun").rglob("*.py") if "__pycache__" not in p.parts}
+missing = sorted(str(p) for p in packages if not (site / p).is_dir())
+assert not missing, f"packages missing from the wheel (add them to [tool.setuptools] packages): {missing}"
+
+for group in catalog.groups():
+    print(f"{group}: {', '.join(catalog.options(group))}")
+load([])
+for recipe in recipes:
+    load([f"+recipe={recipe}"])
+print(f"recipes: {', '.join(recipes)}")
+print("wheel ok:", site)
+PYEOF
