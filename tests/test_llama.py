@@ -208,6 +208,8 @@ def test_meta_device_then_materialise():
         model = Llama(V, **SMALL)
     assert model.rope_cos.is_meta and "rope_cos" not in model.state_dict()
     model.to_empty(device="cpu")
+    if model.config.tie_embeddings:
+        assert model.lm_head.weight is model.embed.weight
     model.reset_rope()
     model.reset_parameters()
     reference = Llama(V, **SMALL)

@@ -232,6 +232,14 @@ class Llama(nn.Module):
         self.reset_rope()
         self.reset_parameters()
 
+    def to_empty(self, *, device, recurse: bool = True):
+        """Materialise a `meta` model; re-ties the embeddings, which `Module.to_empty` replaces
+        by two separate tensors (the output layer would then stay uninitialised memory)."""
+        super().to_empty(device=device, recurse=recurse)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        return self
+
     def reset_rope(self) -> None:
         """(Re)compute the RoPE tables (max_seq_len, D) on the device the buffers live on."""
         cfg = self.config
