@@ -75,8 +75,31 @@ def progress_callback(every: int) -> L.Callback:
     if interactive():
         from lightning.pytorch.callbacks import RichProgressBar
 
-        return RichProgressBar()
+        class StepBar(RichProgressBar):
+            def _get_train_description(self, current_epoch: int) -> str:
+                return "train"  # steps, not epochs: the data stream is endless
+
+            def get_metrics(self, trainer, pl_module):
+                metrics = super().get_metrics(trainer, pl_module)
+                metrics.pop("v_num", None)
+                return metrics
+
+        return StepBar()
     return PrintProgress(every)
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter (accelerator lines, tips) at WARNING, through the same
+    handlers as everything else (Hydra's console + the run's log file), printed once."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 class Stopwatch:

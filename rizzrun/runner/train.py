@@ -30,11 +30,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from hydra.utils import instantiate
 
     from rizzrun.runner.build import build_model, cache_dir
-    from rizzrun.runner.callbacks import PeriodicCheckpoint, progress_callback
+    from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import FolderCheckpointIO, latest_checkpoint, read_meta
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
 
+    quiet_lightning()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.trainer
@@ -109,6 +110,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         plugins=[FolderCheckpointIO()],
         enable_checkpointing=False,
         enable_model_summary=False,
+        enable_progress_bar=interactive(),
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
     )
