@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,7 @@ def test_wandb_offline_and_same_id_on_resume(tmp_path, shared_cache):
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert offline and all(p.name.endswith(run_id) for p in offline)
+    time.sleep(1.1)  # W&B names offline folders by the second: make the resumed one distinct
     train(tmp_path, "wb", *common, "trainer.max_steps=4", "resume=true", cache=shared_cache)
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(p.name.endswith(run_id) for p in offline)
