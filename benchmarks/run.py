@@ -88,26 +88,33 @@ def _components(overrides: list[str], cache: str):
 
 
 def rizzrun_tokens_per_s(overrides, steps, warmup, cache) -> tuple[float, float]:
-    """Steady-state tokens/s of the runner (median over post-warm-up steps) and its start-up time."""
-    from rizzrun.config import compose
+    """Train through the `rizzrun` command (a fresh process, as a user runs it). Returns the
+    steady-state tokens/s (median of its logged per-step rates after warm-up) and the start-up:
+    process wall time minus the time of the logged steps (imports, corpus and tokenization
+    cache, model build, Lightning set-up, the end-of-run checkpoint)."""
     from rizzrun.runner.metrics import read_metrics
-    from rizzrun.runner.train import run
 
     total = steps + warmup
+    exe = str(Path(sys.executable).with_name("rizzrun"))
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose([
-            *overrides, "logger=none", f"cache_dir={cache}", f"trainer.max_steps={total}", "trainer.log_every=1",
-            f"trainer.val_every={total}", "trainer.val_batches=1", f"trainer.checkpoint_every={total}",
-            "trainer.samples_per_val=0",
-        ])
+        cmd = [
+            exe, *overrides, "logger=none", f"cache_dir={cache}", f"trainer.max_steps={total}", "trainer.log_every=1",
+            f"scheduler.warmup_steps={warmup}", f"trainer.val_every={total}", "trainer.val_batches=1",
+            f"trainer.checkpoint_every={total}", "trainer.samples_per_val=0", f"hydra.run.dir={tmp}/run",
+        ]
         t = time.perf_counter()
-        run(cfg, Path(tmp))
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
         wall = time.perf_counter() - t
-        rates = [r["perf/tokens_per_s"] for r in read_metrics(Path(tmp) / "metrics.jsonl") if "perf/tokens_per_s" in r]
-    steady = rates[warmup:]
-    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-    startup_s = wall - sum(tokens_per_step / r for r in rates)
-    return statistics.median(steady), startup_s
+        rows = read_metrics(Path(tmp) / "run" / "metrics.jsonl")
+    rates = [r["perf/tokens_per_s"] for r in rows if "perf/tokens_per_s" in r]
+    batch, seq = _batch_shape(overrides)
+    startup_s = wall - sum(batch * seq / r for r in rates)
+    return statistics.median(rates[warmup:]), startup_s
+
+
+def _batch_shape(overrides) -> tuple[int, int]:
+    get = dict(o.split("=", 1) for o in overrides)
+    return int(get["data.batch_size"]), int(get["data.seq_len"])
 
 
 def bare_loop(model, forward_loss, batches, steps, warmup, lr=3e-3) -> tuple[float, float]:
@@ -125,7 +132,7 @@ def bare_loop(model, forward_loss, batches, steps, warmup, lr=3e-3) -> tuple[flo
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
     tokens = batch["input_ids"].numel()
     return statistics.median(tokens / t for t in times[warmup:]), first
 
@@ -144,8 +151,6 @@ def hf_twin(model):
     """`transformers.LlamaForCausalLM` with the same config and weights, sdpa attention."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rizzrun.models.llama import to_hf_state_dict
-
     c = model.config
     hf = LlamaForCausalLM(LlamaConfig(
         vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layer,
@@ -153,9 +158,8 @@ def hf_twin(model):
         rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
         attention_bias=False, mlp_bias=False, attn_implementation="sdpa",
     ))
-    hf.load_state_dict(to_hf_state_dict(model), strict=False)
-    if c.tie_embeddings:
-        hf.tie_weights()
+    missing, unexpected = hf.load_state_dict(model.to_hf_state_dict(), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     return hf
 
 

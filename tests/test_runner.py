@@ -187,3 +187,45 @@ def test_generate_from_run(tmp_path, shared_cache):
     assert text.startswith("Return the")
     again = generate_from_run(run_dir, "Return the", max_new_tokens=5, decoder="greedy")
     assert text == again
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_weights(latest_checkpoint(run_dir) / WEIGHTS)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path, shared_cache):
+    """2 micro-batches of 4 blocks = 1 batch of 8: the stream visits the same blocks, every
+    block has the same number of targets, so the token-mean gradient is the same."""
+    common = ["trainer.max_steps=3", "trainer.val_every=3", "trainer.checkpoint_every=3", "optimizer.lr=1e-2"]
+    big, _ = train(tmp_path, "big", *common, "data.batch_size=8", cache=shared_cache)
+    acc, _ = train(tmp_path, "acc", *common, "data.batch_size=4", "trainer.accumulate=2", cache=shared_cache)
+    a, b = _final_weights(big), _final_weights(acc)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert not torch.equal(a["norm.weight"], torch.ones_like(a["norm.weight"]))  # training moved them
+    big_loss = [r["train/loss"] for r in read_metrics(big / "metrics.jsonl") if "train/loss" in r]
+    acc_loss = [r["train/loss"] for r in read_metrics(acc / "metrics.jsonl") if "train/loss" in r]
+    assert len(acc_loss) == 3  # one row per optimizer step, not per micro-batch
+    assert big_loss == pytest.approx(acc_loss, rel=1e-5)
+
+
+def test_bf16_mixed_precision_trains(tmp_path, shared_cache):
+    run_dir, summary = train(
+        tmp_path, "bf16", "trainer.precision=bf16-mixed", "trainer.max_steps=3", "trainer.val_every=3", cache=shared_cache
+    )
+    fp32_dir, fp32 = train(tmp_path, "fp32", "trainer.max_steps=3", "trainer.val_every=3", cache=shared_cache)
+    weights = _final_weights(run_dir)
+    assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
+    # bf16 autocast changes the numbers a little, not the result
+    assert summary["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.02)
+    assert summary["val_loss"] != fp32["val_loss"]
+
+
+def test_torch_compile_gives_the_eager_result(tmp_path, shared_cache):
+    common = ["trainer.max_steps=2", "trainer.val_every=2", "model.n_layer=1", "trainer.samples_per_val=0"]
+    eager, _ = train(tmp_path, "eager", *common, cache=shared_cache)
+    compiled, _ = train(tmp_path, "compiled", *common, "trainer.compile=true", cache=shared_cache)
+    a, b = _final_weights(eager), _final_weights(compiled)
+    assert set(a) == set(b)  # compiling in place keeps the parameter names
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
