@@ -229,3 +229,16 @@ def test_torch_compile_gives_the_eager_result(tmp_path, shared_cache):
     assert set(a) == set(b)  # compiling in place keeps the parameter names
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_wandb_logger_gets_project_name_group_tags_and_the_resolved_config(tmp_path):
+    from rizzrun.runner.loggers import build_loggers
+
+    cfg = compose(["logger=wandb", "logger.project=proj", "logger.group=grp", "logger.tags=[a,b]", "name=demo"])
+    jsonl, wb = build_loggers(cfg, tmp_path / "2026-01-01-demo")
+    init = wb._wandb_init
+    assert (init["project"], init["group"], init["tags"], init["mode"]) == ("proj", "grp", ["a", "b"], "offline")
+    assert init["name"] == "2026-01-01-demo"  # the run folder's name unless logger.name is set
+    assert init["id"] == (tmp_path / "2026-01-01-demo" / "wandb_id.txt").read_text().strip()
+    assert init["config"]["scheduler"]["total_steps"] == cfg.trainer.max_steps  # resolved, not "${...}"
+    assert "${" not in json.dumps(init["config"])
