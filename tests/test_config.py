@@ -307,8 +307,8 @@ def test_unknown_schema_key_added_with_plus():
 # --- binding to target signatures (fake targets) -------------------------------------------------------
 
 def test_missing_target_file():
-    assert only_error(["objective._target_=rizzrun.objectives.goldfish.Goldfish"]) == (
-        "objective._target_=rizzrun.objectives.goldfish.Goldfish: cannot find rizzrun/objectives/goldfish.py "
+    assert only_error(["objective._target_=rizzrun.objectives.nosuch.NoSuch"]) == (
+        "objective._target_=rizzrun.objectives.nosuch.NoSuch: cannot find rizzrun/objectives/nosuch.py "
         f"(looked in {REPO / 'rizzrun' / 'objectives'})")
 
 

@@ -69,8 +69,22 @@ class LoggerConfig:
                                                         optional=True)
 
 
-# group name -> schema of its node (groups not listed here are components with a _target_)
-GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig}
+@dataclass
+class EvalConfig:
+    """Evaluation of a trained model (top-level `eval`): `rizzrun eval RUN_DIR`, or at the end
+    of training with `eval.at_end=true`. Memorization is greedy extraction (see
+    rizzrun/eval/memorization.py) on a named set of documents, plus held-out loss."""
+
+    at_end: bool = _f(False, "evaluate when training ends (metrics logged as mem/* and eval/*)")
+    documents: str = _f("train", "train | val (the data option's splits) | PATH (.jsonl with a text "
+                        "field, or .txt with documents separated by blank lines)")
+    max_documents: int = _f(100, "documents evaluated (the first N of the set)", ge=1)
+    prefix_len: int = _f(32, "prompt: the first N tokens of each document", ge=1)
+    continuation_len: int = _f(64, "tokens greedy-decoded and compared with the document", ge=1)
+
+
+# top-level node -> schema (component groups not listed here are components with a _target_)
+GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig, "eval": EvalConfig}
 
 # Component groups every run needs; `scheduler` may be removed (`~scheduler`: constant lr).
 REQUIRED_GROUPS: tuple[str, ...] = (
@@ -95,6 +109,7 @@ COMPONENT_RANGES: dict[str, tuple[tuple[str, float], ...]] = {
     "data.batch_size": ((">", 0),),
     "data.val_fraction": ((">=", 0), ("<", 1)),
     "data.max_docs": ((">=", 1),),
+    "data.max_train_docs": ((">=", 1),),
     "data.min_chars": ((">=", 0),),
     "decoder.max_new_tokens": ((">=", 0),),
     "decoder.temperature": ((">", 0),),

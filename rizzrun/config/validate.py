@@ -129,7 +129,7 @@ def _check_top_level(values: dict) -> list[str]:
     root_fields = {f.name for f in dataclasses.fields(schema.RootConfig)}
     groups = catalog.groups()
     for key in values:
-        if key not in root_fields and key not in groups and key != "hydra":
+        if key not in root_fields and key not in groups and key not in schema.GROUP_SCHEMAS and key != "hydra":
             out.append(message(f"{key}={show(values[key])}", "unknown top-level key",
                                suggest(key, [*root_fields, *groups]),
                                f"top-level keys: {listing(sorted(root_fields))}; groups: {listing(groups)}"))

@@ -157,6 +157,8 @@ class PyDocCorpus(LMCorpus):
     val_fraction: share of documents in the validation split (by hash of source location).
     seed: shuffles the training blocks each epoch; does not change the split.
     max_docs: keep only the first max_docs documents (sorted file order), e.g. for tests.
+    max_train_docs: keep only the first max_train_docs training documents after the split,
+        the validation split untouched (a small set seen many times: memorization studies).
     min_chars: drop documents shorter than this many characters.
     cache_dir: cache root (None: $RIZZRUN_CACHE or ~/.cache/rizzrun).
     """
@@ -172,17 +174,21 @@ class PyDocCorpus(LMCorpus):
         max_docs: int | None = None,
         min_chars: int = 200,
         cache_dir: str | None = None,
+        max_train_docs: int | None = None,
     ):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"PyDocCorpus val_fraction={val_fraction!r}: must be in [0, 1)")
         if max_docs is not None and (int(max_docs) != max_docs or max_docs < 1):
             raise ValueError(f"PyDocCorpus max_docs={max_docs!r}: must be None or an integer >= 1")
+        if max_train_docs is not None and (int(max_train_docs) != max_train_docs or max_train_docs < 1):
+            raise ValueError(f"PyDocCorpus max_train_docs={max_train_docs!r}: must be None or an integer >= 1")
         if int(min_chars) != min_chars or min_chars < 0:
             raise ValueError(f"PyDocCorpus min_chars={min_chars!r}: must be an integer >= 0")
         self.val_fraction = float(val_fraction)
         self.max_docs = None if max_docs is None else int(max_docs)
         self.min_chars = int(min_chars)
+        self.max_train_docs = None if max_train_docs is None else int(max_train_docs)
         self._docs: dict[str, tuple[list[str], list[str]]] | None = None
         self._fingerprint: str | None = None
 
@@ -202,9 +208,14 @@ class PyDocCorpus(LMCorpus):
                 split = "val" if stable_unit(locations[i]) < self.val_fraction else "train"
                 docs[split][0].append(texts[i])
                 docs[split][1].append(locations[i])
+            if self.max_train_docs is not None:
+                texts_, locations_ = docs["train"]
+                skipped["over_max_train_docs"] = max(len(texts_) - self.max_train_docs, 0)
+                docs["train"] = (texts_[: self.max_train_docs], locations_[: self.max_train_docs])
             self._skipped = skipped
             self._fingerprint = hashlib.sha256(
-                json.dumps(["pydoc", key, self.min_chars, self.max_docs, self.val_fraction]).encode()
+                json.dumps(["pydoc", key, self.min_chars, self.max_docs, self.val_fraction]
+                           + ([self.max_train_docs] if self.max_train_docs is not None else [])).encode()
             ).hexdigest()
             self._docs = docs
         return self._docs
@@ -217,6 +228,9 @@ class PyDocCorpus(LMCorpus):
 
     def train_texts(self):
         return iter(self.documents()["train"][0])
+
+    def val_texts(self):
+        return iter(self.documents()["val"][0])
 
     def _split_datasets(self) -> dict:
         from datasets import Dataset

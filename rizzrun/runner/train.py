@@ -120,6 +120,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.fit(
             task, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
         )
+        evaluation = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step)
         failed = False
     finally:
         finish_loggers(loggers, failed)
@@ -132,11 +133,26 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "val_loss": metrics.get("val/loss"),
         "seconds": round(time.perf_counter() - started, 1),
         "samples": task.last_samples,
+        "eval": evaluation,
         "data": getattr(data, "stats", {}),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _print_summary(summary)
     return summary
+
+
+def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int) -> dict | None:
+    """`eval.at_end`: memorization + held-out loss of the final model, logged at the last step
+    and written to eval.json (the same as `rizzrun eval RUN_DIR` afterwards)."""
+    if not (cfg.get("eval") and cfg.eval.at_end):
+        return None
+    from rizzrun.runner.evaluate import evaluate, flat_metrics, write
+
+    result = evaluate(model, tokenizer, data, cfg.eval)
+    write(run_dir, result)
+    for logger in loggers:
+        logger.log_metrics(flat_metrics(result), step=step)
+    return {k: v for k, v in result["memorization"].items() if k != "rows"} | {"val": result["val"]}
 
 
 class _Stream(torch.utils.data.IterableDataset):

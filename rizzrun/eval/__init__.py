@@ -1,0 +1,1 @@
+"""Evaluation of trained runs: memorization (extraction) metrics and held-out loss."""
