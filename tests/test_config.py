@@ -142,7 +142,7 @@ def test_recipe_naming_a_missing_option(recipes):
     path = recipes("bad", "# @package _global_\ndefaults:\n  - override /objective: cee\nname: bad\n")
     assert only_error(["+recipe=bad"]) == (
         f"recipe 'bad' ({path}), defaults entry objective: cee: no option 'cee' in group 'objective'; "
-        "did you mean 'ce'? options: ce")
+        f"did you mean 'ce'? options: {', '.join(catalog.options('objective'))}")
 
 
 def test_recipe_setting_keys_that_do_not_exist(recipes):
