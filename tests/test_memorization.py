@@ -117,3 +117,16 @@ def test_eval_at_end_and_rizzrun_eval_agree(tmp_path, shared_cache):
     assert again["val"]["loss"] == pytest.approx(saved["val"]["loss"], rel=1e-6)
     other = evaluate_run(tmp_path / "run", documents="val", max_documents=3)
     assert other["documents"] == "val" and other["memorization"]["documents"] <= 3
+
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).with_name("rizzrun"))
+    done = subprocess.run([exe, "eval", str(tmp_path / "run"), "--prefix-len", "8", "--continuation-len", "8"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"exact match {saved['memorization']['exact_match_rate']:.3f}" in done.stdout
+    bad = subprocess.run([exe, "eval", str(tmp_path / "run"), "--documents", str(tmp_path / "nope.jsonl")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope.jsonl: no such file" in bad.stderr
