@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"CrossEntropy": "rizzrun.objectives.ce"}
+_EXPORTS = {
+    "CrossEntropy": "rizzrun.objectives.ce",
+    "Goldfish": "rizzrun.objectives.goldfish",
+    "goldfish_mask": "rizzrun.objectives.goldfish",
+}
 
 __all__ = list(_EXPORTS)
 
