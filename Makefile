@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -27,11 +27,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
+# Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
+repro: repro-goldfish
+
+repro-goldfish: $(STAMP)
+	$(BIN)/python repro/goldfish.py
+
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh
 
 lint: $(STAMP)
-	$(BIN)/python -m compileall -q rizzrun tests benchmarks
+	$(BIN)/python -m compileall -q rizzrun tests benchmarks repro
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

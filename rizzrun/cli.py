@@ -5,6 +5,8 @@
     rizzrun show [OVERRIDES...]       the composed config as YAML
     rizzrun validate [OVERRIDES...]   compose + validate: "ok" or every problem (exit 2)
     rizzrun generate RUN_DIR --prompt TEXT ...
+    rizzrun export RUN_DIR OUT_DIR [--force]   a run's latest checkpoint as a Hugging Face Llama folder
+    rizzrun eval RUN_DIR [--documents train|val|PATH]   memorization + held-out loss -> eval.json
 
 A first argument that is a subcommand or a help flag goes to the typer app; anything else is a
 job's command line for Hydra. Nothing here imports torch, Lightning or W&B: the runner is
@@ -19,7 +21,7 @@ from typing import Optional
 
 import typer
 
-SUBCOMMANDS = ("list", "show", "validate", "generate")
+SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export")
 HELP_FLAGS = ("--help", "-h")
 
 app = typer.Typer(
@@ -100,6 +102,11 @@ def _llama_dims(cfg) -> dict | None:
     try:
         from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, resolve_llama_dims
 
+        if model.get("from_pretrained") is not None:  # config.json's dimensions (no torch)
+            from rizzrun.models.hf_llama import hf_llama_dims
+
+            dims = hf_llama_dims(str(model.from_pretrained))
+            return {**dims, "max_seq_len": model.get("max_seq_len") or dims["max_seq_len"]}
         return resolve_llama_dims(model.get("size", "tiny"), **{k: model.get(k) for k in LLAMA_DIM_KEYS if k in model})
     except Exception:  # noqa: BLE001 - invalid dims are `rizzrun validate`'s business
         return None
@@ -183,6 +190,75 @@ def _run_decoder(run_dir: Path):
         return signatures.resolve(str(saved.decoder._target_))
     except Exception:  # noqa: BLE001 - no saved config or target: the runner will say
         return None
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
+    documents: Optional[str] = typer.Option(None, "--documents", help="train | val | PATH (.jsonl/.txt); default: the run's eval.documents"),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="evaluate the first N documents"),
+    prefix_len: Optional[int] = typer.Option(None, "--prefix-len", help="prompt tokens taken from each document"),
+    continuation_len: Optional[int] = typer.Option(None, "--continuation-len", help="tokens decoded and compared"),
+    output: str = typer.Option("eval.json", "--output", "-o", help="file name in RUN_DIR for the results"),
+) -> None:
+    """Memorization (greedy extraction: exact match, token match, RougeL) on a named set of
+    documents, and held-out loss, for the latest checkpoint of RUN_DIR; writes RUN_DIR/eval.json
+    (or --output)."""
+    problem = _generate_problem(run_dir, None, {})
+    if problem:
+        raise _fail(problem)
+    for flag, value in (("--max-documents", max_documents), ("--prefix-len", prefix_len),
+                        ("--continuation-len", continuation_len)):
+        if value is not None and value < 1:
+            raise _fail(f"{flag} {value}: out of range; allowed: >= 1")
+    from rizzrun.runner.evaluate import evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, documents=documents, max_documents=max_documents, prefix_len=prefix_len,
+                              continuation_len=continuation_len, output=output)
+    except (ValueError, FileNotFoundError) as e:
+        raise _fail(e) from None
+    mem, val = result["memorization"], result["val"]
+    print(f"documents: {result['documents']} ({mem['documents']} evaluated, {mem['skipped_short']} too short)")
+    print(f"exact match {mem['exact_match_rate']:.3f} ({mem['exact_matches']}/{mem['documents']})  "
+          f"token match {mem['token_match']:.3f}  RougeL {mem['rougeL']:.3f}  "
+          f"val loss {val['loss']:.4f}  ppl {val['ppl']:.2f}")
+    print(f"written: {run_dir / output}")
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
+    out_dir: Path = typer.Argument(..., help="the Hugging Face model folder to write"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty OUT_DIR, replacing the model "
+                                                      "and tokenizer files of an earlier export"),
+) -> None:
+    """Write the latest checkpoint of RUN_DIR as a Hugging Face Llama folder (config.json,
+    model.safetensors, generation_config.json, the tokenizer when transformers can load it), which
+    transformers.AutoModelForCausalLM.from_pretrained(OUT_DIR) loads."""
+    problem = _generate_problem(run_dir, None, {}) or _export_problem(run_dir, out_dir, force)
+    if problem:
+        raise _fail(problem)
+    from rizzrun.runner.export import export_run
+
+    try:
+        lines = export_run(run_dir, out_dir, force=force)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        raise _fail(e) from None
+    print("\n".join(lines))
+
+
+def _export_problem(run_dir: Path, out_dir: Path, force: bool) -> str | None:
+    from rizzrun.config.errors import message
+
+    if not (run_dir / "config.yaml").is_file():
+        return message(str(run_dir), "not a rizzrun run folder (no config.yaml)", "give a folder under outputs/<date>/")
+    if out_dir.exists() and not out_dir.is_dir():
+        return message(str(out_dir), "exists and is not a folder", "give a folder to write the model into")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        return message(str(out_dir), "exists and is not empty",
+                       "give a new folder, or pass --force to replace the model and tokenizer files in it")
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,8 +82,12 @@ def _option_overrides(group: str, option: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in catalog.groups() for o in catalog.options(g)])
-def test_every_option_of_every_group_validates(group, option):
-    cfg = load(_option_overrides(group, option), hydra_config=True)
+def test_every_option_of_every_group_validates(group, option, tmp_path):
+    overrides = _option_overrides(group, option)
+    if (group, option) == ("tokenizer", "hf"):  # tokenizer.path=??? must name a folder with a tokenizer.json
+        (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordLevel", "vocab": {"<unk>": 0}}}')
+        overrides.append(f"tokenizer.path={tmp_path}")
+    cfg = load(overrides, hydra_config=True)
     assert cfg.hydra.runtime.choices[group] == option
 
 
@@ -186,7 +190,8 @@ def test_recipe_needs_a_plus():
 def test_misspelled_key():
     assert only_error(["model.n_layr=2"]) == (
         "model.n_layr=2: 'model' has no key 'n_layr'; did you mean 'model.n_layer'? keys: d_ff, d_model, "
-        "init_std, max_seq_len, n_head, n_kv_head, n_layer, norm_eps, rope_theta, size, tie_embeddings, vocab_size")
+        "from_pretrained, init_std, max_seq_len, n_head, n_kv_head, n_layer, norm_eps, rope_scaling, rope_theta, "
+        "size, tie_embeddings, vocab_size")
 
 
 def test_misspelled_group_name():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -37,6 +38,7 @@ MISSING = _Marker("???")  # a mandatory value nobody set
 BROKEN = _Marker("<unresolvable>")  # an interpolation that failed (already reported)
 
 LLAMA_TARGETS = ("rizzrun.models.llama.Llama",)
+HF_TOKENIZER_TARGETS = ("rizzrun.tokenizers.hf.HFTokenizer",)
 _RESERVED = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
 
@@ -276,21 +278,49 @@ def _int(value) -> int | None:
 def _check_model(values: dict, targets: dict) -> list[str]:
     model, data, tok = values.get("model"), values.get("data"), values.get("tokenizer")
     out: list[str] = []
+    folder_vocab = _hf_tokenizer_vocab(tok, targets.get("tokenizer"), out)
     if not isinstance(model, dict):
         return out
     if model.get("_target_") in LLAMA_TARGETS:
         out += _check_llama(model, data if isinstance(data, dict) else {})
     vocab = _int(model.get("vocab_size"))
+    pretrained = None  # model.from_pretrained, when the vocabulary comes from its config.json
+    if vocab is None and model.get("_target_") in LLAMA_TARGETS:
+        vocab, pretrained = _pretrained_vocab(model)
     tok_target = targets.get("tokenizer")
     if vocab is not None and isinstance(tok, dict):
         need = _int(tok.get("vocab_size"))
+        if need is None:
+            need = folder_vocab
         if need is None and tok_target is not None:
             need = _int(tok_target.attrs.get("vocab_size"))
-        if need is not None and vocab < need:
+        if need is not None and vocab < need and pretrained is not None:
+            out.append(message(f"model.from_pretrained={show(pretrained)}",
+                               f"the model's vocabulary (vocab_size={vocab} in its config.json) is smaller than "
+                               f"the tokenizer's ({tok.get('_target_')}: {need} ids)",
+                               f"use the checkpoint's own tokenizer, or one with at most {vocab} ids"))
+        elif need is not None and vocab < need:
             out.append(message(f"model.vocab_size={vocab}",
                                f"smaller than the tokenizer's vocabulary ({tok.get('_target_')}: {need} ids)",
                                f"allowed: null (take the tokenizer's) or an integer >= {need}"))
     return out
+
+
+def _hf_tokenizer_vocab(tok: Any, target: signatures.Target | None, out: list[str]) -> int | None:
+    """tokenizer=hf: the vocabulary size of the folder at tokenizer.path, read from its JSON
+    files (no torch, no `tokenizers`); a missing or unreadable folder is reported."""
+    if not isinstance(tok, dict):
+        return None
+    name = target.target if target is not None else tok.get("_target_")
+    if name not in HF_TOKENIZER_TARGETS or not isinstance(tok.get("path"), str):
+        return None  # not an HF tokenizer, or path ??? / not a string: reported already
+    from rizzrun.tokenizers.hf import folder_vocab_size
+
+    try:
+        return folder_vocab_size(tok["path"])
+    except (OSError, ValueError) as e:
+        out.append(message(f"tokenizer.path={show(tok['path'])}", str(e)))
+        return None
 
 
 def _check_optimization(values: dict, interpolated: dict[str, str]) -> list[str]:
@@ -317,6 +347,8 @@ def _check_llama(model: dict, data: dict) -> list[str]:
         from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, LLAMA_SIZES, llama_dim_errors
     except ImportError as e:
         return [message("model", f"cannot check the Llama dimensions: {e}")]
+    if isinstance(model.get("from_pretrained"), str):
+        return _check_pretrained_llama(model, data)
     size = model.get("size", "tiny")
     if size is BROKEN or size is MISSING:
         return []
@@ -325,6 +357,13 @@ def _check_llama(model: dict, data: dict) -> list[str]:
                         f"allowed: {listing(LLAMA_SIZES)}")]
     dims = {k: model[k] for k in LLAMA_DIM_KEYS if k in model and model[k] not in (BROKEN, MISSING)}
     out = []
+    rope_scaling = model.get("rope_scaling")
+    if rope_scaling is not BROKEN and rope_scaling is not MISSING:
+        from rizzrun.models.hf_llama import rope_scaling_problems
+
+        for text in rope_scaling_problems(rope_scaling, "rope_scaling"):
+            match = re.match(r"([\w.]+)=(\S+) (.*)", text)
+            out.append(f"model.{match.group(1)}={match.group(2)}: {match.group(3)}" if match else f"model.{text}")
     for text in llama_dim_errors({"size": size, **dims}):
         match = re.match(r"(\w+)=(\S+) (.*)", text)
         out.append(f"model.{match.group(1)}={match.group(2)}: {match.group(3)}" if match else f"model: {text}")
@@ -337,6 +376,48 @@ def _check_llama(model: dict, data: dict) -> list[str]:
         out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={max_len} (from {source})",
                            f"allowed: data.seq_len <= {max_len}, or raise model.max_seq_len"))
     return out
+
+
+def _check_pretrained_llama(model: dict, data: dict) -> list[str]:
+    """model.from_pretrained=PATH: the folder, its config.json (supported, and agreeing with any
+    dimension set beside it) and its weight files, read without torch; seq_len against its length."""
+    from rizzrun.models.hf_llama import HF_CONFIG, HF_FIELDS, HFCheckpointError, dim_conflicts, hf_llama_dims
+
+    path = model["from_pretrained"]
+    head = f"model.from_pretrained={show(path)}"
+    folder = Path(path).expanduser()
+    try:
+        hf = hf_llama_dims(folder)
+    except HFCheckpointError as e:
+        where = "" if e.where == str(folder) else f"{e.where}: "
+        return [message(head, f"{where}{p}") for p in e.problems]
+    given = {k: model.get(k) for k in HF_FIELDS if model.get(k) not in (BROKEN, MISSING)}
+    out = [message(f"model.{key}={show(given[key])}", problem)
+           for key, problem in dim_conflicts(hf, given, folder / HF_CONFIG)]
+    if out:
+        return out
+    max_len = _int(given.get("max_seq_len")) or hf["max_seq_len"]
+    seq_len = _int(data.get("seq_len"))
+    if seq_len is not None and seq_len > max_len:
+        source = ("model.max_seq_len" if given.get("max_seq_len") is not None
+                  else f"max_position_embeddings in {folder / HF_CONFIG}")
+        out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={max_len} (from {source})",
+                           f"allowed: data.seq_len <= {max_len}"))
+    return out
+
+
+def _pretrained_vocab(model: dict) -> tuple[int | None, str | None]:
+    """(vocab_size in config.json, the path) under model.from_pretrained; (None, None) otherwise
+    or when the folder cannot be read (`_check_pretrained_llama` reports why)."""
+    path = model.get("from_pretrained")
+    if not isinstance(path, str):
+        return None, None
+    from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims
+
+    try:
+        return hf_llama_dims(path)["vocab_size"], path
+    except HFCheckpointError:
+        return None, None
 
 
 def _batch_kind(role: str, path: str, node: Any, target: signatures.Target | None) -> tuple[str | None, list[str]]:

@@ -1,22 +1,26 @@
 """Llama: a decoder-only transformer (Touvron et al., arXiv 2302.13971; Llama 2, arXiv 2307.09288).
 
 Pre-norm blocks with RMSNorm (arXiv 1910.07467), rotary position embeddings (RoPE, arXiv
-2104.09864) in the Hugging Face "rotate_half" channel layout, a SwiGLU MLP (arXiv 2002.05202) and
-grouped-query attention (GQA, arXiv 2305.13245); no biases; input and output embeddings optionally
-tied. The model projects q, k, v and applies RoPE; a pluggable kernel (`rizzrun.attention`) does
-the attention itself.
+2104.09864) in the Hugging Face "rotate_half" channel layout, optionally with Llama 3.1's frequency
+scaling (arXiv 2407.21783), a SwiGLU MLP (arXiv 2002.05202) and grouped-query attention (GQA,
+arXiv 2305.13245); no biases; input and output embeddings optionally tied. The model projects
+q, k, v and applies RoPE; a pluggable kernel (`rizzrun.attention`) does the attention itself.
+`Llama(from_pretrained=PATH)` loads a Hugging Face Llama folder (`rizzrun.models.hf_llama`).
 
 Shapes: B batch, T time, C = d_model, H = n_head, Hkv = n_kv_head, D = head_dim = C / H, V vocab.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rizzrun.attention.sdpa import SDPAttention
+from rizzrun.models.hf_llama import normalize_rope_scaling, rope_scaling_problems
 from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, llama_dim_errors, resolve_llama_dims
 
 
@@ -35,9 +39,13 @@ class LlamaConfig:
     norm_eps: float
     tie_embeddings: bool
     init_std: float = 0.02
+    # None: plain RoPE; else Llama 3.1 scaling in the canonical form of
+    # `rizzrun.models.hf_llama.normalize_rope_scaling`.
+    rope_scaling: Optional[dict] = None
 
     def __post_init__(self):
         errors = llama_dim_errors({k: getattr(self, k) for k in LLAMA_DIM_KEYS})
+        errors += rope_scaling_problems(self.rope_scaling)
         if not (isinstance(self.vocab_size, int) and not isinstance(self.vocab_size, bool)
                 and self.vocab_size > 0):
             errors.append(f"vocab_size={self.vocab_size!r} must be a positive integer")
@@ -66,15 +74,37 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_tables(max_seq_len: int, head_dim: int, theta: float):
+def rope_inv_freq(head_dim: int, theta: float, scaling: Optional[dict] = None):
+    """RoPE frequencies theta^(-2j/D) for j < D/2, (head_dim // 2,) fp32 (Su et al., arXiv 2104.09864).
+
+    `scaling` {"rope_type": "llama3", factor s, low_freq_factor l, high_freq_factor h,
+    original_max_position_embeddings L} is the context extension of Llama 3.1 (the Llama 3 herd,
+    arXiv 2407.21783; the rule is that of Meta's reference code, `apply_scaling`, a per-band
+    interpolation like YaRN's "NTK-by-parts", arXiv 2309.00071). With wavelength w = 2 pi / f and
+    r = L / w (turns over the original context):
+    r >= h (short waves, already seen whole in training) keep f; r <= l (long waves) become f / s
+    (position interpolation, arXiv 2306.15595); in between, f is blended with weight g = (r - l) / (h - l):
+    (1 - g) f / s + g f. This is the formula of transformers' `_compute_llama3_parameters`.
+    """
+    # fp32, as Llama and transformers compute them: fp64 would be more exact but would drift
+    # from the published checkpoints' logits at long positions.
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    if scaling is None:
+        return inv_freq
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    turns = scaling["original_max_position_embeddings"] / (2 * math.pi / inv_freq)  # r above
+    weight = ((turns - low) / (high - low)).clamp(0.0, 1.0)  # g: 0 = long waves, 1 = short waves
+    return (1 - weight) * inv_freq / factor + weight * inv_freq
+
+
+def rope_tables(max_seq_len: int, head_dim: int, theta: float, scaling: Optional[dict] = None):
     """cos and sin of the RoPE angles (Su et al., arXiv 2104.09864), each (max_seq_len, head_dim).
 
     Channel j and j + D/2 form a rotated pair (the "rotate_half" layout of Hugging Face Llama
     checkpoints, whose q/k weights are permuted for it), so both halves share frequency j.
+    `scaling`: Llama 3.1 frequency scaling (see `rope_inv_freq`), None for plain RoPE.
     """
-    # fp32 angles, as Llama and transformers compute them: fp64 would be more exact but would
-    # drift from the published checkpoints' logits at long positions.
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    inv_freq = rope_inv_freq(head_dim, theta, scaling)
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
@@ -199,18 +229,35 @@ class Llama(nn.Module):
     `size` picks a preset from `rizzrun.models.llama_sizes.LLAMA_SIZES`; any dimension given
     (not None) overrides it. `attention` is a factory called once per layer as
     `attention(n_head=, n_kv_head=, head_dim=, layer_idx=)`; None means `SDPAttention`.
+    `rope_scaling`: None (plain RoPE) or Llama 3.1's {"rope_type": "llama3", "factor",
+    "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (see `rope_inv_freq`).
+
+    `from_pretrained`: a local Hugging Face Llama folder (config.json + safetensors). Its
+    config.json gives every dimension (vocab_size included; `size` and `init_std` are unused); a
+    dimension given here must equal config.json's (`max_seq_len` may be smaller), else ValueError.
+    The weights are loaded, cast to the default dtype, without a random init first.
+
     The RoPE tables are non-persistent buffers, so the model can be built on the meta device;
     after `to_empty(device=...)` call `reset_rope()` (and `reset_parameters()` unless loading).
     """
 
-    def __init__(self, vocab_size: int, size: str = "tiny", d_model=None, n_layer=None, n_head=None,
-                 n_kv_head=None, d_ff=None, max_seq_len=None, rope_theta=None, norm_eps=None,
-                 tie_embeddings=None, init_std: float = 0.02, attention=None):
+    def __init__(self, vocab_size: Optional[int], size: str = "tiny", d_model=None, n_layer=None,
+                 n_head=None, n_kv_head=None, d_ff=None, max_seq_len=None, rope_theta=None,
+                 norm_eps=None, tie_embeddings=None, init_std: float = 0.02, attention=None,
+                 rope_scaling: Optional[dict] = None, from_pretrained: Optional[str] = None):
         super().__init__()
-        dims = resolve_llama_dims(size, d_model=d_model, n_layer=n_layer, n_head=n_head,
-                                  n_kv_head=n_kv_head, d_ff=d_ff, max_seq_len=max_seq_len,
-                                  rope_theta=rope_theta, norm_eps=norm_eps,
-                                  tie_embeddings=tie_embeddings)
+        given = dict(d_model=d_model, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, d_ff=d_ff,
+                     max_seq_len=max_seq_len, rope_theta=rope_theta, norm_eps=norm_eps,
+                     tie_embeddings=tie_embeddings)
+        if from_pretrained is not None:
+            from rizzrun.models.hf_llama import pretrained_llama_dims
+
+            dims = pretrained_llama_dims(from_pretrained, vocab_size=vocab_size, rope_scaling=rope_scaling,
+                                         **given)
+            vocab_size = dims.pop("vocab_size")
+        else:
+            dims = resolve_llama_dims(size, **given)
+            dims["rope_scaling"] = normalize_rope_scaling(rope_scaling)
         self.config = cfg = LlamaConfig(vocab_size=vocab_size, **dims, init_std=init_std)
         if attention is None:
             attention = SDPAttention
@@ -218,19 +265,32 @@ class Llama(nn.Module):
             raise ValueError(f"attention={attention!r} must be a kernel factory (e.g. a class from "
                              "rizzrun.attention) or None for SDPAttention")
 
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(
-            Block(cfg, attention(n_head=cfg.n_head, n_kv_head=cfg.n_kv_head,
-                                 head_dim=cfg.head_dim, layer_idx=i))
-            for i in range(cfg.n_layer))
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        # Loading: the weights are built on the meta device (no memory, no init) and replaced by
+        # the checkpoint's; the kernels, which may hold parameters of their own, are built as usual.
+        weights_device = torch.device("meta") if from_pretrained is not None else contextlib.nullcontext()
+
+        def block(i: int) -> Block:
+            kernel = attention(n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, head_dim=cfg.head_dim, layer_idx=i)
+            with weights_device:
+                return Block(cfg, kernel)
+
+        with weights_device:
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(block(i) for i in range(cfg.n_layer))
+        with weights_device:
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         self.reset_rope()
-        self.reset_parameters()
+        if from_pretrained is not None:
+            from rizzrun.models.hf_llama import load_hf_weights
+
+            load_hf_weights(self, from_pretrained)
+        else:
+            self.reset_parameters()
 
     def to_empty(self, *, device, recurse: bool = True):
         """Materialise a `meta` model; re-ties the embeddings, which `Module.to_empty` replaces
@@ -244,7 +304,7 @@ class Llama(nn.Module):
         """(Re)compute the RoPE tables (max_seq_len, D) on the device the buffers live on."""
         cfg = self.config
         with torch.device(self.rope_cos.device):
-            cos, sin = rope_tables(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+            cos, sin = rope_tables(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.rope_cos, self.rope_sin = cos, sin
 
     @torch.no_grad()
@@ -352,7 +412,8 @@ class Llama(nn.Module):
         """Load weights named as `transformers.LlamaForCausalLM`'s into this model; returns self.
 
         A tied model takes its output matrix from `model.embed_tokens.weight` (tied checkpoints
-        often omit `lm_head.weight`).
+        often omit `lm_head.weight`). A model on the meta device takes the given tensors as its
+        parameters (no copy); otherwise they are copied into its own.
         """
         names = self._hf_names()
         to_ours = {theirs: ours for ours, theirs in names.items()}
@@ -365,5 +426,14 @@ class Llama(nn.Module):
         if unknown or missing:
             raise ValueError(f"not a transformers Llama state dict for this config: "
                              f"unknown keys {unknown}, missing keys {missing}")
-        self.load_state_dict(ours, strict=True)
+        own = self.state_dict()
+        wrong = [f"{names[k]} is {tuple(t.shape)} in the state dict, {tuple(own[k].shape)} in the model"
+                 for k, t in ours.items() if tuple(t.shape) != tuple(own[k].shape)]
+        if wrong:
+            raise ValueError(f"not a transformers Llama state dict for this config: shape mismatch: "
+                             f"{'; '.join(wrong)}")
+        meta = any(p.is_meta for p in self.parameters())
+        self.load_state_dict(ours, strict=True, assign=meta)
+        if meta and self.config.tie_embeddings:  # assign made two parameters of the shared matrix
+            self.lm_head.weight = self.embed.weight
         return self

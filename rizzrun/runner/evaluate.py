@@ -63,14 +63,17 @@ def flat_metrics(result: dict) -> dict[str, float]:
     }
 
 
-def write(run_dir: Path, result: dict) -> Path:
-    path = Path(run_dir) / "eval.json"
+def write(run_dir: Path, result: dict, name: str = "eval.json") -> Path:
+    if Path(name).name != name:
+        raise ValueError(f"eval output {name!r}: must be a file name inside the run folder, e.g. eval.json")
+    path = Path(run_dir) / name
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
 
 
-def evaluate_run(run_dir: Path, **overrides: Any) -> dict:
-    """Evaluate the latest checkpoint of a run folder; `overrides` replace keys of its `eval` config."""
+def evaluate_run(run_dir: Path, output: str = "eval.json", **overrides: Any) -> dict:
+    """Evaluate the latest checkpoint of a run folder into `run_dir/output`; `overrides`
+    replace keys of its `eval` config."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -83,5 +86,5 @@ def evaluate_run(run_dir: Path, **overrides: Any) -> dict:
     data = instantiate(cfg.data)
     data.setup(tokenizer, cache_dir=cache_dir(cfg))
     result = evaluate(model, tokenizer, data, eval_cfg)
-    write(run_dir, result)
+    write(run_dir, result, output)
     return result

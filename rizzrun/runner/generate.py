@@ -22,7 +22,7 @@ def load_run(run_dir: Path):
         raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoints/latest is missing)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     tokenizer = load_tokenizer(run_dir / "tokenizer")
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer, pretrained_weights=False)  # the checkpoint replaces them
     model.load_state_dict(load_weights(checkpoint / WEIGHTS))
     return cfg, tokenizer, model.eval()
 

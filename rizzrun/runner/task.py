@@ -178,7 +178,9 @@ def sample_texts(model, decoder, tokenizer, prompts: Sequence[str], seed: int) -
             decoder.seed = seed + i  # one stream per prompt, not the same draws for all
         ids = torch.tensor([[tokenizer.eos_id, *tokenizer.encode(prompt)]], device=device)
         out = decoder.generate(model, ids, eos_token_id=tokenizer.eos_id)
-        texts.append(prompt + tokenizer.decode(out[0, ids.shape[1]:].tolist()))
+        # A model's vocabulary may be padded past the tokenizer's: such ids have no text.
+        new = [i for i in out[0, ids.shape[1]:].tolist() if i < tokenizer.vocab_size]
+        texts.append(prompt + tokenizer.decode(new))
     if hasattr(decoder, "seed"):
         decoder.seed = previous
     return texts

@@ -1,7 +1,8 @@
 """Tokenizers: text <-> ids.
 
-`ByteTokenizer` (UTF-8 bytes + 3 specials) and `BPETokenizer` (byte-level BPE trained on the
-run's own training split, cached on disk). This package imports no torch: the config
+`ByteTokenizer` (UTF-8 bytes + 3 specials), `BPETokenizer` (byte-level BPE trained on the
+run's own training split, cached on disk) and `HFTokenizer` (a local Hugging Face tokenizer
+folder, ids as `transformers.AutoTokenizer`). This package imports no torch: the config
 validator imports it to learn vocabulary sizes before anything heavy is loaded.
 """
 
@@ -31,7 +32,7 @@ def load_tokenizer(directory: str | os.PathLike):
     if not meta_path.is_file():
         raise FileNotFoundError(
             f"{meta_path} not found: load_tokenizer reads folders written by a rizzrun "
-            f"tokenizer's save() (ByteTokenizer or BPETokenizer), which always write {META_FILE}"
+            f"tokenizer's save() (ByteTokenizer, BPETokenizer or HFTokenizer), which always write {META_FILE}"
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -46,4 +47,8 @@ def load_tokenizer(directory: str | os.PathLike):
         from .bpe import BPETokenizer
 
         return BPETokenizer.load(directory)
-    raise ValueError(f"{meta_path}: unknown tokenizer kind {kind!r}; valid kinds: 'byte', 'bpe'")
+    if kind == "hf":
+        from .hf import HFTokenizer
+
+        return HFTokenizer.load(directory)
+    raise ValueError(f"{meta_path}: unknown tokenizer kind {kind!r}; valid kinds: 'byte', 'bpe', 'hf'")
