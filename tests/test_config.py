@@ -43,8 +43,11 @@ def test_paths_point_at_the_checkout():
 def test_groups_and_options_are_the_folders_and_files():
     assert catalog.groups() == ["attention", "data", "decoder", "logger", "model", "objective", "optimizer",
                                 "scheduler", "tokenizer", "trainer"]
-    assert catalog.options("decoder") == ["greedy", "sample"]
-    assert catalog.options("recipe") == ["tiny"]
+    for group in catalog.groups():  # against the folder, read here independently
+        assert catalog.options(group) == sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")), group
+    assert {"greedy", "sample"} <= set(catalog.options("decoder"))
+    assert catalog.options("recipe") == sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+    assert "tiny" in catalog.options("recipe")
     assert catalog.options("nonexistent") == []
 
 
@@ -77,7 +80,7 @@ def test_output_root_and_cache_dir_come_from_the_environment(monkeypatch):
 
 
 def _option_overrides(group: str, option: str) -> list[str]:
-    extra = {("data", "text"): ["data.train_files=[a.txt]"]}
+    extra = {("data", "text"): ["data.train_files=[a.txt]"], ("data", "hf"): ["data.path=/data/corpus"]}
     return [f"{group}={option}", *extra.get((group, option), [])]
 
 
@@ -124,7 +127,9 @@ def test_recipe_defaults_override_other_groups(recipes):
     recipes("paper", "# @package _global_\n# a paper's setup\ndefaults:\n  - override /decoder: greedy\n"
                      "  - override /scheduler: constant\nname: paper\ndecoder:\n  max_new_tokens: 7\n")
     cfg = load(["+recipe=paper"], hydra_config=True)
-    assert cfg.decoder == {"_target_": "rizzrun.decoders.greedy.Greedy", "max_new_tokens": 7}
+    greedy = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "decoder" / "greedy.yaml"))
+    assert cfg.decoder == {**greedy, "max_new_tokens": 7}
+    assert cfg.decoder._target_ == "rizzrun.decoders.greedy.Greedy"
     assert cfg.scheduler._target_ == "rizzrun.optim.constant" and cfg.name == "paper"
     assert cfg.hydra.runtime.choices["recipe"] == "paper"
     # the command line still wins over the recipe
@@ -179,7 +184,8 @@ def test_unknown_group_option():
 
 def test_unknown_recipe():
     assert only_error(["+recipe=tny"]) == (
-        f"+recipe=tny: no recipe 'tny'; did you mean 'tiny'? recipes: tiny (the files in {REPO / 'recipes'})")
+        f"+recipe=tny: no recipe 'tny'; did you mean 'tiny'? recipes: "
+        f"{', '.join(sorted(p.stem for p in (REPO / 'recipes').glob('*.yaml')))} (the files in {REPO / 'recipes'})")
 
 
 def test_recipe_needs_a_plus():
@@ -367,7 +373,7 @@ def test_dataclass_data_target():
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=pydoc or data=text, or an objective that consumes 'preference'"]
+        "pick data=hf or data=pydoc or data=text, or an objective that consumes 'preference'"]
 
 
 def test_deleting_keys():

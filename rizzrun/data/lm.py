@@ -9,6 +9,9 @@ block k is s[k*T : k*T + T + 1] (T = seq_len), for k < (N - 1) // T. Consecutive
 by one token, so every token but s[0] is a target exactly once; the tail that does not fill a
 block is dropped and counted. input_ids = block[:-1], labels = block[1:].
 
+Streaming corpora (`HFDataset(streaming=True)`) pack on the fly with `iter_blocks`, which
+yields exactly the blocks `pack_documents` cuts from the same documents in the same order.
+
 Stream: training batch i belongs to epoch i // batches_per_epoch; each epoch visits the blocks
 in a permutation drawn from a torch.Generator seeded by (seed, epoch), last partial batch
 dropped so every step has the same shape. Batch i is a pure function of (data, seed, i), which
@@ -42,23 +45,45 @@ def _seed_for(seed: int, epoch: int) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
-def tokenize_dataset(dataset, tokenizer, cache_file: str | Path, fingerprint: str, desc: str | None = None):
-    """Map a dataset with a "text" column to one with "ids" (list<int32>) and "bytes" (UTF-8
-    length of the text). Reads `cache_file` instead of tokenizing when it exists."""
-    from datasets import Dataset, Features, List, Value
+def is_blank(text: str) -> bool:
+    """A document with nothing to learn from: empty or only whitespace."""
+    return not text.strip()
 
-    features = Features({"ids": List(Value("int32")), "bytes": Value("int64")})
-    if len(dataset) == 0:
-        # map() on zero rows returns the input columns unchanged, not the new ones.
-        return Dataset.from_dict({"ids": [], "bytes": []}, features=features)
+
+def encoder_of(tokenizer):
+    """`texts -> list of id lists`: the tokenizer's encode_batch, or encode applied per text."""
     encode_batch = getattr(tokenizer, "encode_batch", None)
     if encode_batch is None:
 
         def encode_batch(texts):
             return [tokenizer.encode(t) for t in texts]
 
+    return encode_batch
+
+
+def tokenize_dataset(dataset, tokenizer, cache_file: str | Path, fingerprint: str, desc: str | None = None,
+                     num_proc: int | None = None, drop_blank: bool = False):
+    """Map a dataset with a "text" column to one with "ids" (list<int32>) and "bytes" (UTF-8
+    length of the text). Reads `cache_file` instead of tokenizing when it exists.
+
+    num_proc: worker processes for `Dataset.map` (None: this process). With num_proc > 1,
+        datasets writes one cache file per worker (`<cache_file stem>_0000i_of_0000n.arrow`)
+        and reads them back on the next run with the same num_proc.
+    drop_blank: leave out documents that are empty or only whitespace (`is_blank`), so the
+        result may have fewer rows than `dataset`.
+    """
+    from datasets import Dataset, Features, List, Value
+
+    features = Features({"ids": List(Value("int32")), "bytes": Value("int64")})
+    if len(dataset) == 0:
+        # map() on zero rows returns the input columns unchanged, not the new ones.
+        return Dataset.from_dict({"ids": [], "bytes": []}, features=features)
+    encode_batch = encoder_of(tokenizer)
+
     def fn(batch):
         texts = batch["text"]
+        if drop_blank:
+            texts = [t for t in texts if not is_blank(t)]
         return {"ids": encode_batch(texts), "bytes": [len(t.encode("utf-8")) for t in texts]}
 
     cache_file = Path(cache_file)
@@ -73,6 +98,7 @@ def tokenize_dataset(dataset, tokenizer, cache_file: str | Path, fingerprint: st
         # An explicit fingerprint: datasets would otherwise hash the tokenizer object itself.
         new_fingerprint=fingerprint,
         load_from_cache_file=True,
+        num_proc=num_proc if num_proc and num_proc > 1 else None,
         desc=desc,
     )
 
@@ -112,6 +138,38 @@ def pack_documents(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]
     return blocks, info
 
 
+def iter_blocks(docs, eos_id: int, seq_len: int, tally: dict | None = None):
+    """The streaming form of `pack_documents`: yields, one at a time, the same (seq_len + 1,)
+    int32 numpy blocks that `pack_documents` cuts from the same documents in the same order,
+    holding at most one block plus one document in memory.
+
+    docs: an iterable of id sequences. tally: a dict updated in place with documents, tokens
+    (stream length, separators included), blocks, as the documents go by, and
+    dropped_tokens once the documents are exhausted: the same numbers `pack_documents` reports.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    width = seq_len + 1
+    tally = {} if tally is None else tally
+    tally.update(documents=0, tokens=0, blocks=0)
+    buf = np.empty(0, dtype=np.int32)
+    sep = np.array([eos_id], dtype=np.int32)
+    for ids in docs:
+        ids = np.asarray(ids, dtype=np.int32)
+        parts = (buf, sep, ids) if tally["documents"] else (buf, ids)
+        tally["documents"] += 1
+        tally["tokens"] += len(ids) + (len(parts) == 3)
+        buf = np.concatenate(parts)
+        if len(buf) < width:
+            continue
+        n = (len(buf) - 1) // seq_len  # blocks that fit in what is buffered
+        for k in range(n):
+            yield buf[k * seq_len : k * seq_len + width].copy()
+        tally["blocks"] += n
+        buf = buf[n * seq_len :]  # the last token of the last block starts the next one
+    tally["dropped_tokens"] = len(buf) - 1 if tally["blocks"] else tally["tokens"]
+
+
 def _batch(blocks: torch.Tensor) -> dict[str, torch.Tensor]:
     x = blocks.long()
     return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
@@ -119,7 +177,16 @@ def _batch(blocks: torch.Tensor) -> dict[str, torch.Tensor]:
 
 class LMCorpus:
     """Base of the text corpora: subclasses supply `fingerprint`, `_split_datasets()` and
-    `_skipped`; this class tokenizes, packs and streams batches of kind "lm"."""
+    `_skipped`; this class tokenizes, packs and streams batches of kind "lm".
+
+    Subclasses may set `num_proc` (tokenization workers), `drop_blank` (leave out empty or
+    whitespace-only documents while tokenizing) and `_val_hint` (how to get more validation
+    data, for the too-little-data error).
+    """
+
+    num_proc: int | None = None
+    drop_blank: bool = False
+    _val_hint = " (val_files, or a larger val_fraction)"
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, cache_dir: str | None):
         for name, value, low in (("seq_len", seq_len, 1), ("batch_size", batch_size, 1), ("seed", seed, None)):
@@ -156,10 +223,12 @@ class LMCorpus:
         name = type(self).__name__
         blocks, split_stats = {}, {}
         for split, ds in self._split_datasets().items():
+            drop = "|drop-blank" if self.drop_blank else ""
             key = hashlib.sha256(
-                f"lm-v{PIPELINE_VERSION}|{self.fingerprint}|{tokenizer.fingerprint}|{split}".encode()
+                f"lm-v{PIPELINE_VERSION}|{self.fingerprint}|{tokenizer.fingerprint}|{split}{drop}".encode()
             ).hexdigest()[:40]
-            tokenized = tokenize_dataset(ds, tokenizer, root / f"{split}-{key}.arrow", key, desc=f"tokenize {split}")
+            tokenized = tokenize_dataset(ds, tokenizer, root / f"{split}-{key}.arrow", key, desc=f"tokenize {split}",
+                                         num_proc=self.num_proc, drop_blank=self.drop_blank)
             table = tokenized.data
             blocks[split], info = pack_documents(table.column("ids"), tokenizer.eos_id, self.seq_len)
             info["bytes"] = int(pc.sum(table.column("bytes")).as_py() or 0)
@@ -168,7 +237,7 @@ class LMCorpus:
                 raise ValueError(
                     f"{name}: the {split} split has {info['tokens']} tokens ({info['documents']} documents "
                     f"joined with EOS), fewer than one block of seq_len + 1 = {self.seq_len + 1}; "
-                    f"add data{' (val_files, or a larger val_fraction)' if split == 'val' else ''} or lower seq_len"
+                    f"add data{self._val_hint if split == 'val' else ''} or lower seq_len"
                 )
         if split_stats["train"]["blocks"] < self.batch_size:
             raise ValueError(
