@@ -271,7 +271,8 @@ def test_generate_errors(capsys, tmp_path, run_folder):
     assert (code, err) == (2, "error: --decoder greedyy: no such decoder; did you mean 'greedy'? decoders: greedy, sample\n")
     code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedy", "--top-k", "5")
     assert (code, err) == (2, "error: --top-k 5: the decoder rizzrun.decoders.greedy.Greedy takes no top_k; its settings: "
-                              "max_new_tokens; pick a sampling decoder with --decoder\n")
+                              "max_new_tokens, min_new_tokens, repetition_penalty; "
+                              "pick a sampling decoder with --decoder\n")
 
 
 # --- what the light commands import --------------------------------------------------------------------

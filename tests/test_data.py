@@ -417,3 +417,34 @@ def test_own_txt_split_matches_datasets(tmp_path, sample_by):
     ref = load_dataset("text", data_files=str(path), sample_by=sample_by, split="train",
                        cache_dir=str(tmp_path / "hf"))["text"][:]
     assert [text for text, _ in _txt_rows(raw, sample_by)] == ref
+
+
+def test_pack_by_document_hand_computed():
+    from rizzrun.data.lm import PAD, _batch, pack_by_document
+
+    # eos = 9, seq_len 3: doc [1,2,3,4,5] -> [9,1,2,3,4,5] -> rows [9,1,2,3], [3,4,5,PAD]; doc [7] -> [9,7,PAD,PAD]
+    blocks, info = pack_by_document([[1, 2, 3, 4, 5], [7]], eos_id=9, seq_len=3)
+    assert blocks.tolist() == [[9, 1, 2, 3], [3, 4, 5, PAD], [9, 7, PAD, PAD]]
+    assert info == {"documents": 2, "tokens": 8, "blocks": 3, "dropped_tokens": 0, "padding": 3}
+    batch = _batch(blocks)
+    assert batch["input_ids"].tolist() == [[9, 1, 2], [3, 4, 5], [9, 7, 0]]
+    assert batch["labels"].tolist() == [[1, 2, 3], [4, 5, -100], [7, -100, -100]]
+    # every target of every document appears exactly once
+    targets = [t for row in batch["labels"].tolist() for t in row if t != -100]
+    assert sorted(targets) == [1, 2, 3, 4, 5, 7]
+
+
+def test_pydoc_document_packing_starts_every_row_with_eos(shared_cache):
+    from rizzrun.data.pydoc import PyDocCorpus
+    from rizzrun.tokenizers.byte import ByteTokenizer
+
+    tok = ByteTokenizer()
+    data = PyDocCorpus(seq_len=64, batch_size=2, max_train_docs=5, packing="document", cache_dir=str(shared_cache))
+    data.setup(tok, cache_dir=str(shared_cache))
+    docs = list(data.train_texts())
+    assert len(docs) == 5
+    first_rows = [b for b in data._require_setup()["train"].tolist() if b[0] == tok.eos_id]
+    assert len(first_rows) == 5  # one row per document starts with the separator
+    assert {tuple(r[1:9]) for r in first_rows} == {tuple(tok.encode(d)[:8]) for d in docs}
+    with pytest.raises(ValueError, match="packing='stream'"):
+        PyDocCorpus(packing="stream")

@@ -1,5 +1,7 @@
-"""Decoders: processors against `transformers`' warpers, the decode loop against from-scratch
-recomputation and hand-written scripts, and sampling against hand-derived distributions."""
+"""Decoders: processors against `transformers`' processors and warpers, the decode loop against
+from-scratch recomputation and hand-written scripts, and sampling against hand-derived
+distributions. Token-for-token parity with `transformers.generate` is in
+test_generation_parity.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from rizzrun.decoders import Greedy, Sample, apply_temperature, decode_loop, top_k_filter, top_p_filter
+from rizzrun.decoders import (
+    Greedy,
+    Sample,
+    apply_repetition_penalty,
+    apply_temperature,
+    decode_loop,
+    left_pad,
+    min_new_tokens_filter,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +142,119 @@ def test_processor_argument_errors(call, name):
     with pytest.raises(ValueError, match=re.escape(name)):
         call(torch.zeros(2, 5))
 
+def _ids_with_repeats(rows=16, length=30, high=55, seed=4):
+    # high > vocab (50): ids the output layer cannot produce occur too; HF ignores them.
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, high, (rows, length), generator=g)
+
+
+@pytest.mark.parametrize("penalty", [0.5, 0.9, 1.0, 1.2, 3.0])
+@pytest.mark.parametrize("ignore", ["none", "int", "per-row"])
+def test_repetition_penalty_matches_hf(penalty, ignore, hf_lp):
+    logits, ids = _random_logits(), _ids_with_repeats()
+    assert all(len(set(r)) < len(r) for r in ids.tolist()) and bool((ids >= 50).any())
+    assert bool((logits < 0).any()) and bool((logits > 0).any())
+    positions = torch.arange(ids.shape[1])
+    if ignore == "none":
+        ignore_length, mask = None, None
+    elif ignore == "int":
+        ignore_length, mask = 7, (positions >= 7).expand_as(ids)
+    else:  # what generate passes for left padding: one count per row (0 .. all positions)
+        ignore_length = torch.randint(0, ids.shape[1] + 1, (ids.shape[0],), generator=torch.Generator().manual_seed(5))
+        ignore_length[:2] = torch.tensor([0, ids.shape[1]])
+        mask = positions[None, :] >= ignore_length[:, None]
+    before = logits.clone()
+    expected = hf_lp.RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=ignore_length)(ids, logits.clone())
+    got = apply_repetition_penalty(logits, ids, penalty, mask=mask)
+    assert torch.equal(got, expected)
+    assert torch.equal(logits, before), "apply_repetition_penalty modified its input"
+    assert torch.equal(got, logits) == (penalty == 1.0)
+    if mask is not None:  # an integer 0/1 mask means the same as a bool one
+        assert torch.equal(apply_repetition_penalty(logits, ids, penalty, mask=mask.long()), expected)
+
+
+def test_repetition_penalty_once_per_token_and_sign_rule():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [2.0, -1.0, 0.5, 3.0]])
+    ids = torch.tensor([[0, 1, 1, 0, 0], [3, 3, 2, 2, 2]])
+    got = apply_repetition_penalty(logits, ids, 2.0)
+    # positive logits are divided, negative ones multiplied, however often the id occurs
+    assert got.tolist() == [[1.0, -2.0, 0.5, 3.0], [2.0, -1.0, 0.25, 1.5]]
+    masked = apply_repetition_penalty(logits, ids, 2.0, mask=torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]))
+    assert masked.tolist() == [[1.0, -1.0, 0.5, 3.0], [2.0, -1.0, 0.5, 3.0]]
+
+
+@pytest.mark.parametrize("eos", [3, [3, 17, 49], [60, 5]])  # 60 >= vocab: ignored, as in HF
+@pytest.mark.parametrize("num_new,min_new", [(0, 0), (0, 4), (3, 4), (4, 4), (9, 4)])
+def test_min_new_tokens_matches_hf(eos, num_new, min_new, hf_lp):
+    logits, prompt_len = _random_logits(), 6
+    ids = torch.zeros(logits.shape[0], prompt_len + num_new, dtype=torch.long)
+    before = logits.clone()
+    expected = hf_lp.MinNewTokensLengthLogitsProcessor(prompt_len, min_new, eos)(ids, logits.clone())
+    got = min_new_tokens_filter(logits, num_new, min_new, eos)
+    assert torch.equal(got, expected)
+    assert torch.equal(logits, before), "min_new_tokens_filter modified its input"
+    in_vocab = [i for i in ([eos] if isinstance(eos, int) else eos) if i < logits.shape[1]]
+    suppressed = (got == -math.inf).nonzero()[:, 1].unique().tolist()
+    assert suppressed == (sorted(in_vocab) if num_new < min_new else [])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(repetition_penalty=1.3, min_new_tokens=3, temperature=0.7, top_k=10, top_p=0.8),
+        dict(repetition_penalty=0.8, min_new_tokens=0, temperature=1.6, top_k=0, top_p=0.5),
+        dict(repetition_penalty=2.0, min_new_tokens=9, temperature=1.0, top_k=4, top_p=1.0),
+    ],
+)
+def test_full_chain_in_generate_order_matches_hf(settings, hf_lp):
+    # The list _get_logits_processor builds for generate(do_sample=True): processors, then warpers.
+    logits, ids, eos, prompt_len = _random_logits(seed=6), _ids_with_repeats(high=50, seed=7), [3, 17], 24
+    s = settings
+    hf = [hf_lp.RepetitionPenaltyLogitsProcessor(s["repetition_penalty"])]
+    if s["min_new_tokens"]:
+        hf.append(hf_lp.MinNewTokensLengthLogitsProcessor(prompt_len, s["min_new_tokens"], eos))
+    if s["temperature"] != 1.0:
+        hf.append(hf_lp.TemperatureLogitsWarper(s["temperature"]))
+    if s["top_k"]:
+        hf.append(hf_lp.TopKLogitsWarper(s["top_k"]))
+    if s["top_p"] < 1.0:
+        hf.append(hf_lp.TopPLogitsWarper(s["top_p"]))
+    expected = hf_lp.LogitsProcessorList(hf)(ids, logits.clone())
+    processed = min_new_tokens_filter(
+        apply_repetition_penalty(logits, ids, s["repetition_penalty"]),
+        ids.shape[1] - prompt_len,
+        s["min_new_tokens"],
+        eos,
+    )
+    sample = Sample(temperature=s["temperature"], top_k=s["top_k"], top_p=s["top_p"])
+    assert torch.equal(sample.warp(processed), expected)
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda x, i: apply_repetition_penalty(x, i, 0.0), "repetition_penalty=0.0"),
+        (lambda x, i: apply_repetition_penalty(x, i, -1.2), "repetition_penalty=-1.2"),
+        (lambda x, i: apply_repetition_penalty(x, i, float("nan")), "repetition_penalty=nan"),
+        (lambda x, i: apply_repetition_penalty(x, i, float("inf")), "repetition_penalty=inf"),
+        (lambda x, i: apply_repetition_penalty(x, i, True), "repetition_penalty=True"),
+        (lambda x, i: apply_repetition_penalty(x, i.float(), 1.2), "input_ids must be an integer tensor"),
+        (lambda x, i: apply_repetition_penalty(x, i[:1], 1.2), "of shape (B, L) with B = 2"),
+        (lambda x, i: apply_repetition_penalty(x, i - 5, 1.2), "negative ids"),
+        (lambda x, i: apply_repetition_penalty(x, i, 1.2, mask=i[:, :2]), "the shape of input_ids (2, 3)"),
+        (lambda x, i: apply_repetition_penalty(x[0], i, 1.2), "logits must be a floating-point tensor of shape (B, V)"),
+        (lambda x, i: min_new_tokens_filter(x, 0, -1, 2), "min_new_tokens=-1"),
+        (lambda x, i: min_new_tokens_filter(x, 0, 2.5, 2), "min_new_tokens=2.5"),
+        (lambda x, i: min_new_tokens_filter(x, -1, 2, 2), "num_new_tokens=-1"),
+        (lambda x, i: min_new_tokens_filter(x, 0, 2, [-2]), "eos_token_id=[-2]"),
+        (lambda x, i: min_new_tokens_filter(x, 0, 2, []), "eos_token_id=[]"),
+    ],
+)
+def test_new_processor_argument_errors(call, name):
+    with pytest.raises(ValueError, match=re.escape(name)):
+        call(torch.zeros(2, 5), torch.tensor([[1, 2, 2], [0, 4, 4]]))
+
+
 
 # ---------------------------------------------------------------- toy causal LMs
 
@@ -183,12 +308,14 @@ class ScriptedLM(nn.Module):
         self.script, self.prompt_len, self.vocab = torch.as_tensor(script), prompt_len, vocab
         self.config = SimpleNamespace(max_seq_len=max_seq_len)
         self.calls = []
+        self.inputs = []  # (input_ids, key_padding_mask) of every step
 
     def init_cache(self, batch_size, max_len=None, device=None, dtype=None):
         return {"len": 0}
 
-    def step(self, input_ids, cache):
+    def step(self, input_ids, cache, key_padding_mask=None):
         self.calls.append((tuple(input_ids.shape), self.training, torch.is_inference_mode_enabled()))
+        self.inputs.append((input_ids.clone(), None if key_padding_mask is None else key_padding_mask.clone()))
         b, t = input_ids.shape
         # -inf elsewhere makes the scripted token certain for Sample too
         logits = torch.zeros(b, t, self.vocab)
@@ -212,7 +339,7 @@ class ConstantLM(nn.Module):
     def init_cache(self, batch_size, max_len=None, device=None, dtype=None):
         return None
 
-    def step(self, input_ids, cache):
+    def step(self, input_ids, cache, key_padding_mask=None):
         return self.logits.expand(*input_ids.shape, -1)
 
 
@@ -455,3 +582,172 @@ def test_greedy_on_tiny_llama_matches_recompute_reference():
     assert model.training  # restored
     assert torch.equal(out, greedy_reference(model, prompt, 16))
     assert len(set(out[:, 4:].flatten().tolist())) > 2
+
+
+# ---------------------------------------------------------------- repetition penalty, min_new_tokens,
+# ---------------------------------------------------------------- left padding in the decode loop
+
+
+@pytest.mark.parametrize(
+    "penalty,prompt,expected",
+    [
+        (1.0, [3], [0, 0, 0, 0, 0]),
+        # 0 is penalized to 2.0/1.1 = 1.818 after its first use: 1 (1.9) wins once, then 0 (1.818)
+        # beats the unpenalized 2 (1.8) and, penalized once only, keeps winning
+        (1.1, [3], [0, 1, 0, 0, 0]),
+        # 1.2: 0 -> 1.667, 1 -> 1.583, so 2 (1.8) gets its turn; then all are penalized: 0 again
+        (1.2, [3], [0, 1, 2, 0, 0]),
+        # the prompt counts: 0 is penalized from the first step
+        (1.2, [0], [1, 2, 0, 0, 0]),
+        # < 1 rewards tokens seen: 1 (1.9 / 0.5 = 3.8) from the prompt wins forever
+        (0.5, [1], [1, 1, 1, 1, 1]),
+    ],
+)
+def test_repetition_penalty_in_the_loop_hand_derived(penalty, prompt, expected):
+    model = ConstantLM([2.0, 1.9, 1.8, -0.5])
+    out = Greedy(max_new_tokens=5, repetition_penalty=penalty).generate(model, torch.tensor([prompt] * 2))
+    assert out[:, 1:].tolist() == [expected] * 2
+
+
+def test_repetition_penalty_ignores_left_padding():
+    # Row 0 is left-padded with id 0, the model's favourite: were padding penalized, row 0 would
+    # start with 1 instead of 0. Both rows then follow the same hand-derived path as above.
+    model = ConstantLM([2.0, 1.9, 1.8, -0.5])
+    dec = Greedy(max_new_tokens=4, repetition_penalty=1.2)
+    out = dec.generate(model, [[3], [3, 3, 3]], pad_token_id=0)
+    assert out.tolist() == [[0, 0, 3, 0, 1, 2, 0], [3, 3, 3, 0, 1, 2, 0]]
+    mask = torch.tensor([[0, 0, 1], [1, 1, 1]])
+    assert torch.equal(dec.generate(model, out[:, :3], attention_mask=mask), out)
+    # the same row as real tokens (no mask) is penalized
+    assert dec.generate(model, out[:1, :3])[0, 3:].tolist() == [1, 2, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "eos,min_new,expected",
+    [
+        (0, 0, [0]),
+        (0, 3, [1, 1, 1, 0]),
+        ([1, 0], 2, [2, 2, 0]),  # every EOS id is held back, then the best one ends the row
+        (None, 3, [0] * 6),  # no EOS: nothing to hold back
+        (0, 6, [1] * 6),  # never reached within max_new_tokens
+    ],
+)
+def test_min_new_tokens_holds_eos_back(eos, min_new, expected):
+    model = ConstantLM([3.0, 2.0, 1.0, 0.0])
+    for dec in (Greedy(max_new_tokens=6, min_new_tokens=min_new),
+                Sample(max_new_tokens=6, top_k=1, min_new_tokens=min_new)):
+        out = dec.generate(model, torch.zeros(2, 1, dtype=torch.long), eos_token_id=eos)
+        assert out[:, 1:].tolist() == [expected] * 2, dec
+
+
+def test_list_prompts_are_left_padded_with_the_pad_id():
+    script = [[4, 2, 5], [3, 3, 3]]
+    for kwargs, pad in [(dict(eos_token_id=[9, 2]), 9), (dict(eos_token_id=2, pad_token_id=7), 7), ({}, 0)]:
+        model = ScriptedLM(script, prompt_len=3)
+        out = Greedy(max_new_tokens=3).generate(model, [[5], torch.tensor([6, 8, 8])], **kwargs)
+        eos = kwargs.get("eos_token_id")
+        tail = [4, 2, pad] if eos is not None else [4, 2, 5]
+        assert out.tolist() == [[pad, pad, 5] + tail, [6, 8, 8, 3, 3, 3]]
+        prefill_ids, prefill_mask = model.inputs[0]
+        assert prefill_ids.tolist() == [[pad, pad, 5], [6, 8, 8]]
+        assert prefill_mask.tolist() == [[False, False, True], [True, True, True]]
+        assert all(m is None for _, m in model.inputs[1:])  # the cache keeps the mask
+    assert torch.equal(left_pad([[5], [6, 8, 8]], 4)[0], torch.tensor([[4, 4, 5], [6, 8, 8]]))
+    assert torch.equal(left_pad([[5], [6, 8, 8]], 4)[1], torch.tensor([[0, 0, 1], [1, 1, 1]]))
+
+
+def test_no_padding_no_mask_passed():
+    # Unpadded prompts (a tensor without mask, an all-ones mask, equal-length lists) keep the
+    # model's mask-free fast path.
+    prompt = torch.tensor([[0, 1], [1, 0]])
+    for kwargs in (dict(), dict(attention_mask=torch.ones(2, 2, dtype=torch.long))):
+        model = ScriptedLM(SCRIPT[:2], prompt_len=2)
+        Greedy(max_new_tokens=3).generate(model, prompt, **kwargs)
+        assert [m for _, m in model.inputs] == [None] * 3
+    model = ScriptedLM(SCRIPT[:2], prompt_len=2)
+    dec = Greedy(max_new_tokens=3)
+    assert torch.equal(dec.generate(model, prompt.tolist()), dec.generate(model, prompt))
+
+
+@pytest.mark.parametrize("check_every", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize(
+    "eos,expected",
+    [
+        (None, SCRIPT),
+        ([9, 2], [[4, 2, 9, 9, 9], [3, 3, 3, 3, 3], [1, 9, 9, 9, 9]]),
+        ([2, 3], [[4, 2, 2], [3, 2, 2], [1, 9, 2]]),
+        ([4, 3, 1], [[4], [3], [1]]),
+    ],
+)
+def test_check_every_does_not_change_the_output(check_every, eos, expected):
+    # Reading "all finished?" every few steps runs a few padding steps more, never changes tokens
+    # or length.
+    prompt = torch.tensor([[0, 1], [1, 0], [0, 0]])
+    model = ScriptedLM(SCRIPT, prompt_len=2)
+    out = decode_loop(model, prompt, lambda s: s.argmax(-1), 5, eos, check_every=check_every)
+    assert out[:, 2:].tolist() == expected
+    if check_every == 1:
+        assert len(model.calls) == len(expected[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(attention_mask=torch.tensor([[1, 1, 0], [1, 1, 1]])), r"row 0 is \[1, 1, 0\]: not left padding"),
+        (dict(attention_mask=torch.tensor([[0, 1, 0], [1, 1, 1]])), r"attention_mask row 0 is \[0, 1, 0\]"),
+        (dict(attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]])), r"attention_mask row 1 is \[0, 0, 0\]"),
+        (dict(attention_mask=torch.tensor([[0, 2, 1], [1, 1, 1]])), "values other than 0 and 1"),
+        (dict(attention_mask=torch.ones(2, 2)), r"attention_mask must be a tensor of the shape of prompt_ids \(2, 3\)"),
+        (dict(attention_mask=[[1, 1, 1], [1, 1, 1]]), "attention_mask must be a tensor"),
+        (dict(pad_token_id=-1), "pad_token_id=-1"),
+        (dict(pad_token_id=1.0), "pad_token_id=1.0"),
+    ],
+)
+def test_padding_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Greedy().generate(CausalMeanLM(), torch.tensor([[1, 2, 3], [4, 5, 6]]), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "prompts,kwargs,match",
+    [
+        ([[1, 2], [3]], dict(attention_mask=torch.ones(2, 2)), "a list of prompts is left-padded by generate itself"),
+        ([[1, 2], []], {}, "non-empty list of non-empty lists of ints"),
+        ([], {}, "non-empty list of non-empty lists of ints"),
+        ([[1.5, 2]], {}, "non-empty list of non-empty lists of ints"),
+        ("abc", {}, "non-empty list of non-empty lists of ints"),
+        ([[1, -2]], {}, r"negative ids \(min -2\)"),
+    ],
+)
+def test_list_prompt_errors(prompts, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Greedy().generate(CausalMeanLM(), prompts, **kwargs)
+
+
+def test_loop_argument_errors():
+    model, prompt = ConstantLM([1.0, 0.0]), torch.zeros(1, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="check_every=0"):
+        decode_loop(model, prompt, lambda s: s.argmax(-1), 3, check_every=0)
+    with pytest.raises(ValueError, match=r"pad_token_id=5 is not allowed: it must be < the model's 2 output logits"):
+        Greedy(max_new_tokens=3).generate(model, prompt, eos_token_id=0, pad_token_id=5)
+    with pytest.raises(ValueError, match=r"prompt_ids holds ids >= the model's 2 output logits"):
+        Greedy(max_new_tokens=3, repetition_penalty=1.5).generate(model, torch.tensor([[2]]))
+    with pytest.raises(ValueError, match="left_pad needs an integer"):
+        left_pad([[1]], None)
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs,match",
+    [
+        (Greedy, dict(repetition_penalty=0), "repetition_penalty=0"),
+        (Greedy, dict(repetition_penalty=-1.0), "repetition_penalty=-1.0"),
+        (Greedy, dict(repetition_penalty="1.2"), "repetition_penalty='1.2'"),
+        (Greedy, dict(min_new_tokens=-1), "min_new_tokens=-1"),
+        (Greedy, dict(min_new_tokens=1.5), "min_new_tokens=1.5"),
+        (Sample, dict(repetition_penalty=float("inf")), "repetition_penalty=inf"),
+        (Sample, dict(min_new_tokens=True), "min_new_tokens=True"),
+    ],
+)
+def test_new_knob_errors(cls, kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        cls(**kwargs)

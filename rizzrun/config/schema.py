@@ -115,6 +115,8 @@ COMPONENT_RANGES: dict[str, tuple[tuple[str, float], ...]] = {
     "decoder.temperature": ((">", 0),),
     "decoder.top_k": ((">=", 0),),
     "decoder.top_p": ((">", 0), ("<=", 1)),
+    "decoder.repetition_penalty": ((">", 0),),
+    "decoder.min_new_tokens": ((">=", 0),),
     "model.init_std": ((">", 0),),
     "tokenizer.min_frequency": ((">=", 1),),
 }

@@ -138,6 +138,37 @@ def pack_documents(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]
     return blocks, info
 
 
+PAD = -1  # a padded position of a block: input 0, label ignored (see _batch)
+
+
+def pack_by_document(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]:
+    """One document per row: each document, preceded by `eos_id` as in the joined stream,
+    is cut into blocks of seq_len + 1 at stride seq_len; its last block is padded with PAD.
+    No block mixes two documents, and every document starts at position 0 of a row, as a
+    sample does when each training example is its own sequence (the goldfish paper's
+    memorization setting). Returns (blocks, info) like `pack_documents`.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    arr = docs if isinstance(docs, (pa.Array, pa.ChunkedArray)) else pa.array(docs, type=pa.list_(pa.int32()))
+    rows, tokens, padded = [], 0, 0
+    for ids in arr.to_pylist():
+        doc = [eos_id, *(ids or [])]
+        tokens += len(doc)
+        for start in range(0, max(len(doc) - 1, 1), seq_len):
+            chunk = doc[start : start + seq_len + 1]
+            if len(chunk) < 2:
+                break
+            padded += seq_len + 1 - len(chunk)
+            rows.append(chunk + [PAD] * (seq_len + 1 - len(chunk)))
+    blocks = torch.tensor(rows, dtype=torch.int32) if rows else torch.empty((0, seq_len + 1), dtype=torch.int32)
+    info = {"documents": len(arr), "tokens": tokens, "blocks": len(rows), "dropped_tokens": 0, "padding": padded}
+    return blocks, info
+
+
+PACKINGS = {"concat": pack_documents, "document": pack_by_document}
+
+
 def iter_blocks(docs, eos_id: int, seq_len: int, tally: dict | None = None):
     """The streaming form of `pack_documents`: yields, one at a time, the same (seq_len + 1,)
     int32 numpy blocks that `pack_documents` cuts from the same documents in the same order,
@@ -172,7 +203,11 @@ def iter_blocks(docs, eos_id: int, seq_len: int, tally: dict | None = None):
 
 def _batch(blocks: torch.Tensor) -> dict[str, torch.Tensor]:
     x = blocks.long()
-    return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
+    inputs, labels = x[:, :-1], x[:, 1:]
+    if (x < 0).any():  # PAD from document packing: any id as input (causal: it sees nothing
+        # real after it), never a target
+        inputs, labels = inputs.clamp_min(0), labels.masked_fill(labels < 0, -100)
+    return {"input_ids": inputs.contiguous(), "labels": labels.contiguous()}
 
 
 class LMCorpus:
@@ -186,6 +221,7 @@ class LMCorpus:
 
     num_proc: int | None = None
     drop_blank: bool = False
+    packing: str = "concat"  # or "document": see PACKINGS
     _val_hint = " (val_files, or a larger val_fraction)"
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, cache_dir: str | None):
@@ -230,7 +266,7 @@ class LMCorpus:
             tokenized = tokenize_dataset(ds, tokenizer, root / f"{split}-{key}.arrow", key, desc=f"tokenize {split}",
                                          num_proc=self.num_proc, drop_blank=self.drop_blank)
             table = tokenized.data
-            blocks[split], info = pack_documents(table.column("ids"), tokenizer.eos_id, self.seq_len)
+            blocks[split], info = PACKINGS[self.packing](table.column("ids"), tokenizer.eos_id, self.seq_len)
             info["bytes"] = int(pc.sum(table.column("bytes")).as_py() or 0)
             split_stats[split] = info
             if info["blocks"] == 0:

@@ -21,8 +21,9 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from typing import Literal
 
-from rizzrun.data.lm import LMCorpus, stable_unit
+from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
 
 # Bump when extraction changes what it produces: the on-disk cache and fingerprint follow it.
 EXTRACT_VERSION = 1
@@ -159,6 +160,8 @@ class PyDocCorpus(LMCorpus):
     max_docs: keep only the first max_docs documents (sorted file order), e.g. for tests.
     max_train_docs: keep only the first max_train_docs training documents after the split,
         the validation split untouched (a small set seen many times: memorization studies).
+    packing: "concat" (documents joined by EOS, cut into blocks) or "document" (each document
+        starts its own row, padded; rizzrun.data.lm.pack_by_document).
     min_chars: drop documents shorter than this many characters.
     cache_dir: cache root (None: $RIZZRUN_CACHE or ~/.cache/rizzrun).
     """
@@ -175,6 +178,7 @@ class PyDocCorpus(LMCorpus):
         min_chars: int = 200,
         cache_dir: str | None = None,
         max_train_docs: int | None = None,
+        packing: Literal["concat", "document"] = "concat",
     ):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         if not 0.0 <= val_fraction < 1.0:
@@ -189,6 +193,9 @@ class PyDocCorpus(LMCorpus):
         self.max_docs = None if max_docs is None else int(max_docs)
         self.min_chars = int(min_chars)
         self.max_train_docs = None if max_train_docs is None else int(max_train_docs)
+        if packing not in PACKINGS:
+            raise ValueError(f"PyDocCorpus packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+        self.packing = packing
         self._docs: dict[str, tuple[list[str], list[str]]] | None = None
         self._fingerprint: str | None = None
 

@@ -10,7 +10,10 @@ import importlib
 _EXPORTS = {
     "Greedy": "rizzrun.decoders.greedy",
     "decode_loop": "rizzrun.decoders.greedy",
+    "left_pad": "rizzrun.decoders.greedy",
     "Sample": "rizzrun.decoders.sample",
+    "apply_repetition_penalty": "rizzrun.decoders.processors",
+    "min_new_tokens_filter": "rizzrun.decoders.processors",
     "apply_temperature": "rizzrun.decoders.processors",
     "top_k_filter": "rizzrun.decoders.processors",
     "top_p_filter": "rizzrun.decoders.processors",

@@ -1,20 +1,31 @@
-"""Logits processors: temperature, top-k and top-p (nucleus) filtering.
+"""Logits processors: repetition penalty, min-new-tokens, temperature, top-k and top-p.
 
-Pure functions on logits of shape (..., V) (usually (B, V)); they return a new tensor and never
-modify their input. Filtered entries are set to -inf, so a softmax afterwards gives them
-probability 0. Semantics follow Hugging Face `generate` (`TemperatureLogitsWarper`,
-`TopKLogitsWarper`, `TopPLogitsWarper`), which the tests check entry by entry; applied in that
-order (temperature, then top-k, then top-p) they reproduce `generate(do_sample=True, ...)`.
+Pure functions on logits of shape (B, V) (temperature, top-k, top-p also take (..., V)); they
+return a new tensor and never modify their input. Filtered entries are set to -inf, so a softmax
+afterwards gives them probability 0. Semantics follow Hugging Face `generate`
+(`RepetitionPenaltyLogitsProcessor`, `MinNewTokensLengthLogitsProcessor`,
+`TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper`), which the tests check entry by
+entry. `generate` applies them in this order: the processors (repetition penalty, then
+min-new-tokens) for every decoding strategy, then, only when sampling, the warpers (temperature,
+then top-k, then top-p). The decoders in this package keep that order: `decode_loop` applies the
+two processors, `Sample` the three warpers.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from typing import Sequence
 
 import torch
 
-__all__ = ["apply_temperature", "top_k_filter", "top_p_filter"]
+__all__ = [
+    "apply_repetition_penalty",
+    "min_new_tokens_filter",
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+]
 
 
 def _check_temperature(t) -> float:
@@ -44,13 +55,132 @@ def _check_min_tokens_to_keep(m) -> int:
     return int(m)
 
 
-def _check_logits(logits) -> None:
-    if not isinstance(logits, torch.Tensor) or logits.ndim < 1 or not logits.is_floating_point():
-        if isinstance(logits, torch.Tensor):
-            got = f"{logits.dtype} tensor of shape {tuple(logits.shape)}"
-        else:
-            got = type(logits).__name__
-        raise ValueError(f"logits must be a floating-point tensor of shape (..., V), got {got}")
+def _check_repetition_penalty(r) -> float:
+    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not (0 < r < math.inf):
+        raise ValueError(
+            f"repetition_penalty={r!r} is not allowed: it must be a finite number > 0 "
+            "(1.0 = off, > 1 discourages repeats, < 1 encourages them)"
+        )
+    return float(r)
+
+
+def _check_min_new_tokens(m) -> int:
+    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 0:
+        raise ValueError(f"min_new_tokens={m!r} is not allowed: it must be an integer >= 0 (0 = off)")
+    return int(m)
+
+
+def _normalize_eos(eos_token_id) -> list[int]:
+    """None -> [], an int -> [it], a non-empty list of ints >= 0 -> itself; else ValueError."""
+    if eos_token_id is None:
+        return []
+    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else eos_token_id
+    ok = isinstance(ids, Sequence) and not isinstance(ids, str) and len(ids) > 0 and all(
+        isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in ids
+    )
+    if isinstance(eos_token_id, bool) or not ok:
+        raise ValueError(
+            f"eos_token_id={eos_token_id!r} is not allowed: it must be None, an int >= 0 "
+            "or a non-empty list of ints >= 0"
+        )
+    return [int(i) for i in ids]
+
+
+def _describe(x) -> str:
+    return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _check_logits(logits, ndim=None) -> None:
+    if (
+        not isinstance(logits, torch.Tensor)
+        or logits.ndim < 1
+        or not logits.is_floating_point()
+        or (ndim is not None and logits.ndim != ndim)
+    ):
+        shape = "(..., V)" if ndim is None else "(B, V)"
+        raise ValueError(f"logits must be a floating-point tensor of shape {shape}, got {_describe(logits)}")
+
+
+def _penalize_(scores: torch.Tensor, index: torch.Tensor, penalty: float) -> torch.Tensor:
+    """In place: scores[b, index[b, j]] -> CTRL-penalized, once per distinct id; returns scores.
+
+    Gathers the logits of every id in `index` (B, L), penalizes them and scatters them back.
+    An id present several times in a row is gathered from the same unpenalized entry each time
+    and written back with the same value, so repeats are penalized exactly once.
+    """
+    picked = scores.gather(-1, index)
+    picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+    return scores.scatter_(-1, index, picked)
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, input_ids: torch.Tensor, penalty: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Repetition penalty of CTRL (Keskar et al., arXiv 1909.05858), shape (B, V) -> (B, V).
+
+    For every id that occurs in row b of input_ids (B, L) (the prompt and the tokens generated
+    so far), the logit of that id in row b is divided by `penalty` when it is >= 0 and multiplied
+    by it when it is < 0, once however often the id occurs. penalty > 1 makes repeats less
+    likely, penalty < 1 more likely, 1.0 is a no-op. (CTRL divides every logit by the penalty;
+    the sign rule, which keeps a penalty from raising a negative logit, is Hugging Face's.)
+
+    mask (B, L), optional: True / 1 = the id at that position counts, False / 0 = it is ignored.
+    `generate` passes the attention mask of the left-padded prompt extended by ones for the
+    generated tokens, which is what Hugging Face does: `generate` hands
+    `RepetitionPenaltyLogitsProcessor` the number of leading padding positions of each row as
+    `prompt_ignore_length`, so left padding is never penalized. Ids >= V (an embedding larger
+    than the output layer) are ignored, as in Hugging Face: those tokens cannot be generated.
+    """
+    penalty = _check_repetition_penalty(penalty)
+    _check_logits(logits, ndim=2)
+    if (
+        not isinstance(input_ids, torch.Tensor)
+        or input_ids.ndim != 2
+        or input_ids.is_floating_point()
+        or input_ids.is_complex()
+        or input_ids.dtype == torch.bool
+        or input_ids.shape[0] != logits.shape[0]
+    ):
+        raise ValueError(
+            f"input_ids must be an integer tensor of shape (B, L) with B = {logits.shape[0]} (the rows "
+            f"of logits), got {_describe(input_ids)}"
+        )
+    if input_ids.numel() and bool((input_ids < 0).any()):
+        raise ValueError(f"input_ids holds negative ids (min {int(input_ids.min())}); allowed: ids >= 0")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != input_ids.shape):
+        raise ValueError(
+            f"mask must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got {_describe(mask)}"
+        )
+    vocab = logits.shape[-1]
+    counts = input_ids < vocab
+    if mask is not None:
+        counts &= mask.bool()
+    # Ignored positions point at an extra column, dropped afterwards.
+    index = torch.where(counts, input_ids, vocab).long()
+    wide = torch.nn.functional.pad(logits, (0, 1))
+    return _penalize_(wide, index, penalty)[:, :vocab].contiguous()
+
+
+def min_new_tokens_filter(
+    logits: torch.Tensor, num_new_tokens: int, min_new_tokens: int, eos_token_id
+) -> torch.Tensor:
+    """Forbid end-of-sequence until min_new_tokens tokens are generated; (B, V) -> (B, V).
+
+    While num_new_tokens (tokens generated so far, the same for every row) < min_new_tokens, the
+    logits of every id in eos_token_id (an int or a list of ints) are set to -inf; otherwise the
+    logits are returned unchanged (a copy). Ids >= V are ignored. As Hugging Face's
+    `MinNewTokensLengthLogitsProcessor`, which `generate` adds only when an EOS id is known and
+    min_new_tokens > 0.
+    """
+    min_new_tokens = _check_min_new_tokens(min_new_tokens)
+    if isinstance(num_new_tokens, bool) or not isinstance(num_new_tokens, numbers.Integral) or num_new_tokens < 0:
+        raise ValueError(f"num_new_tokens={num_new_tokens!r} is not allowed: it must be an integer >= 0")
+    eos = _normalize_eos(eos_token_id)
+    _check_logits(logits, ndim=2)
+    eos = [i for i in eos if i < logits.shape[-1]]
+    if num_new_tokens >= min_new_tokens or not eos:
+        return logits.clone()
+    return logits.index_fill(-1, torch.tensor(eos, device=logits.device), -math.inf)
 
 
 def apply_temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
