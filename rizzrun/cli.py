@@ -130,19 +130,35 @@ def validate(
 
 @app.command()
 def generate(
-    run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
+    run_dir: Optional[Path] = typer.Argument(None, help="a run folder (outputs/<date>/<time>-<name>)"),
     prompt: str = typer.Option(..., "--prompt", "-p", help="the text to continue"),
+    model: Optional[Path] = typer.Option(None, "--model", help="instead of RUN_DIR: a local Hugging Face Llama "
+                                         "folder (config.json, safetensors, tokenizer files)"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help="default: the decoder's"),
     decoder: Optional[str] = typer.Option(None, "--decoder",
-                                          help="a decoder option (greedy, sample, ...); default: the run's"),
+                                          help="a decoder option (greedy, sample, ...); default: the run's (greedy with --model)"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="sampling temperature"),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="keep the k most likely tokens (0 = off)"),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus mass (1.0 = off)"),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="CTRL penalty (1.0 = off)"),
+    min_new_tokens: Optional[int] = typer.Option(None, "--min-new-tokens", help="no EOS before this many tokens"),
     seed: Optional[int] = typer.Option(None, "--seed", help="sampling seed"),
 ) -> None:
-    """Continue PROMPT with the latest checkpoint of RUN_DIR and print the text."""
-    settings = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).items()
+    """Continue PROMPT with the latest checkpoint of RUN_DIR (or a Hugging Face folder given by
+    --model) and print the text."""
+    settings = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                      repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens).items()
                 if v is not None}
+    if (run_dir is None) == (model is None):
+        raise _fail("give a run folder (RUN_DIR) or a Hugging Face model folder (--model PATH), not both or neither")
+    if model is not None:
+        problem = _hf_model_problem(model) or _decoder_settings_problem(decoder or "greedy", settings)
+        if problem:
+            raise _fail(problem)
+        from rizzrun.runner.generate import generate_from_hf
+
+        print(generate_from_hf(model, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings))
+        return
     problem = _generate_problem(run_dir, decoder, settings)
     if problem:
         raise _fail(problem)
@@ -151,17 +167,41 @@ def generate(
     print(generate_from_run(run_dir, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings))
 
 
+def _hf_model_problem(model: Path) -> str | None:
+    """A missing or unsupported folder, reported before torch is imported."""
+    from rizzrun.config.errors import message
+    from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims
+    from rizzrun.tokenizers.hf import folder_vocab_size
+
+    try:
+        hf_llama_dims(model)
+        folder_vocab_size(str(model))
+    except HFCheckpointError as e:
+        return message(f"--model {model}", "; ".join(e.problems))
+    except (OSError, ValueError) as e:
+        return message(f"--model {model}", str(e))
+    return None
+
+
 def _generate_problem(run_dir: Path, decoder: Optional[str], settings: dict) -> str | None:
-    from rizzrun.config import catalog
-    from rizzrun.config.errors import listing, message, suggest
+    from rizzrun.config.errors import message
     from rizzrun.config.resume import LATEST
-    from rizzrun.config.validate import option_target
 
     if not run_dir.is_dir():
         return message(str(run_dir), "no such run folder", "give a folder under outputs/<date>/")
     if not (run_dir / LATEST).exists():
         return message(str(run_dir), f"holds no {LATEST.as_posix()}: the run saved no checkpoint (yet)",
                        "train longer than trainer.checkpoint_every steps, or pick another run")
+    return _decoder_settings_problem(decoder, settings, run_dir)
+
+
+def _decoder_settings_problem(decoder: Optional[str], settings: dict, run_dir: Optional[Path] = None) -> str | None:
+    """An unknown --decoder, or a flag that decoder does not take (the run's own decoder when
+    --decoder is not given)."""
+    from rizzrun.config import catalog
+    from rizzrun.config.errors import listing, message, suggest
+    from rizzrun.config.validate import option_target
+
     if decoder is not None:
         names = catalog.options("decoder")
         if decoder not in names:
@@ -169,7 +209,7 @@ def _generate_problem(run_dir: Path, decoder: Optional[str], settings: dict) -> 
                            f"decoders: {listing(names)}")
         target = option_target("decoder", decoder)
     else:
-        target = _run_decoder(run_dir)
+        target = _run_decoder(run_dir) if run_dir is not None else None
     if target is not None and target.params is not None and not target.takes_any_keyword():
         accepted = {p.name for p in target.keyword_params()}
         for key in settings:

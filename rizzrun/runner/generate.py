@@ -1,4 +1,5 @@
-"""`rizzrun generate RUN_DIR --prompt ...`: rebuild a run's model from its folder and decode."""
+"""`rizzrun generate RUN_DIR --prompt ...`: rebuild a run's model from its folder and decode;
+`rizzrun generate --model HF_FOLDER --prompt ...`: the same decoders on a model trained elsewhere."""
 
 from __future__ import annotations
 
@@ -40,6 +41,31 @@ def generate_from_run(
     dec = instantiate(OmegaConf.merge(node, given))
     seed = given.get("seed", int(cfg.seed))
     return sample_texts(model, dec, tokenizer, [prompt], seed=seed)[0]
+
+
+def generate_from_hf(
+    model_dir: Path, prompt: str, max_new_tokens: int | None = None, decoder: str | None = None, **overrides: Any
+) -> str:
+    """Decode with a local Hugging Face Llama folder (config.json + safetensors + tokenizer files).
+
+    The prompt is encoded as `transformers` does by default (with the tokenizer's own special
+    tokens, e.g. Llama's BOS), and decoding stops at any of the folder's EOS ids, so the text
+    equals `AutoModelForCausalLM.generate` for the same decoder settings (greedy: token for token).
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    from rizzrun.models.llama import Llama
+    from rizzrun.tokenizers.hf import HFTokenizer
+
+    tokenizer = HFTokenizer(str(model_dir))
+    model = Llama(None, from_pretrained=str(model_dir)).eval()
+    given = {k: v for k, v in {"max_new_tokens": max_new_tokens, **overrides}.items() if v is not None}
+    dec = instantiate(OmegaConf.merge(_decoder_option(decoder or "greedy"), given))
+    ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=True)])
+    out = dec.generate(model, ids, eos_token_id=list(tokenizer.eos_ids))
+    new = [i for i in out[0, ids.shape[1]:].tolist() if i < tokenizer.vocab_size]
+    return prompt + tokenizer.decode(new)
 
 
 def _decoder_option(name: str):

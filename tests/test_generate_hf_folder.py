@@ -1,0 +1,64 @@
+"""`rizzrun generate --model HF_FOLDER`: rizzrun's decoders on a model trained elsewhere give
+the text `transformers` generates from the same folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from test_hf_tokenizer import _build
+
+REPO = Path(__file__).resolve().parents[1]
+RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer folder with a random Llama of its vocabulary beside it."""
+    folder = _build("bpe", tmp_path_factory.mktemp("hf_model"))
+    vocab = len(transformers.AutoTokenizer.from_pretrained(folder))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      initializer_range=0.2, tie_word_embeddings=False)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def reference(folder: Path, prompt: str, n: int, **knobs) -> str:
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = tok(prompt, return_tensors="pt")
+    configured = model.generation_config.eos_token_id
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    eos = list(dict.fromkeys([tok.eos_token_id, *configured]))
+    with torch.inference_mode():
+        out = model.generate(**ids, do_sample=False, max_new_tokens=n, eos_token_id=eos,
+                             pad_token_id=tok.pad_token_id, **knobs)
+    return prompt + tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.3}])
+def test_generate_from_an_hf_folder_equals_transformers(model_folder, knobs):
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
+    done = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "the cat", "-n", "12",
+                           "--decoder", "greedy", *flags], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip("\n") == reference(model_folder, "the cat", 12, **knobs)
+
+
+def test_generate_needs_exactly_one_source(model_folder, tmp_path):
+    both = subprocess.run([RIZZRUN, "generate", str(tmp_path), "--model", str(model_folder), "--prompt", "x"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert both.returncode == 2 and "not both or neither" in both.stderr
+    missing = subprocess.run([RIZZRUN, "generate", "--model", str(tmp_path / "nope"), "--prompt", "x"],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and f"--model {tmp_path / 'nope'}: no such folder" in missing.stderr
+    wrong = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "x", "--top-k", "3"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert wrong.returncode == 2 and "takes no top_k" in wrong.stderr
