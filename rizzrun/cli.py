@@ -64,9 +64,12 @@ def list_(group: Optional[str] = typer.Argument(None, help="a group (model, obje
     names = catalog.options(group)
     width = max(map(len, names), default=0)
     for name in names:
-        target = None if group == catalog.RECIPE_GROUP else option_target(group, name)
-        doc = (target.doc or "").strip().splitlines()[0] if target is not None and target.doc else ""
-        about = doc or catalog.yaml_description(catalog.option_file(group, name))
+        # The option's own yaml comment first (two options may share a target), else the
+        # first line of its target's docstring.
+        about = catalog.yaml_description(catalog.option_file(group, name))
+        if not about and group != catalog.RECIPE_GROUP:
+            target = option_target(group, name)
+            about = (target.doc or "").strip().splitlines()[0] if target is not None and target.doc else ""
         print(f"{name:<{width}}  {about}".rstrip())
 
 

@@ -15,6 +15,7 @@ from rizzrun.config import ConfigError, catalog, compose, load, problems, signat
 from rizzrun.config.errors import closest, message
 from rizzrun.config.resume import latest_run, override_value
 
+MODELS = ", ".join(sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml")))
 REPO = Path(__file__).resolve().parents[1]
 FAKES = str(Path(__file__).resolve().parent)
 if FAKES not in sys.path:  # so that `fake_components` is a findable top-level module
@@ -87,6 +88,11 @@ def _option_overrides(group: str, option: str) -> list[str]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in catalog.groups() for o in catalog.options(g)])
 def test_every_option_of_every_group_validates(group, option, tmp_path):
     overrides = _option_overrides(group, option)
+    if (group, option) == ("model", "llama_pretrained"):  # a folder with config.json + safetensors
+        from test_hf_llama import hf_folder
+
+        overrides.append(f"model.from_pretrained={hf_folder(tmp_path / 'hf', vocab_size=300, max_position_embeddings=256)}")
+        overrides.append("tokenizer=byte")
     if (group, option) == ("tokenizer", "hf"):  # tokenizer.path=??? must name a folder with a tokenizer.json
         (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordLevel", "vocab": {"<unk>": 0}}}')
         overrides.append(f"tokenizer.path={tmp_path}")
@@ -94,9 +100,20 @@ def test_every_option_of_every_group_validates(group, option, tmp_path):
     assert cfg.hydra.runtime.choices[group] == option
 
 
+def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
+    """The local folders a paper-scale recipe asks for (it says so when they are missing)."""
+    from test_recipes_goldfish import llama2_7b_folder, tokenizer_folder
+
+    if recipe == "goldfish_7b":
+        return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", "data.path=/data/articles"]
+    if recipe == "goldfish_1b":
+        return [f"tokenizer.path={tokenizer_folder(tmp_path / 'tok')}", "data.path=/data/corpus"]
+    return []
+
+
 @pytest.mark.parametrize("recipe", catalog.options("recipe"))
-def test_every_shipped_recipe_validates_and_names_itself(recipe):
-    assert load([f"+recipe={recipe}"]).name == recipe
+def test_every_shipped_recipe_validates_and_names_itself(recipe, tmp_path):
+    assert load([f"+recipe={recipe}", *_recipe_inputs(recipe, tmp_path)]).name == recipe
 
 
 def test_tiny_recipe_holds_only_its_name():
@@ -176,10 +193,11 @@ def test_recipe_that_is_not_yaml(recipes):
 # --- bad overrides ------------------------------------------------------------------------------
 
 def test_unknown_group_option():
-    assert only_error(["model=lama"]) == "model=lama: no option 'lama' in group 'model'; did you mean 'llama'? options: llama"
+    assert only_error(["model=lama"]) == ("model=lama: no option 'lama' in group 'model'; did you mean 'llama'? "
+                                          f"options: {MODELS}")
     assert only_error(["attention=[sdpa,naiv]"]) == (
         "attention=[sdpa,naiv]: no option 'naiv' in group 'attention'; did you mean 'naive'? options: naive, sdpa")
-    assert only_error(["model=3"]) == "model=3: 'model' is a config group, so its value names an option; options: llama"
+    assert only_error(["model=3"]) == f"model=3: 'model' is a config group, so its value names an option; options: {MODELS}"
 
 
 def test_unknown_recipe():
@@ -270,7 +288,7 @@ def test_compose_can_drop_the_hydra_node():
     ("name=a/b", "name='a/b': not allowed; allowed: letters, digits and . _ + - (no spaces or slashes), "
                  "matching [A-Za-z0-9][A-Za-z0-9._+-]*"),
     ("logger.mode=onlin", "logger.mode='onlin': not allowed; did you mean 'online'? allowed: 'offline', 'online', 'disabled'"),
-    ("~model", "model: no model chosen; pick one with model=OPTION (options: llama)"),
+    ("~model", f"model: no model chosen; pick one with model=OPTION (options: {MODELS})"),
     ("data=text", "data.train_files=???: required value is not set; set it, e.g. data.train_files=VALUE"),
 ])
 def test_impossible_value(override, expected):

@@ -349,6 +349,8 @@ def _check_llama(model: dict, data: dict) -> list[str]:
         return [message("model", f"cannot check the Llama dimensions: {e}")]
     if isinstance(model.get("from_pretrained"), str):
         return _check_pretrained_llama(model, data)
+    if model.get("from_pretrained") in (MISSING, BROKEN):
+        return []  # reported as not set; the dimensions come from that folder
     size = model.get("size", "tiny")
     if size is BROKEN or size is MISSING:
         return []

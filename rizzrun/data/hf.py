@@ -56,6 +56,8 @@ documents in source order, not the whole corpus. `num_proc` has no effect when s
 
 from __future__ import annotations
 
+from typing import Literal
+
 import atexit
 import difflib
 import glob
@@ -71,7 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rizzrun.data.lm import LMCorpus, _batch, _seed_for, encoder_of, is_blank, iter_blocks, pack_documents
+from rizzrun.data.lm import PACKINGS, LMCorpus, _batch, _seed_for, encoder_of, is_blank, iter_blocks, pack_documents
 
 FORMAT_VERSION = 1
 # Streaming: how many training documents `train_texts()` yields (the BPE tokenizer's sample).
@@ -158,6 +160,8 @@ class HFDataset(LMCorpus):
     shuffle_buffer: blocks in the streaming shuffle buffer (<= 1: stream order).
     max_docs: use only the first max_docs rows of the split.
     cache_dir: cache root (None: $RIZZRUN_CACHE or ~/.cache/rizzrun).
+    packing: "concat" (documents joined by EOS) or "document" (each document starts its own
+        padded row; non-streaming only): see rizzrun.data.lm.PACKINGS.
     """
 
     batch_kind = "lm"
@@ -182,9 +186,15 @@ class HFDataset(LMCorpus):
         shuffle_buffer: int = 10000,
         cache_dir: str | None = None,
         max_docs: int | None = None,
+        packing: Literal["concat", "document"] = "concat",
     ):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         who = "HFDataset"
+        if packing not in PACKINGS:
+            raise ValueError(f"{who} packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+        if packing != "concat" and streaming:
+            raise ValueError(f"{who} packing={packing!r}: streaming packs on the fly with packing='concat' only")
+        self.packing = packing
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ValueError(f"{who} path={path!r}: must be a local folder or file, or a Hub dataset name")
         for key, value in (("split", split), ("text_field", text_field)):
