@@ -137,8 +137,8 @@ def main() -> None:
         "",
         f"Paper ({PAPER}). Here: `make repro-goldfish` "
         f"(`python repro/goldfish.py --seeds {' '.join(map(str, args.seeds))}`{' ' + ' '.join(args.extra) if args.extra else ''}) — "
-        "a 0.5 M-parameter Llama (2 layers, d_model 128, byte tokenizer) trained 1100 steps (≈100 epochs) on 20 pydoc "
-        "documents (recipes `ce_memorize_tiny`, `goldfish_tiny`); memorization = greedy 64-byte continuation of each "
+        "a 0.5 M-parameter Llama (2 layers, d_model 128, byte tokenizer) trained 600 steps (100 epochs) on 20 pydoc "
+        "documents, one per padded row (recipes `ce_memorize_tiny`, `goldfish_tiny`); memorization = greedy 64-byte continuation of each "
         "document's first 32 bytes; mean ± standard deviation over seeds; "
         f"{per_run:.0f} s per run, {minutes:.1f} min in all on 2 CPU cores.",
         "",
