@@ -573,3 +573,19 @@ def test_config_option_validates_and_instantiates():
     assert isinstance(obj, Goldfish)
     assert (obj.k, obj.strategy, obj.context_width, obj.seed) == (3, "static", 13, 5)
     assert "Goldfish(k=3, strategy='static'" in repr(obj)
+
+
+def test_validation_rejects_impossible_goldfish_settings_before_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from rizzrun.config import load, ConfigError\n"
+            "try:\n    load(['objective=goldfish', 'objective.k=1', 'objective.context_width=0'])\n"
+            "except ConfigError as e:\n    print(e)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "objective.k=1: out of range; allowed: k >= 2" in out
+    assert "objective.context_width=0: out of range; allowed: context_width >= 1" in out
+    assert out.strip().endswith("False")  # reported without importing torch

@@ -96,6 +96,13 @@ RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attentio
 
 BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
 
+# Ranges of one component's arguments, by its target: "package.module.Class" -> {key: ((op, bound), ...)}.
+TARGET_RANGES: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
+    "rizzrun.objectives.goldfish.Goldfish": {
+        "k": ((">=", 2),), "context_width": ((">=", 1),), "table_size": ((">=", 2),), "start_position": ((">=", 0),),
+    },
+}
+
 # Ranges of component arguments that hold for every option of the group (they are not part of
 # a target's signature, so they live here): "group.key" -> ((op, bound), ...).
 COMPONENT_RANGES: dict[str, tuple[tuple[str, float], ...]] = {

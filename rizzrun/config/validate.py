@@ -265,7 +265,8 @@ def _check_component(group: str, path: str, node: dict, targets: dict) -> list[s
         spec = typespec.from_ast(p.annotation) if p is not None else typespec.ANY
         if p is not None and p.default is None:  # `x: int = None` still means "or null"
             spec = typespec.optional(spec)
-        out += _check_value(f"{path}.{key}", value, spec, schema.COMPONENT_RANGES.get(f"{path}.{key}", ()))
+        bounds = schema.COMPONENT_RANGES.get(f"{path}.{key}", ()) + schema.TARGET_RANGES.get(target.target, {}).get(key, ())
+        out += _check_value(f"{path}.{key}", value, spec, bounds)
     return out
 
 
