@@ -199,9 +199,9 @@ def run_folder(tmp_path: Path, *overrides: str, tokenizer=None) -> Path:
 ], ids=["tied", "untied-mha", "untied-llama3-rope"])
 def test_export_loads_in_transformers_and_back(tmp_path, overrides):
     run_dir = run_folder(tmp_path, *overrides)
-    from rizzrun.runner.export import load_run_model
+    from rizzrun.runner.generate import load_run
 
-    _, tokenizer, model = load_run_model(run_dir)
+    _, tokenizer, model = load_run(run_dir)
     out = tmp_path / "hf"
     lines = export_run(run_dir, out)
     assert "tokenizer: not written: the byte tokenizer has no Hugging Face form" in "\n".join(lines)

@@ -10,6 +10,22 @@ import torch.nn.functional as F
 __all__ = ["CrossEntropy"]
 
 
+def lm_logits(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, T, V), labels (B, T)) of an "lm" batch, checked: the shared first step of
+    every next-token objective."""
+    missing = [k for k in ("input_ids", "labels") if k not in batch]
+    if missing:
+        raise ValueError(f"batch is missing {missing}; an 'lm' batch has keys 'input_ids' and 'labels'")
+    labels = batch["labels"]
+    logits = model(batch["input_ids"])
+    if logits.ndim != 3 or logits.shape[:2] != labels.shape:
+        raise ValueError(
+            f"logits of shape {tuple(logits.shape)} do not match labels of shape "
+            f"{tuple(labels.shape)}: expected logits (B, T, V) with labels (B, T)"
+        )
+    return logits, labels
+
+
 class CrossEntropy:
     """Token-level mean cross-entropy over non-ignored targets.
 
@@ -34,16 +50,7 @@ class CrossEntropy:
         self.ignore_index = int(ignore_index)
 
     def __call__(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        missing = [k for k in ("input_ids", "labels") if k not in batch]
-        if missing:
-            raise ValueError(f"batch is missing {missing}; an 'lm' batch has keys 'input_ids' and 'labels'")
-        labels = batch["labels"]
-        logits = model(batch["input_ids"])
-        if logits.ndim != 3 or logits.shape[:2] != labels.shape:
-            raise ValueError(
-                f"logits of shape {tuple(logits.shape)} do not match labels of shape "
-                f"{tuple(labels.shape)}: expected logits (B, T, V) with labels (B, T)"
-            )
+        logits, labels = lm_logits(model, batch)
         vocab = logits.shape[-1]
         with torch.autocast(device_type=logits.device.type, enabled=False):
             # Sum then divide (rather than reduction="mean") so an all-ignored batch gives 0/1

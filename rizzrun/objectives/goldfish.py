@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from rizzrun.objectives.ce import CrossEntropy
+from rizzrun.objectives.ce import CrossEntropy, lm_logits
 
 __all__ = ["Goldfish", "goldfish_mask", "goldfish_keys", "goldfish_table", "STRATEGIES",
            "TABLE_SIZE", "TABLE_SEED"]
@@ -295,16 +295,7 @@ class Goldfish:
                              include_target_in_hash=self.include_target_in_hash, generator=self._generator)
 
     def __call__(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        missing = [key for key in ("input_ids", "labels") if key not in batch]
-        if missing:
-            raise ValueError(f"batch is missing {missing}; an 'lm' batch has keys 'input_ids' and 'labels'")
-        labels = batch["labels"]
-        logits = model(batch["input_ids"])
-        if logits.ndim != 3 or logits.shape[:2] != labels.shape:
-            raise ValueError(
-                f"logits of shape {tuple(logits.shape)} do not match labels of shape "
-                f"{tuple(labels.shape)}: expected logits (B, T, V) with labels (B, T)"
-            )
+        logits, labels = lm_logits(model, batch)
         vocab = logits.shape[-1]
         with torch.autocast(device_type=logits.device.type, enabled=False):
             # One float32 log-softmax for all three losses; ignored positions give 0.

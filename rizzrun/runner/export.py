@@ -31,28 +31,6 @@ _HF_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "
                      "added_tokens.json")
 
 
-def load_run_model(run_dir: Path):
-    """(config, tokenizer, model) of a run folder: the model rebuilt from its config.yaml (under
-    `model.from_pretrained`, config.json's shape, not its weights) with its latest checkpoint."""
-    from omegaconf import OmegaConf
-
-    from rizzrun.runner.build import build_model
-    from rizzrun.runner.checkpoint import WEIGHTS, latest_checkpoint, load_weights
-    from rizzrun.tokenizers import load_tokenizer
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a rizzrun run folder (no config.yaml)")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoints/latest is missing)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    model = build_model(cfg, tokenizer, pretrained_weights=False)
-    model.load_state_dict(load_weights(checkpoint / WEIGHTS))
-    return cfg, tokenizer, model.eval()
-
-
 def export_run(run_dir: Path, out_dir: Path, force: bool = False) -> list[str]:
     """Write RUN_DIR's latest checkpoint to OUT_DIR (see the module docstring); returns the lines
     the command prints. OUT_DIR existing and non-empty is an error unless `force`, which replaces
@@ -63,7 +41,9 @@ def export_run(run_dir: Path, out_dir: Path, force: bool = False) -> list[str]:
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
         raise FileExistsError(f"{out_dir} exists and is not an empty folder; give a new folder, or pass "
                               "--force to replace the model and tokenizer files in it")
-    _, tokenizer, model = load_run_model(run_dir)
+    from rizzrun.runner.generate import load_run
+
+    _, tokenizer, model = load_run(run_dir)
     eos_ids = list(getattr(tokenizer, "eos_ids", None) or [tokenizer.eos_id])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))

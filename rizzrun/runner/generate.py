@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 
 
 def load_run(run_dir: Path):
-    """(config, tokenizer, model) of a run folder, with the weights of its latest checkpoint."""
+    """(config, tokenizer, model) of a run folder: the model rebuilt from its config.yaml (under
+    `model.from_pretrained`, config.json's shape, not its weights) with its latest checkpoint.
+    Shared by generate, eval and export."""
     from rizzrun.runner.build import build_model
     from rizzrun.runner.checkpoint import WEIGHTS, latest_checkpoint, load_weights
     from rizzrun.tokenizers import load_tokenizer
