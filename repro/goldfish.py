@@ -2,8 +2,9 @@
 
 Hans et al. (arXiv 2406.10209), "extreme" setting: LLaMA-2-7B trained 100 epochs on 100
 Wikipedia articles reproduces 84/100 verbatim with plain CE and 0/100 with goldfish k=4.
-Here: a 0.5 M-parameter Llama trained ~100 epochs on 20 pydoc documents (recipes
-ce_memorize_tiny and goldfish_tiny), three objectives × several seeds, as two Hydra multiruns;
+Here: a 0.5 M-parameter Llama trained 100 epochs on 20 pydoc documents (recipes
+ce_memorize_tiny and goldfish_tiny): CE, goldfish at h=13 for several k, and k=4 at h=3, each
+over several seeds, as Hydra multiruns (SWEEPS);
 each job evaluates itself at the end (eval.at_end: greedy 64-token continuation of a 32-token
 prefix of every training document) and is evaluated again on 20 held-out documents it never
 saw (the "never trained" control). Writes the table into docs/results.md.
@@ -22,11 +23,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = [
-    # (label, recipe, sweep overrides)
-    ("ce", "ce_memorize_tiny", []),
-    ("goldfish k=4 h=13", "goldfish_tiny", ["objective.context_width=13"]),
-    ("goldfish k=4 h=3", "goldfish_tiny", ["objective.context_width=3"]),
+# One Hydra multirun per entry: (recipe, sweep overrides). Rows of the table: ce, goldfish at
+# h=13 for each k (the paper's headline k=4 and its sweep 3, 8, 32), and k=4 with a short hash
+# context h=3 (the spec's ablation).
+SWEEPS = [
+    ("ce_memorize_tiny", []),
+    ("goldfish_tiny", ["objective.k={ks}", "objective.context_width=13"]),
+    ("goldfish_tiny", ["objective.k=4", "objective.context_width=3"]),
 ]
 PAPER = "LLaMA-2-7B, 100 Wikipedia articles × 100 epochs: CE 84/100 memorized, goldfish k=4 0/100"
 
@@ -35,16 +38,14 @@ def rizzrun() -> str:
     return str(Path(sys.executable).with_name("rizzrun"))
 
 
-def sweep(out: Path, seeds: list[int], extra: list[str]) -> list[Path]:
-    """One multirun per recipe (the h variants of goldfish_tiny are one sweep); returns job dirs."""
-    seed_list = ",".join(map(str, seeds))
+def sweep(out: Path, seeds: list[int], ks: list[int], extra: list[str]) -> list[Path]:
+    """Run the SWEEPS as multiruns under `out`; returns the job folders."""
     jobs = []
-    for recipe in dict.fromkeys(r for _, r, _ in VARIANTS):
-        sweeps = sorted({o.split("=")[1] for _, r, ovs in VARIANTS if r == recipe for o in ovs})
-        overrides = [f"objective.context_width={','.join(sweeps)}"] if sweeps else []
-        folder = out / recipe
-        cmd = [rizzrun(), "-m", f"+recipe={recipe}", f"seed={seed_list}", "logger=none", *overrides, *extra,
-               f"hydra.sweep.dir={folder}"]
+    for i, (recipe, overrides) in enumerate(SWEEPS):
+        overrides = [o.format(ks=",".join(map(str, ks))) for o in overrides]
+        folder = out / f"{i}-{recipe}"
+        cmd = [rizzrun(), "-m", f"+recipe={recipe}", f"seed={','.join(map(str, seeds))}", "logger=none", *overrides,
+               *extra, f"hydra.sweep.dir={folder}"]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
         jobs += sorted(p for p in folder.iterdir() if (p / "summary.json").exists())
@@ -89,16 +90,22 @@ def mean_pm(values: list[float], fmt: str) -> str:
     return f"{m:{fmt}} ± {s:{fmt}}"
 
 
+def order(label: str) -> tuple:
+    """ce first, then goldfish by decreasing h and increasing k."""
+    if label == "ce":
+        return (0,)
+    k, h = (int(part.split("=")[1]) for part in label.split()[1:])
+    return (1, -h, k)
+
+
 def table(rows: dict[str, list[dict]]) -> str:
     lines = [
         "| objective | seeds | documents memorized (exact, of 20) | exact-match rate | token match | RougeL | "
         "RougeL, held-out docs (never trained) | validation loss (nats/byte) |",
         "| --- | ---: | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, _, _ in VARIANTS:
-        rs = rows.get(label, [])
-        if not rs:
-            continue
+    for label in sorted(rows, key=order):
+        rs = rows[label]
         lines.append(
             f"| {label} | {len(rs)} | {', '.join(str(r['exact_n']) for r in rs)} | {mean_pm([r['exact'] for r in rs], '.2f')} | "
             f"{mean_pm([r['token'] for r in rs], '.3f')} | {mean_pm([r['rougeL'] for r in rs], '.3f')} | "
@@ -122,13 +129,14 @@ def write_results(path: Path, body: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--ks", type=int, nargs="+", default=[3, 4, 8, 32], help="goldfish k values at h=13")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "goldfish")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("extra", nargs="*", help="more overrides for every job")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    jobs = sweep(args.out / time.strftime("%Y-%m-%d_%H-%M-%S"), args.seeds, args.extra)
+    jobs = sweep(args.out / time.strftime("%Y-%m-%d_%H-%M-%S"), args.seeds, args.ks, args.extra)
     rows = collect(jobs, n_control=20)
     minutes = (time.perf_counter() - started) / 60
     per_run = statistics.mean(r["seconds"] for rs in rows.values() for r in rs)
@@ -136,7 +144,8 @@ def main() -> None:
         "## Goldfish loss (Hans et al., arXiv 2406.10209)",
         "",
         f"Paper ({PAPER}). Here: `make repro-goldfish` "
-        f"(`python repro/goldfish.py --seeds {' '.join(map(str, args.seeds))}`{' ' + ' '.join(args.extra) if args.extra else ''}) — "
+        f"(`python repro/goldfish.py --seeds {' '.join(map(str, args.seeds))} --ks {' '.join(map(str, args.ks))}`"
+        f"{' ' + ' '.join(args.extra) if args.extra else ''}) — "
         "a 0.5 M-parameter Llama (2 layers, d_model 128, byte tokenizer) trained 600 steps (100 epochs) on 20 pydoc "
         "documents, one per padded row (recipes `ce_memorize_tiny`, `goldfish_tiny`); memorization = greedy 64-byte continuation of each "
         "document's first 32 bytes; mean ± standard deviation over seeds; "
