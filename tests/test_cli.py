@@ -220,6 +220,21 @@ def test_multirun_all_ok_exits_0(tmp_path):
     assert list(OmegaConf.load(tmp_path / "sweep" / "1" / ".hydra" / "overrides.yaml")) == ["attention=sdpa"]
 
 
+def test_hydra_launcher_and_sweeper_groups_are_hydras(tmp_path):
+    # hydra/launcher and hydra/sweeper are Hydra's own groups: picking one explicitly goes through
+    # (a plugin such as submitit or optuna adds options there), an unknown one is Hydra's error.
+    result = run_cli(tmp_path, "-m", "hydra/launcher=basic", "hydra/sweeper=basic", "seed=3,4",
+                     f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr
+    saved = OmegaConf.load(tmp_path / "sweep" / "multirun.yaml")
+    assert saved.hydra.launcher._target_.endswith("BasicLauncher")
+    assert saved.hydra.sweeper._target_.endswith("BasicSweeper")
+    assert [json.loads((tmp_path / "sweep" / j / "fake_run.json").read_text())["seed"] for j in "01"] == [3, 4]
+    bad = run_cli(tmp_path, "-m", "hydra/launcher=nosuch", "seed=3,4")
+    assert (bad.returncode, bad.stderr) == (2, "error: hydra/launcher=nosuch: no option 'nosuch' in group "
+                                           "'hydra/launcher'; options: basic\n")
+
+
 def test_resume_true_reuses_the_latest_run_folder(tmp_path):
     older = tmp_path / "2024-05-01" / "10-00-00-tiny"
     newer = tmp_path / "2024-05-02" / "09-30-00-tiny"
