@@ -117,6 +117,13 @@ def test_eval_at_end_and_rizzrun_eval_agree(tmp_path, shared_cache):
     assert again["val"]["loss"] == pytest.approx(saved["val"]["loss"], rel=1e-6)
     other = evaluate_run(tmp_path / "run", documents="val", max_documents=3)
     assert other["documents"] == "val" and other["memorization"]["documents"] <= 3
+    # both evaluations went to the run's metrics too, at the checkpoint's step, under their own names
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/val_loss" in r]
+    assert [sorted(k for k in r if k.startswith("mem")) for r in rows] == [
+        ["mem/exact_match_rate", "mem/rougeL", "mem/token_match"]] * 2 + [
+        ["mem_val/exact_match_rate", "mem_val/rougeL", "mem_val/token_match"]]
+    assert {r["step"] for r in rows} == {3}
+    assert rows[-1]["mem_val/rougeL"] == pytest.approx(other["memorization"]["rougeL"])
 
     import subprocess
     import sys
@@ -130,3 +137,22 @@ def test_eval_at_end_and_rizzrun_eval_agree(tmp_path, shared_cache):
     bad = subprocess.run([exe, "eval", str(tmp_path / "run"), "--documents", str(tmp_path / "nope.jsonl")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.jsonl: no such file" in bad.stderr
+
+
+def test_rizzrun_eval_logs_to_the_runs_wandb_run(tmp_path, shared_cache):
+    import time
+
+    from rizzrun.config import compose
+    from rizzrun.runner.evaluate import evaluate_run
+    from rizzrun.runner.train import run
+
+    from test_runner import SMALL
+
+    cfg = compose([*SMALL, f"cache_dir={shared_cache}", "logger=wandb", "trainer.max_steps=2", "trainer.val_every=2",
+                   "eval.prefix_len=8", "eval.continuation_len=8"])
+    run(cfg, tmp_path / "run")
+    run_id = (tmp_path / "run" / "wandb_id.txt").read_text().strip()
+    time.sleep(1.1)  # W&B names offline folders by the second
+    evaluate_run(tmp_path / "run")
+    offline = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(run_id) for p in offline)

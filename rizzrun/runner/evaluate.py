@@ -51,13 +51,14 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict) -> dict:
     return {"documents": str(e["documents"]), "memorization": mem, "val": heldout_loss(model, data.val_batches())}
 
 
-def flat_metrics(result: dict) -> dict[str, float]:
-    """The scalars of `evaluate` under logger names."""
+def flat_metrics(result: dict, prefix: str = "mem") -> dict[str, float]:
+    """The scalars of `evaluate` under logger names (`mem/*` for the run's own eval.documents;
+    another set of documents gets another prefix, e.g. `mem_val/*`, so the two never mix)."""
     mem, val = result["memorization"], result["val"]
     return {
-        "mem/exact_match_rate": mem["exact_match_rate"],
-        "mem/token_match": mem["token_match"],
-        "mem/rougeL": mem["rougeL"],
+        f"{prefix}/exact_match_rate": mem["exact_match_rate"],
+        f"{prefix}/token_match": mem["token_match"],
+        f"{prefix}/rougeL": mem["rougeL"],
         "eval/val_loss": val["loss"],
         "eval/val_ppl": val["ppl"],
     }
@@ -87,4 +88,28 @@ def evaluate_run(run_dir: Path, output: str = "eval.json", **overrides: Any) -> 
     data.setup(tokenizer, cache_dir=cache_dir(cfg))
     result = evaluate(model, tokenizer, data, eval_cfg)
     write(run_dir, result, output)
+    own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)
+    prefix = "mem" if own else "mem_" + "".join(c if c.isalnum() else "_" for c in Path(str(eval_cfg.documents)).stem)
+    log_to_run(run_dir, cfg, flat_metrics(result, prefix))
     return result
+
+
+def log_to_run(run_dir: Path, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Append `metrics` to the run's metrics.jsonl at its checkpoint's step and, for a W&B run,
+    to the same W&B run (its id from the folder; offline unless the run was online)."""
+    from rizzrun.runner.checkpoint import latest_checkpoint, read_meta
+    from rizzrun.runner.loggers import wandb_run_id
+
+    step = read_meta(latest_checkpoint(run_dir)).get("step")
+    with (Path(run_dir) / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": step, **metrics}) + "\n")
+    lcfg = cfg.get("logger")
+    if lcfg is not None and lcfg.get("kind") == "wandb":
+        import wandb
+
+        run = wandb.init(project=lcfg.project, entity=lcfg.get("entity"), id=wandb_run_id(run_dir), resume="allow",
+                         dir=str(run_dir), mode=lcfg.get("mode", "offline"))
+        try:
+            run.log({**metrics, "trainer/global_step": step})
+        finally:
+            run.finish()
