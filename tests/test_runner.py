@@ -242,3 +242,20 @@ def test_wandb_logger_gets_project_name_group_tags_and_the_resolved_config(tmp_p
     assert init["id"] == (tmp_path / "2026-01-01-demo" / "wandb_id.txt").read_text().strip()
     assert init["config"]["scheduler"]["total_steps"] == cfg.trainer.max_steps  # resolved, not "${...}"
     assert "${" not in json.dumps(init["config"])
+
+
+def test_skipped_rows_are_counted_and_logged(tmp_path, shared_cache, caplog):
+    import logging
+
+    docs = tmp_path / "docs.jsonl"
+    good = "A sentence long enough to be a document of its own, repeated. " * 8
+    docs.write_text("\n".join(json.dumps(r) for r in [{"text": good}] * 30 + [{"text": ""}, {"title": "no text"}]))
+    small = [o for o in SMALL if not o.startswith("data.max_docs")]  # a pydoc key
+    cfg = compose([*small, f"cache_dir={shared_cache}", "data=text", f"data.train_files=[{docs}]",
+                   "data.on_bad_row=skip", "data.val_fraction=0.2", "data.seq_len=32", "data.batch_size=4",
+                   "trainer.max_steps=2", "trainer.val_every=2"])
+    with caplog.at_level(logging.INFO, logger="rizzrun"):
+        summary = run(cfg, tmp_path / "text")
+    assert sum(summary["data"]["skipped"].values()) == 2
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("data: rows skipped, by reason:") for m in warned), warned

@@ -55,6 +55,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tokenizer.prepare(data.train_texts, data.fingerprint)
     tokenizer.save(run_dir / "tokenizer")
     data.setup(tokenizer, cache_dir=cache_dir(cfg))
+    _log_data(data)
 
     model = build_model(cfg, tokenizer)
     if tcfg.compile:
@@ -212,6 +213,24 @@ def _environment() -> dict:
         "argv": sys.argv,
         "versions": versions,
     }
+
+
+def _log_data(data) -> None:
+    """What the corpus holds, and every row it skipped by reason (also in summary.json)."""
+    import logging
+
+    log = logging.getLogger("rizzrun")
+    stats = getattr(data, "stats", {}) or {}
+    for split in ("train", "val"):
+        if split in stats:
+            s = stats[split]
+            log.info("data %s: %s documents, %s tokens, %s blocks", split, s.get("documents"), s.get("tokens"),
+                     s.get("blocks"))
+    skipped = {reason: n for reason, n in (stats.get("skipped") or {}).items() if n}
+    if skipped:
+        log.warning("data: rows skipped, by reason: %s", ", ".join(f"{k} {v}" for k, v in skipped.items()))
+        for example in getattr(data, "skipped_examples", [])[:5]:
+            log.warning("  %s", example)
 
 
 def _print_summary(summary: dict) -> None:
