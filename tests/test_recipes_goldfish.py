@@ -85,3 +85,27 @@ def test_tiny_memorization_recipes_validate_with_eval_at_end(recipe):
     cfg = load([f"+recipe={recipe}"])
     assert cfg.eval.at_end and cfg.data.max_train_docs == 20 and cfg.data.packing == "document"
     assert cfg.objective._target_.endswith("CrossEntropy" if recipe.startswith("ce") else "Goldfish")
+
+
+@pytest.mark.parametrize("recipe", ["ce_memorize_tiny", "goldfish_tiny"])
+def test_tiny_memorization_recipes_run_end_to_end(recipe, tmp_path, shared_cache):
+    """The recipe as shipped, shortened to a few steps: trains, evaluates itself at the end
+    (eval.json, mem/* metrics) and, for goldfish, logs the three losses."""
+    from rizzrun.runner.metrics import read_metrics
+    from rizzrun.runner.train import run
+
+    cfg = load([f"+recipe={recipe}", "logger=none", f"cache_dir={shared_cache}", "trainer.max_steps=4",
+                "trainer.val_every=4", "trainer.checkpoint_every=4", "scheduler.warmup_steps=1",
+                "eval.max_documents=3", "eval.continuation_len=8"])
+    summary = run(cfg, tmp_path / recipe)
+    assert summary["eval"]["documents"] == 3
+    assert (tmp_path / recipe / "eval.json").is_file()
+    rows = read_metrics(tmp_path / recipe / "metrics.jsonl")
+    assert any("mem/rougeL" in r for r in rows)
+    train_keys = set().union(*(r for r in rows if "train/loss" in r))
+    if recipe == "goldfish_tiny":
+        assert {"train/loss_all_tokens", "train/loss_dropped_tokens", "train/dropped_fraction"} <= train_keys
+        fractions = [r["train/dropped_fraction"] for r in rows if "train/dropped_fraction" in r]
+        assert all(0.1 < f < 0.4 for f in fractions), fractions  # ~1/k of the targets, k = 4
+    else:
+        assert "train/loss_dropped_tokens" not in train_keys
