@@ -95,7 +95,7 @@ def test_tiny_memorization_recipes_run_end_to_end(recipe, tmp_path, shared_cache
     from rizzrun.runner.train import run
 
     cfg = load([f"+recipe={recipe}", "logger=none", f"cache_dir={shared_cache}", "trainer.max_steps=4",
-                "trainer.val_every=4", "trainer.checkpoint_every=4", "scheduler.warmup_steps=1",
+                "trainer.val_every=4", "trainer.checkpoint_every=4", "trainer.log_every=1", "scheduler.warmup_steps=1",
                 "eval.max_documents=3", "eval.continuation_len=8"])
     summary = run(cfg, tmp_path / recipe)
     assert summary["eval"]["documents"] == 3
@@ -103,6 +103,7 @@ def test_tiny_memorization_recipes_run_end_to_end(recipe, tmp_path, shared_cache
     rows = read_metrics(tmp_path / recipe / "metrics.jsonl")
     assert any("mem/rougeL" in r for r in rows)
     train_keys = set().union(*(r for r in rows if "train/loss" in r))
+    assert "train/loss" in train_keys
     if recipe == "goldfish_tiny":
         assert {"train/loss_all_tokens", "train/loss_dropped_tokens", "train/dropped_fraction"} <= train_keys
         fractions = [r["train/dropped_fraction"] for r in rows if "train/dropped_fraction" in r]
