@@ -19,6 +19,8 @@ import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from safetensors.torch import load_file, save_file
 
+from rizzrun.files import write_atomic
+
 MODEL_PREFIX = "model."
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
@@ -52,15 +54,6 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class FolderCheckpointIO(CheckpointIO):
     """Lightning CheckpointIO writing a checkpoint as a folder (see module docstring).
 
@@ -92,7 +85,7 @@ class FolderCheckpointIO(CheckpointIO):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _write_text_atomic(path.parent / LATEST, path.name + "\n")
+        write_atomic(path.parent / LATEST, path.name + "\n")
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         path = Path(path)

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from rizzrun.files import write_atomic
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 # 256 byte symbols + the specials: below this the byte alphabet itself does not fit.
@@ -39,19 +40,6 @@ def _train(texts: Iterable[str], vocab_size: int, min_frequency: int):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class BPETokenizer:
@@ -108,7 +96,7 @@ class BPETokenizer:
         else:
             tok = _train(texts(), self.vocab_size, self.min_frequency)
             text = tok.to_str()
-            _atomic_write(path, text)
+            write_atomic(path, text)
             self._set(text, source=str(path))
         self._data_fingerprint = fingerprint
 
@@ -185,7 +173,7 @@ class BPETokenizer:
 
         self._ready()
         directory = Path(directory)
-        _atomic_write(directory / "tokenizer.json", self._json)
+        write_atomic(directory / "tokenizer.json", self._json)
         meta = {
             "kind": "bpe",
             "vocab_size": self.vocab_size,
@@ -193,7 +181,7 @@ class BPETokenizer:
             "data_fingerprint": self._data_fingerprint,
             "fingerprint": self.fingerprint,
         }
-        _atomic_write(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+        write_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> BPETokenizer:

@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from rizzrun.files import write_atomic
+
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
@@ -512,10 +514,10 @@ class HFTokenizer:
                 names += [f"{CHAT_TEMPLATE_DIR}/{p.name}" for p in sorted(templates.glob("*.jinja"))]
             for name in names:
                 data = self._tokenizer_json if name == TOKENIZER_FILE else (self.path / name).read_bytes()
-                _write_atomic(directory / name, data)
+                write_atomic(directory / name, data)
         meta = {"kind": "hf", "add_bos": self.add_bos, "add_eos": self.add_eos, "source": str(self.path),
                 "vocab_size": self.vocab_size, "fingerprint": self.fingerprint}
-        _write_atomic(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        write_atomic(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> HFTokenizer:
@@ -534,18 +536,3 @@ class HFTokenizer:
 
     def __repr__(self) -> str:
         return f"HFTokenizer(path={str(self.path)!r}, vocab_size={self.vocab_size})"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
