@@ -17,19 +17,10 @@ from rizzrun.objectives import CrossEntropy, Goldfish, goldfish_mask
 from rizzrun.objectives import goldfish as gf_module
 from rizzrun.objectives.goldfish import TABLE_SEED, TABLE_SIZE, goldfish_keys, goldfish_table
 
+from test_objectives import LogitsTable  # the same learnable-logits stand-in for a model
+
 REPO = Path(__file__).resolve().parents[1]
 
-
-class LogitsTable(nn.Module):
-    """Returns a learnable (B, T, V) table as the logits, so gradients land per position."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.table = nn.Parameter(logits.clone())
-
-    def forward(self, input_ids):
-        assert input_ids.shape == self.table.shape[:2]
-        return self.table
 
 
 def _model_and_batch(labels, v=None, seed=0):
