@@ -15,11 +15,16 @@ imported only inside the job (and by `generate`).
 
 from __future__ import annotations
 
+import math
+import operator
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export")
 HELP_FLAGS = ("--help", "-h")
@@ -131,7 +136,33 @@ def validate(
     print("ok" if len(configs) == 1 else f"ok ({len(configs)} jobs)")
 
 
-@app.command()
+# click's exceptions, or the copy of click that typer vendors (typer >= 0.2x): where typer's own
+# BadParameter is defined.
+_usage = sys.modules[typer.BadParameter.__module__]
+
+
+class _OneLineUsageErrors(TyperCommand):
+    """A value of the wrong type or a missing option (`--temperature abc`, no `--prompt`) as one
+    `error:` line and exit 2, like every other bad input, instead of click's usage block."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _usage.UsageError as e:
+            if isinstance(e, _usage.BadParameter) and e.param is not None:
+                opts = list(getattr(e.param, "opts", None) or [])
+                flag = " / ".join(opts) if e.param.param_type_name == "option" and opts else str(e.param.name).upper()
+                what = "required" if isinstance(e, _usage.MissingParameter) else str(e.message).rstrip(".")
+                text = f"{flag}: {what}"
+            else:
+                text = " ".join(e.format_message().split()).rstrip(".")
+            raise _fail(f"{text}; see rizzrun {ctx.info_name} --help") from None
+
+
+CHECKPOINT_HELP = "a checkpoint of RUN_DIR (step-NNNNNN or a step number); default: the one checkpoints/latest names"
+
+
+@app.command(cls=_OneLineUsageErrors)
 def generate(
     run_dir: Optional[Path] = typer.Argument(None, help="a run folder (outputs/<date>/<time>-<name>)"),
     prompt: str = typer.Option(..., "--prompt", "-p", help="the text to continue"),
@@ -146,6 +177,7 @@ def generate(
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="CTRL penalty (1.0 = off)"),
     min_new_tokens: Optional[int] = typer.Option(None, "--min-new-tokens", help="no EOS before this many tokens"),
     seed: Optional[int] = typer.Option(None, "--seed", help="sampling seed"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Continue PROMPT with the latest checkpoint of RUN_DIR (or a Hugging Face folder given by
     --model) and print the text."""
@@ -154,20 +186,38 @@ def generate(
                 if v is not None}
     if (run_dir is None) == (model is None):
         raise _fail("give a run folder (RUN_DIR) or a Hugging Face model folder (--model PATH), not both or neither")
+    ranges = _decoder_range_problem({"max_new_tokens": max_new_tokens, **settings})
     if model is not None:
-        problem = _hf_model_problem(model) or _decoder_settings_problem(decoder or "greedy", settings)
+        problem = (_hf_model_problem(model) or (checkpoint is not None and "--checkpoint: only with RUN_DIR, "
+                   "not with --model") or _decoder_settings_problem(decoder or "greedy", settings) or ranges)
         if problem:
             raise _fail(problem)
         from rizzrun.runner.generate import generate_from_hf
 
-        print(generate_from_hf(model, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings))
+        with _input_errors():
+            text = generate_from_hf(model, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings)
+        print(text)
         return
-    problem = _generate_problem(run_dir, decoder, settings)
+    problem = _run_problem(run_dir, checkpoint) or _decoder_settings_problem(decoder, settings, run_dir) or ranges
     if problem:
         raise _fail(problem)
     from rizzrun.runner.generate import generate_from_run
 
-    print(generate_from_run(run_dir, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings))
+    extra = {"checkpoint": checkpoint} if checkpoint is not None else {}
+    with _input_errors():
+        text = generate_from_run(run_dir, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **extra, **settings)
+    print(text)
+
+
+@contextmanager
+def _input_errors():
+    """An InputError found once the runner reads its inputs -> one `error:` line, exit 2."""
+    from rizzrun.errors import InputError
+
+    try:
+        yield
+    except InputError as e:
+        raise _fail(e) from None
 
 
 def _hf_model_problem(model: Path) -> str | None:
@@ -186,16 +236,25 @@ def _hf_model_problem(model: Path) -> str | None:
     return None
 
 
-def _generate_problem(run_dir: Path, decoder: Optional[str], settings: dict) -> str | None:
+def _run_problem(run_dir: Path, checkpoint: Optional[str]) -> str | None:
+    """A missing run folder, one without config.yaml or a checkpoint, or a checkpoint whose files
+    do not match the digests in its meta.json: found before torch is imported."""
     from rizzrun.config.errors import message
-    from rizzrun.config.resume import LATEST
+    from rizzrun.errors import InputError
+    from rizzrun.layout import CONFIG
+    from rizzrun.runner.checkpoint_files import checked_checkpoint
 
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         return message(str(run_dir), "no such run folder", "give a folder under outputs/<date>/")
-    if not (run_dir / LATEST).exists():
-        return message(str(run_dir), f"holds no {LATEST.as_posix()}: the run saved no checkpoint (yet)",
-                       "train longer than trainer.checkpoint_every steps, or pick another run")
-    return _decoder_settings_problem(decoder, settings, run_dir)
+    if not run_dir.is_dir():
+        return message(str(run_dir), "not a folder", "give a run folder under outputs/<date>/")
+    if not (run_dir / CONFIG).is_file():
+        return message(str(run_dir), f"not a rizzrun run folder (no {CONFIG})", "give a folder under outputs/<date>/")
+    try:
+        checked_checkpoint(run_dir, checkpoint)
+    except InputError as e:
+        return str(e)
+    return None
 
 
 def _decoder_settings_problem(decoder: Optional[str], settings: dict, run_dir: Optional[Path] = None) -> str | None:
@@ -223,19 +282,60 @@ def _decoder_settings_problem(decoder: Optional[str], settings: dict, run_dir: O
     return None
 
 
+# What to do instead of a value a decoder flag cannot take, beside its range.
+_RANGE_HINTS = {"temperature": "for greedy decoding use --decoder greedy"}
+
+
+def _decoder_range_problem(settings: dict) -> str | None:
+    """A decoder flag outside the range the validator holds for `decoder.<key>`
+    (rizzrun.config.schema.COMPONENT_RANGES, the decoders' own rules), or a float that is inf/nan."""
+    from rizzrun.config.schema import COMPONENT_RANGES
+
+    for key, value in settings.items():
+        if value is not None:
+            problem = _range_problem("--" + key.replace("_", "-"), value, COMPONENT_RANGES.get(f"decoder.{key}", ()),
+                                     _RANGE_HINTS.get(key, ""))
+            if problem:
+                return problem
+    return None
+
+
+def _range_problem(flag: str, value: float, bounds, hint: str = "") -> str | None:
+    from rizzrun.config.errors import message
+
+    allowed = " and ".join(f"{op} {bound:g}" for op, bound in bounds)
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return message(f"{flag} {shown}", "not a finite number", f"allowed: {allowed or 'a finite number'}", hint)
+    holds = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+    if not all(holds[op](value, bound) for op, bound in bounds):
+        return message(f"{flag} {shown}", "out of range", f"allowed: {allowed}" + (f" ({hint})" if hint else ""))
+    return None
+
+
+def _schema_bounds(schema: type, name: str) -> tuple:
+    """(op, bound) pairs from a schema dataclass field's metadata (gt/ge/lt/le)."""
+    import dataclasses
+
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    meta = {f.name: f.metadata for f in dataclasses.fields(schema)}[name]
+    return tuple((op, meta[k]) for k, op in ops.items() if k in meta)
+
+
 def _run_decoder(run_dir: Path):
     from omegaconf import OmegaConf
 
     from rizzrun.config import signatures
+    from rizzrun.layout import HYDRA_CONFIG
 
     try:
-        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        saved = OmegaConf.load(run_dir / HYDRA_CONFIG)
         return signatures.resolve(str(saved.decoder._target_))
     except Exception:  # noqa: BLE001 - no saved config or target: the runner will say
         return None
 
 
-@app.command("eval")
+@app.command("eval", cls=_OneLineUsageErrors)
 def eval_(
     run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
     documents: Optional[str] = typer.Option(None, "--documents", help="train | val | PATH (.jsonl/.txt); default: the run's eval.documents"),
@@ -243,24 +343,20 @@ def eval_(
     prefix_len: Optional[int] = typer.Option(None, "--prefix-len", help="prompt tokens taken from each document"),
     continuation_len: Optional[int] = typer.Option(None, "--continuation-len", help="tokens decoded and compared"),
     output: str = typer.Option("eval.json", "--output", "-o", help="file name in RUN_DIR for the results"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Memorization (greedy extraction: exact match, token match, RougeL) on a named set of
     documents, and held-out loss, for the latest checkpoint of RUN_DIR; writes RUN_DIR/eval.json
     (or --output)."""
-    problem = _generate_problem(run_dir, None, {})
+    problem = _run_problem(run_dir, checkpoint) or _eval_problem(run_dir, documents, output, dict(
+        max_documents=max_documents, prefix_len=prefix_len, continuation_len=continuation_len))
     if problem:
         raise _fail(problem)
-    for flag, value in (("--max-documents", max_documents), ("--prefix-len", prefix_len),
-                        ("--continuation-len", continuation_len)):
-        if value is not None and value < 1:
-            raise _fail(f"{flag} {value}: out of range; allowed: >= 1")
     from rizzrun.runner.evaluate import evaluate_run
 
-    try:
+    with _input_errors():
         result = evaluate_run(run_dir, documents=documents, max_documents=max_documents, prefix_len=prefix_len,
-                              continuation_len=continuation_len, output=output)
-    except (ValueError, FileNotFoundError) as e:
-        raise _fail(e) from None
+                              continuation_len=continuation_len, output=output, checkpoint=checkpoint)
     mem, val = result["memorization"], result["val"]
     print(f"documents: {result['documents']} ({mem['documents']} evaluated, {mem['skipped_short']} too short)")
     print(f"exact match {mem['exact_match_rate']:.3f} ({mem['exact_matches']}/{mem['documents']})  "
@@ -269,39 +365,86 @@ def eval_(
     print(f"written: {run_dir / output}")
 
 
-@app.command("export")
+def _eval_problem(run_dir: Path, documents: Optional[str], output: str, counts: dict) -> str | None:
+    """`eval`'s flags, before torch: counts in EvalConfig's ranges, --documents a split or a
+    readable .jsonl/.txt file, --output a file name in a run folder that can be written."""
+    from rizzrun.config.errors import message
+    from rizzrun.config.schema import EvalConfig
+
+    for key, value in counts.items():
+        problem = value is not None and _range_problem("--" + key.replace("_", "-"), value,
+                                                       _schema_bounds(EvalConfig, key))
+        if problem:
+            return problem
+    if documents is not None and documents not in ("train", "val"):
+        path = Path(documents).expanduser()
+        if not path.is_file():
+            return message(f"--documents {documents}", "no such file", "allowed: train, val, or a .jsonl/.txt file")
+        if path.suffix not in (".jsonl", ".txt"):
+            return message(f"--documents {documents}", f"unsupported extension {path.suffix!r}",
+                           "allowed: train, val, or a .jsonl (a text field per row) / .txt (documents separated "
+                           "by blank lines) file")
+        if not os.access(path, os.R_OK):
+            return message(f"--documents {documents}", "not readable", "give a file you can read")
+    if not output or Path(output).name != output or output in (".", ".."):
+        return message(f"--output {output}", "not a file name", "give a file name inside the run folder, e.g. eval.json")
+    return _unwritable(run_dir, f"--output {output}")
+
+
+def _unwritable(folder: Path, head: str) -> str | None:
+    """Whether a file can be created in `folder` (or, when it does not exist yet, in its nearest
+    existing parent), found by creating one: permissions, a read-only file system, root."""
+    import tempfile
+
+    from rizzrun.config.errors import message
+
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return message(head, f"{probe} is not a folder", "give a path whose parent is a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".rizzrun-probe-"))
+    except OSError as e:
+        return message(head, f"cannot write into {probe} ({e.strerror or e})", "give a folder you can write to")
+    return None
+
+
+@app.command("export", cls=_OneLineUsageErrors)
 def export(
     run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
     out_dir: Path = typer.Argument(..., help="the Hugging Face model folder to write"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty OUT_DIR, replacing the model "
                                                       "and tokenizer files of an earlier export"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Write the latest checkpoint of RUN_DIR as a Hugging Face Llama folder (config.json,
     model.safetensors, generation_config.json, the tokenizer when transformers can load it), which
     transformers.AutoModelForCausalLM.from_pretrained(OUT_DIR) loads."""
-    problem = _generate_problem(run_dir, None, {}) or _export_problem(run_dir, out_dir, force)
+    problem = _run_problem(run_dir, checkpoint) or _export_problem(out_dir, force)
     if problem:
         raise _fail(problem)
     from rizzrun.runner.export import export_run
 
     try:
-        lines = export_run(run_dir, out_dir, force=force)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        raise _fail(e) from None
+        with _input_errors():
+            lines = export_run(run_dir, out_dir, force=force, checkpoint=checkpoint)
+    except (FileExistsError, OSError) as e:  # OUT_DIR changed, or a write failed, after the checks
+        raise _fail(f"{out_dir}: {e.strerror or e}" if isinstance(e, OSError) and e.strerror else e) from None
     print("\n".join(lines))
 
 
-def _export_problem(run_dir: Path, out_dir: Path, force: bool) -> str | None:
+def _export_problem(out_dir: Path, force: bool) -> str | None:
     from rizzrun.config.errors import message
 
-    if not (run_dir / "config.yaml").is_file():
-        return message(str(run_dir), "not a rizzrun run folder (no config.yaml)", "give a folder under outputs/<date>/")
     if out_dir.exists() and not out_dir.is_dir():
         return message(str(out_dir), "exists and is not a folder", "give a folder to write the model into")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         return message(str(out_dir), "exists and is not empty",
                        "give a new folder, or pass --force to replace the model and tokenizer files in it")
-    return None
+    # export writes beside OUT_DIR first (a temp folder in its parent), then moves the files in
+    return _unwritable(out_dir.absolute().parent, str(out_dir)) or (
+        _unwritable(out_dir, str(out_dir)) if out_dir.is_dir() else None)
 
 
 def main(argv: list[str] | None = None) -> None:

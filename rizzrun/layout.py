@@ -59,3 +59,10 @@ def step_of(folder: Path | str) -> int | None:
 
 def checkpoints_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS
+
+# What a checkpoint write in progress leaves in checkpoints/ if the process dies: the folder
+# being written (`.tmp-step-NNNNNN-XXXX`), the previous copy of a step written again
+# (`.old-step-NNNNNN`), and the `latest` pointer's temp file (`.latest.XXXX.tmp`, write_atomic).
+CHECKPOINT_TMP_PREFIX = ".tmp-"
+CHECKPOINT_OLD_PREFIX = ".old-"
+LATEST_TMP_GLOB = f".{LATEST_NAME}.*.tmp"

@@ -124,6 +124,7 @@ COMPONENT_RANGES: dict[str, tuple[tuple[str, float], ...]] = {
     "decoder.top_p": ((">", 0), ("<=", 1)),
     "decoder.repetition_penalty": ((">", 0),),
     "decoder.min_new_tokens": ((">=", 0),),
+    "decoder.seed": ((">=", 0),),
     "model.init_std": ((">", 0),),
     "tokenizer.min_frequency": ((">=", 1),),
 }

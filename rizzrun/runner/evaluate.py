@@ -11,42 +11,45 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rizzrun.config.schema import EvalConfig
+from rizzrun.errors import InputError
 
 
-def named_documents(data: Any, documents: str, max_documents: int) -> list[str]:
+def named_documents(data: Any, documents: str, max_documents: int, key: str = "eval.documents=") -> list[str]:
     """`train` / `val`: the data option's own splits; otherwise a path to .jsonl (a `text`
-    field per row) or .txt (documents separated by blank lines)."""
+    field per row) or .txt (documents separated by blank lines). Bad input raises InputError
+    headed by `key` + the value (`eval.documents=...`, or `--documents ...` for the command)."""
     if documents in ("train", "val"):
         texts = getattr(data, f"{documents}_texts", None)
         if texts is None:
-            raise ValueError(f"eval.documents={documents}: {type(data).__name__} has no {documents}_texts(); "
+            raise InputError(f"{key}{documents}: {type(data).__name__} has no {documents}_texts(); "
                              "give a .jsonl or .txt file instead")
         docs = list(texts())
     else:
         path = Path(documents).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"eval.documents={documents}: no such file; allowed: train, val, or a .jsonl/.txt path")
+            raise InputError(f"{key}{documents}: no such file; allowed: train, val, or a .jsonl/.txt path")
         if path.suffix == ".jsonl":
             docs = []
             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
                 if line.strip():
                     row = json.loads(line)
                     if not isinstance(row.get("text"), str):
-                        raise ValueError(f"eval.documents={path}: row {i} (0-based line) has no string 'text' field")
+                        raise InputError(f"{key}{documents}: row {i} (0-based line) has no string 'text' field")
                     docs.append(row["text"])
         elif path.suffix == ".txt":
             docs = [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
         else:
-            raise ValueError(f"eval.documents={path}: unsupported extension {path.suffix!r}; allowed: .jsonl, .txt")
+            raise InputError(f"{key}{documents}: unsupported extension {path.suffix!r}; allowed: .jsonl, .txt")
     return docs[:max_documents]
 
 
-def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict) -> dict:
-    """Memorization on the named documents + held-out loss over the data's validation split."""
+def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "eval.documents=") -> dict:
+    """Memorization on the named documents + held-out loss over the data's validation split;
+    `key` heads a message about the documents (see `named_documents`)."""
     from rizzrun.eval.memorization import heldout_loss, memorization
 
     e = dict(eval_cfg)
-    docs = named_documents(data, str(e["documents"]), int(e["max_documents"]))
+    docs = named_documents(data, str(e["documents"]), int(e["max_documents"]), key)
     mem = memorization(model, tokenizer, docs, int(e["prefix_len"]), int(e["continuation_len"]))
     return {"documents": str(e["documents"]), "memorization": mem, "val": heldout_loss(model, data.val_batches())}
 
@@ -72,35 +75,48 @@ def write(run_dir: Path, result: dict, name: str = "eval.json") -> Path:
     return path
 
 
-def evaluate_run(run_dir: Path, output: str = "eval.json", **overrides: Any) -> dict:
-    """Evaluate the latest checkpoint of a run folder into `run_dir/output`; `overrides`
-    replace keys of its `eval` config."""
+def evaluate_run(run_dir: Path, output: str = "eval.json", checkpoint: str | None = None, **overrides: Any) -> dict:
+    """Evaluate the latest checkpoint of a run folder (or the one `checkpoint` names: a step-N
+    folder name or a step number) into `run_dir/output`; `overrides` replace keys of its `eval`
+    config. A damaged run folder or checkpoint raises InputError (see `load_run_checkpoint`)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from rizzrun.runner.build import cache_dir
-    from rizzrun.runner.generate import load_run
+    from rizzrun.runner.checkpoint import read_meta
+    from rizzrun.runner.generate import load_run_checkpoint
 
-    cfg, tokenizer, model = load_run(run_dir)
+    cfg, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
     defaults = dataclasses.asdict(EvalConfig())  # runs made before `eval` existed
     eval_cfg = OmegaConf.merge(defaults, cfg.get("eval") or {}, {k: v for k, v in overrides.items() if v is not None})
+    _check_window(eval_cfg, overrides, model.config.max_seq_len)
     data = instantiate(cfg.data)
     data.setup(tokenizer, cache_dir=cache_dir(cfg))
-    result = evaluate(model, tokenizer, data, eval_cfg)
+    result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=")
     write(run_dir, result, output)
     own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)
     prefix = "mem" if own else "mem_" + "".join(c if c.isalnum() else "_" for c in Path(str(eval_cfg.documents)).stem)
-    log_to_run(run_dir, cfg, flat_metrics(result, prefix))
+    log_to_run(run_dir, cfg, flat_metrics(result, prefix), read_meta(folder).get("step"))
     return result
 
 
-def log_to_run(run_dir: Path, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Append `metrics` to the run's metrics.jsonl at its checkpoint's step and, for a W&B run,
-    to the same W&B run (its id from the folder; offline unless the run was online)."""
-    from rizzrun.runner.checkpoint import latest_checkpoint, read_meta
+def _check_window(eval_cfg: DictConfig, overrides: dict, max_seq_len: int) -> None:
+    """The prompt and the continuation must fit the model's context, checked before the data is
+    read; InputError names each length as the user set it (a flag, or the run's config)."""
+    p, c = int(eval_cfg.prefix_len), int(eval_cfg.continuation_len)
+    if p + c <= max_seq_len:
+        return
+    named = [f"--{k.replace('_', '-')} {v}" if overrides.get(k) is not None else f"eval.{k}={v}"
+             for k, v in (("prefix_len", p), ("continuation_len", c))]
+    raise InputError(f"{named[0]} + {named[1]} = {p + c}: longer than the model's max_seq_len={max_seq_len}; "
+                     f"allowed: prefix_len + continuation_len <= {max_seq_len}")
+
+
+def log_to_run(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], step: int | None) -> None:
+    """Append `metrics` to the run's metrics.jsonl at `step` (the evaluated checkpoint's) and, for
+    a W&B run, to the same W&B run (its id from the folder; offline unless the run was online)."""
     from rizzrun.runner.loggers import wandb_run_id
 
-    step = read_meta(latest_checkpoint(run_dir)).get("step")
     with (Path(run_dir) / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": step, **metrics}) + "\n")
     lcfg = cfg.get("logger")

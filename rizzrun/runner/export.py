@@ -31,19 +31,21 @@ _HF_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "
                      "added_tokens.json")
 
 
-def export_run(run_dir: Path, out_dir: Path, force: bool = False) -> list[str]:
-    """Write RUN_DIR's latest checkpoint to OUT_DIR (see the module docstring); returns the lines
-    the command prints. OUT_DIR existing and non-empty is an error unless `force`, which replaces
-    the model and tokenizer files there and leaves any other file alone."""
+def export_run(run_dir: Path, out_dir: Path, force: bool = False, checkpoint: str | None = None) -> list[str]:
+    """Write RUN_DIR's latest checkpoint (or the one `checkpoint` names: a step-N folder name or a
+    step number) to OUT_DIR (see the module docstring); returns the lines the command prints.
+    OUT_DIR existing and non-empty is an error unless `force`, which replaces the model and
+    tokenizer files there and leaves any other file alone. A damaged run folder or checkpoint
+    raises InputError (see `load_run_checkpoint`)."""
     from rizzrun.models.hf_llama import save_hf_llama
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
         raise FileExistsError(f"{out_dir} exists and is not an empty folder; give a new folder, or pass "
                               "--force to replace the model and tokenizer files in it")
-    from rizzrun.runner.generate import load_run
+    from rizzrun.runner.generate import load_run_checkpoint
 
-    _, tokenizer, model = load_run(run_dir)
+    _, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
     eos_ids = list(getattr(tokenizer, "eos_ids", None) or [tokenizer.eos_id])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
@@ -60,6 +62,7 @@ def export_run(run_dir: Path, out_dir: Path, force: bool = False) -> list[str]:
     cfg = model.config
     return [
         f"exported {run_dir} -> {out_dir}",
+        f"checkpoint: {folder.name}",
         f"model: Llama {model.num_params():,} parameters (d_model={cfg.d_model}, n_layer={cfg.n_layer}, "
         f"n_head={cfg.n_head}, n_kv_head={cfg.n_kv_head}, vocab_size={cfg.vocab_size}, "
         f"tie_word_embeddings={str(cfg.tie_embeddings).lower()})",

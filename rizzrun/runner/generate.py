@@ -9,38 +9,83 @@ from typing import Any
 from omegaconf import OmegaConf
 
 
-def load_run(run_dir: Path):
+def load_run(run_dir: Path, checkpoint: str | None = None):
     """(config, tokenizer, model) of a run folder: the model rebuilt from its config.yaml (under
-    `model.from_pretrained`, config.json's shape, not its weights) with its latest checkpoint.
-    Shared by generate, eval and export."""
+    `model.from_pretrained`, config.json's shape, not its weights) with its latest checkpoint, or
+    the one `checkpoint` names (a step-N folder name or a step number). Shared by generate, eval
+    and export; see `load_run_checkpoint`."""
+    cfg, tokenizer, model, _ = load_run_checkpoint(run_dir, checkpoint)
+    return cfg, tokenizer, model
+
+
+def load_run_checkpoint(run_dir: Path, checkpoint: str | None = None):
+    """`load_run` plus the checkpoint folder loaded. The checkpoint is verified first (digests in
+    its meta.json; `checked_checkpoint`); a missing or unreadable config.yaml or tokenizer, a
+    damaged checkpoint, or weights that do not fit the config raise InputError naming the file."""
+    from rizzrun.errors import InputError
+    from rizzrun.layout import CONFIG, TOKENIZER, WEIGHTS
     from rizzrun.runner.build import build_model
-    from rizzrun.runner.checkpoint import WEIGHTS, latest_checkpoint, load_weights
+    from rizzrun.runner.checkpoint import checked_checkpoint, load_weights
     from rizzrun.tokenizers import load_tokenizer
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a rizzrun run folder (no config.yaml)")
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoints/latest is missing)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    if not (run_dir / CONFIG).is_file():
+        raise InputError(f"{run_dir}: not a rizzrun run folder (no {CONFIG}); give a folder under outputs/<date>/")
+    folder = checked_checkpoint(run_dir, checkpoint)
+    try:
+        cfg = OmegaConf.load(run_dir / CONFIG)
+    except Exception as e:  # noqa: BLE001 - yaml and omegaconf raise many kinds
+        raise InputError(f"{run_dir / CONFIG}: unreadable ({_first_line(e)}); the run folder is damaged") from e
+    try:
+        tokenizer = load_tokenizer(run_dir / TOKENIZER)
+    except Exception as e:  # noqa: BLE001 - a missing file, bad JSON, an unknown kind
+        raise InputError(f"{run_dir / TOKENIZER}: cannot load the run's tokenizer ({_first_line(e)}); "
+                         "the run folder is damaged") from e
     model = build_model(cfg, tokenizer, pretrained_weights=False)  # the checkpoint replaces them
-    model.load_state_dict(load_weights(checkpoint / WEIGHTS))
-    return cfg, tokenizer, model.eval()
+    try:
+        model.load_state_dict(load_weights(folder / WEIGHTS))
+    except RuntimeError as e:  # missing/unexpected keys or shapes: config.yaml and weights disagree
+        raise InputError(f"{folder / WEIGHTS}: does not fit the model {CONFIG} describes "
+                         f"({_first_line(e)})") from e
+    return cfg, tokenizer, model.eval(), folder
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_length(prompt_len: int, max_new_tokens: int, max_seq_len: int, given: bool) -> None:
+    """The prompt and the tokens to generate must fit the model's context; InputError otherwise,
+    naming the flag that sets them."""
+    from rizzrun.errors import InputError
+
+    total = prompt_len + max_new_tokens
+    if total <= max_seq_len:
+        return
+    room = max_seq_len - prompt_len
+    fix = (f"allowed: --max-new-tokens <= {room} for this prompt, or a shorter --prompt" if room >= 0
+           else "shorten --prompt")
+    head = f"--max-new-tokens {max_new_tokens}" if given else f"--prompt (the decoder's max_new_tokens={max_new_tokens})"
+    raise InputError(f"{head}: the prompt ({prompt_len} tokens) + {max_new_tokens} new tokens = {total} exceeds "
+                     f"the model's max_seq_len={max_seq_len}; {fix}")
 
 
 def generate_from_run(
-    run_dir: Path, prompt: str, max_new_tokens: int | None = None, decoder: str | None = None, **overrides: Any
+    run_dir: Path, prompt: str, max_new_tokens: int | None = None, decoder: str | None = None,
+    checkpoint: str | None = None, **overrides: Any
 ) -> str:
     from hydra.utils import instantiate
 
     from rizzrun.runner.task import sample_texts
 
-    cfg, tokenizer, model = load_run(run_dir)
+    cfg, tokenizer, model = load_run(run_dir, checkpoint)
     node = cfg.decoder if decoder is None else _decoder_option(decoder)
     given = {k: v for k, v in {"max_new_tokens": max_new_tokens, **overrides}.items() if v is not None}
     dec = instantiate(OmegaConf.merge(node, given))
+    # sample_texts starts the prompt after an EOS, as documents start in the training stream
+    check_length(1 + len(tokenizer.encode(prompt)), dec.max_new_tokens, model.config.max_seq_len,
+                 max_new_tokens is not None)
     seed = given.get("seed", int(cfg.seed))
     return sample_texts(model, dec, tokenizer, [prompt], seed=seed)[0]
 
@@ -65,6 +110,7 @@ def generate_from_hf(
     given = {k: v for k, v in {"max_new_tokens": max_new_tokens, **overrides}.items() if v is not None}
     dec = instantiate(OmegaConf.merge(_decoder_option(decoder or "greedy"), given))
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=True)])
+    check_length(ids.shape[1], dec.max_new_tokens, model.config.max_seq_len, max_new_tokens is not None)
     out = dec.generate(model, ids, eos_token_id=list(tokenizer.eos_ids))
     new = [i for i in out[0, ids.shape[1]:].tolist() if i < tokenizer.vocab_size]
     return prompt + tokenizer.decode(new)
