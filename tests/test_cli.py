@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -253,9 +254,18 @@ def test_resume_true_reuses_the_latest_run_folder(tmp_path):
 
 @pytest.fixture
 def run_folder(tmp_path):
+    """A run folder as far as the commands check it before torch: config.yaml, the saved Hydra
+    config (the run's decoder), and a checkpoint whose files match the digests in its meta.json."""
     folder = tmp_path / "2024-05-01" / "10-00-00-tiny"
-    (folder / "checkpoints").mkdir(parents=True)
+    checkpoint = folder / "checkpoints" / "step-000010"
+    checkpoint.mkdir(parents=True)
+    files = {}
+    for name, data in (("model.safetensors", b"weights"), ("state.pt", b"state")):
+        (checkpoint / name).write_bytes(data)
+        files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / "meta.json").write_text(json.dumps({"step": 10, "format": 2, "files": files}))
     (folder / "checkpoints" / "latest").write_text("step-000010\n")
+    (folder / "config.yaml").write_text("seed: 0\n")
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "config.yaml").write_text("decoder:\n  _target_: rizzrun.decoders.sample.Sample\n")
     return folder
@@ -291,6 +301,76 @@ def test_generate_errors(capsys, tmp_path, run_folder):
     assert (code, err) == (2, "error: --top-k 5: the decoder rizzrun.decoders.greedy.Greedy takes no top_k; its settings: "
                               "max_new_tokens, min_new_tokens, repetition_penalty; "
                               "pick a sampling decoder with --decoder\n")
+    (run_folder / "config.yaml").unlink()
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x")
+    assert (code, err) == (2, f"error: {run_folder}: not a rizzrun run folder (no config.yaml); give a folder under "
+                              "outputs/<date>/\n")
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--temperature", "0"], "--temperature 0: out of range; allowed: > 0 (for greedy decoding use --decoder greedy)"),
+    (["--temperature", "-0.5"], "--temperature -0.5: out of range; allowed: > 0 (for greedy decoding use --decoder greedy)"),
+    (["--temperature", "nan"], "--temperature nan: not a finite number; allowed: > 0; for greedy decoding use --decoder greedy"),
+    (["--top-p", "1.5"], "--top-p 1.5: out of range; allowed: > 0 and <= 1"),
+    (["--top-p", "0"], "--top-p 0: out of range; allowed: > 0 and <= 1"),
+    (["--top-k", "-1"], "--top-k -1: out of range; allowed: >= 0"),
+    (["--repetition-penalty", "0"], "--repetition-penalty 0: out of range; allowed: > 0"),
+    (["--repetition-penalty", "inf"], "--repetition-penalty inf: not a finite number; allowed: > 0"),
+    (["--min-new-tokens", "-2"], "--min-new-tokens -2: out of range; allowed: >= 0"),
+    (["--seed", "-1"], "--seed -1: out of range; allowed: >= 0"),
+    (["-n", "-1"], "--max-new-tokens -1: out of range; allowed: >= 0"),
+])
+def test_generate_flag_out_of_the_decoders_range(capsys, run_folder, flags, line):
+    """The ranges are the decoders' own (Sample/Greedy raise for each of these values; the
+    validator holds them as decoder.<key>), checked before torch."""
+    code, out, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", *flags)
+    assert (code, out, err) == (2, "", f"error: {line}\n")
+
+
+def test_decoder_ranges_agree_with_the_decoders_own_checks():
+    """Each value refused above is one Sample itself refuses, and each bound value it accepts
+    passes the CLI's check (an independent statement of the same rules)."""
+    from rizzrun.cli import _decoder_range_problem
+    from rizzrun.decoders.sample import Sample
+
+    for key, bad, good in (("temperature", 0.0, 1e-3), ("top_p", 0.0, 1.0), ("top_k", -1, 0), ("seed", -1, 0),
+                           ("repetition_penalty", 0.0, 1e-3), ("min_new_tokens", -1, 0), ("max_new_tokens", -1, 0),
+                           ("temperature", float("inf"), 1e6)):
+        with pytest.raises(ValueError):
+            Sample(**{key: bad})
+        Sample(**{key: good})
+        assert _decoder_range_problem({key: bad}) is not None, key
+        assert _decoder_range_problem({key: good}) is None, key
+
+
+def _one_line(done: subprocess.CompletedProcess, starts: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {starts}"), done.stderr
+
+
+def test_bad_options_are_one_line_from_the_real_command(tmp_path, run_folder):
+    rizzrun = str(Path(sys.executable).with_name("rizzrun"))
+
+    def run(*argv):
+        return subprocess.run([rizzrun, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    _one_line(run("generate", str(run_folder), "--prompt", "x", "--temperature", "0"), "--temperature 0: out of range")
+    _one_line(run("generate", str(run_folder), "--prompt", "x", "--temperature", "abc"), "--temperature: ")
+    _one_line(run("generate", str(run_folder)), "--prompt / -p: required; see rizzrun generate --help")
+    _one_line(run("generate", str(run_folder), "-p", "x", "--temprature", "1"), "No such option: --temprature")
+    _one_line(run("eval", str(run_folder), "--prefix-len", "0"), "--prefix-len 0: out of range; allowed: >= 1")
+    _one_line(run("eval", str(run_folder), "--max-documents", "many"), "--max-documents: ")
+    _one_line(run("eval", str(run_folder), "--documents", str(tmp_path / "nope.jsonl")),
+              f"--documents {tmp_path / 'nope.jsonl'}: no such file; allowed: train, val, or a .jsonl/.txt file")
+    _one_line(run("eval", str(run_folder), "--output", "../eval.json"), "--output ../eval.json: not a file name")
+    _one_line(run("export", str(run_folder)), "OUT_DIR: required")
+    _one_line(run("export", str(tmp_path / "nope"), str(tmp_path / "hf")), f"{tmp_path / 'nope'}: no such run folder")
+    # /sys refuses new entries even to root, where a chmod-ed folder would not
+    _one_line(run("export", str(run_folder), "/sys/rizzrun-export/hf"),
+              "/sys/rizzrun-export/hf: cannot write into /sys (")
+    (tmp_path / "file").write_text("x")
+    _one_line(run("export", str(run_folder), str(tmp_path / "file" / "hf")), f"{tmp_path / 'file' / 'hf'}: ")
 
 
 # --- what the light commands import --------------------------------------------------------------------

@@ -136,7 +136,14 @@ def test_eval_at_end_and_rizzrun_eval_agree(tmp_path, shared_cache):
     assert f"exact match {saved['memorization']['exact_match_rate']:.3f}" in done.stdout
     bad = subprocess.run([exe, "eval", str(tmp_path / "run"), "--documents", str(tmp_path / "nope.jsonl")],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "nope.jsonl: no such file" in bad.stderr
+    assert (bad.returncode, bad.stderr) == (2, f"error: --documents {tmp_path / 'nope.jsonl'}: no such file; allowed: "
+                                               "train, val, or a .jsonl/.txt file\n")
+    # a window longer than the model's context (max_seq_len=256 for model.size=tiny), named as typed
+    long = subprocess.run([exe, "eval", str(tmp_path / "run"), "--prefix-len", "200", "--continuation-len", "57"],
+                          capture_output=True, text=True)
+    assert (long.returncode, long.stderr) == (2, "error: --prefix-len 200 + --continuation-len 57 = 257: longer than "
+                                                 "the model's max_seq_len=256; allowed: prefix_len + continuation_len "
+                                                 "<= 256\n")
 
 
 def test_rizzrun_eval_logs_to_the_runs_wandb_run(tmp_path, shared_cache):
