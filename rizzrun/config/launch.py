@@ -26,6 +26,7 @@ from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
 from rizzrun.config.errors import ConfigError, show
 from rizzrun.config.resume import override_value, resume_folder
+from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 
 log = logging.getLogger("rizzrun")
 
@@ -45,7 +46,7 @@ def launch(argv: list[str]) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         argv = check(args, argv)
-    except ConfigError as e:
+    except (ConfigError, InputError) as e:
         fail(e)
         return EXIT_CONFIG
     return _run_hydra(argv, multirun=bool(args.multirun))
@@ -64,6 +65,8 @@ def check(args, argv: list[str]) -> list[str]:
     if args.multirun:
         return argv
     cfg = configs[0]
+    if args.multirun:
+        return claim_folder(cfg, args.overrides, argv, "hydra.sweep.dir")
     folder = resume_folder(cfg)
     if folder is not None:
         if any(o.lstrip("+").startswith("hydra.run.dir=") for o in args.overrides):
@@ -71,7 +74,26 @@ def check(args, argv: list[str]) -> list[str]:
                               "or give the folder as resume=PATH")
         argv = [*argv, f"hydra.run.dir={override_value(folder)}"]
         print(f"resuming {folder}", file=sys.stderr)
-    return argv
+        return argv
+    return claim_folder(cfg, args.overrides, argv, "hydra.run.dir")
+
+
+def claim_folder(cfg: DictConfig, overrides: list[str], argv: list[str], key: str) -> list[str]:
+    """Create the fresh run's (or sweep's) folder before Hydra writes into it, so that no run
+    lands in another's folder (rizzrun.run_dirs.claim); argv with the folder pinned."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.run_dirs import claim, holds_run
+
+    named = any(o.lstrip("+").startswith(f"{key}=") for o in overrides)
+    folder = Path(str(OmegaConf.select(cfg, key))).expanduser()
+    if key == "hydra.sweep.dir" and named and folder.is_dir():
+        taken = [job for job in folder.iterdir() if job.is_dir() and holds_run(job)]
+        if taken:
+            raise InputError(f"{key}={folder}: holds the runs of another sweep ({taken[0].name}, ...); "
+                             "give a new folder")
+    claimed = claim(folder, unique=not named, key=key)
+    return [*argv, f"{key}={override_value(claimed)}"]
 
 
 def _run_hydra(argv: list[str], multirun: bool) -> int:
@@ -101,14 +123,21 @@ def task(cfg: DictConfig) -> Any:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     error_file = run_dir / ERROR_FILE
-    error_file.unlink(missing_ok=True)  # left by an earlier attempt in the same folder
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         from rizzrun.runner.train import run
 
         return run(cfg, run_dir)
+    except RunFolderBusy as e:  # another process's folder: write nothing into it
+        fail(e)
+        raise SystemExit(EXIT_CONFIG) from None
     except Exception as e:
         error_file.write_text(traceback.format_exc(), encoding="utf-8")
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        stopped = isinstance(e, RunEnded) and e.status.startswith("stopped")
+        if not sweep or stopped:  # a signal stops the whole sweep, as it would one run
+            if isinstance(e, InputError | RunEnded):
+                print(str(e) if stopped else f"error: {e}", file=sys.stderr)
+                raise SystemExit(e.exit_code if isinstance(e, RunEnded) else EXIT_CONFIG) from None
             raise
         overrides = " ".join(hydra_cfg.overrides.task)
         log.error("job %s (%s) failed: %s: %s; traceback in %s; the sweep goes on",
