@@ -188,8 +188,8 @@ def generate(
         raise _fail("give a run folder (RUN_DIR) or a Hugging Face model folder (--model PATH), not both or neither")
     ranges = _decoder_range_problem({"max_new_tokens": max_new_tokens, **settings})
     if model is not None:
-        problem = (_hf_model_problem(model) or (checkpoint is not None and "--checkpoint: only with RUN_DIR, "
-                   "not with --model") or _decoder_settings_problem(decoder or "greedy", settings) or ranges)
+        problem = (("--checkpoint: only with RUN_DIR, not with --model" if checkpoint is not None else None)
+                   or _hf_model_problem(model) or _decoder_settings_problem(decoder or "greedy", settings) or ranges)
         if problem:
             raise _fail(problem)
         from rizzrun.runner.generate import generate_from_hf
