@@ -8,6 +8,10 @@
     rizzrun export RUN_DIR OUT_DIR [--force]   a run's latest checkpoint as a Hugging Face Llama folder
     rizzrun eval RUN_DIR [--documents train|val|PATH]   memorization + held-out loss -> eval.json
 
+generate, eval and export load the checkpoint `checkpoints/latest` names (or `--checkpoint
+step-N`) after checking its files against the digests in its meta.json, and refuse a damaged
+one; their bad input is one `error:` line and exit 2, found before torch where it can be.
+
 A first argument that is a subcommand or a help flag goes to the typer app; anything else is a
 job's command line for Hydra. Nothing here imports torch, Lightning or W&B: the runner is
 imported only inside the job (and by `generate`).

@@ -361,3 +361,26 @@ def test_write_syncs_files_and_folders_before_latest_moves(tmp_path, monkeypatch
     assert verify_checkpoint(ck / "step-000007") == []
     loaded = FolderCheckpointIO().load_checkpoint(ck / "step-000007")
     assert loaded["global_step"] == 7 and set(loaded["state_dict"]) == {"model.weight", "model.bias"}
+
+
+def test_the_runner_start_cleans_up_then_resumes_from_the_newest_intact_checkpoint(run_copy, caplog):
+    from rizzrun.runner.checkpoint import prepare_checkpoints
+
+    ck = run_copy / "checkpoints"
+    hand_made(ck, ".tmp-step-000006-x1y2")  # a write killed half-way
+    (ck / ".latest.q9.tmp").write_text("step-000006\n")
+    flip_byte(ck / "step-000004" / "state.pt", 200)
+    with caplog.at_level(logging.WARNING, logger="rizzrun"):
+        assert prepare_checkpoints(run_copy, "true") == ck / "step-000002"
+    assert sorted(p.name for p in ck.iterdir()) == ["latest", "step-000002", "step-000004"]
+    assert f"skipping a damaged checkpoint: {ck}/step-000004/state.pt: digest mismatch" in caplog.text
+    assert f"removed {ck}/.tmp-step-000006-x1y2" in caplog.text and f"resuming from {ck / 'step-000002'}" in caplog.text
+    assert prepare_checkpoints(run_copy, None) is None  # a fresh start only cleans up
+
+    os.truncate(ck / "step-000002" / "model.safetensors", 100)
+    with pytest.raises(InputError, match=rf"^resume=true: no intact checkpoint in {ck} \({ck}/step-000004/state.pt: "
+                                         r"digest mismatch .*; 1 more\); start afresh"):
+        prepare_checkpoints(run_copy, "true")
+    shutil.rmtree(ck)
+    with pytest.raises(InputError, match=r"checkpoints/latest does not exist"):
+        prepare_checkpoints(run_copy, "true")

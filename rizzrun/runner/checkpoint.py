@@ -35,6 +35,7 @@ from rizzrun.runner.checkpoint_files import (  # noqa: F401 - the runner imports
     file_digest,
     fsync_dir,
     latest_valid_checkpoint,
+    prepare_checkpoints,
     prune_checkpoints,
     remember_intact,
     remove_partial_writes,

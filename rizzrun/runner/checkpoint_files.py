@@ -223,6 +223,31 @@ def latest_valid_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     return None, problems
 
 
+def prepare_checkpoints(run_dir: Path, resume: str | None) -> Path | None:
+    """What the runner calls when it starts in `run_dir` (holding the run lock): clean up after a
+    crashed checkpoint write (`remove_partial_writes`), then, when resuming (`resume`: the user's
+    value, e.g. "true" or a path; None for a fresh run), pick the checkpoint to continue from
+    (`latest_valid_checkpoint`). Every clean-up action and every damaged checkpoint skipped is
+    logged as a warning naming the file. Raises InputError when there is nothing to resume from."""
+    for line in remove_partial_writes(checkpoints_dir(run_dir)):
+        log.warning("%s", line)
+    if resume is None:
+        return None
+    folder, problems = latest_valid_checkpoint(run_dir)
+    for problem in problems:
+        log.warning("skipping a damaged checkpoint: %s", problem)
+    if folder is None and not problems:
+        raise InputError(f"resume={resume}: {checkpoints_dir(run_dir) / LATEST_NAME} does not exist; resume needs "
+                         "a run folder that saved a checkpoint (trainer.checkpoint_every)")
+    if folder is None:
+        raise InputError(f"resume={resume}: no intact checkpoint in {checkpoints_dir(run_dir)} ({problems[0]}"
+                         f"{f'; {len(problems) - 1} more' if len(problems) > 1 else ''}); start afresh with "
+                         "resume=false in a new folder")
+    if problems:
+        log.warning("resuming from %s instead", folder)
+    return folder
+
+
 def checked_checkpoint(run_dir: Path, name: str | None = None) -> Path:
     """The checkpoint `generate`, `eval` and `export` load: `name` (`--checkpoint`: a step-N folder
     name or a step number) or else the one `checkpoints/latest` names, verified. Raises InputError,
