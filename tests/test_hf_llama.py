@@ -21,7 +21,7 @@ from rizzrun.config import ConfigError, compose
 from rizzrun.config.check import check_jobs
 from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims
 from rizzrun.models.llama import Llama, rope_inv_freq
-from rizzrun.runner.checkpoint import WEIGHTS, save_weights
+from rizzrun.runner.checkpoint import FolderCheckpointIO
 from rizzrun.runner.export import export_run
 
 transformers = pytest.importorskip("transformers")
@@ -184,10 +184,10 @@ def run_folder(tmp_path: Path, *overrides: str, tokenizer=None) -> Path:
     tokenizer.save(run_dir / "tokenizer")
     torch.manual_seed(3)
     model = build_model(cfg, tokenizer)
-    step = run_dir / "checkpoints" / "step-000007"
-    step.mkdir(parents=True)
-    save_weights(model.state_dict(), step / WEIGHTS)
-    (run_dir / "checkpoints" / "latest").write_text("step-000007\n")
+    # as the runner writes it: model.safetensors, state.pt, meta.json with their digests, latest
+    FolderCheckpointIO().save_checkpoint({"global_step": 7, "state_dict": {f"model.{k}": v for k, v in
+                                                                           model.state_dict().items()}},
+                                         run_dir / "checkpoints" / "step-000007")
     return run_dir
 
 
