@@ -406,3 +406,26 @@ def test_validation_error_end_to_end(tmp_path):
     assert result.stderr == ("error: model.n_layr=2: 'model' has no key 'n_layr'; did you mean 'model.n_layer'? keys: "
                              "d_ff, d_model, from_pretrained, init_std, max_seq_len, n_head, n_kv_head, n_layer, norm_eps, "
                              "rope_scaling, rope_theta, size, tie_embeddings, vocab_size\n")
+
+
+REFUSAL_PROBE = """
+import sys
+from rizzrun.cli import main
+run, out = sys.argv[1], sys.argv[2]
+for argv in (["generate", run, "-p", "x", "--temperature", "0"], ["generate", run, "-p", "x", "--checkpoint", "9"],
+             ["eval", run, "--prefix-len", "0"], ["export", run, "/sys/rizzrun-export"], ["export", run + "x", out]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == 2, (argv, e.code)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "lightning", "wandb", "transformers"})
+print("HEAVY", heavy)
+"""
+
+
+def test_generate_eval_export_refuse_before_importing_torch(tmp_path, run_folder):
+    result = subprocess.run([sys.executable, "-c", REFUSAL_PROBE, str(run_folder), str(tmp_path / "hf")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "HEAVY []"
+    assert len(result.stderr.splitlines()) == 5 and all(line.startswith("error: ") for line in result.stderr.splitlines())
