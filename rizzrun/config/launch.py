@@ -24,8 +24,8 @@ from rizzrun import paths
 from rizzrun.config import catalog
 from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
-from rizzrun.config.errors import ConfigError, show
-from rizzrun.config.resume import override_value, resume_folder
+from rizzrun.config.errors import ConfigError
+from rizzrun.config.resume import override_value, requests_resume, resumed_job
 
 log = logging.getLogger("rizzrun")
 
@@ -52,7 +52,9 @@ def launch(argv: list[str]) -> int:
 
 
 def check(args, argv: list[str]) -> list[str]:
-    """Validate what Hydra is about to run; returns argv, with `hydra.run.dir` added for resume."""
+    """Validate what Hydra is about to run; returns argv. For resume, argv's overrides become the
+    resumed job's (the run's own, then the user's: rizzrun.config.resume) and `hydra.run.dir`
+    names the run folder."""
     if args.help or args.hydra_help or args.info or args.shell_completion \
             or args.experimental_rerun or args.config_path or args.config_dir:
         return argv  # nothing runs, or configs come from elsewhere: Hydra's own checks apply
@@ -60,18 +62,17 @@ def check(args, argv: list[str]) -> list[str]:
     if args.cfg:  # shown even if invalid, but it must compose (a sweep: its first job)
         compose(sweep_jobs(args.overrides)[0] if args.multirun else args.overrides, config_name=config_name)
         return argv
-    configs = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)
-    if args.multirun:
-        return argv
-    cfg = configs[0]
-    folder = resume_folder(cfg)
-    if folder is not None:
-        if any(o.lstrip("+").startswith("hydra.run.dir=") for o in args.overrides):
-            raise ConfigError(f"resume={show(cfg.resume)}: resume picks the run folder itself; drop hydra.run.dir, "
-                              "or give the folder as resume=PATH")
-        argv = [*argv, f"hydra.run.dir={override_value(folder)}"]
-        print(f"resuming {folder}", file=sys.stderr)
-    return argv
+    # A resumed job is validated as it will run, on the run's own config, not on today's defaults.
+    if args.multirun or not requests_resume(args.overrides):
+        configs = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)
+        if args.multirun or configs[0].get("resume", False) in (False, None):
+            return argv
+    resumed = resumed_job(args.overrides, config_name)
+    flags = list(argv)
+    for override in args.overrides:  # what is left are the flags (-cn NAME, ...)
+        del flags[len(flags) - 1 - flags[::-1].index(override)]
+    print(resumed.summary(), file=sys.stderr)
+    return [*flags, *resumed.overrides, f"hydra.run.dir={override_value(resumed.folder)}"]
 
 
 def _run_hydra(argv: list[str], multirun: bool) -> int:
