@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, open_dict
 from rizzrun import layout
 from rizzrun.config.compose import compose
 from rizzrun.config.errors import ConfigError
-from rizzrun.config.resume import literal, merged_overrides, resumed_job
+from rizzrun.config.resume import literal, merged_overrides, resumed_job, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,3 +234,18 @@ def test_a_folder_without_hydras_files_is_refused(tmp_path):
         resumed_job([f"resume={run}"], "config")
     assert str(info.value) == (f"resume={run}: {run} holds no {layout.HYDRA_OVERRIDES}, so how that run was "
                                "configured is unknown; resume a run folder that rizzrun made, or start a new run")
+
+
+def test_cfg_job_shows_the_resumed_job(tmp_path):
+    run = make_run(tmp_path / "run", ["+recipe=tiny", "trainer.max_steps=60", "scheduler.warmup_steps=2"])
+    result = launch(tmp_path, "--cfg", "job", f"resume={run}", "trainer.max_steps=100")
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert (shown["trainer"]["max_steps"], shown["scheduler"]["warmup_steps"], shown["scheduler"]["total_steps"]) == (
+        100, 2, 60)
+    assert not (run / layout.CONFIG).exists()  # nothing ran
+
+
+def test_with_overrides_keeps_the_flags():
+    assert with_overrides(["-cn", "config", "seed=1", "resume=true"], ["seed=1", "resume=true"], ["a=1", "b=2"]) == [
+        "-cn", "config", "a=1", "b=2"]

@@ -25,7 +25,7 @@ from rizzrun.config import catalog
 from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
 from rizzrun.config.errors import ConfigError
-from rizzrun.config.resume import override_value, requests_resume, resumed_job
+from rizzrun.config.resume import override_value, requests_resume, resumed_job, with_overrides
 
 log = logging.getLogger("rizzrun")
 
@@ -59,20 +59,20 @@ def check(args, argv: list[str]) -> list[str]:
             or args.experimental_rerun or args.config_path or args.config_dir:
         return argv  # nothing runs, or configs come from elsewhere: Hydra's own checks apply
     config_name = args.config_name or CONFIG_NAME
+    # A resumed job is composed and validated as it will run: on the run's own config.
+    resuming = not args.multirun and requests_resume(args.overrides)
     if args.cfg:  # shown even if invalid, but it must compose (a sweep: its first job)
+        if resuming:
+            return with_overrides(argv, args.overrides, resumed_job(args.overrides, config_name).overrides)
         compose(sweep_jobs(args.overrides)[0] if args.multirun else args.overrides, config_name=config_name)
         return argv
-    # A resumed job is validated as it will run, on the run's own config, not on today's defaults.
-    if args.multirun or not requests_resume(args.overrides):
+    if not resuming:
         configs = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)
         if args.multirun or configs[0].get("resume", False) in (False, None):
             return argv
     resumed = resumed_job(args.overrides, config_name)
-    flags = list(argv)
-    for override in args.overrides:  # what is left are the flags (-cn NAME, ...)
-        del flags[len(flags) - 1 - flags[::-1].index(override)]
     print(resumed.summary(), file=sys.stderr)
-    return [*flags, *resumed.overrides, f"hydra.run.dir={override_value(resumed.folder)}"]
+    return [*with_overrides(argv, args.overrides, resumed.overrides), f"hydra.run.dir={override_value(resumed.folder)}"]
 
 
 def _run_hydra(argv: list[str], multirun: bool) -> int:

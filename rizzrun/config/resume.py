@@ -25,8 +25,13 @@ How the resumed job is composed (`resumed_job`), Hydra-natively, from today's co
    the objective's and the optimizer's class, seed, which orders the data): a difference from the
    saved config there is refused, before torch, naming each key with the run's value and the new
    one. Where caches live (`*.cache_dir`) may move. Everything else may change (trainer.max_steps
-   to extend a run, logger, trainer.val_every, the objective's or optimizer's settings, ...); the
-   launcher prints what did.
+   to extend a run, logger, trainer.val_every, the objective's or optimizer's settings, ...).
+   Values are compared as written: `data.path: ${oc.env:DATA}/x` may point elsewhere on another
+   machine and still resume.
+
+`resume=true` (the latest run of `name`) follows the same rules. The launcher prints
+`resuming FOLDER (changed: trainer.max_steps 60 -> 100; kept from the run: ...)`, and
+`rizzrun --cfg job resume=...` shows the resumed job without running it.
 """
 
 from __future__ import annotations
@@ -155,19 +160,19 @@ def resumed_job(overrides: Sequence[str], config_name: str) -> Resumed:
 
     saved_leaves, run_leaves, user_leaves = (_leaves(c) for c in (saved, _plain(run_cfg), _plain(user_cfg)))
 
-    def users(key: str) -> bool:  # the user's overrides set it (by key, group or recipe)
+    def set_by_user(key: str) -> bool:  # by key, group or recipe
         return any(key == k or key.startswith(f"{k}.") for k in named) \
             or not _same(run_leaves.get(key, _ABSENT), user_leaves.get(key, _ABSENT))
 
     pins, kept = [], [f"{g} {s}" for g, s in (p.split("=", 1) for p in group_pins)]
     for key, value in saved_leaves.items():
         now = run_leaves.get(key, _ABSENT)
-        if not users(key) and not _same(now, value):
+        if not set_by_user(key) and not _same(now, value):
             pins.append(pin(key, value, add=now is _ABSENT))
             kept.append(f"{key} {show(value)}")
     for key in KEEP_RESOLVED:
         before, now = _resolved(saved, key), _resolved(_with_pins(user_cfg, pins), key)
-        if before is not _ABSENT and now is not _ABSENT and not _same(before, now) and not users(key):
+        if before is not _ABSENT and now is not _ABSENT and not _same(before, now) and not set_by_user(key):
             pins.append(pin(key, before, add=False))
             kept.append(f"{key} {show(before)}")
 
@@ -185,6 +190,14 @@ def resumed_job(overrides: Sequence[str], config_name: str) -> Resumed:
     if problems:
         raise ConfigError([_from_the_run(p, pins) for p in problems])
     return Resumed(folder, final, changed, kept)
+
+
+def with_overrides(argv: Sequence[str], old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """`argv` (Hydra's command line) with its overrides `old` replaced by `new`, after the flags."""
+    flags = list(argv)
+    for override in old:  # the last occurrence: a flag's value (-cn NAME) comes before the overrides
+        del flags[len(flags) - 1 - flags[::-1].index(override)]
+    return [*flags, *new]
 
 
 def merged_overrides(saved: Sequence[str], user: Sequence[str]) -> list[str]:
