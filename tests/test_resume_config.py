@@ -35,8 +35,9 @@ FROZEN_TEXT = ("a resumed run keeps what its checkpoint was trained with (model,
 FIX_TEXT = "start a new run, or resume without changing them"
 
 
-def make_run(folder: Path, overrides: list[str]) -> Path:
-    """A run folder as Hydra and the runner leave it: .hydra/{config,hydra,overrides}.yaml and a checkpoint."""
+def make_run(folder: Path, overrides: list[str], checkpoint: bool = True) -> Path:
+    """A run folder as Hydra leaves it, .hydra/{config,hydra,overrides}.yaml, and (`checkpoint`) as
+    the runner would: with checkpoints/latest."""
     cfg = compose(overrides, hydra_config=True)
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), folder / layout.HYDRA_SETTINGS)
@@ -44,8 +45,9 @@ def make_run(folder: Path, overrides: list[str]) -> Path:
         del cfg["hydra"]
     OmegaConf.save(cfg, folder / layout.HYDRA_CONFIG)
     OmegaConf.save(OmegaConf.create(list(overrides)), folder / layout.HYDRA_OVERRIDES)
-    (folder / layout.CHECKPOINTS).mkdir()
-    (folder / layout.LATEST).write_text("step-000060\n")
+    if checkpoint:
+        (folder / layout.CHECKPOINTS).mkdir()
+        (folder / layout.LATEST).write_text("step-000060\n")
     return folder
 
 
@@ -88,6 +90,35 @@ def test_resume_path_continues_the_run_as_configured(tmp_path):
     expected = {**began, "resume": str(run), "trainer": {**began["trainer"], "max_steps": 100}}
     assert resolved(run) == expected  # the schedule (warmup 2, total 60) is the run's own
     assert list(tmp_path.glob("*/*")) == [run]  # no other run folder was made
+
+
+# The same, with the real runner: a small model for 4 steps, then 2 more.
+SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
+         "data.seq_len=16", "data.batch_size=2", "data.max_docs=60", "trainer.log_every=1", "trainer.val_batches=1",
+         "trainer.val_every=2", "trainer.samples_per_val=0", "trainer.checkpoint_every=2", "decoder.max_new_tokens=4",
+         "logger=none"]
+
+
+def test_an_extended_run_trains_on_its_own_config_and_schedule(tmp_path, shared_cache, monkeypatch):
+    from rizzrun.runner.train import run as train  # the first part in this process: one fewer start of torch
+
+    monkeypatch.setenv("RIZZRUN_OUTPUTS", str(tmp_path))  # as launch() sets it for the second
+
+    overrides = ["+recipe=tiny", *SMALL, "trainer.max_steps=4", "scheduler.warmup_steps=2", f"cache_dir={shared_cache}"]
+    run = make_run(tmp_path / "2024-05-01" / "10-00-00-tiny", overrides, checkpoint=False)
+    train(compose(overrides), run)
+    real = "from rizzrun.cli import main; main()"
+    began = resolved(run)
+    longer = launch(tmp_path, f"resume={run}", "trainer.max_steps=6", code=real)
+    assert longer.returncode == 0, longer.stderr
+    assert (f"resuming {run} (changed: trainer.max_steps 4 -> 6; kept from the run: scheduler.total_steps 4)"
+            in longer.stderr)
+    assert resolved(run) == {**began, "resume": str(run), "trainer": {**began["trainer"], "max_steps": 6}}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["train/lr"] for r in rows if "train/lr" in r}
+    # warmup_cosine with W=2, N=4, m=0.1 and lr 3e-3: f = 1/2, 1, 0.1 + 0.9 * (1 + cos(pi/2)) / 2 = 0.55,
+    # then 0.1 from N on, so the two steps past the run's end stay at the floor.
+    assert lr == pytest.approx({1: 1.5e-3, 2: 3e-3, 3: 1.65e-3, 4: 3e-4, 5: 3e-4, 6: 3e-4}, rel=1e-6)
 
 
 # --- what cannot change is refused before torch ----------------------------------------------------------------
