@@ -24,7 +24,7 @@ How the resumed job is composed (`resumed_job`), Hydra-natively, from today's co
 4. What the checkpoint was trained with cannot change (`FROZEN`: model, attention, tokenizer, data,
    the objective's and the optimizer's class, seed, which orders the data): a difference from the
    saved config there is refused, before torch, naming each key with the run's value and the new
-   one. Where caches live (`*.cache_dir`) may move. Everything else may change (trainer.max_steps
+   one. Where caches live (`*.cache_dir`, `data.num_proc`) may move. Everything else may change (trainer.max_steps
    to extend a run, logger, trainer.val_every, the objective's or optimizer's settings, ...).
    Values are compared as written: `data.path: ${oc.env:DATA}/x` may point elsewhere on another
    machine and still resume.
@@ -53,8 +53,9 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # What the checkpoint was trained with: a key equal to one of these or under it may not change.
 FROZEN = ("model", "attention", "tokenizer", "data", "seed", "objective._target_", "optimizer._target_")
 FROZEN_GROUPS = ("model", "attention", "tokenizer", "data")
-# Where a cache lives does not change what it holds: free even under a frozen node.
-MOVABLE = ("cache_dir",)
+# Where a cache lives, and how many processes fill it, do not change what it holds: free even
+# under a frozen node.
+MOVABLE = ("cache_dir", "num_proc")
 # Keys that keep the value they had in the run (resolved) unless the user sets them.
 KEEP_RESOLVED = ("scheduler.total_steps",)
 _ABSENT = object()
@@ -124,6 +125,8 @@ def requests_resume(overrides: Sequence[str]) -> bool:
     """Whether the command line asks to resume (its last `resume=` is not false/null)."""
     from rizzrun.config.compose import parse_overrides
 
+    if not any(o.lstrip("+~").split("=", 1)[0].split("@", 1)[0].strip() == "resume" for o in overrides):
+        return False  # no need to parse
     try:
         parsed = parse_overrides(overrides)
     except ConfigError:
