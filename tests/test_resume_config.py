@@ -283,3 +283,12 @@ def test_cfg_job_shows_the_resumed_job(tmp_path):
 def test_with_overrides_keeps_the_flags():
     assert with_overrides(["-cn", "config", "seed=1", "resume=true"], ["seed=1", "resume=true"], ["a=1", "b=2"]) == [
         "-cn", "config", "a=1", "b=2"]
+
+
+def test_a_run_whose_overrides_no_longer_compose_is_named(tmp_path):
+    run = make_run(tmp_path / "run", ["+recipe=tiny"])
+    OmegaConf.save(OmegaConf.create(["+recipe=tiny_gone"]), run / layout.HYDRA_OVERRIDES)
+    with pytest.raises(ConfigError) as info:
+        resumed_job([f"resume={run}"], "config")
+    assert str(info.value).startswith(f"the run's own overrides ({layout.HYDRA_OVERRIDES}) no longer compose: "
+                                      "+recipe=tiny_gone: no recipe 'tiny_gone'; did you mean 'tiny'?")

@@ -24,10 +24,11 @@ How the resumed job is composed (`resumed_job`), Hydra-natively, from today's co
 4. What the checkpoint was trained with cannot change (`FROZEN`: model, attention, tokenizer, data,
    the objective's and the optimizer's class, seed, which orders the data): a difference from the
    saved config there is refused, before torch, naming each key with the run's value and the new
-   one. Where caches live (`*.cache_dir`, `data.num_proc`) may move. Everything else may change (trainer.max_steps
-   to extend a run, logger, trainer.val_every, the objective's or optimizer's settings, ...).
-   Values are compared as written: `data.path: ${oc.env:DATA}/x` may point elsewhere on another
-   machine and still resume.
+   one. Where caches live and how many processes fill them (`*.cache_dir`, `data.num_proc`) may
+   change, and so may everything else (trainer.max_steps to extend a run, logger,
+   trainer.val_every, the objective's or optimizer's settings, ...). Values are compared as
+   written (`data.path: ${oc.env:DATA}/x` may point elsewhere on another machine and still
+   resume); a new value that resolves to the run's (`data.seed=0` for `${seed}`) is no change.
 
 `resume=true` (the latest run of `name`) follows the same rules. The launcher prints
 `resuming FOLDER (changed: trainer.max_steps 60 -> 100; kept from the run: ...)`, and
@@ -299,8 +300,8 @@ def _compose_pair(base: list[str], user: list[str], config_name: str) -> tuple[D
 
     run_cfg, problems = compose_report(base, config_name=config_name)
     if problems or run_cfg is None:
-        raise ConfigError([f"the run's own overrides ({layout.HYDRA_OVERRIDES}) no longer compose: {p}"
-                           for p in problems] or [f"the run's own overrides ({layout.HYDRA_OVERRIDES}) no longer compose"])
+        head = f"the run's own overrides ({layout.HYDRA_OVERRIDES}) no longer compose"
+        raise ConfigError([f"{head}: {p}" for p in problems] or [head])
     user_cfg, problems = compose_report([*base, *user], config_name=config_name)
     if user_cfg is None:
         raise ConfigError(problems)
