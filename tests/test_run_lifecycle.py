@@ -205,3 +205,27 @@ def test_skip_mode_skips_up_to_n_steps_then_stops(tmp_path, cache):
     summary = json.loads((run_dir / SUMMARY).read_text())
     assert summary["status"] == "diverged" and len(summary["skipped_nonfinite_steps"]) == 2
     assert "2 steps were skipped already" in done.stderr.strip().splitlines()[-1]
+
+
+def test_an_unwritable_output_root_is_one_line_before_anything_runs(tmp_path, cache):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = rizzrun(cache, *TINY, f"output_root={blocker}/runs")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: hydra.run.dir={blocker}/runs/") and "cannot create the run folder" in lines[0]
+    assert "output_root=" in lines[0]
+
+
+def test_claim_takes_the_next_free_name_and_refuses_a_named_folder_holding_a_run(tmp_path):
+    from rizzrun.errors import RunFolderBusy
+    from rizzrun.run_dirs import claim
+
+    first = claim(tmp_path / "12-00-00-tiny", unique=True)
+    second = claim(tmp_path / "12-00-00-tiny", unique=True)
+    assert (first.name, second.name) == ("12-00-00-tiny", "12-00-00-tiny-1") and second.is_dir()
+    assert claim(first, unique=False) == first  # an empty named folder is fine
+    (first / "metrics.jsonl").write_text("")
+    with pytest.raises(RunFolderBusy, match=r"resume="):
+        claim(first, unique=False)
