@@ -160,7 +160,10 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_is_the_same_run(tmp_pat
     a = load_weights(run_dir / CHECKPOINTS / latest_name(run_dir) / WEIGHTS)
     b = load_weights(reference / CHECKPOINTS / latest_name(reference) / WEIGHTS)
     assert all(torch.equal(a[k], b[k]) for k in b)
-    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "completed"
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    assert summary["status"] == "completed"
+    assert summary["resumed"] == [{"from_checkpoint": f"step-{stopped_at:06d}", "step": stopped_at,
+                                   "previous_segment_ended": f"stopped by {sig.name}"}]
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_curve(tmp_path, cache):
@@ -172,12 +175,16 @@ def test_kill_9_then_resume_gives_the_uninterrupted_curve(tmp_path, cache):
     proc.kill()
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "running"  # all a SIGKILL leaves
     resumed = rizzrun(cache, *TINY, "trainer.max_steps=14", f"resume={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     reference = straight(tmp_path, cache, 14)
     assert curve(run_dir) == curve(reference)
     assert [r["step"] for r in curve(reference) if "train/loss" in r] == [3, 6, 9, 12]
     assert csv_steps(run_dir) == csv_steps(reference)
+    resumed_from = json.loads((run_dir / SUMMARY).read_text())["resumed"]
+    assert len(resumed_from) == 1 and resumed_from[0]["previous_segment_ended"] == "killed"
+    assert resumed_from[0]["from_checkpoint"] in ("step-000005", "step-000010")
 
 
 # --- divergence ------------------------------------------------------------------------------------

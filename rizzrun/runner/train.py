@@ -101,6 +101,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         resume_step = meta.get("step") if resume_from else None
         if resume_from is not None:
             checkpointer.last_saved_step = resume_step
+            summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
+        _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
             _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
         loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
 
@@ -149,7 +151,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         stopper.restore()
         finish_loggers(loggers, failed=summary["status"] != "completed")
         summary.update(_results(trainer, task, data, started))
-        (run_dir / layout.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        _write_summary(run_dir, summary)
     if ended is not None:
         raise ended
     _print_summary(summary)
@@ -168,6 +170,24 @@ def _results(trainer, task, data, started: float) -> dict:
         "skipped_nonfinite_steps": task.guard.skipped if task is not None and task.guard is not None else [],
         "data": getattr(data, "stats", {}) if data is not None else {},
     }
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    from rizzrun.files import write_atomic
+
+    write_atomic(run_dir / layout.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _resume_record(run_dir: Path, checkpoint: Path, step: int) -> list[dict]:
+    """Every resume of the run so far: the checkpoint it started from and how the segment before
+    it ended ("killed" when that segment never wrote its end: SIGKILL, power loss, the OOM
+    killer)."""
+    path = run_dir / layout.SUMMARY
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    ended = previous.get("status", "running")
+    ended = "killed" if ended == "running" else ended  # it never wrote its end
+    history = list(previous.get("resumed", []))
+    return [*history, {"from_checkpoint": checkpoint.name, "step": step, "previous_segment_ended": ended}]
 
 
 def _resuming(cfg: DictConfig) -> bool:
