@@ -292,3 +292,23 @@ def test_a_run_whose_overrides_no_longer_compose_is_named(tmp_path):
         resumed_job([f"resume={run}"], "config")
     assert str(info.value).startswith(f"the run's own overrides ({layout.HYDRA_OVERRIDES}) no longer compose: "
                                       "+recipe=tiny_gone: no recipe 'tiny_gone'; did you mean 'tiny'?")
+
+
+def test_resume_true_finds_the_newest_of_runs_started_in_the_same_second(tmp_path):
+    """Two runs of `tiny` in one second get `<time>-tiny` and `<time>-tiny-1`; a run named
+    `tiny-1` is not one of them."""
+    from rizzrun.config.resume import latest_run
+
+    def folder(name: str, saved_name: str) -> Path:
+        run = tmp_path / "2026-12-01" / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "latest").write_text("step-000002\n")
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "config.yaml").write_text(f"name: {saved_name}\n")
+        return run
+
+    folder("10-00-00-tiny", "tiny")
+    second = folder("10-00-00-tiny-1", "tiny")
+    other = folder("10-00-05-tiny-1", "tiny-1")  # newer, but another run's name
+    assert latest_run(tmp_path, "tiny") == second.absolute()
+    assert latest_run(tmp_path, "tiny-1") == other.absolute()

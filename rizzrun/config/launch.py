@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from rizzrun import paths
+from rizzrun import layout, paths
 from rizzrun.config import catalog
 from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
@@ -32,7 +32,7 @@ log = logging.getLogger("rizzrun")
 
 EXIT_CONFIG = 2  # the config is wrong: nothing ran
 EXIT_FAILED_JOBS = 1  # a sweep ran, some of its jobs failed
-ERROR_FILE = "error.txt"
+ERROR_FILE = layout.ERROR
 
 
 def fail(error: Exception | str) -> None:

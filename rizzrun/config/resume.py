@@ -85,22 +85,37 @@ def resume_folder(cfg: DictConfig) -> Path | None:
 
 
 def latest_run(output_root: Path, name: str) -> Path:
-    """The newest run folder of `name` under `output_root` that saved a checkpoint."""
-    run_name = re.compile(rf"\d{{2}}-\d{{2}}-\d{{2}}-{re.escape(name)}")
+    """The newest run folder of `name` under `output_root` that saved a checkpoint.
+
+    Folders are `<time>-<name>`, or `<time>-<name>-N` when runs of that name started in the same
+    second (rizzrun.run_dirs.claim); a suffixed folder counts only when its saved config says
+    `name` (a run may itself be named `tiny-1`)."""
+    run_name = re.compile(rf"(\d{{2}}-\d{{2}}-\d{{2}})-{re.escape(name)}(?:-(\d+))?")
     found = []
     if output_root.is_dir():
         for day in output_root.iterdir():
             if not (day.is_dir() and _DAY.fullmatch(day.name)):
                 continue
             for run in day.iterdir():
-                if run_name.fullmatch(run.name) and (run / LATEST).exists():
-                    found.append((day.name, run.name, run))
+                match = run_name.fullmatch(run.name)
+                if not (match and (run / LATEST).exists()):
+                    continue
+                if match.group(2) is not None and _saved_name(run) != name:
+                    continue
+                found.append((day.name, match.group(1), int(match.group(2) or 0), run))
     if not found:
         raise ConfigError(message(
             "resume=true", f"no run named '{name}' with a checkpoint under {output_root}",
             f"looked for {output_root}/<date>/<time>-{name}/{LATEST.as_posix()}; start afresh with resume=false, "
             f"or give the folder: resume=PATH"))
-    return max(found)[2].absolute()
+    return max(found)[3].absolute()
+
+
+def _saved_name(run: Path) -> str | None:
+    try:
+        return str(OmegaConf.load(run / layout.HYDRA_CONFIG).get("name"))
+    except Exception:  # noqa: BLE001 - an unreadable folder is not a candidate
+        return None
 
 
 # --- the resumed job ---------------------------------------------------------------------------------
