@@ -64,6 +64,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         resume_from = _resume_checkpoint(cfg, run_dir, latest_checkpoint)
         meta = read_meta(resume_from) if resume_from else {}
+        resume_step = meta.get("step") if resume_from else None
+        if resume_from is not None:
+            summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
+        _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
         if tcfg.num_threads:
             torch.set_num_threads(int(tcfg.num_threads))
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -98,11 +102,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
                                  check_grads=str(tcfg.precision) != "16-mixed"),
         )
 
-        resume_step = meta.get("step") if resume_from else None
         if resume_from is not None:
             checkpointer.last_saved_step = resume_step
-            summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
-        _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
             _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
         loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
 
