@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from rizzrun import layout
 from rizzrun.config import load
 from rizzrun.runner.metrics import read_metrics
+from rizzrun.tokenizers import META_FILE
 
 RIZZRUN = Path(sys.executable).with_name("rizzrun")  # the installed console script
 BATCH, SEQ_LEN, STEPS = 4, 32, 4
@@ -70,12 +73,17 @@ def test_rizzrun_trains_writes_its_run_folder_and_generates(tmp_path, shared_cac
 
     for name in (layout.CONFIG, layout.ENV, layout.METRICS, layout.SUMMARY, layout.HYDRA_OVERRIDES):
         assert (run_dir / name).is_file(), name
-    assert (run_dir / layout.TOKENIZER / "rizzrun_tokenizer.json").is_file()
+    assert (run_dir / layout.TOKENIZER / META_FILE).is_file()
     assert (run_dir / layout.CSV_DIR / "metrics.csv").is_file()
     assert (run_dir / layout.LATEST).read_text().strip() == layout.step_dir_name(STEPS) == "step-000004"
     final = layout.checkpoints_dir(run_dir) / "step-000004"
     assert all((final / name).is_file() for name in (layout.WEIGHTS, layout.STATE, layout.META))
     assert not (run_dir / layout.ERROR).exists()
+    saved = OmegaConf.load(run_dir / layout.CONFIG)
+    assert (saved.name, saved.model.d_model, saved.trainer.max_steps) == ("tiny", 32, STEPS)
+    weights = load_file(final / layout.WEIGHTS)
+    # embed (259 byte ids x 32), 9 tensors in the one block, the final norm; the tied lm_head is an alias
+    assert weights["embed.weight"].shape == (259, 32) and len(weights) == 11
 
     rows = read_metrics(run_dir / layout.METRICS)
     train = [r for r in rows if "train/loss" in r]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from functools import lru_cache
@@ -25,7 +26,6 @@ from rizzrun import layout, paths
 from rizzrun.config import ConfigError, compose, load
 
 RECIPES = sorted(p.stem for p in paths.recipes_dir().glob("*.yaml"))
-REPO = Path(__file__).resolve().parents[1]
 
 # Shortening a CPU-scale recipe to a test, each override replacing a recipe value that is slow:
 SHORTEN = [
@@ -137,14 +137,15 @@ def meta_params(cfg) -> int:
 # ---- paper-scale recipes -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("recipe", PAPER_SCALE)
-def test_paper_scale_recipe_names_its_missing_inputs(recipe):
+def test_paper_scale_recipe_names_its_missing_inputs(recipe, tmp_path):
     missing = missing_inputs(recipe)
     with pytest.raises(ConfigError) as e:
         load([f"+recipe={recipe}"])
     for key in missing:
         assert f"{key}=???: required value is not set" in str(e.value)
     done = subprocess.run([str(Path(sys.executable).with_name("rizzrun")), f"+recipe={recipe}"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "RIZZRUN_OUTPUTS": str(tmp_path / "outputs")})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert all(f"{key}=???" in done.stderr for key in missing), done.stderr
 
