@@ -102,7 +102,7 @@ def test_every_option_of_every_group_validates(group, option, tmp_path):
 
 def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
     """The local folders a paper-scale recipe asks for (it says so when they are missing)."""
-    from test_recipes_goldfish import llama2_7b_folder, tokenizer_folder
+    from test_recipes import llama2_7b_folder, tokenizer_folder
 
     if recipe == "goldfish_7b":
         return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", "data.path=/data/articles"]

@@ -278,7 +278,7 @@ class HFDataset(LMCorpus):
         return {"kind": "hub"}
 
     def _hf_cache(self) -> str:
-        from rizzrun.tokenizers import cache_root
+        from rizzrun.paths import cache_root
 
         return str(cache_root(self.cache_dir) / "hf_datasets")
 
@@ -677,7 +677,7 @@ class HFDataset(LMCorpus):
         ).hexdigest()[:40]
 
     def _epoch_file(self) -> Path:
-        from rizzrun.tokenizers import cache_root
+        from rizzrun.paths import cache_root
 
         return cache_root(self._setup_cache) / "streaming" / f"{self._stream_key()}.json"
 

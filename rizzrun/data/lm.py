@@ -253,7 +253,7 @@ class LMCorpus:
     def setup(self, tokenizer, cache_dir: str | None = None) -> None:
         """Tokenize every split (cached under <cache_dir>/tokenized/) and pack it into blocks.
         `tokenizer` must already be prepared."""
-        from rizzrun.tokenizers import cache_root
+        from rizzrun.paths import cache_root
 
         root = cache_root(cache_dir or self.cache_dir) / "tokenized"
         name = type(self).__name__

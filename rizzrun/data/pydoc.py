@@ -122,7 +122,7 @@ def load_or_extract(cache_dir: str | None = None, root: Path | None = None):
     and saved there (written to a temporary folder, then renamed into place)."""
     from datasets import Dataset, load_from_disk
 
-    from rizzrun.tokenizers import cache_root
+    from rizzrun.paths import cache_root
 
     root = Path(root) if root is not None else stdlib_dir()
     files = stdlib_files(root)

@@ -197,7 +197,7 @@ class TextFiles(LMCorpus):
     # -- loading ---------------------------------------------------------------------------
 
     def _hf_cache(self) -> str:
-        from rizzrun.tokenizers import cache_root
+        from rizzrun.paths import cache_root
 
         return str(cache_root(self.cache_dir) / "hf_datasets")
 

@@ -78,14 +78,14 @@ def evaluate_run(run_dir: Path, output: str = "eval.json", **overrides: Any) -> 
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from rizzrun.runner.build import cache_dir
+    from rizzrun.paths import cache_root
     from rizzrun.runner.generate import load_run
 
     cfg, tokenizer, model = load_run(run_dir)
     defaults = dataclasses.asdict(EvalConfig())  # runs made before `eval` existed
     eval_cfg = OmegaConf.merge(defaults, cfg.get("eval") or {}, {k: v for k, v in overrides.items() if v is not None})
     data = instantiate(cfg.data)
-    data.setup(tokenizer, cache_dir=cache_dir(cfg))
+    data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
     result = evaluate(model, tokenizer, data, eval_cfg)
     write(run_dir, result, output)
     own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)

@@ -45,7 +45,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     from hydra.utils import instantiate
 
-    from rizzrun.runner.build import build_model, cache_dir
+    from rizzrun.paths import cache_root
+    from rizzrun.runner.build import build_model
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import FolderCheckpointIO, latest_checkpoint, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
@@ -79,7 +80,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         data = instantiate(cfg.data)
         tokenizer.prepare(data.train_texts, data.fingerprint)
         tokenizer.save(run_dir / layout.TOKENIZER)
-        data.setup(tokenizer, cache_dir=cache_dir(cfg))
+        data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
         _log_data(data)
 
         model = build_model(cfg, tokenizer)

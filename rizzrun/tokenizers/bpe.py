@@ -76,7 +76,7 @@ class BPETokenizer:
 
     def cache_path(self, fingerprint: str) -> Path:
         """Where the tokenizer trained on data `fingerprint` is (or will be) cached."""
-        from . import cache_root
+        from rizzrun.paths import cache_root
 
         # Data fingerprints are hex digests in practice; anything else is hashed into a safe name.
         key = fingerprint if _SAFE_NAME.match(fingerprint) else hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
