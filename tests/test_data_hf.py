@@ -22,6 +22,7 @@ from datasets import Dataset, DatasetDict  # noqa: E402
 from rizzrun.data import hf as hf_module  # noqa: E402
 from rizzrun.data.hf import HFDataset, row_units  # noqa: E402
 from rizzrun.data.lm import _seed_for  # noqa: E402
+from rizzrun.errors import InputError  # noqa: E402
 from rizzrun.tokenizers.byte import ByteTokenizer  # noqa: E402
 
 EOS = ByteTokenizer.eos_id
@@ -372,7 +373,7 @@ def test_missing_field_names_dataset_split_columns_and_closest(tmp_path):
             list(make(path, tmp_path, text_field="txt", streaming=streaming).train_texts())
         msg = str(err.value)
         assert path in msg and "split 'train'" in msg and "'txt'" in msg
-        assert "did you mean text_field='text'" in msg and "available columns: 'text', 'id'" in msg
+        assert "did you mean data.text_field='text'" in msg and "available columns: 'text', 'id'" in msg
 
 
 def test_unknown_split_names_the_available_ones(tmp_path):
@@ -432,16 +433,16 @@ def test_null_and_non_string_rows(tmp_path):
 
 
 def test_bad_paths_and_options(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+    with pytest.raises(InputError, match="no such file or folder"):
         HFDataset(str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="matches no file"):
+    with pytest.raises(InputError, match="matches no file"):
         HFDataset(str(tmp_path / "*.parquet"))
     with pytest.raises(ValueError, match="val_split='train': the same as split"):
         HFDataset("x", val_split="train")
     with pytest.raises(ValueError, match=r"val_fraction=1.5: must be in \[0, 1\)"):
         HFDataset("x", val_fraction=1.5)
     path = parquet_folder(tmp_path / "pq", [DOCS])
-    with pytest.raises(ValueError, match="set val_docs=N .*val_split=NAME"):  # streaming, row count unknown
+    with pytest.raises(ValueError, match="set data.val_docs=N .*data.val_split=NAME"):  # streaming, row count unknown
         list(make(path, tmp_path, streaming=True, val_fraction=0.1).train_texts())
 
 
