@@ -45,7 +45,16 @@ from rizzrun.data.hf_fingerprint import FORMAT_VERSION, fingerprint
 from rizzrun.data.hf_stream import COUNTS, EpochRecord, StreamPlan, epoch_batches
 from rizzrun.data.hf_views import DiskStream, HubStream, OpenReaders, torch_blocks
 from rizzrun.data.holdout import held_out_rows, row_units
-from rizzrun.data.lm import PACKINGS, LMCorpus, _batch, encoder_of, is_blank, iter_blocks, pack_documents
+from rizzrun.data.lm import (
+    PACKINGS,
+    LMCorpus,
+    _batch,
+    empty_splits_error,
+    encoder_of,
+    is_blank,
+    iter_blocks,
+    pack_documents,
+)
 from rizzrun.errors import InputError
 
 __all__ = ["HFDataset", "TOKENIZER_DOCS", "row_units"]
@@ -78,7 +87,6 @@ class HFDataset(LMCorpus):
 
     batch_kind = "lm"
     drop_blank = True
-    _val_hint = " (val_split, val_docs or a larger val_fraction)"
 
     def __init__(
         self,
@@ -236,10 +244,17 @@ class HFDataset(LMCorpus):
             if rows is not None:
                 splits["val"] = train.select(rows[1], keep_in_memory=True)
                 train = train.select(rows[0], keep_in_memory=True)
+        problems = []
         if len(train) == 0:
-            raise InputError(
-                f"{self._what(self.split)}: no rows left for training after holding out {len(splits['val'])} of "
-                f"{n} for validation; lower data.val_docs / data.val_fraction or raise data.max_docs")
+            key = f"data.val_docs={self.val_docs}" if self.val_docs is not None else f"data.val_fraction={self.val_fraction}"
+            problems.append(f"{key}: the training split is empty (all {n} rows of {self._what(self.split)} held out "
+                            f"for validation): lower it, or raise data.max_docs")
+        if "val" in splits and len(splits["val"]) == 0:
+            setting, fix = self._split_origin("val")
+            problems.append(f"{setting}: the validation split is empty (0 of the {n} rows of "
+                            f"{self._what(self.split)} held out): {fix}")
+        if problems:
+            raise empty_splits_error(problems)
         splits["train"] = train
         self._rows = {k: len(v) for k, v in splits.items()}
         self._splits = {"train": splits["train"], **({"val": splits["val"]} if "val" in splits else {})}
@@ -274,7 +289,17 @@ class HFDataset(LMCorpus):
         if not self.streaming:
             return super().batches_per_epoch
         self._require_setup()
-        return None if self._n_blocks is None else self._n_blocks // self.batch_size
+        return None if self._n_blocks is None else self._n_blocks // self.train_batch_size
+
+    @property
+    def train_batch_size(self) -> int:
+        """Blocks per training batch: batch_size, or every block of an epoch that holds fewer
+        (streaming: batch_size until one epoch's length is known, which setup learns whenever the
+        stream holds fewer than batch_size blocks)."""
+        if not self.streaming:
+            return super().train_batch_size
+        self._require_setup()
+        return self.batch_size if self._n_blocks is None else min(self.batch_size, self._n_blocks)
 
     def epoch_order(self, epoch: int):
         if self.streaming:
@@ -338,7 +363,7 @@ class HFDataset(LMCorpus):
         docs = self._stream_plan().epoch_docs(epoch, self.seed, self.shuffle_buffer, self._tokenizer, tally)
         key = hashlib.sha256(f"{self._stream_key()}|epoch-{epoch}".encode()).hexdigest()[:32]
         batches = epoch_batches(docs, key=key, eos_id=self._tokenizer.eos_id, seq_len=self.seq_len,
-                                batch_size=self.batch_size, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+                                batch_size=self.train_batch_size, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
                                 epoch=epoch, tally=tally, cache_dir=self._hf_cache())
         return batches, tally
 
@@ -362,21 +387,32 @@ class HFDataset(LMCorpus):
         self._n_blocks = info["blocks"]
         self._train_info = info
         self._blank["train"] = tally.get("blank", 0)
-        if info["blocks"] < self.batch_size:
-            raise self._too_few_blocks(info["blocks"])
+        if info["blocks"] == 0:
+            raise empty_splits_error([self._empty_problem("train", info)])
         self._epoch_record().write({**info, "blank": self._blank["train"]})
 
-    def _too_few_blocks(self, n: int):
-        return InputError(
-            f"{self._what(self.split)}: the training stream has {n} blocks of seq_len {self.seq_len}, fewer than "
-            f"batch_size={self.batch_size}; add data or lower batch_size or seq_len")
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        if split == "train":
+            setting = f"data.max_docs={self.max_docs}" if self.max_docs is not None else f"data.path={self.path}"
+            return f"{setting} (data.split={self.split})", "add documents, or pick another data.split"
+        if self.val_split is not None:
+            return f"data.val_split={self.val_split}", "add documents, or pick another data.val_split"
+        if self.val_docs is not None:
+            return f"data.val_docs={self.val_docs}", "raise data.val_docs"
+        return (f"data.val_fraction={self.val_fraction}",
+                "raise data.val_fraction, set data.val_docs=N or data.val_split=NAME, "
+                "or set data.val_fraction=0 for no validation")
 
     def _setup_streaming(self, tokenizer, cache_dir: str | None) -> None:
+        """Pack the validation texts, read back a recorded epoch length, and check that the
+        training stream is not empty; an empty validation and an empty training split are
+        reported together. A stream with fewer than batch_size blocks is read to its end here,
+        so its (smaller) batch size is known before training."""
         self._tokenizer = tokenizer
         self._setup_cache = cache_dir or self.cache_dir
         plan = self._stream_plan()
         encode = encoder_of(tokenizer)
-        blocks, split_stats, blank = {}, {}, {}
+        blocks, split_stats, blank, problems = {}, {}, {}, []
         if self.val_split is not None or plan.val_texts:
             if self.val_split is not None:
                 stream = self._dataset(self.val_split)
@@ -386,8 +422,8 @@ class HFDataset(LMCorpus):
                     texts.extend(batch)
                     rows += len(batch)
                 if not texts:
-                    raise InputError(f"{self._what(self.val_split)}: the split has no rows; pick a "
-                                               f"split with data (data.val_split)")
+                    raise InputError(f"{self._what(self.val_split)}: the split has no rows; pick a split with data "
+                                     f"(data.val_split)")
             else:
                 texts = plan.val_texts
             kept = [t for t in texts if not is_blank(t)]
@@ -396,10 +432,7 @@ class HFDataset(LMCorpus):
             blocks["val"], info = pack_documents(ids, tokenizer.eos_id, self.seq_len)
             info["bytes"] = sum(len(t.encode("utf-8")) for t in kept)
             if info["blocks"] == 0:
-                raise InputError(
-                    f"{self._what(self.val_split or self.split)}: the validation documents hold {info['tokens']} "
-                    f"tokens ({info['documents']} documents joined with EOS), fewer than one block of seq_len + 1 = "
-                    f"{self.seq_len + 1}; add data{self._val_hint} or lower seq_len")
+                problems.append(self._empty_problem("val", info, rows=len(texts)))
             split_stats["val"] = info
         self._n_blocks, self._train_info = None, None
         saved = self._epoch_record().read()
@@ -409,10 +442,14 @@ class HFDataset(LMCorpus):
             self._train_info = {k: saved[k] for k in COUNTS}
         self._blocks, self._split_stats, self._blank = blocks, split_stats, blank
         if self._n_blocks is None:
-            # Check that the stream holds at least one batch: read its first blocks, in order.
-            docs = (row["ids"] for row in plan.epoch_docs(0, self.seed, 0, tokenizer, {}))
-            first = list(itertools.islice(iter_blocks(docs, tokenizer.eos_id, self.seq_len), self.batch_size))
+            # Read the first batch_size blocks, in order: fewer means the whole epoch was read.
+            tally: dict = {}
+            docs = (row["ids"] for row in plan.epoch_docs(0, self.seed, 0, tokenizer, tally))
+            first = list(itertools.islice(iter_blocks(docs, tokenizer.eos_id, self.seq_len, tally), self.batch_size))
             if len(first) < self.batch_size:
-                raise self._too_few_blocks(len(first))
-        elif self._n_blocks < self.batch_size:
-            raise self._too_few_blocks(self._n_blocks)
+                if not first:
+                    problems.append(self._empty_problem("train", tally))
+                else:
+                    self._epoch_done(tally)
+        if problems:
+            raise empty_splits_error(problems)

@@ -159,7 +159,7 @@ def epoch_batches(docs, *, key: str, eos_id: int, seq_len: int, batch_size: int,
     return batches
 
 
-COUNTS = ("documents", "tokens", "blocks", "dropped_tokens", "bytes")
+COUNTS = ("documents", "tokens", "blocks", "dropped_tokens", "padding", "bytes")
 
 
 class EpochRecord:
