@@ -109,36 +109,36 @@ class HFDataset(LMCorpus):
         packing: Literal["concat", "document"] = "concat",
     ):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
-        who = "HFDataset"
         if packing not in PACKINGS:
-            raise ValueError(f"{who} packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         if packing != "concat" and streaming:
-            raise ValueError(f"{who} packing={packing!r}: streaming packs on the fly with packing='concat' only")
+            raise InputError(f"data.packing={packing!r}: streaming packs on the fly with data.packing=concat only; "
+                             f"set data.packing=concat or data.streaming=false")
         self.packing = packing
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-            raise ValueError(f"{who} path={path!r}: must be a local folder or file, or a Hub dataset name")
+            raise InputError(f"data.path={path!r}: must be a local folder or file, or a Hub dataset name")
         for key, value in (("split", split), ("text_field", text_field)):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{who} {key}={value!r}: must be a non-empty string")
+                raise InputError(f"data.{key}={value!r}: must be a non-empty string")
         for key, value in (("name", name), ("val_split", val_split)):
             if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{who} {key}={value!r}: must be null or a non-empty string")
+                raise InputError(f"data.{key}={value!r}: must be null or a non-empty string")
         if val_split is not None and val_split == split:
-            raise ValueError(f"{who} val_split={val_split!r}: the same as split; validation would be "
-                             f"training data. Pick another split, or leave val_split null to hold out rows")
+            raise InputError(f"data.val_split={val_split!r}: the same as split (data.split); validation would be "
+                             f"training data. Pick another split, or leave data.val_split null to hold out rows")
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
-            raise ValueError(f"{who} val_fraction={val_fraction!r}: must be in [0, 1)")
+            raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
         for key, value, low in (("val_docs", val_docs, 1), ("max_docs", max_docs, 1), ("num_proc", num_proc, 1)):
             integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             if value is not None and (not integral or value < low):
-                raise ValueError(f"{who} {key}={value!r}: must be null or an integer >= {low}")
+                raise InputError(f"data.{key}={value!r}: must be null or an integer >= {low}")
         if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, numbers.Integral) or shuffle_buffer < 0:
-            raise ValueError(f"{who} shuffle_buffer={shuffle_buffer!r}: must be an integer >= 0")
+            raise InputError(f"data.shuffle_buffer={shuffle_buffer!r}: must be an integer >= 0")
         if not isinstance(streaming, bool):
-            raise ValueError(f"{who} streaming={streaming!r}: must be true or false")
+            raise InputError(f"data.streaming={streaming!r}: must be true or false")
         if val_split is None and val_docs is not None and max_docs is not None and val_docs >= max_docs:
-            raise ValueError(f"{who} val_docs={val_docs}: holds out every one of the max_docs={max_docs} rows; "
-                             f"need val_docs < max_docs")
+            raise InputError(f"data.val_docs={val_docs}: holds out every one of the data.max_docs={max_docs} rows; "
+                             f"need data.val_docs < data.max_docs")
         self.path = os.fspath(path)
         self.name = name
         self.split = split

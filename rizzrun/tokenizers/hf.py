@@ -48,6 +48,7 @@ from rizzrun.tokenizers.hf_folder import (
     content,
     folder_vocab_size,
     generation_eos_ids,
+    one_line,
     read_config,
     read_json,
     tokenizer_folder,
@@ -92,7 +93,7 @@ class HFTokenizer:
     def __init__(self, path: str, add_bos: bool | None = None, add_eos: bool | None = None):
         for name, value in (("add_bos", add_bos), ("add_eos", add_eos)):
             if value is not None and not isinstance(value, bool):
-                raise ValueError(f"HFTokenizer {name}={value!r}: must be true, false or null (as the folder does)")
+                raise InputError(f"tokenizer.{name}={value!r}: must be true, false or null (as the folder does)")
         from tokenizers import AddedToken, Tokenizer
 
         folder = tokenizer_folder(path)
@@ -105,7 +106,8 @@ class HFTokenizer:
         try:
             tok = Tokenizer.from_str(self._tokenizer_json.decode("utf-8"))
         except Exception as err:  # noqa: BLE001 - tokenizers raises Exception on bad files
-            raise ValueError(f"{source}: the tokenizers library cannot read it ({err})") from err
+            raise InputError(f"{source}: the tokenizers library cannot read it ({one_line(err)}); point "
+                             f"tokenizer.path at a folder whose {TOKENIZER_FILE} transformers wrote") from err
         config = read_config(folder)
         self.tokenizer_class = config.get("tokenizer_class")
         # transformers encodes with neither truncation nor padding unless asked.
@@ -128,7 +130,7 @@ class HFTokenizer:
         if ids.get("eos_token") is None:
             found = (f"names no eos_token (keys: {', '.join(sorted(config)) or 'none'})"
                      if (folder / CONFIG_FILE).is_file() else "not found, so no eos_token is named")
-            raise ValueError(
+            raise InputError(
                 f"{folder / CONFIG_FILE}: {found}; rizzrun ends documents with EOS, so the folder must name one, "
                 f"e.g. \"eos_token\": \"</s>\" in {CONFIG_FILE}"
             )
@@ -166,7 +168,8 @@ class HFTokenizer:
         from tokenizers import processors
 
         if bos and self.bos_id is None:
-            raise ValueError(f"HFTokenizer add_bos=True: {self.path / CONFIG_FILE} names no bos_token to add")
+            raise InputError(f"tokenizer.add_bos=True: {self.path / CONFIG_FILE} names no bos_token to add; "
+                             f"set tokenizer.add_bos=null or false")
 
         def template(seq: str, type_id: int) -> list[str]:
             return ([f"{self.bos_token}:{type_id}"] if bos else []) + [f"${seq}:{type_id}"] + (

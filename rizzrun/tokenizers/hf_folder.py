@@ -30,10 +30,14 @@ NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
 FOLDER_FILES = (TOKENIZER_FILE, CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, GENERATION_CONFIG_FILE, CHAT_TEMPLATE_FILE)
 
 
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
 def read_json(path: Path, required: bool) -> Any:
     if not path.is_file():
         if required:
-            raise FileNotFoundError(
+            raise InputError(
                 f"{path} not found: a Hugging Face tokenizer folder (what transformers' save_pretrained "
                 f"writes) holds {TOKENIZER_FILE}; point tokenizer.path at such a folder"
             )
@@ -41,18 +45,18 @@ def read_json(path: Path, required: bool) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not readable JSON ({err})") from err
+        raise InputError(f"{path}: not readable JSON ({one_line(err)}); fix the file or point tokenizer.path at another folder") from err
 
 
 def tokenizer_folder(path: str | os.PathLike) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise FileNotFoundError(
+        raise InputError(
             f"{folder} does not exist: tokenizer.path must be a local folder holding {TOKENIZER_FILE} "
             f"(and usually {CONFIG_FILE}), e.g. one written by transformers' save_pretrained"
         )
     if not folder.is_dir():
-        raise NotADirectoryError(
+        raise InputError(
             f"{folder} is a file: tokenizer.path must be the folder that holds {TOKENIZER_FILE}, not a file in it"
         )
     return folder
@@ -82,7 +86,7 @@ def read_config(folder: Path) -> dict:
     if config is None:
         config = {}
     if not isinstance(config, dict):
-        raise ValueError(f"{folder / CONFIG_FILE}: expected a JSON object, got {type(config).__name__}")
+        raise InputError(f"{folder / CONFIG_FILE}: expected a JSON object, got {type(config).__name__}")
     config = dict(config)
     if "added_tokens_decoder" not in config:
         legacy = read_json(folder / SPECIAL_TOKENS_MAP_FILE, required=False)
@@ -156,19 +160,19 @@ def read_model_tokens(tokenizer_json: Mapping, source: Path) -> tuple[dict[str, 
         return set(vocab), (max(ids) + 1 if ids else 0)
     if isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
         return {str(entry[0]) for entry in vocab if isinstance(entry, list) and entry}, len(vocab)
-    raise ValueError(f"{source}: 'model.vocab' is missing or neither a mapping nor a list; is this a tokenizers file?")
+    raise InputError(f"{source}: 'model.vocab' is missing or neither a mapping nor a list; is this a tokenizers file?")
 
 
 def folder_vocab_size(path: str | os.PathLike) -> int:
     """The size an embedding must have to cover every id the folder's tokenizer can produce
     (highest id + 1, added tokens and the special tokens transformers adds included), read
-    from the JSON files without importing `tokenizers`. Raises FileNotFoundError /
-    NotADirectoryError / ValueError naming the path."""
+    from the JSON files without importing `tokenizers`. Raises InputError (a ValueError) naming
+    the path."""
     folder = tokenizer_folder(path)
     source = folder / TOKENIZER_FILE
     data = read_json(source, required=True)
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        raise InputError(f"{source}: expected a JSON object, got {type(data).__name__}")
     model_tokens, size = read_model_tokens(data, source)
     added = [t for t in data.get("added_tokens") or [] if isinstance(t, Mapping)]
     for token in added:
