@@ -226,6 +226,10 @@ def _batch(blocks: torch.Tensor) -> dict[str, torch.Tensor]:
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def empty_splits_error(problems: list[str]):
     """Every split problem in one one-line InputError (train first)."""
     from rizzrun.errors import InputError
@@ -311,8 +315,8 @@ class LMCorpus:
         """The empty-split message of `split` after tokenization (info: its packing counts)."""
         setting, fix = self._split_origin(split)
         blank = rows - info["documents"] if rows is not None else 0
-        why = (f"{info['documents']} documents" + (f" ({blank} blank rows dropped)" if blank else "")
-               + f" holding {info['tokens']} tokens, none to predict")
+        why = (plural(info["documents"], "document") + (f" ({plural(blank, 'blank row')} dropped)" if blank else "")
+               + f" holding {plural(info['tokens'], 'token')}, none to predict")
         return f"{setting}: the {SPLIT_NAMES[split]} split is empty ({why}): {fix}"
 
     def _require_setup(self) -> dict[str, torch.Tensor]:

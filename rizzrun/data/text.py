@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rizzrun.data.lm import SPLIT_NAMES, LMCorpus, empty_splits_error, stable_unit
+from rizzrun.data.lm import SPLIT_NAMES, LMCorpus, empty_splits_error, plural, stable_unit
 from rizzrun.errors import InputError
 
 SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".parquet")
@@ -328,23 +328,34 @@ class TextFiles(LMCorpus):
     def _load(self):
         """Load, check and split every file once."""
         from datasets import Value, concatenate_datasets
+        from datasets.exceptions import DatasetGenerationError
 
         if self._splits is not None:
             return self._splits
         loaders = {".txt": self._load_txt, ".jsonl": self._load_jsonl, ".parquet": self._load_parquet}
+        self._bad_rows = {"train": 0, "val": 0}
         skipped: Counter = Counter()
         examples: list[str] = []
         parts = {"train": [], "val": []}
         for role, files in (("train", self.train_files), ("val", self.val_files)):
             for path in files:
-                ds, rows, bad, blank = loaders[path.suffix.lower()](path)
+                try:
+                    ds, rows, bad, blank = loaders[path.suffix.lower()](path)
+                except (OSError, pa.ArrowException, DatasetGenerationError) as err:
+                    raise InputError(
+                        f"data.{role}_files={show(self._files_arg[role])}: cannot read {path} "
+                        f"({type(err).__name__}: {' '.join(str(err).split())}); fix the file or leave it out"
+                    ) from err
                 if bad and self.on_bad_row == "error":
                     more = f" ({len(bad) - 1} more bad rows in this file)" if len(bad) > 1 else ""
+                    column = (" or set data.text_field to the field that holds the text,"
+                              if bad[0].reason == "missing_field" else "")
                     raise InputError(
-                        f"{bad[0].message(path)}{more}. Fix the data, or set data.on_bad_row=skip to "
+                        f"{bad[0].message(path)}{more}. Fix the data,{column} or set data.on_bad_row=skip to "
                         f"drop bad rows and count them"
                     )
                 skipped.update(b.reason for b in bad)
+                self._bad_rows[role] += len(bad)
                 if blank:
                     skipped["blank_segment"] += blank
                 examples.extend(b.message(path) for b in bad[: max(0, 10 - len(examples))])
@@ -378,8 +389,8 @@ class TextFiles(LMCorpus):
 
     def _empty_documents(self, role: str, splits: dict) -> str:
         """Why split `role` holds no document, naming the key that decides it."""
-        skipped = sum(self._skipped.values())
-        note = f"; {skipped} bad rows skipped (data.on_bad_row=skip)" if skipped else ""
+        skipped = self._bad_rows[role]
+        note = f"; {plural(skipped, 'bad row')} skipped (data.on_bad_row=skip)" if skipped else ""
         total = sum(len(d) for d in splits.values())
         held_out = not self.val_files and self.val_fraction > 0
         if role == "train" and held_out and total:
