@@ -42,7 +42,7 @@ from typing import Literal
 
 from rizzrun.data import hf_source
 from rizzrun.data.hf_fingerprint import FORMAT_VERSION, fingerprint
-from rizzrun.data.hf_stream import COUNTS, EpochRecord, StreamPlan, epoch_batches
+from rizzrun.data.hf_stream import COUNTS, RECORD_VERSION, EpochRecord, StreamPlan, epoch_batches
 from rizzrun.data.hf_views import DiskStream, HubStream, OpenReaders, torch_blocks
 from rizzrun.data.holdout import held_out_rows, row_units
 from rizzrun.data.lm import (
@@ -369,7 +369,8 @@ class HFDataset(LMCorpus):
 
     def _stream_key(self) -> str:
         return hashlib.sha256(
-            f"hf-stream-v{FORMAT_VERSION}|{self.fingerprint}|{self._tokenizer.fingerprint}|{self.seq_len}".encode()
+            f"hf-stream-v{FORMAT_VERSION}.{RECORD_VERSION}|{self.fingerprint}|{self._tokenizer.fingerprint}|"
+            f"{self.seq_len}".encode()
         ).hexdigest()[:40]
 
     def _epoch_record(self) -> EpochRecord:

@@ -160,6 +160,8 @@ def epoch_batches(docs, *, key: str, eos_id: int, seq_len: int, batch_size: int,
 
 
 COUNTS = ("documents", "tokens", "blocks", "dropped_tokens", "padding", "bytes")
+# Bump when a recorded epoch's counts change meaning (2: the short last block is kept, padded).
+RECORD_VERSION = 2
 
 
 class EpochRecord:

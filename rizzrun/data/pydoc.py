@@ -240,6 +240,14 @@ class PyDocCorpus(LMCorpus):
     def val_texts(self):
         return iter(self.documents()["val"][0])
 
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        if split == "val":
+            return (f"data.val_fraction={self.val_fraction}",
+                    "raise data.val_fraction or data.max_docs, or set data.val_fraction=0 for no validation")
+        if self.max_train_docs is not None:
+            return f"data.max_train_docs={self.max_train_docs}", "raise data.max_train_docs"
+        return f"data.max_docs={self.max_docs}", "raise data.max_docs or lower data.min_chars"
+
     def _split_datasets(self) -> dict:
         from datasets import Dataset
 
