@@ -144,6 +144,14 @@ def test_empty_splits_are_one_error_naming_keys_and_counts(tmp_path, twenty):
         f"(data.on_bad_row=skip)): add documents; data.val_files=[{bad_val}]: the validation split is empty "
         f"(0 documents; 1 bad row skipped (data.on_bad_row=skip)): add documents, or set data.val_files=null to "
         f"hold out data.val_fraction of the training documents")
+    # every document held out: the training split is the empty one
+    highest = max(unit(f"notes.jsonl:{r}") for r in range(20))
+    fraction = (highest + 1) / 2
+    data = TextFiles(str(train), val_fraction=fraction, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(InputError) as err:
+        data.setup(ByteTokenizer())
+    assert str(err.value) == (f"data.val_fraction={fraction}: the training split is empty (all 20 documents held out "
+                              f"for validation): lower data.val_fraction or set data.val_files=PATH")
     # documents but nothing to predict: one 1-token training document
     one = write_jsonl(tmp_path / "one.jsonl", ["a"])
     data = TextFiles(str(one), val_fraction=0, cache_dir=str(tmp_path / "c"))
@@ -195,6 +203,13 @@ def test_input_errors_are_one_line_and_name_the_key(tmp_path, twenty):
     corrupt.write_bytes(b"not a parquet file")
     cases.append((lambda: list(TextFiles(str(corrupt), cache_dir=str(tmp_path / "c")).train_texts()),
                   [f"data.train_files={corrupt}: cannot read {corrupt}", "ArrowInvalid"]))
+    from rizzrun.tokenizers.hf import HFTokenizer
+
+    cases.append((lambda: HFTokenizer(str(tmp_path / "no-folder")), [f"{tmp_path / 'no-folder'} does not exist",
+                                                                    "tokenizer.path must be"]))
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.json").write_text("{not json\n")
+    cases.append((lambda: HFTokenizer(str(tmp_path / "tok")), ["tokenizer.json", "tokenizer.path"]))
     for make, fragments in cases:
         with pytest.raises(InputError) as err:
             make()

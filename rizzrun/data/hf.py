@@ -54,6 +54,7 @@ from rizzrun.data.lm import (
     is_blank,
     iter_blocks,
     pack_documents,
+    plural,
 )
 from rizzrun.errors import InputError
 
@@ -246,12 +247,13 @@ class HFDataset(LMCorpus):
                 train = train.select(rows[0], keep_in_memory=True)
         problems = []
         if len(train) == 0:
-            key = f"data.val_docs={self.val_docs}" if self.val_docs is not None else f"data.val_fraction={self.val_fraction}"
-            problems.append(f"{key}: the training split is empty (all {n} rows of {self._what(self.split)} held out "
-                            f"for validation): lower it, or raise data.max_docs")
+            key = (f"data.val_docs={self.val_docs}" if self.val_docs is not None
+                   else f"data.val_fraction={self.val_fraction}")
+            problems.append(f"{key}: the training split is empty (all {plural(n, 'row')} of {self._what(self.split)} "
+                            f"held out for validation): lower it, or raise data.max_docs")
         if "val" in splits and len(splits["val"]) == 0:
             setting, fix = self._split_origin("val")
-            problems.append(f"{setting}: the validation split is empty (0 of the {n} rows of "
+            problems.append(f"{setting}: the validation split is empty (0 of the {plural(n, 'row')} of "
                             f"{self._what(self.split)} held out): {fix}")
         if problems:
             raise empty_splits_error(problems)

@@ -394,10 +394,11 @@ class TextFiles(LMCorpus):
         total = sum(len(d) for d in splits.values())
         held_out = not self.val_files and self.val_fraction > 0
         if role == "train" and held_out and total:
-            detail = f"all {total} documents held out for validation"
-            setting, fix = f"data.val_fraction={self.val_fraction}", "lower data.val_fraction or set data.val_files=PATH"
+            detail = f"all {plural(total, 'document')} held out for validation"
+            setting = f"data.val_fraction={self.val_fraction}"
+            fix = "lower data.val_fraction or set data.val_files=PATH"
         elif role == "val" and held_out:
-            detail = f"0 of the {total} documents held out"
+            detail = f"0 of the {plural(total, 'document')} held out"
             setting, fix = self._split_origin(role)
         else:
             detail = f"0 documents{note}"

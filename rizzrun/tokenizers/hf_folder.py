@@ -45,7 +45,8 @@ def read_json(path: Path, required: bool) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not readable JSON ({one_line(err)}); fix the file or point tokenizer.path at another folder") from err
+        raise InputError(f"{path}: not readable JSON ({one_line(err)}); fix the file or point tokenizer.path "
+                         f"at another folder") from err
 
 
 def tokenizer_folder(path: str | os.PathLike) -> Path:
