@@ -479,3 +479,28 @@ def test_hub_names_go_to_load_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ValueError, match=r"'someone/other'.*looked up as a dataset on the Hugging Face Hub.*offline"):
         list(make("someone/other", tmp_path).train_texts())
+
+
+def test_open_streaming_readers_are_closed_with_their_dataset():
+    """The readers a streaming dataset leaves open are its own state (no module-level set):
+    they close when it is collected (and, through weakref.finalize, at interpreter exit)."""
+    import gc
+
+    from rizzrun.data.hf_views import OpenReaders
+
+    class Reader:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    class Owner:
+        pass
+
+    first, second = Owner(), Owner()
+    mine, other = Reader(), Reader()
+    OpenReaders(first).add(mine)
+    OpenReaders(second).add(other)
+    del first
+    gc.collect()
+    assert mine.closed and not other.closed
