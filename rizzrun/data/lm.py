@@ -243,7 +243,8 @@ class LMCorpus:
 
     Subclasses may set `num_proc` (tokenization workers) and `drop_blank` (leave out empty or
     whitespace-only documents while tokenizing), and override `_split_origin` (the data key that
-    decides what a split holds, and how to get more, for the empty-split error).
+    decides what a split holds, and how to get more, for the empty-split error). setup() raises
+    one InputError naming every split with no token to predict.
     """
 
     num_proc: int | None = None
@@ -288,8 +289,7 @@ class LMCorpus:
 
     def setup(self, tokenizer, cache_dir: str | None = None) -> None:
         """Tokenize every split (cached under <cache_dir>/tokenized/) and pack it into blocks.
-        `tokenizer` must already be prepared. A split with no token to predict is an error; all
-        such splits are named in one message."""
+        `tokenizer` must already be prepared."""
         from rizzrun.tokenizers import cache_root
 
         root = cache_root(cache_dir or self.cache_dir) / "tokenized"
