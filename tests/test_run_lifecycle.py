@@ -236,3 +236,21 @@ def test_claim_takes_the_next_free_name_and_refuses_a_named_folder_holding_a_run
     (first / "metrics.jsonl").write_text("")
     with pytest.raises(RunFolderBusy, match=r"resume="):
         claim(first, unique=False)
+
+
+def test_a_bad_data_row_is_one_line_with_the_traceback_kept(tmp_path, cache):
+    """Bad input found only once the job reads it: `error: ...` naming the file, the row and the
+    key that would skip it; exit 2; the traceback in the run folder's error.txt."""
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document number {i} " * 20}) + "\n" for i in range(30))
+                    + '{"text": 17}\n')
+    run_dir = tmp_path / "bad-data"
+    done = rizzrun(cache, *[o for o in TINY if not o.startswith("data.max_docs")], "data=text",
+                   f"data.train_files={data}", "data.val_fraction=0.2", "trainer.max_steps=2",
+                   f"hydra.run.dir={run_dir}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(data) in lines[0], done.stderr
+    assert "row 30" in lines[0] and "data.on_bad_row=skip" in lines[0]
+    assert "Traceback" in (run_dir / "error.txt").read_text()
+    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "bad input"

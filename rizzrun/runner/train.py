@@ -2,7 +2,8 @@
 
 summary.json's `status` says how the run ended: "completed", "stopped by SIGTERM" /
 "stopped by SIGINT" (resumable), "diverged" (non-finite loss, gradient or weights; the last good
-checkpoint stays `latest`), or "crashed" (with the error; the traceback is in error.txt).
+checkpoint stays `latest`), "bad input" (an InputError: a data file, a path, a device) or
+"crashed" (with the error; the traceback is in error.txt).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rizzrun import layout
-from rizzrun.errors import RunEnded, RunFolderBusy
+from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -147,7 +148,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         summary.update(status=e.status, reason=str(e))
         ended = e
     except BaseException as e:
-        summary["error"] = f"{type(e).__name__}: {e}"
+        summary.update(status="bad input" if isinstance(e, InputError) else "crashed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
         stopper.restore()
