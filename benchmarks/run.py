@@ -153,6 +153,8 @@ def hf_twin(model):
     """`transformers.LlamaForCausalLM` with the same config and weights, sdpa attention."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from rizzrun.models.hf_llama import to_hf_state_dict
+
     c = model.config
     hf = LlamaForCausalLM(LlamaConfig(
         vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layer,
@@ -160,7 +162,7 @@ def hf_twin(model):
         rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
         attention_bias=False, mlp_bias=False, attn_implementation="sdpa",
     ))
-    missing, unexpected = hf.load_state_dict(model.to_hf_state_dict(), strict=False)
+    missing, unexpected = hf.load_state_dict(to_hf_state_dict(model), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     return hf
 
@@ -361,11 +363,13 @@ def write_report(path: Path, results: dict) -> None:
 
 
 def main() -> None:
+    from rizzrun.paths import cache_root
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
-    parser.add_argument("--cache", default=os.environ.get("RIZZRUN_CACHE", str(Path.home() / ".cache" / "rizzrun")))
+    parser.add_argument("--cache", default=str(cache_root()))
     parser.add_argument("--notes", default=str(ROOT / "benchmarks" / "notes.md"))
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -1,4 +1,5 @@
-"""Where the config tree (`conf/`) and the recipes (`recipes/`) live.
+"""Where rizzrun's files live: the config tree (`conf/`), the recipes (`recipes/`) and the cache
+of derived artefacts (`cache_root`). Torch-free.
 
 Two layouts are supported, found from this file's own location (no environment variables):
 
@@ -11,9 +12,11 @@ Two layouts are supported, found from this file's own location (no environment v
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CACHE_ENV = "RIZZRUN_CACHE"
 
 
 def _locate(name: str) -> Path:
@@ -36,3 +39,11 @@ def conf_dir() -> Path:
 def recipes_dir() -> Path:
     """The recipe files, `NAME.yaml`, selected with `+recipe=NAME`."""
     return _locate("recipes")
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where rizzrun caches derived artefacts (tokenized data, trained tokenizers, the pydoc
+    corpus), shared by runs: `cache_dir` (the config's top-level `cache_dir`), else
+    $RIZZRUN_CACHE, else ~/.cache/rizzrun; `~` is expanded."""
+    root = cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rizzrun"
+    return Path(os.fspath(root)).expanduser()

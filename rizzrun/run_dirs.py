@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
@@ -47,14 +46,9 @@ def claim(path: Path, unique: bool, key: str = "hydra.run.dir") -> Path:
                 return candidate
             except FileExistsError:
                 continue
-    except PermissionError as e:
+    except OSError as e:  # read-only place, a file in the way, no permission, no space
         raise InputError(f"{key}={path}: cannot create the run folder ({e.strerror}: {e.filename}); "
-                         "give a writable place, e.g. output_root=/tmp/runs or RIZZRUN_OUTPUTS=...") from None
-    except OSError as e:
-        if e.errno in (errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EACCES):
-            raise InputError(f"{key}={path}: cannot create the run folder ({e.strerror}); "
-                             "give a writable place, e.g. output_root=/tmp/runs") from None
-        raise
+                         "give a writable place, e.g. output_root=/tmp/runs") from None
     raise InputError(f"{key}={path}: 1000 runs of this name started in the same second; give each a name")
 
 

@@ -102,7 +102,7 @@ def test_every_option_of_every_group_validates(group, option, tmp_path):
 
 def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
     """The local folders a paper-scale recipe asks for (it says so when they are missing)."""
-    from test_recipes_goldfish import llama2_7b_folder, tokenizer_folder
+    from test_recipes import llama2_7b_folder, tokenizer_folder
 
     if recipe == "goldfish_7b":
         return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", "data.path=/data/articles"]
@@ -227,7 +227,8 @@ def test_misspelled_group_name():
 def test_new_key_advice_only_when_nothing_is_close():
     assert only_error(["trainer.foo=1"]).endswith(
         "keys: accelerator, accumulate, checkpoint_every, compile, devices, grad_clip, keep_checkpoints, log_every, "
-        "max_steps, num_threads, precision, samples_per_val, strategy, val_batches, val_every; "
+        "max_nonfinite_skips, max_steps, num_threads, on_nonfinite, precision, samples_per_val, strategy, "
+        "val_batches, val_every; "
         "to add a new key write +trainer.foo=1")
 
 

@@ -20,6 +20,7 @@ from rizzrun.data import pydoc as pydoc_module  # noqa: E402
 from rizzrun.data.lm import pack_documents  # noqa: E402
 from rizzrun.data.pydoc import PyDocCorpus, load_or_extract  # noqa: E402
 from rizzrun.data.text import TextFiles  # noqa: E402
+from rizzrun.errors import InputError  # noqa: E402
 from rizzrun.tokenizers.byte import ByteTokenizer  # noqa: E402
 
 EOS = ByteTokenizer.eos_id
@@ -44,27 +45,37 @@ def rows(batch):
 
 def test_pack_by_hand():
     # stream: 1 2 3 | 0 | 4 5 | 0 | 6 7 8 9   (11 tokens, EOS = 0)
+    # ceil(10 / 4) = 3 blocks; the last, 7 8 9, is padded with PAD = -1 to 5 tokens
     blocks, info = pack_documents([[1, 2, 3], [4, 5], [6, 7, 8, 9]], eos_id=0, seq_len=4)
-    assert blocks.tolist() == [[1, 2, 3, 0, 4], [4, 5, 0, 6, 7]]
-    assert info == {"documents": 3, "tokens": 11, "blocks": 2, "dropped_tokens": 2}  # 8, 9 dropped
-    blocks, info = pack_documents([[1, 2, 3, 4]], eos_id=0, seq_len=4)  # exactly 3 short of a block
-    assert blocks.shape == (0, 5) and info["blocks"] == 0 and info["dropped_tokens"] == 4
+    assert blocks.tolist() == [[1, 2, 3, 0, 4], [4, 5, 0, 6, 7], [7, 8, 9, -1, -1]]
+    assert info == {"documents": 3, "tokens": 11, "blocks": 3, "dropped_tokens": 0, "padding": 2}
+    blocks, info = pack_documents([[1, 2, 3, 4]], eos_id=0, seq_len=4)  # one short of a block: padded
+    assert blocks.tolist() == [[1, 2, 3, 4, -1]]
+    assert info == {"documents": 1, "tokens": 4, "blocks": 1, "dropped_tokens": 0, "padding": 1}
     blocks, info = pack_documents([[5, 6], [], [7, 8, 9]], eos_id=0, seq_len=2)  # empty doc: two EOS
-    assert blocks.tolist() == [[5, 6, 0], [0, 0, 7], [7, 8, 9]] and info["dropped_tokens"] == 0
+    assert blocks.tolist() == [[5, 6, 0], [0, 0, 7], [7, 8, 9]] and info["dropped_tokens"] == info["padding"] == 0
+    blocks, info = pack_documents([[5]], eos_id=0, seq_len=2)  # one token: nothing to predict
+    assert blocks.shape == (0, 3) and info == {"documents": 1, "tokens": 1, "blocks": 0, "dropped_tokens": 1,
+                                               "padding": 0}
+    blocks, info = pack_documents([], eos_id=0, seq_len=2)
+    assert blocks.shape == (0, 3) and info["blocks"] == info["tokens"] == 0
 
 
 def test_corpus_batches_by_hand(tmp_path):
-    # bytes a=97 b=98 ...; stream: a b EOS c EOS d e f g (9 tokens); seq_len 3 -> 2 blocks
+    # bytes a=97 b=98 ...; stream: a b EOS c EOS d e f g (9 tokens); seq_len 3 -> ceil(8 / 3) = 3
+    # blocks, the last (e f g) padded: input 0 and label -100 at the padded position
     data = TextFiles(str(write_jsonl(tmp_path / "d.jsonl", ["ab", "c", "defg"])), val_fraction=0,
-                     seq_len=3, batch_size=2, cache_dir=str(tmp_path / "cache"))
+                     seq_len=3, batch_size=3, cache_dir=str(tmp_path / "cache"))
     data.setup(ByteTokenizer())
     batch = next(data.train_batches())
-    assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == (2, 3)
+    assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == (3, 3)
     assert sorted(zip(rows(batch["input_ids"]), rows(batch["labels"]))) == [
         ((97, 98, EOS), (98, EOS, 99)),
         ((99, EOS, 100), (EOS, 100, 101)),
+        ((101, 102, 103), (102, 103, -100)),
     ]
-    assert data.stats["train"] == {"documents": 3, "tokens": 9, "blocks": 2, "dropped_tokens": 2, "bytes": 7}
+    assert data.stats["train"] == {"documents": 3, "tokens": 9, "blocks": 3, "dropped_tokens": 0, "padding": 1,
+                                   "bytes": 7}
     assert data.batches_per_epoch == 1
     assert list(data.val_batches()) == []  # val_fraction=0: no validation split
 
@@ -79,7 +90,7 @@ def test_val_batches_in_order_last_partial_kept(tmp_path):
     blocks = [[a + 2 * k, a + 2 * k + 1, a + 2 * k + 2] for k in range(5)]  # abc cde efg ghi ijk
     want = [([tuple(b[:2]) for b in blocks[i:i + 2]], [tuple(b[1:]) for b in blocks[i:i + 2]]) for i in (0, 2, 4)]
     assert got == want
-    assert data.stats["val"]["blocks"] == 5 and data.stats["val"]["dropped_tokens"] == 0
+    assert data.stats["val"]["blocks"] == 5 and data.stats["val"]["dropped_tokens"] == data.stats["val"]["padding"] == 0
 
 
 # -- the training stream -------------------------------------------------------------------
@@ -180,24 +191,22 @@ def test_tokenization_cache_reused(tmp_path):
     assert other.calls > 0  # a different tokenizer fingerprint is a different cache entry
 
 
-def test_too_little_data_names_split_tokens_and_seq_len(tmp_path):
+def test_short_splits_pad_and_smaller_batches(tmp_path):
+    """Formerly too little data (one error each); now padded blocks and smaller batches.
+    Empty splits: tests/test_data_small.py."""
     path = write_jsonl(tmp_path / "tiny.jsonl", ["abc"])
     data = TextFiles(str(path), val_fraction=0, seq_len=8, batch_size=1, cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match=r"train split has 3 tokens .*seq_len \+ 1 = 9"):
-        data.setup(ByteTokenizer())
+    data.setup(ByteTokenizer())  # 3 tokens: one block a b c + 6 PAD
+    batch = next(data.train_batches())
+    assert batch["input_ids"].tolist() == [[97, 98, 99, 0, 0, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[98, 99] + [-100] * 6]
     big = write_jsonl(tmp_path / "big.jsonl", ["x" * 100])
-    data = TextFiles(str(big), val_files=str(path), seq_len=8, batch_size=1, cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match=r"val split has 3 tokens"):
-        data.setup(ByteTokenizer())
-    bad_val = tmp_path / "bad.jsonl"
-    bad_val.write_text('{"text": " "}\n')
-    data = TextFiles(str(big), val_files=str(bad_val), on_bad_row="skip", seq_len=8, batch_size=1,
-                     cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match=r"val split has 0 tokens \(0 documents"):
-        data.setup(ByteTokenizer())
-    data = TextFiles(str(big), val_fraction=0, seq_len=8, batch_size=64, cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match=r"12 blocks .*batch_size=64"):  # (100 - 1) // 8 = 12
-        data.setup(ByteTokenizer())
+    data = TextFiles(str(big), val_files=str(path), seq_len=8, batch_size=64, cache_dir=str(tmp_path / "c"))
+    data.setup(ByteTokenizer())
+    # ceil(99 / 8) = 13 blocks < batch_size 64: one batch of all 13 per epoch
+    assert data.stats["train"]["blocks"] == 13 and data.stats["train"]["padding"] == 13 * 8 + 1 - 100
+    assert data.train_batch_size == 13 and data.batches_per_epoch == 1
+    assert [b["input_ids"].shape for b in data.val_batches()] == [(1, 8)]
 
 
 def test_batches_before_setup_raise(tmp_path):
@@ -336,12 +345,12 @@ def test_textfiles_val_fraction_split(tmp_path):
 
 
 def test_missing_file_and_bad_extension(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(InputError, match="nope.txt"):
         TextFiles(str(tmp_path / "nope.txt"))
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match=r"x\.csv.*'\.csv'.*\.txt, \.jsonl, \.parquet"):
         TextFiles(str(tmp_path / "x.csv"))
-    with pytest.raises(FileNotFoundError, match=r"\*\.jsonl"):
+    with pytest.raises(InputError, match=r"\*\.jsonl"):
         TextFiles(str(tmp_path / "*.jsonl"))
     with pytest.raises(ValueError, match="on_bad_row='ignore'.*error, skip"):
         TextFiles(str(tmp_path / "x.csv"), on_bad_row="ignore")

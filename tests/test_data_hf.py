@@ -22,9 +22,11 @@ from datasets import Dataset, DatasetDict  # noqa: E402
 from rizzrun.data import hf as hf_module  # noqa: E402
 from rizzrun.data.hf import HFDataset, row_units  # noqa: E402
 from rizzrun.data.lm import _seed_for  # noqa: E402
+from rizzrun.errors import InputError  # noqa: E402
 from rizzrun.tokenizers.byte import ByteTokenizer  # noqa: E402
 
 EOS = ByteTokenizer.eos_id
+PAD = -1  # rizzrun.data.lm.PAD
 DOCS = [f"doc {i}: " + "abc xyz " * (i % 5 + 1) for i in range(40)]
 M64 = 2**64 - 1
 
@@ -39,16 +41,21 @@ def splitmix_unit(r):
 
 
 def ref_blocks(texts, seq_len):
-    """Documents joined with EOS, blocks of seq_len + 1 at stride seq_len, with plain lists."""
+    """Documents joined with EOS, blocks of seq_len + 1 at stride seq_len, the last one padded
+    with PAD (-1), with plain lists."""
     stream = []
     for i, text in enumerate(texts):
         stream += ([EOS] if i else []) + list(text.encode())
-    return [tuple(stream[k * seq_len: k * seq_len + seq_len + 1]) for k in range((len(stream) - 1) // seq_len)]
+    n = -(-(len(stream) - 1) // seq_len)
+    stream += [PAD] * (n * seq_len + 1 - len(stream))
+    return [tuple(stream[k * seq_len: k * seq_len + seq_len + 1]) for k in range(n)]
 
 
 def rows_of(batch):
-    """The (seq_len + 1)-token blocks of a batch, from input_ids and the last label."""
-    return [tuple(x) + (y[-1],) for x, y in zip(batch["input_ids"].tolist(), batch["labels"].tolist())]
+    """The (seq_len + 1)-token blocks of a batch: the first input, then the labels (-100, a
+    padded position, read back as PAD)."""
+    return [(x[0], *(PAD if t == -100 else t for t in y))
+            for x, y in zip(batch["input_ids"].tolist(), batch["labels"].tolist())]
 
 
 def save_dict(path, splits):
@@ -106,7 +113,9 @@ def test_iter_blocks_cuts_the_blocks_pack_documents_cuts():
         docs = [rng.integers(1, 9, size=rng.integers(0, 13)).tolist() for _ in range(rng.integers(0, 8))]
         seq_len = int(rng.integers(1, 7))
         stream = [t for i, d in enumerate(docs) for t in ([0] if i else []) + d]  # by hand, EOS = 0
-        want = [stream[k * seq_len: k * seq_len + seq_len + 1] for k in range(max(len(stream) - 1, 0) // seq_len)]
+        n = -(-max(len(stream) - 1, 0) // seq_len)  # ceil: the short last block is padded with -1
+        padded = stream + [-1] * (n * seq_len + 1 - len(stream)) if n else stream
+        want = [padded[k * seq_len: k * seq_len + seq_len + 1] for k in range(n)]
         tally = {}
         got = [b.tolist() for b in iter_blocks(docs, 0, seq_len, tally)]
         blocks, info = pack_documents(docs, 0, seq_len)
@@ -139,14 +148,20 @@ def test_blocks_by_hand_and_blank_rows_skipped(tmp_path):
         data.setup(ByteTokenizer())
         batch = next(data.train_batches())
         assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == (2, 3)
-        assert sorted(rows_of(batch)) == [(97, 98, EOS, 99), (99, EOS, 100, 101)]
+        hand = [(97, 98, EOS, 99), (99, EOS, 100, 101), (101, 102, 103, PAD)]  # the last one padded
+        # batch 0: the first 2 blocks of epoch 0's order (streaming with shuffle_buffer=0: stream order)
+        order = list(range(3)) if streaming else data.epoch_order(0).tolist()
+        assert rows_of(batch) == [hand[i] for i in order[:2]]
         assert list(data.train_texts()) == ["ab", "c", "defg"]
         assert list(data.val_batches()) == []  # val_fraction=0: no validation split
         if not streaming:
-            assert data.stats["train"] == {"documents": 3, "tokens": 9, "blocks": 2, "dropped_tokens": 2, "bytes": 7}
+            assert data.stats["train"] == {"documents": 3, "tokens": 9, "blocks": 3, "dropped_tokens": 0,
+                                           "padding": 1, "bytes": 7}
         list(itertools.islice(data.train_batches(), 2))  # through one epoch: the counts are known
         assert data.stats["skipped"] == {"blank": 2}, streaming
-    assert data.stats["train"]["blocks"] == 2 and data.stats["train"]["streaming"] is True
+    # the third block, e f g PAD, is in the stream's second epoch (shuffle_buffer=0: stream order)
+    assert data.stats["train"]["blocks"] == 3 and data.stats["train"]["streaming"] is True
+    assert data.stats["train"]["padding"] == 1
 
 
 def test_val_fraction_holdout_is_a_fixed_hash_of_the_row(tmp_path):
@@ -372,7 +387,7 @@ def test_missing_field_names_dataset_split_columns_and_closest(tmp_path):
             list(make(path, tmp_path, text_field="txt", streaming=streaming).train_texts())
         msg = str(err.value)
         assert path in msg and "split 'train'" in msg and "'txt'" in msg
-        assert "did you mean text_field='text'" in msg and "available columns: 'text', 'id'" in msg
+        assert "did you mean data.text_field='text'" in msg and "available columns: 'text', 'id'" in msg
 
 
 def test_unknown_split_names_the_available_ones(tmp_path):
@@ -432,16 +447,16 @@ def test_null_and_non_string_rows(tmp_path):
 
 
 def test_bad_paths_and_options(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+    with pytest.raises(InputError, match="no such file or folder"):
         HFDataset(str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="matches no file"):
+    with pytest.raises(InputError, match="matches no file"):
         HFDataset(str(tmp_path / "*.parquet"))
     with pytest.raises(ValueError, match="val_split='train': the same as split"):
         HFDataset("x", val_split="train")
     with pytest.raises(ValueError, match=r"val_fraction=1.5: must be in \[0, 1\)"):
         HFDataset("x", val_fraction=1.5)
     path = parquet_folder(tmp_path / "pq", [DOCS])
-    with pytest.raises(ValueError, match="set val_docs=N .*val_split=NAME"):  # streaming, row count unknown
+    with pytest.raises(ValueError, match="set data.val_docs=N .*data.val_split=NAME"):  # streaming, row count unknown
         list(make(path, tmp_path, streaming=True, val_fraction=0.1).train_texts())
 
 
@@ -464,3 +479,28 @@ def test_hub_names_go_to_load_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ValueError, match=r"'someone/other'.*looked up as a dataset on the Hugging Face Hub.*offline"):
         list(make("someone/other", tmp_path).train_texts())
+
+
+def test_open_streaming_readers_are_closed_with_their_dataset():
+    """The readers a streaming dataset leaves open are its own state (no module-level set):
+    they close when it is collected (and, through weakref.finalize, at interpreter exit)."""
+    import gc
+
+    from rizzrun.data.hf_views import OpenReaders
+
+    class Reader:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    class Owner:
+        pass
+
+    first, second = Owner(), Owner()
+    mine, other = Reader(), Reader()
+    OpenReaders(first).add(mine)
+    OpenReaders(second).add(other)
+    del first
+    gc.collect()
+    assert mine.closed and not other.closed

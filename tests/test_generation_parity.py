@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
-hf_lp = pytest.importorskip("transformers.generation.logits_process")
+import transformers
+from transformers.generation import logits_process as hf_lp
 
 from rizzrun.decoders import (  # noqa: E402
     Greedy,
@@ -24,6 +24,7 @@ from rizzrun.decoders import (  # noqa: E402
     left_pad,
     min_new_tokens_filter,
 )
+from rizzrun.models.hf_llama import from_hf_state_dict  # noqa: E402
 from rizzrun.models.llama import Llama  # noqa: E402
 
 V, MAX_LEN, N = 61, 64, 24
@@ -57,7 +58,7 @@ def models():
         # differences between two implementations could flip; and varied continuations.
         for p in hf.parameters():
             p.normal_(0.0, 0.3) if p.ndim == 2 else p.normal_(1.0, 0.1)
-    ours = Llama(V, **DIMS).from_hf_state_dict(hf.state_dict())
+    ours = from_hf_state_dict(Llama(V, **DIMS), hf.state_dict())
     return hf, ours
 
 

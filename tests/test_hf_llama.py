@@ -14,17 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from rizzrun.config import ConfigError, compose
 from rizzrun.config.check import check_jobs
-from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims
+from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims, load_llama, to_hf_state_dict
 from rizzrun.models.llama import Llama, rope_inv_freq
 from rizzrun.runner.checkpoint import FolderCheckpointIO
 from rizzrun.runner.export import export_run
-
-transformers = pytest.importorskip("transformers")
 
 V = 61
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -90,7 +89,7 @@ def test_logits_match_transformers(tmp_path, case):
         assert len(set(index["weight_map"].values())) >= 3 and not (path / "model.safetensors").exists()
     if case.startswith("v4"):
         to_v4_config(path)
-    ours = Llama(None, from_pretrained=str(path)).eval()
+    ours = load_llama(path).eval()
     theirs = hf_reference(path)
     config = theirs.config
     assert (ours.config.n_kv_head, ours.config.tie_embeddings, ours.config.n_layer) == (
@@ -109,7 +108,7 @@ def test_llama3_rope_scaling_changes_the_logits(tmp_path):
     """The llama3 case above can only pass if the scaling is applied: without it the logits of
     positions past original_max_position_embeddings differ."""
     path = hf_folder(tmp_path / "m", rope_parameters={"rope_theta": 500000.0, **LLAMA3})
-    scaled = Llama(None, from_pretrained=str(path)).eval()
+    scaled = load_llama(path).eval()
     plain = Llama(**{**scaled.config.__dict__, "rope_scaling": None}).eval()
     plain.load_state_dict(scaled.state_dict())
     with torch.no_grad():
@@ -135,7 +134,7 @@ def test_rope_inv_freq_matches_transformers_llama3():
 
 def test_kv_cache_steps_match_parallel_on_a_loaded_model(tmp_path):
     path = hf_folder(tmp_path / "m", rope_parameters={"rope_theta": 500000.0, **LLAMA3})
-    model = Llama(None, from_pretrained=str(path)).eval()
+    model = load_llama(path).eval()
     x = ids(T=40)
     with torch.no_grad():
         full = model(x)
@@ -146,9 +145,9 @@ def test_kv_cache_steps_match_parallel_on_a_loaded_model(tmp_path):
 
 def test_smaller_max_seq_len_and_agreeing_dims_are_accepted(tmp_path):
     path = hf_folder(tmp_path / "m", tie_word_embeddings=True)
-    full = Llama(None, from_pretrained=str(path)).eval()
-    short = Llama(V, size="7b", from_pretrained=str(path), max_seq_len=32, n_layer=2, tie_embeddings=True,
-                  rope_theta=10000, attention=None).eval()
+    full = load_llama(path).eval()
+    short = load_llama(path, vocab_size=V, max_seq_len=32, n_layer=2, tie_embeddings=True, rope_theta=10000,
+                       attention=None).eval()
     assert short.config.max_seq_len == 32 and short.rope_cos.shape == (32, 8)
     with torch.no_grad():
         torch.testing.assert_close(short(ids(T=32)), full(ids(T=32)), atol=0, rtol=0)
@@ -159,8 +158,37 @@ def test_hf_llama_dims_is_what_the_model_gets(tmp_path):
     dims = hf_llama_dims(path)
     assert dims == dict(vocab_size=V, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=48, max_seq_len=64,
                         rope_theta=500000.0, norm_eps=1e-5, tie_embeddings=False, rope_scaling=LLAMA3)
-    config = Llama(None, from_pretrained=str(path)).config
+    config = load_llama(path).config
     assert {k: getattr(config, k) for k in dims} == dims
+
+
+def test_load_llama_builds_kernels_for_real_and_refuses_unknown_dimensions(tmp_path):
+    """Weights come from the folder (the model is built on meta, never initialised); a kernel's own
+    state, which no checkpoint holds, is built on the real device by the factory as usual."""
+    from rizzrun.attention.sdpa import SDPAttention
+
+    class ScaledSDPA(SDPAttention):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.register_buffer("scale", torch.ones(kwargs["n_head"]), persistent=False)
+
+    class GatedSDPA(SDPAttention):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.gate = torch.nn.Parameter(torch.ones(kwargs["n_head"]))
+
+    path = hf_folder(tmp_path / "m")
+    model = load_llama(path, attention=ScaledSDPA)
+    scales = [block.attn.kernel.scale for block in model.blocks]
+    assert len(scales) == 2 and all(not t.is_meta and torch.equal(t, torch.ones(4)) for t in scales)
+    stored = load_file(path / "model.safetensors")
+    for name, tensor in to_hf_state_dict(model).items():
+        assert torch.equal(tensor, stored[name]), name
+    with pytest.raises(ValueError, match=r"parameters with no transformers Llama equivalent: "
+                                         r"blocks.0.attn.kernel.gate, blocks.1.attn.kernel.gate"):
+        load_llama(path, attention=GatedSDPA)
+    with pytest.raises(TypeError, match=r"load_llama\(\) got unknown dimension\(s\) size; allowed: vocab_size, "):
+        load_llama(path, size="7b")
 
 
 # ---- export: run folder -> Hugging Face folder -> transformers / rizzrun -----------------------------
@@ -215,7 +243,7 @@ def test_export_loads_in_transformers_and_back(tmp_path, overrides):
     assert ("lm_head.weight" in stored) == (not model.config.tie_embeddings)
 
     theirs = hf_reference(out)  # asserts no missing / unexpected keys
-    ours_hf = model.to_hf_state_dict()
+    ours_hf = to_hf_state_dict(model)
     for name, tensor in theirs.state_dict().items():
         assert torch.equal(tensor, ours_hf[name]), name
     x = ids(T=60)
@@ -224,7 +252,7 @@ def test_export_loads_in_transformers_and_back(tmp_path, overrides):
         torch.testing.assert_close(theirs(x).logits, want, atol=1e-5, rtol=0)
     assert want.std() > 0.5
 
-    back = Llama(None, from_pretrained=str(out))
+    back = load_llama(out)
     assert dataclasses.replace(back.config, init_std=model.config.init_std) == model.config  # init_std: unused
     for name, tensor in model.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name
@@ -251,13 +279,13 @@ def test_export_bpe_tokenizer_matches_autotokenizer(tmp_path):
 
 def test_export_copies_a_hugging_face_tokenizer(tmp_path):
     """A run with tokenizer=hf exports that folder's own files; AutoTokenizer reads them back."""
-    hf_tokenizers = pytest.importorskip("rizzrun.tokenizers.hf")
     from rizzrun.tokenizers.bpe import BPETokenizer
+    from rizzrun.tokenizers.hf import HFTokenizer
 
     bpe = BPETokenizer(vocab_size=280, min_frequency=2, cache_dir=str(tmp_path / "cache"))
     bpe.prepare(lambda: ["the cat sat on the mat, the end"] * 20, "fixture-data")
     export_run(run_folder(tmp_path / "a", "tokenizer=bpe", "tokenizer.vocab_size=280", tokenizer=bpe), tmp_path / "src")
-    tok = hf_tokenizers.HFTokenizer(str(tmp_path / "src"))
+    tok = HFTokenizer(str(tmp_path / "src"))
     run_dir = run_folder(tmp_path / "b", "tokenizer=hf", f"tokenizer.path={tmp_path / 'src'}", tokenizer=tok)
     lines = export_run(run_dir, tmp_path / "out")
     assert any(line.startswith("tokenizer: the run's Hugging Face tokenizer files (") for line in lines), lines
@@ -329,7 +357,7 @@ def edit_tensors(path: Path, drop=(), add=None) -> Path:
 
 def load_error(path: Path, **kwargs) -> str:
     with pytest.raises(HFCheckpointError) as info:
-        Llama(None, from_pretrained=str(path), **kwargs)
+        load_llama(path, **kwargs)
     return str(info.value)
 
 
@@ -457,6 +485,8 @@ def test_validation_reads_config_json(tmp_path):
         "supported: \"llama\" (transformers LlamaForCausalLM checkpoints)",
         f"model.from_pretrained='{small}': {small / 'config.json'}: mlp_bias=true is not supported; supported: "
         "false (rizzrun's Llama has no biases)"]
+    assert problems_of("model.from_pretrained=3") == [  # read by the runner, still type-checked
+        "model.from_pretrained=3: expected str or null, got int; quote it to pass text: model.from_pretrained='3'"]
     assert problems_of("model.rope_scaling={rope_type: yarn}") == [
         "model.rope_scaling.rope_type=\"yarn\": is not supported; supported: \"default\", \"llama3\" ('llama3': "
         "Llama 3.1 frequency scaling, arXiv 2407.21783)"]

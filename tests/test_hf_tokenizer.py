@@ -21,6 +21,7 @@ import pytest
 
 from rizzrun.config import ConfigError, load
 from rizzrun.config.resume import override_value
+from rizzrun.errors import InputError
 from rizzrun.tokenizers import META_FILE, load_tokenizer
 from rizzrun.tokenizers.hf import HFTokenizer, folder_vocab_size
 
@@ -441,12 +442,12 @@ def test_pickles_for_datasets_map(toks):
 # --- bad folders ---------------------------------------------------------------------------------------
 
 def test_bad_folders_name_the_path(tmp_path, folders):
-    with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'nope'} does not exist: tokenizer.path must be"):
+    with pytest.raises(InputError, match=rf"{tmp_path / 'nope'} does not exist: tokenizer.path must be"):
         HFTokenizer(str(tmp_path / "nope"))
     (tmp_path / "file.json").write_text("{}")
-    with pytest.raises(NotADirectoryError, match=r"file.json is a file: tokenizer.path must be the folder"):
+    with pytest.raises(InputError, match=r"file.json is a file: tokenizer.path must be the folder"):
         HFTokenizer(str(tmp_path / "file.json"))
-    with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'tokenizer.json'} not found"):
+    with pytest.raises(InputError, match=rf"{tmp_path / 'tokenizer.json'} not found"):
         HFTokenizer(str(tmp_path))
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ValueError, match=rf"{tmp_path / 'tokenizer.json'}: not readable JSON"):

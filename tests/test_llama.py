@@ -6,8 +6,10 @@ import sys
 
 import pytest
 import torch
+import transformers
 
 from rizzrun.attention.naive import NaiveAttention
+from rizzrun.models.hf_llama import from_hf_state_dict, to_hf_state_dict
 from rizzrun.models.llama import Llama
 from rizzrun.models.llama_sizes import LLAMA_SIZES, llama_dim_errors, resolve_llama_dims
 
@@ -117,7 +119,6 @@ def test_attention_factory_is_called_per_layer():
 # ---- transformers parity -------------------------------------------------------------------
 
 def _hf_model(cfg, attn_implementation):
-    transformers = pytest.importorskip("transformers")
     hf_cfg = transformers.LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
         num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
@@ -134,7 +135,7 @@ def _hf_model(cfg, attn_implementation):
 def test_logits_match_transformers(tied, n_kv_head, impl):
     model = _model(tie_embeddings=tied, n_kv_head=n_kv_head)
     hf = _hf_model(model.config, impl)
-    hf.load_state_dict(model.to_hf_state_dict(), strict=True)
+    hf.load_state_dict(to_hf_state_dict(model), strict=True)
     ids = _ids(T=model.config.max_seq_len)
     with torch.no_grad():
         ours, theirs = model(ids), hf(ids).logits
@@ -146,8 +147,8 @@ def test_logits_match_transformers(tied, n_kv_head, impl):
 def test_hf_state_dict_round_trip(tied):
     hf = _hf_model(_model(tie_embeddings=tied).config, "eager")
     hf_sd = hf.state_dict()
-    model = Llama(V, **SMALL, tie_embeddings=tied).from_hf_state_dict(hf_sd)
-    back = model.to_hf_state_dict()
+    model = from_hf_state_dict(Llama(V, **SMALL, tie_embeddings=tied), hf_sd)
+    back = to_hf_state_dict(model)
     assert back.keys() == hf_sd.keys()
     for name, t in hf_sd.items():
         assert torch.equal(back[name], t), name
@@ -156,25 +157,25 @@ def test_hf_state_dict_round_trip(tied):
         torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-5, rtol=0)
 
     # and rizzrun -> transformers names -> a fresh rizzrun model: identical tensors
-    fresh = Llama(V, **SMALL, tie_embeddings=tied, init_std=0.5).from_hf_state_dict(back)
+    fresh = from_hf_state_dict(Llama(V, **SMALL, tie_embeddings=tied, init_std=0.5), back)
     for name, t in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], t), name
 
 
 def test_hf_state_dict_errors():
     tied = _model(tie_embeddings=True)
-    sd = tied.to_hf_state_dict()
+    sd = to_hf_state_dict(tied)
     del sd["lm_head.weight"]  # tied checkpoints often store the shared matrix once
-    tied.from_hf_state_dict(sd)
+    from_hf_state_dict(tied, sd)
     assert tied.lm_head.weight is tied.embed.weight
 
     untied = _model(tie_embeddings=False)
-    sd = untied.to_hf_state_dict()
+    sd = to_hf_state_dict(untied)
     del sd["lm_head.weight"]
     sd["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(32)
     with pytest.raises(ValueError, match=r"unknown keys \['model.layers.0.self_attn.q_proj.bias'\], "
                                          r"missing keys \['lm_head.weight'\]"):
-        untied.from_hf_state_dict(sd)
+        from_hf_state_dict(untied, sd)
 
 
 def test_state_dict_names():
@@ -286,3 +287,28 @@ def test_llama_dim_errors():
 def test_llama_sizes_imports_no_torch():
     code = "import rizzrun.models.llama_sizes, rizzrun.models, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_file_imports_nothing_from_interop():
+    """Interop depends on the model, never the reverse (issue 11): importing the model loads no
+    Hugging Face code, and the RoPE-scaling checks it shares with config.json reading need no torch."""
+    code = ("import sys, rizzrun.models.rope_scaling; assert 'torch' not in sys.modules\n"
+            "import rizzrun.models.llama\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('rizzrun.models.hf', 'transformers', 'safetensors'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_meta_model_loads_weights_without_a_copy():
+    """The loading path of `hf_llama.load_llama`: built on meta, RoPE tables on the real device,
+    weights assigned (the model's parameters are the given tensors, not copies)."""
+    reference = _model(tie_embeddings=False)
+    with torch.device("meta"):
+        model = Llama(V, **{**SMALL, "init_std": 0.1, "tie_embeddings": False})
+    model.reset_rope("cpu")
+    state = {k: t.clone() for k, t in reference.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    assert model.embed.weight.data_ptr() == state["embed.weight"].data_ptr()
+    torch.testing.assert_close(model.rope_cos, reference.rope_cos, atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(_ids()), reference(_ids()), atol=0, rtol=0)

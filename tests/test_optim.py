@@ -37,7 +37,7 @@ def test_param_groups_membership():
 
 
 def test_betas_from_a_config_list():
-    omegaconf = pytest.importorskip("omegaconf")
+    import omegaconf
     opt = adamw(Tiny(), betas=omegaconf.OmegaConf.create([0.8, 0.99]))
     assert opt.defaults["betas"] == (0.8, 0.99)
 

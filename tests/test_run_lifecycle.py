@@ -160,7 +160,10 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_is_the_same_run(tmp_pat
     a = load_weights(run_dir / CHECKPOINTS / latest_name(run_dir) / WEIGHTS)
     b = load_weights(reference / CHECKPOINTS / latest_name(reference) / WEIGHTS)
     assert all(torch.equal(a[k], b[k]) for k in b)
-    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "completed"
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    assert summary["status"] == "completed"
+    assert summary["resumed"] == [{"from_checkpoint": f"step-{stopped_at:06d}", "step": stopped_at,
+                                   "previous_segment_ended": f"stopped by {sig.name}"}]
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_curve(tmp_path, cache):
@@ -172,12 +175,16 @@ def test_kill_9_then_resume_gives_the_uninterrupted_curve(tmp_path, cache):
     proc.kill()
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "running"  # all a SIGKILL leaves
     resumed = rizzrun(cache, *TINY, "trainer.max_steps=14", f"resume={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     reference = straight(tmp_path, cache, 14)
     assert curve(run_dir) == curve(reference)
     assert [r["step"] for r in curve(reference) if "train/loss" in r] == [3, 6, 9, 12]
     assert csv_steps(run_dir) == csv_steps(reference)
+    resumed_from = json.loads((run_dir / SUMMARY).read_text())["resumed"]
+    assert len(resumed_from) == 1 and resumed_from[0]["previous_segment_ended"] == "killed"
+    assert resumed_from[0]["from_checkpoint"] in ("step-000005", "step-000010")
 
 
 # --- divergence ------------------------------------------------------------------------------------
@@ -205,3 +212,45 @@ def test_skip_mode_skips_up_to_n_steps_then_stops(tmp_path, cache):
     summary = json.loads((run_dir / SUMMARY).read_text())
     assert summary["status"] == "diverged" and len(summary["skipped_nonfinite_steps"]) == 2
     assert "2 steps were skipped already" in done.stderr.strip().splitlines()[-1]
+
+
+def test_an_unwritable_output_root_is_one_line_before_anything_runs(tmp_path, cache):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = rizzrun(cache, *TINY, f"output_root={blocker}/runs")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: hydra.run.dir={blocker}/runs/") and "cannot create the run folder" in lines[0]
+    assert "output_root=" in lines[0]
+
+
+def test_claim_takes_the_next_free_name_and_refuses_a_named_folder_holding_a_run(tmp_path):
+    from rizzrun.errors import RunFolderBusy
+    from rizzrun.run_dirs import claim
+
+    first = claim(tmp_path / "12-00-00-tiny", unique=True)
+    second = claim(tmp_path / "12-00-00-tiny", unique=True)
+    assert (first.name, second.name) == ("12-00-00-tiny", "12-00-00-tiny-1") and second.is_dir()
+    assert claim(first, unique=False) == first  # an empty named folder is fine
+    (first / "metrics.jsonl").write_text("")
+    with pytest.raises(RunFolderBusy, match=r"resume="):
+        claim(first, unique=False)
+
+
+def test_a_bad_data_row_is_one_line_with_the_traceback_kept(tmp_path, cache):
+    """Bad input found only once the job reads it: `error: ...` naming the file, the row and the
+    key that would skip it; exit 2; the traceback in the run folder's error.txt."""
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document number {i} " * 20}) + "\n" for i in range(30))
+                    + '{"text": 17}\n')
+    run_dir = tmp_path / "bad-data"
+    done = rizzrun(cache, *[o for o in TINY if not o.startswith("data.max_docs")], "data=text",
+                   f"data.train_files={data}", "data.val_fraction=0.2", "trainer.max_steps=2",
+                   f"hydra.run.dir={run_dir}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(data) in lines[0], done.stderr
+    assert "row 30" in lines[0] and "data.on_bad_row=skip" in lines[0]
+    assert "Traceback" in (run_dir / "error.txt").read_text()
+    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "bad input"

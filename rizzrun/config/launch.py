@@ -20,19 +20,19 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from rizzrun import paths
+from rizzrun import layout, paths
 from rizzrun.config import catalog
 from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
-from rizzrun.config.errors import ConfigError, show
-from rizzrun.config.resume import override_value, resume_folder
+from rizzrun.config.errors import ConfigError
+from rizzrun.config.resume import override_value, requests_resume, resumed_job, with_overrides
 from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 
 log = logging.getLogger("rizzrun")
 
 EXIT_CONFIG = 2  # the config is wrong: nothing ran
 EXIT_FAILED_JOBS = 1  # a sweep ran, some of its jobs failed
-ERROR_FILE = "error.txt"
+ERROR_FILE = layout.ERROR
 
 
 def fail(error: Exception | str) -> None:
@@ -53,29 +53,29 @@ def launch(argv: list[str]) -> int:
 
 
 def check(args, argv: list[str]) -> list[str]:
-    """Validate what Hydra is about to run; returns argv, with `hydra.run.dir` added for resume."""
+    """Validate what Hydra is about to run; returns argv. For resume, argv's overrides become the
+    resumed job's (the run's own, then the user's: rizzrun.config.resume) and `hydra.run.dir`
+    names the run folder."""
     if args.help or args.hydra_help or args.info or args.shell_completion \
             or args.experimental_rerun or args.config_path or args.config_dir:
         return argv  # nothing runs, or configs come from elsewhere: Hydra's own checks apply
     config_name = args.config_name or CONFIG_NAME
+    # A resumed job is composed and validated as it will run: on the run's own config.
+    resuming = not args.multirun and requests_resume(args.overrides)
     if args.cfg:  # shown even if invalid, but it must compose (a sweep: its first job)
+        if resuming:
+            return with_overrides(argv, args.overrides, resumed_job(args.overrides, config_name).overrides)
         compose(sweep_jobs(args.overrides)[0] if args.multirun else args.overrides, config_name=config_name)
         return argv
-    configs = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)
-    if args.multirun:
-        return argv
-    cfg = configs[0]
-    if args.multirun:
-        return claim_folder(cfg, args.overrides, argv, "hydra.sweep.dir")
-    folder = resume_folder(cfg)
-    if folder is not None:
-        if any(o.lstrip("+").startswith("hydra.run.dir=") for o in args.overrides):
-            raise ConfigError(f"resume={show(cfg.resume)}: resume picks the run folder itself; drop hydra.run.dir, "
-                              "or give the folder as resume=PATH")
-        argv = [*argv, f"hydra.run.dir={override_value(folder)}"]
-        print(f"resuming {folder}", file=sys.stderr)
-        return argv
-    return claim_folder(cfg, args.overrides, argv, "hydra.run.dir")
+    if not resuming:
+        cfg = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)[0]
+        if args.multirun:
+            return claim_folder(cfg, args.overrides, argv, "hydra.sweep.dir")
+        if cfg.get("resume", False) in (False, None):
+            return claim_folder(cfg, args.overrides, argv, "hydra.run.dir")
+    resumed = resumed_job(args.overrides, config_name)
+    print(resumed.summary(), file=sys.stderr)
+    return [*with_overrides(argv, args.overrides, resumed.overrides), f"hydra.run.dir={override_value(resumed.folder)}"]
 
 
 def claim_folder(cfg: DictConfig, overrides: list[str], argv: list[str], key: str) -> list[str]:

@@ -97,6 +97,10 @@ REQUIRED_GROUPS: tuple[str, ...] = (
 # Arguments the runner passes at instantiate time, so the config may leave them null or out.
 RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention")}
 
+# Keys the runner reads from a component node itself, never passing them to the target, with their
+# types: model.from_pretrained=PATH loads a Hugging Face folder (rizzrun.runner.build).
+RUNNER_READ: dict[str, dict[str, object]] = {"model": {"from_pretrained": Optional[str]}}
+
 BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
 
 # Ranges of one component's arguments, by its target: "package.module.Class" -> {key: ((op, bound), ...)}.

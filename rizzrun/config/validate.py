@@ -241,7 +241,10 @@ def _check_component(group: str, path: str, node: dict, targets: dict) -> list[s
     params = [p for p in target.params if p.kind in ("positional_only", "normal")]
     consumed = {p.name for p in params[: len(positional)]}
     by_name = {p.name: p for p in target.keyword_params()}
-    keys = [k for k in node if k not in _RESERVED]
+    read = schema.RUNNER_READ.get(path, {})
+    for key, tp in read.items():
+        out += _check_value(f"{path}.{key}", node[key], typespec.from_type(tp)) if key in node else []
+    keys = [k for k in node if k not in _RESERVED and k not in read]
     for key in keys:
         if key not in by_name and not target.takes_any_keyword():
             out.append(message(f"{path}.{key}={show(node[key])}", f"{name} has no parameter '{key}' ({target.file})",

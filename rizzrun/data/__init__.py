@@ -1,8 +1,12 @@
 """Datasets: where examples come from and how they are batched.
 
-`PyDocCorpus` (built-in stdlib-docstring corpus) and `TextFiles` (local .txt/.jsonl/.parquet)
-share the LM pipeline in `rizzrun.data.lm`. Imported lazily: importing this package costs
-nothing and pulls in neither torch nor datasets.
+`PyDocCorpus` (pydoc.py, built-in stdlib-docstring corpus), `TextFiles` (text.py, local
+.txt/.jsonl/.parquet) and `HFDataset` (hf.py, a Hugging Face `datasets` corpus) share the LM
+pipeline in `lm.py` (tokenize, pack with a padded last block, batch). HFDataset's other jobs
+each have a module: hf_source.py (find and load the source, check its text column),
+hf_fingerprint.py, holdout.py (which rows validate), hf_stream.py (the streaming plan and its
+resume bookkeeping), hf_views.py (stream adapters). Imported lazily: importing this package
+costs nothing and pulls in neither torch nor datasets.
 """
 
 __all__ = ["PyDocCorpus", "TextFiles"]

@@ -5,17 +5,22 @@ fingerprint, tokenizer fingerprint, split), so a second run reads the ids back i
 tokenizing again.
 
 Pack: documents are joined with the EOS id between them into one token stream s of length N;
-block k is s[k*T : k*T + T + 1] (T = seq_len), for k < (N - 1) // T. Consecutive blocks overlap
-by one token, so every token but s[0] is a target exactly once; the tail that does not fill a
-block is dropped and counted. input_ids = block[:-1], labels = block[1:].
+block k is s[k*T : k*T + T + 1] (T = seq_len), for k < ceil((N - 1) / T). Consecutive blocks
+overlap by one token, so every token but s[0] is a target exactly once. The last block, when
+the stream does not fill it, is padded with PAD: its padded positions have input id 0 and label
+-100 (the objectives' ignore_index), so they are in no loss. input_ids = block[:-1],
+labels = block[1:].
 
 Streaming corpora (`HFDataset(streaming=True)`) pack on the fly with `iter_blocks`, which
 yields exactly the blocks `pack_documents` cuts from the same documents in the same order.
 
-Stream: training batch i belongs to epoch i // batches_per_epoch; each epoch visits the blocks
-in a permutation drawn from a torch.Generator seeded by (seed, epoch), last partial batch
-dropped so every step has the same shape. Batch i is a pure function of (data, seed, i), which
-is what makes `train_batches(start=i)` an exact resume.
+Stream: with n training blocks and b = min(batch_size, n), training batch i belongs to epoch
+i // P, P = n // b; each epoch visits the blocks in a permutation drawn from a torch.Generator
+seeded by (seed, epoch) and cuts it into P batches of b blocks (the n - P*b left over sit out
+that epoch), so every step has the same shape. A split with fewer blocks than batch_size gives
+one smaller batch per epoch: all n blocks, in that epoch's order. Batch i is a pure function of
+(data, seed, i), which is what makes `train_batches(start=i)` an exact resume. Only an empty
+split (no token to predict) is an error; every split's problem is reported in one message.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import torch
 
 # Bump when tokenized cache files change meaning (columns, packing inputs).
 PIPELINE_VERSION = 1
+PAD = -1  # a padded position of a block: input 0, label IGNORE (see _batch)
+IGNORE = -100  # the label of a position without a target: the objectives' ignore_index
 
 
 def stable_unit(key: str) -> float:
@@ -104,12 +111,14 @@ def tokenize_dataset(dataset, tokenizer, cache_file: str | Path, fingerprint: st
 
 
 def pack_documents(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]:
-    """Join documents with `eos_id` and cut blocks of seq_len + 1 tokens at stride seq_len.
+    """Join documents with `eos_id` and cut blocks of seq_len + 1 tokens at stride seq_len, the
+    last one padded with PAD when the stream does not fill it.
 
     docs: a list of id lists, or a pyarrow (Chunked)Array of lists.
     Returns (blocks, info): blocks is a (n_blocks, seq_len + 1) int32 tensor (a strided view
-    of the stream); info has documents, tokens (stream length, separators included),
-    blocks, dropped_tokens.
+    of the padded stream); info has documents, tokens (stream length, separators included),
+    blocks, dropped_tokens (tokens in no block: the whole stream when it has fewer than 2
+    tokens, else 0), padding (PAD positions in the last block).
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -120,25 +129,25 @@ def pack_documents(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]
     lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     n_tokens = int(flat.size) + max(n_docs - 1, 0)
-    stream = np.full(n_tokens, eos_id, dtype=np.int32)
+    n_blocks = -(-max(n_tokens - 1, 0) // seq_len)  # ceil((N - 1) / T)
+    padded = n_blocks * seq_len + 1 if n_blocks else n_tokens
+    stream = np.full(padded, eos_id, dtype=np.int32)
+    stream[n_tokens:] = PAD
     # Token j of the flat values belongs to document d(j); it moves right by d(j) separators.
     stream[np.arange(flat.size) + np.repeat(np.arange(n_docs), lengths)] = flat
-    n_blocks = max(n_tokens - 1, 0) // seq_len
     stream_t = torch.from_numpy(stream)
     if n_blocks:
-        blocks = stream_t[: n_blocks * seq_len + 1].unfold(0, seq_len + 1, seq_len)
+        blocks = stream_t.unfold(0, seq_len + 1, seq_len)
     else:
         blocks = torch.empty((0, seq_len + 1), dtype=torch.int32)
     info = {
         "documents": n_docs,
         "tokens": n_tokens,
         "blocks": n_blocks,
-        "dropped_tokens": n_tokens - (n_blocks * seq_len + 1) if n_blocks else n_tokens,
+        "dropped_tokens": 0 if n_blocks else n_tokens,
+        "padding": padded - n_tokens,
     }
     return blocks, info
-
-
-PAD = -1  # a padded position of a block: input 0, label ignored (see _batch)
 
 
 def pack_by_document(docs, eos_id: int, seq_len: int) -> tuple[torch.Tensor, dict]:
@@ -171,12 +180,12 @@ PACKINGS = {"concat": pack_documents, "document": pack_by_document}
 
 def iter_blocks(docs, eos_id: int, seq_len: int, tally: dict | None = None):
     """The streaming form of `pack_documents`: yields, one at a time, the same (seq_len + 1,)
-    int32 numpy blocks that `pack_documents` cuts from the same documents in the same order,
-    holding at most one block plus one document in memory.
+    int32 numpy blocks that `pack_documents` cuts from the same documents in the same order
+    (the short last block padded), holding at most one block plus one document in memory.
 
     docs: an iterable of id sequences. tally: a dict updated in place with documents, tokens
-    (stream length, separators included), blocks, as the documents go by, and
-    dropped_tokens once the documents are exhausted: the same numbers `pack_documents` reports.
+    (stream length, separators included), blocks, as the documents go by, and dropped_tokens
+    and padding once the documents are exhausted: the same numbers `pack_documents` reports.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -198,37 +207,57 @@ def iter_blocks(docs, eos_id: int, seq_len: int, tally: dict | None = None):
             yield buf[k * seq_len : k * seq_len + width].copy()
         tally["blocks"] += n
         buf = buf[n * seq_len :]  # the last token of the last block starts the next one
-    tally["dropped_tokens"] = len(buf) - 1 if tally["blocks"] else tally["tokens"]
+    tally["padding"] = 0
+    if len(buf) >= 2:  # a short last block: padded, as pack_documents pads it
+        tally["blocks"] += 1
+        tally["padding"] = width - len(buf)
+        yield np.concatenate([buf, np.full(width - len(buf), PAD, dtype=np.int32)])
+    tally["dropped_tokens"] = 0 if tally["blocks"] else tally["tokens"]
 
 
 def _batch(blocks: torch.Tensor) -> dict[str, torch.Tensor]:
     x = blocks.long()
     inputs, labels = x[:, :-1], x[:, 1:]
-    if (x < 0).any():  # PAD from document packing: any id as input (causal: it sees nothing
-        # real after it), never a target
-        inputs, labels = inputs.clamp_min(0), labels.masked_fill(labels < 0, -100)
+    if (x < 0).any():  # PAD: any id as input (causal: nothing real comes after it), never a target
+        inputs, labels = inputs.clamp_min(0), labels.masked_fill(labels < 0, IGNORE)
     return {"input_ids": inputs.contiguous(), "labels": labels.contiguous()}
+
+
+SPLIT_NAMES = {"train": "training", "val": "validation"}
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def empty_splits_error(problems: list[str]):
+    """Every split problem in one one-line InputError (train first)."""
+    from rizzrun.errors import InputError
+
+    return InputError("; ".join(problems))
 
 
 class LMCorpus:
     """Base of the text corpora: subclasses supply `fingerprint`, `_split_datasets()` and
     `_skipped`; this class tokenizes, packs and streams batches of kind "lm".
 
-    Subclasses may set `num_proc` (tokenization workers), `drop_blank` (leave out empty or
-    whitespace-only documents while tokenizing) and `_val_hint` (how to get more validation
-    data, for the too-little-data error).
+    Subclasses may set `num_proc` (tokenization workers) and `drop_blank` (leave out empty or
+    whitespace-only documents while tokenizing), and override `_split_origin` (the data key that
+    decides what a split holds, and how to get more, for the empty-split error). setup() raises
+    one InputError naming every split with no token to predict.
     """
 
     num_proc: int | None = None
     drop_blank: bool = False
     packing: str = "concat"  # or "document": see PACKINGS
-    _val_hint = " (val_files, or a larger val_fraction)"
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, cache_dir: str | None):
         for name, value, low in (("seq_len", seq_len, 1), ("batch_size", batch_size, 1), ("seed", seed, None)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+                from rizzrun.errors import InputError
+
                 need = "an integer" + (f" >= {low}" if low is not None else "")
-                raise ValueError(f"{type(self).__name__} {name}={value!r}: must be {need}")
+                raise InputError(f"data.{name}={value!r}: must be {need} ({type(self).__name__})")
         self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -248,16 +277,23 @@ class LMCorpus:
         corpus has no validation split by configuration."""
         raise NotImplementedError
 
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        """(`key=value` of the setting that decides what `split` holds, how to get more data
+        into it): the two ends of the empty-split message."""
+        if split == "val":
+            return f"data.val_fraction={getattr(self, 'val_fraction', '?')}", (
+                "raise data.val_fraction, or set data.val_fraction=0 for no validation")
+        return f"data={type(self).__name__}", "add documents"
+
     # -- pipeline --------------------------------------------------------------------------
 
     def setup(self, tokenizer, cache_dir: str | None = None) -> None:
         """Tokenize every split (cached under <cache_dir>/tokenized/) and pack it into blocks.
         `tokenizer` must already be prepared."""
-        from rizzrun.tokenizers import cache_root
+        from rizzrun.paths import cache_root
 
         root = cache_root(cache_dir or self.cache_dir) / "tokenized"
-        name = type(self).__name__
-        blocks, split_stats = {}, {}
+        blocks, split_stats, problems = {}, {}, []
         for split, ds in self._split_datasets().items():
             drop = "|drop-blank" if self.drop_blank else ""
             key = hashlib.sha256(
@@ -270,18 +306,18 @@ class LMCorpus:
             info["bytes"] = int(pc.sum(table.column("bytes")).as_py() or 0)
             split_stats[split] = info
             if info["blocks"] == 0:
-                raise ValueError(
-                    f"{name}: the {split} split has {info['tokens']} tokens ({info['documents']} documents "
-                    f"joined with EOS), fewer than one block of seq_len + 1 = {self.seq_len + 1}; "
-                    f"add data{self._val_hint if split == 'val' else ''} or lower seq_len"
-                )
-        if split_stats["train"]["blocks"] < self.batch_size:
-            raise ValueError(
-                f"{name}: the train split has {split_stats['train']['blocks']} blocks of seq_len "
-                f"{self.seq_len}, fewer than batch_size={self.batch_size}; add data or lower "
-                f"batch_size or seq_len"
-            )
+                problems.append(self._empty_problem(split, info, rows=len(ds)))
+        if problems:
+            raise empty_splits_error(problems)
         self._blocks, self._split_stats = blocks, split_stats
+
+    def _empty_problem(self, split: str, info: dict, rows: int | None = None) -> str:
+        """The empty-split message of `split` after tokenization (info: its packing counts)."""
+        setting, fix = self._split_origin(split)
+        blank = rows - info["documents"] if rows is not None else 0
+        why = (plural(info["documents"], "document") + (f" ({plural(blank, 'blank row')} dropped)" if blank else "")
+               + f" holding {plural(info['tokens'], 'token')}, none to predict")
+        return f"{setting}: the {SPLIT_NAMES[split]} split is empty ({why}): {fix}"
 
     def _require_setup(self) -> dict[str, torch.Tensor]:
         if self._blocks is None:
@@ -289,8 +325,13 @@ class LMCorpus:
         return self._blocks
 
     @property
+    def train_batch_size(self) -> int:
+        """Blocks per training batch: batch_size, or every training block when there are fewer."""
+        return min(self.batch_size, len(self._require_setup()["train"]))
+
+    @property
     def batches_per_epoch(self) -> int:
-        return len(self._require_setup()["train"]) // self.batch_size
+        return len(self._require_setup()["train"]) // self.train_batch_size
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The permutation of training blocks visited in `epoch`."""
@@ -298,12 +339,12 @@ class LMCorpus:
         return torch.randperm(len(self._require_setup()["train"]), generator=g)
 
     def train_batches(self, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        """Infinite stream of {"input_ids", "labels"} (batch_size, seq_len) long tensors,
-        beginning at global batch index `start`."""
+        """Infinite stream of {"input_ids", "labels"} (b, seq_len) long tensors, b =
+        train_batch_size, beginning at global batch index `start` (see the module docstring)."""
         if int(start) != start or start < 0:
             raise ValueError(f"train_batches start={start!r}: must be an integer >= 0")
         blocks = self._require_setup()["train"]
-        per_epoch, b = self.batches_per_epoch, self.batch_size
+        per_epoch, b = self.batches_per_epoch, self.train_batch_size
         epoch, i = divmod(int(start), per_epoch)
         while True:
             order = self.epoch_order(epoch)
@@ -323,7 +364,7 @@ class LMCorpus:
     @property
     def stats(self) -> dict:
         """{"train": {...}, "val": {...}, "skipped": {reason: rows}}; split entries (documents,
-        tokens, blocks, dropped_tokens, bytes) appear after setup."""
+        tokens, blocks, dropped_tokens, padding, bytes) appear after setup."""
         out = {split: dict(info) for split, info in self._split_stats.items()}
         out["skipped"] = dict(self._skipped)
         return out

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.errors import InputError
 
 # Bump when extraction changes what it produces: the on-disk cache and fingerprint follow it.
 EXTRACT_VERSION = 1
@@ -122,7 +123,7 @@ def load_or_extract(cache_dir: str | None = None, root: Path | None = None):
     and saved there (written to a temporary folder, then renamed into place)."""
     from datasets import Dataset, load_from_disk
 
-    from rizzrun.tokenizers import cache_root
+    from rizzrun.paths import cache_root
 
     root = Path(root) if root is not None else stdlib_dir()
     files = stdlib_files(root)
@@ -182,19 +183,19 @@ class PyDocCorpus(LMCorpus):
     ):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"PyDocCorpus val_fraction={val_fraction!r}: must be in [0, 1)")
+            raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
         if max_docs is not None and (int(max_docs) != max_docs or max_docs < 1):
-            raise ValueError(f"PyDocCorpus max_docs={max_docs!r}: must be None or an integer >= 1")
+            raise InputError(f"data.max_docs={max_docs!r}: must be null or an integer >= 1")
         if max_train_docs is not None and (int(max_train_docs) != max_train_docs or max_train_docs < 1):
-            raise ValueError(f"PyDocCorpus max_train_docs={max_train_docs!r}: must be None or an integer >= 1")
+            raise InputError(f"data.max_train_docs={max_train_docs!r}: must be null or an integer >= 1")
         if int(min_chars) != min_chars or min_chars < 0:
-            raise ValueError(f"PyDocCorpus min_chars={min_chars!r}: must be an integer >= 0")
+            raise InputError(f"data.min_chars={min_chars!r}: must be an integer >= 0")
         self.val_fraction = float(val_fraction)
         self.max_docs = None if max_docs is None else int(max_docs)
         self.min_chars = int(min_chars)
         self.max_train_docs = None if max_train_docs is None else int(max_train_docs)
         if packing not in PACKINGS:
-            raise ValueError(f"PyDocCorpus packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         self.packing = packing
         self._docs: dict[str, tuple[list[str], list[str]]] | None = None
         self._fingerprint: str | None = None
@@ -238,6 +239,14 @@ class PyDocCorpus(LMCorpus):
 
     def val_texts(self):
         return iter(self.documents()["val"][0])
+
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        if split == "val":
+            return (f"data.val_fraction={self.val_fraction}",
+                    "raise data.val_fraction or data.max_docs, or set data.val_fraction=0 for no validation")
+        if self.max_train_docs is not None:
+            return f"data.max_train_docs={self.max_train_docs}", "raise data.max_train_docs"
+        return f"data.max_docs={self.max_docs}", "raise data.max_docs or lower data.min_chars"
 
     def _split_datasets(self) -> dict:
         from datasets import Dataset

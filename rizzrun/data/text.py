@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rizzrun.data.lm import LMCorpus, stable_unit
+from rizzrun.data.lm import SPLIT_NAMES, LMCorpus, empty_splits_error, plural, stable_unit
+from rizzrun.errors import InputError
 
 SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".parquet")
 SAMPLE_BY = ("document", "paragraph", "line")
@@ -45,9 +46,20 @@ class _Bad:
         return f"{path}: {where}: {self.detail}"
 
 
+def show(value) -> str:
+    """A file list as the user types it on the command line: a, or [a,b]."""
+    if value is None:
+        return "null"
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    return "[" + ",".join(os.fspath(v) for v in value) + "]"
+
+
 def _expand(files, role: str) -> list[Path]:
+    """The files of data.<role> (a path, a glob or a list of them), checked to exist."""
     if files is None:
         return []
+    key = f"data.{role}={show(files)}"
     if isinstance(files, (str, os.PathLike)):
         files = [files]
     out = []
@@ -55,19 +67,17 @@ def _expand(files, role: str) -> list[Path]:
         f = os.fspath(f)
         matches = sorted(glob.glob(f)) if glob.has_magic(f) else [f]
         if not matches:
-            raise FileNotFoundError(f"TextFiles {role}: the pattern {f!r} matches no file")
+            raise InputError(f"{key}: the pattern {f!r} matches no file; name existing files")
         for m in matches:
             path = Path(m).expanduser()
             if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
-                raise ValueError(
-                    f"TextFiles {role}: {path} has an unsupported extension {path.suffix!r}; "
-                    f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
-                )
+                raise InputError(f"{key}: {path} has an unsupported extension {path.suffix!r}; "
+                                 f"supported: {', '.join(SUPPORTED_EXTENSIONS)}")
             if not path.is_file():
-                raise FileNotFoundError(f"TextFiles {role}: {path} does not exist or is not a file")
+                raise InputError(f"{key}: {path} does not exist or is not a file; name existing files")
             out.append(path)
     if not out and role == "train_files":
-        raise ValueError("TextFiles train_files: no files given; pass a path, a glob or a list of them")
+        raise InputError(f"{key}: no files given; pass a path, a glob or a list of them")
     return out
 
 
@@ -163,13 +173,14 @@ class TextFiles(LMCorpus):
     ):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         if sample_by not in SAMPLE_BY:
-            raise ValueError(f"TextFiles sample_by={sample_by!r}: valid values are {', '.join(SAMPLE_BY)}")
+            raise InputError(f"data.sample_by={sample_by!r}: valid values are {', '.join(SAMPLE_BY)}")
         if on_bad_row not in ON_BAD_ROW:
-            raise ValueError(f"TextFiles on_bad_row={on_bad_row!r}: valid values are {', '.join(ON_BAD_ROW)}")
+            raise InputError(f"data.on_bad_row={on_bad_row!r}: valid values are {', '.join(ON_BAD_ROW)}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"TextFiles val_fraction={val_fraction!r}: must be in [0, 1)")
+            raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
         if not isinstance(text_field, str) or not text_field:
-            raise ValueError(f"TextFiles text_field={text_field!r}: must be a non-empty column name")
+            raise InputError(f"data.text_field={text_field!r}: must be a non-empty column name")
+        self._files_arg = {"train": train_files, "val": val_files}  # as given, for messages
         self.train_files = _expand(train_files, "train_files")
         self.val_files = _expand(val_files, "val_files")
         self.val_fraction = float(val_fraction)
@@ -197,7 +208,7 @@ class TextFiles(LMCorpus):
     # -- loading ---------------------------------------------------------------------------
 
     def _hf_cache(self) -> str:
-        from rizzrun.tokenizers import cache_root
+        from rizzrun.paths import cache_root
 
         return str(cache_root(self.cache_dir) / "hf_datasets")
 
@@ -317,23 +328,34 @@ class TextFiles(LMCorpus):
     def _load(self):
         """Load, check and split every file once."""
         from datasets import Value, concatenate_datasets
+        from datasets.exceptions import DatasetGenerationError
 
         if self._splits is not None:
             return self._splits
         loaders = {".txt": self._load_txt, ".jsonl": self._load_jsonl, ".parquet": self._load_parquet}
+        self._bad_rows = {"train": 0, "val": 0}
         skipped: Counter = Counter()
         examples: list[str] = []
         parts = {"train": [], "val": []}
         for role, files in (("train", self.train_files), ("val", self.val_files)):
             for path in files:
-                ds, rows, bad, blank = loaders[path.suffix.lower()](path)
+                try:
+                    ds, rows, bad, blank = loaders[path.suffix.lower()](path)
+                except (OSError, pa.ArrowException, DatasetGenerationError) as err:
+                    raise InputError(
+                        f"data.{role}_files={show(self._files_arg[role])}: cannot read {path} "
+                        f"({type(err).__name__}: {' '.join(str(err).split())}); fix the file or leave it out"
+                    ) from err
                 if bad and self.on_bad_row == "error":
                     more = f" ({len(bad) - 1} more bad rows in this file)" if len(bad) > 1 else ""
-                    raise ValueError(
-                        f"{bad[0].message(path)}{more}. Fix the data, or set on_bad_row=skip to "
+                    column = (" or set data.text_field to the field that holds the text,"
+                              if bad[0].reason == "missing_field" else "")
+                    raise InputError(
+                        f"{bad[0].message(path)}{more}. Fix the data,{column} or set data.on_bad_row=skip to "
                         f"drop bad rows and count them"
                     )
                 skipped.update(b.reason for b in bad)
+                self._bad_rows[role] += len(bad)
                 if blank:
                     skipped["blank_segment"] += blank
                 examples.extend(b.message(path) for b in bad[: max(0, 10 - len(examples))])
@@ -365,8 +387,40 @@ class TextFiles(LMCorpus):
         self._splits = splits
         return splits
 
+    def _empty_documents(self, role: str, splits: dict) -> str:
+        """Why split `role` holds no document, naming the key that decides it."""
+        skipped = self._bad_rows[role]
+        note = f"; {plural(skipped, 'bad row')} skipped (data.on_bad_row=skip)" if skipped else ""
+        total = sum(len(d) for d in splits.values())
+        held_out = not self.val_files and self.val_fraction > 0
+        if role == "train" and held_out and total:
+            detail = f"all {plural(total, 'document')} held out for validation"
+            setting = f"data.val_fraction={self.val_fraction}"
+            fix = "lower data.val_fraction or set data.val_files=PATH"
+        elif role == "val" and held_out:
+            detail = f"0 of the {plural(total, 'document')} held out"
+            setting, fix = self._split_origin(role)
+        else:
+            detail = f"0 documents{note}"
+            setting, fix = self._split_origin(role)
+        return f"{setting}: the {SPLIT_NAMES[role]} split is empty ({detail}): {fix}"
+
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        if split == "train":
+            return f"data.train_files={show(self._files_arg['train'])}", "add documents"
+        if self.val_files:
+            return (f"data.val_files={show(self._files_arg['val'])}",
+                    "add documents, or set data.val_files=null to hold out data.val_fraction of the training documents")
+        return (f"data.val_fraction={self.val_fraction}",
+                "raise data.val_fraction, set data.val_files=PATH, or set data.val_fraction=0 for no validation")
+
     def _split_datasets(self) -> dict:
-        return self._load()
+        """The splits, each holding at least one document (else one error naming every empty one)."""
+        splits = self._load()
+        problems = [self._empty_documents(role, splits) for role in splits if len(splits[role]) == 0]
+        if problems:
+            raise empty_splits_error(problems)
+        return splits
 
     def train_texts(self):
         for batch in self._load()["train"].iter(batch_size=1000):

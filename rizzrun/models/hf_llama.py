@@ -11,12 +11,14 @@ Reading: `hf_llama_dims(path)` turns config.json into the keyword arguments of `
 (`vocab_size`, `d_model`, ..., `rope_scaling`), refusing what rizzrun's Llama cannot compute
 exactly (another `model_type`, biases, an activation other than SiLU, RoPE types other than
 plain and Llama 3's); `load_hf_weights(model, path)` checks every tensor's name and shape from
-the safetensors headers before reading any data, then loads them through
-`Llama.from_hf_state_dict` (the name table of `rizzrun.models.llama`). `Llama(from_pretrained=PATH)`
-does both.
+the safetensors headers before reading any data, then loads them through `from_hf_state_dict`
+(the name table `HF_PARAM_NAMES`). `load_llama(path)` does both: it is what
+`model.from_pretrained=PATH` runs (`rizzrun.runner.build`).
 
 Writing: `hf_config_dict(model.config, ...)` is the config.json of a rizzrun model and
 `save_hf_llama(model, out_dir, ...)` writes a folder `transformers.AutoModelForCausalLM` loads.
+
+Interop depends on the model, never the reverse: `rizzrun.models.llama` imports nothing from here.
 
 Both config.json dialects are read: transformers < 5 (`rope_theta` and `rope_scaling` at the top
 level, `torch_dtype`) and >= 5 (`rope_parameters` holding `rope_theta` and the scaling keys,
@@ -29,20 +31,27 @@ imported); the functions that touch tensors import torch and safetensors themsel
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rizzrun.models.rope_scaling import (
+    LLAMA3_ROPE_KEYS,
+    SUPPORTED_ROPE_TYPES,
+    is_int,
+    is_number,
+    normalize_rope_scaling,
+    rope_scaling_problems,
+    show,
+)
+
+if TYPE_CHECKING:
+    from rizzrun.models.llama import Llama
 
 HF_CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-
-# The RoPE scaling of Llama 3.1 (arXiv 2407.21783): keys of `rope_scaling` besides `rope_type`.
-LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-SUPPORTED_ROPE_TYPES = ("default", "llama3")
 
 # rizzrun `Llama` argument -> the config.json field it comes from.
 HF_FIELDS: dict[str, str] = {
@@ -83,81 +92,6 @@ class HFCheckpointError(ValueError):
             if more:
                 text += f"\n  - ... and {more} more"
         super().__init__(text)
-
-
-def _show(value: Any) -> str:
-    """A config value as JSON spells it (true, null, 8.0, "llama3")."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# --- RoPE scaling -----------------------------------------------------------------------------
-
-def rope_scaling_problems(value: Any, key: str = "rope_scaling") -> list[str]:
-    """Problems with a `rope_scaling` argument of `Llama` ([] when it is usable).
-
-    Valid: None (plain RoPE), {"rope_type": "default"} (the same), or Llama 3's
-    {"rope_type": "llama3", "factor": > 0, "low_freq_factor": > 0,
-     "high_freq_factor": > low_freq_factor, "original_max_position_embeddings": int > 0}.
-    """
-    if value is None:
-        return []
-    if not isinstance(value, Mapping):  # a dict, or an OmegaConf DictConfig from the yaml
-        return [f"{key}={_show(value)} must be null or a mapping "
-                f"{{rope_type: llama3, {', '.join(LLAMA3_ROPE_KEYS)}}}"]
-    rope_type = value.get("rope_type", value.get("type"))
-    if rope_type == "default":
-        extra = sorted(set(value) - {"rope_type", "type"})
-        return [f"{key}.{k}={_show(value[k])}: rope_type 'default' takes no settings; "
-                f"remove it or use rope_type 'llama3'" for k in extra]
-    if rope_type != "llama3":
-        return [f"{key}.rope_type={_show(rope_type)} is not supported; supported: "
-                f"{', '.join(_show(t) for t in SUPPORTED_ROPE_TYPES)} "
-                "('llama3': Llama 3.1 frequency scaling, arXiv 2407.21783)"]
-    out = []
-    unknown = sorted(set(value) - {"rope_type", "type", *LLAMA3_ROPE_KEYS})
-    if unknown:
-        out.append(f"{key} has unknown key(s) {', '.join(unknown)}; llama3 scaling takes: "
-                   f"rope_type, {', '.join(LLAMA3_ROPE_KEYS)}")
-    missing = [k for k in LLAMA3_ROPE_KEYS if value.get(k) is None]
-    if missing:
-        out.append(f"{key} (rope_type 'llama3') is missing {', '.join(missing)}; it needs "
-                   f"{', '.join(LLAMA3_ROPE_KEYS)}")
-    for k in ("factor", "low_freq_factor", "high_freq_factor"):
-        v = value.get(k)
-        if v is not None and not (_is_number(v) and v > 0):
-            out.append(f"{key}.{k}={_show(v)} must be a positive number")
-    low, high = value.get("low_freq_factor"), value.get("high_freq_factor")
-    if _is_number(low) and _is_number(high) and 0 < low and 0 < high <= low:
-        out.append(f"{key}.high_freq_factor={_show(high)} must be greater than "
-                   f"low_freq_factor={_show(low)} (the two bound the smoothly scaled band)")
-    orig = value.get("original_max_position_embeddings")
-    if orig is not None and not (_is_int(orig) and orig > 0):
-        out.append(f"{key}.original_max_position_embeddings={_show(orig)} must be a positive integer")
-    return out
-
-
-def normalize_rope_scaling(value: Any, key: str = "rope_scaling") -> dict | None:
-    """`value` checked and in canonical form: None for plain RoPE, else
-    {"rope_type": "llama3", "factor": float, "low_freq_factor": float, "high_freq_factor": float,
-    "original_max_position_embeddings": int}. Raises ValueError naming the bad key and value."""
-    problems = rope_scaling_problems(value, key)
-    if problems:
-        raise ValueError("; ".join(problems))
-    if value is None or value.get("rope_type", value.get("type")) == "default":
-        return None
-    return {"rope_type": "llama3", **{k: float(value[k]) for k in LLAMA3_ROPE_KEYS[:3]},
-            "original_max_position_embeddings": int(value["original_max_position_embeddings"])}
 
 
 # --- config.json -> Llama arguments -------------------------------------------------------------
@@ -202,27 +136,27 @@ def llama_kwargs_from_hf_config(config: dict, where: str | os.PathLike = HF_CONF
     problems: list[str] = []
     model_type = config.get("model_type")
     if model_type != "llama":
-        problems.append(f"model_type={_show(model_type)} is not supported; supported: \"llama\" "
+        problems.append(f"model_type={show(model_type)} is not supported; supported: \"llama\" "
                         "(transformers LlamaForCausalLM checkpoints)")
     architectures = config.get("architectures")
     if architectures and "LlamaForCausalLM" not in architectures:
-        problems.append(f"architectures={_show(architectures)} is not supported; supported: "
+        problems.append(f"architectures={show(architectures)} is not supported; supported: "
                         "[\"LlamaForCausalLM\"]")
     for field in ("attention_bias", "mlp_bias"):
         value = config.get(field, False)
         if value is not False:
-            problems.append(f"{field}={_show(value)} is not supported; supported: false "
+            problems.append(f"{field}={show(value)} is not supported; supported: false "
                             "(rizzrun's Llama has no biases)")
     act = config.get("hidden_act", _HF_DEFAULTS["hidden_act"])
     if act != "silu":
-        problems.append(f"hidden_act={_show(act)} is not supported; supported: \"silu\" (SwiGLU)")
+        problems.append(f"hidden_act={show(act)} is not supported; supported: \"silu\" (SwiGLU)")
 
     dims: dict[str, Any] = {}
     for field in _REQUIRED_FIELDS:
         if config.get(field) is None:
             problems.append(f"{field} is missing; a Llama config.json gives {', '.join(_REQUIRED_FIELDS)}")
-        elif not (_is_int(config[field]) and config[field] > 0):
-            problems.append(f"{field}={_show(config[field])} must be a positive integer")
+        elif not (is_int(config[field]) and config[field] > 0):
+            problems.append(f"{field}={show(config[field])} must be a positive integer")
     for ours, field in HF_FIELDS.items():
         if field in config and ours not in ("rope_theta", "rope_scaling"):
             dims[ours] = config[field]
@@ -234,9 +168,9 @@ def llama_kwargs_from_hf_config(config: dict, where: str | os.PathLike = HF_CONF
         dims["n_kv_head"] = dims.get("n_head")
 
     head_dim, hidden, heads = config.get("head_dim"), config.get("hidden_size"), config.get("num_attention_heads")
-    if head_dim is not None and _is_int(hidden) and _is_int(heads) and heads > 0:
+    if head_dim is not None and is_int(hidden) and is_int(heads) and heads > 0:
         if hidden % heads or head_dim != hidden // heads:
-            problems.append(f"head_dim={_show(head_dim)} is not supported with hidden_size={hidden} and "
+            problems.append(f"head_dim={show(head_dim)} is not supported with hidden_size={hidden} and "
                             f"num_attention_heads={heads}; supported: head_dim = hidden_size / "
                             f"num_attention_heads = {hidden / heads:g} (rizzrun's Llama derives it)")
 
@@ -249,17 +183,17 @@ def llama_kwargs_from_hf_config(config: dict, where: str | os.PathLike = HF_CONF
         if value is None:
             continue
         if not isinstance(value, dict) or any(isinstance(v, dict) for v in value.values()):
-            problems.append(f"{field}={_show(value)} is not supported; supported: null or one mapping "
+            problems.append(f"{field}={show(value)} is not supported; supported: null or one mapping "
                             f"{{rope_type, rope_theta, {', '.join(LLAMA3_ROPE_KEYS)}}} for every layer")
             value = {}
         rope.update(value)
     theta = rope.pop("rope_theta", config.get("rope_theta", _HF_DEFAULTS["rope_theta"]))
     if theta is None:
         theta = _HF_DEFAULTS["rope_theta"]
-    dims["rope_theta"] = float(theta) if _is_number(theta) else theta
+    dims["rope_theta"] = float(theta) if is_number(theta) else theta
     partial = rope.pop("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
     if partial not in (None, 1, 1.0):
-        problems.append(f"partial_rotary_factor={_show(partial)} is not supported; supported: 1.0 "
+        problems.append(f"partial_rotary_factor={show(partial)} is not supported; supported: 1.0 "
                         "(RoPE on every channel of a head)")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     scaling = None
@@ -273,8 +207,8 @@ def llama_kwargs_from_hf_config(config: dict, where: str | os.PathLike = HF_CONF
         if not found:
             scaling = normalize_rope_scaling(scaling)
     elif rope_type != "default":
-        problems.append(f"{rope_field}.rope_type={_show(rope_type)} is not supported; supported: "
-                        f"{', '.join(_show(t) for t in SUPPORTED_ROPE_TYPES)} (Llama 3.1 scaling, "
+        problems.append(f"{rope_field}.rope_type={show(rope_type)} is not supported; supported: "
+                        f"{', '.join(show(t) for t in SUPPORTED_ROPE_TYPES)} (Llama 3.1 scaling, "
                         "arXiv 2407.21783)")
     dims["rope_scaling"] = scaling
 
@@ -321,14 +255,14 @@ def dim_conflicts(hf_dims: dict, given: dict, config_path: str | os.PathLike = H
                     continue
             except ValueError:
                 pass
-        elif key == "max_seq_len" and _is_int(value) and 0 < value <= theirs:
+        elif key == "max_seq_len" and is_int(value) and 0 < value <= theirs:
             continue
         elif key == "tie_embeddings" and value is theirs:
             continue
-        elif key != "tie_embeddings" and _is_number(value) and not isinstance(value, bool) and value == theirs:
+        elif key != "tie_embeddings" and is_number(value) and not isinstance(value, bool) and value == theirs:
             continue
-        allowed = (f"an integer <= {theirs}" if key == "max_seq_len" else _show(theirs))
-        out.append((key, f"conflicts with {field}={_show(theirs)} in {config_path}; allowed: null "
+        allowed = (f"an integer <= {theirs}" if key == "max_seq_len" else show(theirs))
+        out.append((key, f"conflicts with {field}={show(theirs)} in {config_path}; allowed: null "
                          f"(take config.json's) or {allowed}"))
     return out
 
@@ -343,10 +277,77 @@ def pretrained_llama_dims(path: str | os.PathLike, **given) -> dict:
     dims = hf_llama_dims(folder)
     conflicts = dim_conflicts(dims, given, folder / HF_CONFIG)
     if conflicts:
-        raise HFCheckpointError(folder, [f"{key}={_show(given[key])} {problem}" for key, problem in conflicts])
+        raise HFCheckpointError(folder, [f"{key}={show(given[key])} {problem}" for key, problem in conflicts])
     if given.get("max_seq_len") is not None:
         dims["max_seq_len"] = given["max_seq_len"]
     return dims
+
+
+# --- parameter names ------------------------------------------------------------------------------
+
+# rizzrun `Llama` parameter name -> transformers `LlamaForCausalLM` parameter name; {i}: layer index.
+HF_PARAM_NAMES = {
+    "embed.weight": "model.embed_tokens.weight",
+    "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blocks.{i}.attn.q.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "blocks.{i}.attn.k.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "blocks.{i}.attn.v.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "blocks.{i}.attn.out.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blocks.{i}.mlp_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blocks.{i}.mlp.gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blocks.{i}.mlp.up.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blocks.{i}.mlp.down.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+
+
+def hf_names(n_layer: int) -> dict[str, str]:
+    """rizzrun name -> transformers name for every parameter of an `n_layer`-block Llama."""
+    return {ours.format(i=i): theirs.format(i=i)
+            for ours, theirs in HF_PARAM_NAMES.items()
+            for i in (range(n_layer) if "{i}" in ours else [None])}
+
+
+def to_hf_state_dict(model: Llama) -> dict:
+    """`model`'s weights under `transformers.LlamaForCausalLM` names (tensors shared with the model;
+    a tied model lists the shared matrix under both names, as `LlamaForCausalLM.state_dict` does)."""
+    sd, names = model.state_dict(), hf_names(model.config.n_layer)
+    unmapped = sorted(set(sd) - set(names))
+    if unmapped:
+        raise ValueError(f"parameters with no transformers Llama equivalent: {', '.join(unmapped)}")
+    return {names[k]: t for k, t in sd.items()}
+
+
+def from_hf_state_dict(model: Llama, sd: dict) -> Llama:
+    """Load weights named as `transformers.LlamaForCausalLM`'s into `model`; returns it.
+
+    A tied model takes its output matrix from `model.embed_tokens.weight` (tied checkpoints often
+    omit `lm_head.weight`). A model on the meta device takes the given tensors as its parameters
+    (no copy); otherwise they are copied into its own.
+    """
+    names = hf_names(model.config.n_layer)
+    to_ours = {theirs: ours for ours, theirs in names.items()}
+    # Old transformers versions saved the RoPE frequencies; the model recomputes them.
+    unknown = sorted(k for k in sd if k not in to_ours and not k.endswith(_IGNORED_TENSOR_SUFFIXES))
+    ours = {to_ours[k]: t for k, t in sd.items() if k in to_ours}
+    if model.config.tie_embeddings and "embed.weight" in ours:
+        ours["lm_head.weight"] = ours["embed.weight"]
+    missing = sorted(names[k] for k in names.keys() - ours.keys())
+    if unknown or missing:
+        raise ValueError(f"not a transformers Llama state dict for this config: "
+                         f"unknown keys {unknown}, missing keys {missing}")
+    own = model.state_dict()
+    wrong = [f"{names[k]} is {tuple(t.shape)} in the state dict, {tuple(own[k].shape)} in the model"
+             for k, t in ours.items() if tuple(t.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"not a transformers Llama state dict for this config: shape mismatch: "
+                         f"{'; '.join(wrong)}")
+    meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(ours, strict=True, assign=meta)
+    if meta and model.config.tie_embeddings:  # assign made two parameters of the shared matrix
+        model.lm_head.weight = model.embed.weight
+    return model
 
 
 # --- weights ----------------------------------------------------------------------------------
@@ -408,7 +409,41 @@ def tensor_problems(expected: dict[str, tuple], found: dict[str, tuple[tuple, st
     return out
 
 
-def load_hf_weights(model, path: str | os.PathLike):
+def load_llama(path: str | os.PathLike, attention=None, **dims) -> Llama:
+    """The rizzrun `Llama` of a local Hugging Face folder, with its weights (no random init first).
+
+    config.json gives every dimension and the vocabulary; `dims` (`Llama` arguments, the keys of
+    `HF_FIELDS`) may repeat them, None meaning "take config.json's", and `max_seq_len` may be
+    smaller (a shorter context changes no weight); a conflict raises HFCheckpointError naming the
+    key. `attention`: the kernel factory, as for `Llama`. The weights are cast to the default dtype
+    and placed on the default device; they never exist twice in memory, as the model is built on
+    the meta device and takes the loaded tensors as its parameters.
+    """
+    import torch
+
+    from rizzrun.attention.sdpa import SDPAttention
+    from rizzrun.models.llama import Llama
+
+    unknown = sorted(set(dims) - set(HF_FIELDS))
+    if unknown:
+        raise TypeError(f"load_llama() got unknown dimension(s) {', '.join(unknown)}; "
+                        f"allowed: {', '.join(HF_FIELDS)}")
+    given = pretrained_llama_dims(path, **dims)
+    device = torch.get_default_device()
+    factory = SDPAttention if attention is None else attention
+
+    def kernel(**kwargs):
+        # A kernel's own buffers are in no checkpoint: they are built for real, not on meta.
+        with torch.device(device):
+            return factory(**kwargs)
+
+    with torch.device("meta"):
+        model = Llama(attention=kernel, **given)
+    model.reset_rope(device)
+    return load_hf_weights(model, path)
+
+
+def load_hf_weights(model: Llama, path: str | os.PathLike) -> Llama:
     """Load the folder's weights into `model` (a rizzrun `Llama` whose shape matches config.json,
     possibly on the meta device, in which case the loaded tensors become its parameters).
 
@@ -421,7 +456,7 @@ def load_hf_weights(model, path: str | os.PathLike):
 
     folder = hf_folder(path)
     files = weight_files(folder)
-    expected = {name: tuple(t.shape) for name, t in model.to_hf_state_dict().items()}
+    expected = {name: tuple(t.shape) for name, t in to_hf_state_dict(model).items()}
     optional = ("lm_head.weight",) if model.config.tie_embeddings else ()
     found: dict[str, tuple[tuple, str]] = {}
     problems = []
@@ -446,7 +481,7 @@ def load_hf_weights(model, path: str | os.PathLike):
                 if name in expected:
                     t = f.get_tensor(name)
                     state[name] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-    return model.from_hf_state_dict(state)
+    return from_hf_state_dict(model, state)
 
 
 # --- rizzrun -> Hugging Face ----------------------------------------------------------------------
@@ -496,7 +531,7 @@ def save_hf_llama(model, out_dir: str | os.PathLike, bos_token_id: int | None = 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = model.to_hf_state_dict()
+    state = to_hf_state_dict(model)
     if model.config.tie_embeddings:
         del state["lm_head.weight"]
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in state.items()}

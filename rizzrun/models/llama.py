@@ -5,12 +5,12 @@ Pre-norm blocks with RMSNorm (arXiv 1910.07467), rotary position embeddings (RoP
 scaling (arXiv 2407.21783), a SwiGLU MLP (arXiv 2002.05202) and grouped-query attention (GQA,
 arXiv 2305.13245); no biases; input and output embeddings optionally tied. The model projects
 q, k, v and applies RoPE; a pluggable kernel (`rizzrun.attention`) does the attention itself.
-`Llama(from_pretrained=PATH)` loads a Hugging Face Llama folder (`rizzrun.models.hf_llama`).
+Hugging Face Llama folders are read and written by `rizzrun.models.hf_llama` (`load_llama(PATH)`),
+which depends on this file, not the reverse.
 
 Shapes: B batch, T time, C = d_model, H = n_head, Hkv = n_kv_head, D = head_dim = C / H, V vocab.
 """
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rizzrun.attention.sdpa import SDPAttention
-from rizzrun.models.hf_llama import normalize_rope_scaling, rope_scaling_problems
 from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, llama_dim_errors, resolve_llama_dims
+from rizzrun.models.rope_scaling import normalize_rope_scaling, rope_scaling_problems
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class LlamaConfig:
     tie_embeddings: bool
     init_std: float = 0.02
     # None: plain RoPE; else Llama 3.1 scaling in the canonical form of
-    # `rizzrun.models.hf_llama.normalize_rope_scaling`.
+    # `rizzrun.models.rope_scaling.normalize_rope_scaling`.
     rope_scaling: Optional[dict] = None
 
     def __post_init__(self):
@@ -206,23 +206,6 @@ class KVCache:
         self.has_padding = False
 
 
-# rizzrun parameter name -> transformers LlamaForCausalLM parameter name; {i} is the layer index.
-_HF_NAMES = {
-    "embed.weight": "model.embed_tokens.weight",
-    "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
-    "blocks.{i}.attn.q.weight": "model.layers.{i}.self_attn.q_proj.weight",
-    "blocks.{i}.attn.k.weight": "model.layers.{i}.self_attn.k_proj.weight",
-    "blocks.{i}.attn.v.weight": "model.layers.{i}.self_attn.v_proj.weight",
-    "blocks.{i}.attn.out.weight": "model.layers.{i}.self_attn.o_proj.weight",
-    "blocks.{i}.mlp_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
-    "blocks.{i}.mlp.gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
-    "blocks.{i}.mlp.up.weight": "model.layers.{i}.mlp.up_proj.weight",
-    "blocks.{i}.mlp.down.weight": "model.layers.{i}.mlp.down_proj.weight",
-    "norm.weight": "model.norm.weight",
-    "lm_head.weight": "lm_head.weight",
-}
-
-
 class Llama(nn.Module):
     """Llama language model: input_ids (B, T) -> logits (B, T, V).
 
@@ -232,32 +215,21 @@ class Llama(nn.Module):
     `rope_scaling`: None (plain RoPE) or Llama 3.1's {"rope_type": "llama3", "factor",
     "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (see `rope_inv_freq`).
 
-    `from_pretrained`: a local Hugging Face Llama folder (config.json + safetensors). Its
-    config.json gives every dimension (vocab_size included; `size` and `init_std` are unused); a
-    dimension given here must equal config.json's (`max_seq_len` may be smaller), else ValueError.
-    The weights are loaded, cast to the default dtype, without a random init first.
-
     The RoPE tables are non-persistent buffers, so the model can be built on the meta device;
-    after `to_empty(device=...)` call `reset_rope()` (and `reset_parameters()` unless loading).
+    after `to_empty(device=...)` call `reset_rope()` and `reset_parameters()`, or, to load weights
+    without a copy, `reset_rope(device)` and `load_state_dict(..., assign=True)` (as
+    `rizzrun.models.hf_llama.load_llama` does).
     """
 
-    def __init__(self, vocab_size: Optional[int], size: str = "tiny", d_model=None, n_layer=None,
-                 n_head=None, n_kv_head=None, d_ff=None, max_seq_len=None, rope_theta=None,
-                 norm_eps=None, tie_embeddings=None, init_std: float = 0.02, attention=None,
-                 rope_scaling: Optional[dict] = None, from_pretrained: Optional[str] = None):
+    def __init__(self, vocab_size: int, size: str = "tiny", d_model=None, n_layer=None, n_head=None,
+                 n_kv_head=None, d_ff=None, max_seq_len=None, rope_theta=None, norm_eps=None,
+                 tie_embeddings=None, init_std: float = 0.02, attention=None,
+                 rope_scaling: Optional[dict] = None):
         super().__init__()
-        given = dict(d_model=d_model, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, d_ff=d_ff,
-                     max_seq_len=max_seq_len, rope_theta=rope_theta, norm_eps=norm_eps,
-                     tie_embeddings=tie_embeddings)
-        if from_pretrained is not None:
-            from rizzrun.models.hf_llama import pretrained_llama_dims
-
-            dims = pretrained_llama_dims(from_pretrained, vocab_size=vocab_size, rope_scaling=rope_scaling,
-                                         **given)
-            vocab_size = dims.pop("vocab_size")
-        else:
-            dims = resolve_llama_dims(size, **given)
-            dims["rope_scaling"] = normalize_rope_scaling(rope_scaling)
+        dims = resolve_llama_dims(size, d_model=d_model, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
+                                  d_ff=d_ff, max_seq_len=max_seq_len, rope_theta=rope_theta,
+                                  norm_eps=norm_eps, tie_embeddings=tie_embeddings)
+        dims["rope_scaling"] = normalize_rope_scaling(rope_scaling)
         self.config = cfg = LlamaConfig(vocab_size=vocab_size, **dims, init_std=init_std)
         if attention is None:
             attention = SDPAttention
@@ -265,32 +237,18 @@ class Llama(nn.Module):
             raise ValueError(f"attention={attention!r} must be a kernel factory (e.g. a class from "
                              "rizzrun.attention) or None for SDPAttention")
 
-        # Loading: the weights are built on the meta device (no memory, no init) and replaced by
-        # the checkpoint's; the kernels, which may hold parameters of their own, are built as usual.
-        weights_device = torch.device("meta") if from_pretrained is not None else contextlib.nullcontext()
-
-        def block(i: int) -> Block:
-            kernel = attention(n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, head_dim=cfg.head_dim, layer_idx=i)
-            with weights_device:
-                return Block(cfg, kernel)
-
-        with weights_device:
-            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(block(i) for i in range(cfg.n_layer))
-        with weights_device:
-            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(
+            Block(cfg, attention(n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, head_dim=cfg.head_dim, layer_idx=i))
+            for i in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         self.reset_rope()
-        if from_pretrained is not None:
-            from rizzrun.models.hf_llama import load_hf_weights
-
-            load_hf_weights(self, from_pretrained)
-        else:
-            self.reset_parameters()
+        self.reset_parameters()
 
     def to_empty(self, *, device, recurse: bool = True):
         """Materialise a `meta` model; re-ties the embeddings, which `Module.to_empty` replaces
@@ -300,10 +258,10 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed.weight
         return self
 
-    def reset_rope(self) -> None:
-        """(Re)compute the RoPE tables (max_seq_len, D) on the device the buffers live on."""
+    def reset_rope(self, device=None) -> None:
+        """(Re)compute the RoPE tables (max_seq_len, D) on `device` (None: where they live now)."""
         cfg = self.config
-        with torch.device(self.rope_cos.device):
+        with torch.device(self.rope_cos.device if device is None else device):
             cos, sin = rope_tables(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.rope_cos, self.rope_sin = cos, sin
 
@@ -391,49 +349,3 @@ class Llama(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected (B, T)")
         return input_ids.shape[1]
-
-    # ---- Hugging Face transformers interop -------------------------------------------------
-
-    def _hf_names(self) -> dict:
-        """rizzrun name -> transformers name for every parameter of this model."""
-        return {ours.format(i=i): theirs.format(i=i)
-                for ours, theirs in _HF_NAMES.items()
-                for i in (range(self.config.n_layer) if "{i}" in ours else [None])}
-
-    def to_hf_state_dict(self) -> dict:
-        """The weights under `transformers.LlamaForCausalLM` names (tensors shared with the model)."""
-        sd, names = self.state_dict(), self._hf_names()
-        unmapped = sorted(set(sd) - set(names))
-        if unmapped:
-            raise ValueError(f"parameters with no transformers Llama equivalent: {', '.join(unmapped)}")
-        return {names[k]: t for k, t in sd.items()}
-
-    def from_hf_state_dict(self, sd: dict) -> "Llama":
-        """Load weights named as `transformers.LlamaForCausalLM`'s into this model; returns self.
-
-        A tied model takes its output matrix from `model.embed_tokens.weight` (tied checkpoints
-        often omit `lm_head.weight`). A model on the meta device takes the given tensors as its
-        parameters (no copy); otherwise they are copied into its own.
-        """
-        names = self._hf_names()
-        to_ours = {theirs: ours for ours, theirs in names.items()}
-        # Old transformers versions saved the RoPE frequencies; they are recomputed here.
-        unknown = sorted(k for k in sd if k not in to_ours and not k.endswith("rotary_emb.inv_freq"))
-        ours = {to_ours[k]: t for k, t in sd.items() if k in to_ours}
-        if self.config.tie_embeddings and "embed.weight" in ours:
-            ours["lm_head.weight"] = ours["embed.weight"]
-        missing = sorted(names[k] for k in names.keys() - ours.keys())
-        if unknown or missing:
-            raise ValueError(f"not a transformers Llama state dict for this config: "
-                             f"unknown keys {unknown}, missing keys {missing}")
-        own = self.state_dict()
-        wrong = [f"{names[k]} is {tuple(t.shape)} in the state dict, {tuple(own[k].shape)} in the model"
-                 for k, t in ours.items() if tuple(t.shape) != tuple(own[k].shape)]
-        if wrong:
-            raise ValueError(f"not a transformers Llama state dict for this config: shape mismatch: "
-                             f"{'; '.join(wrong)}")
-        meta = any(p.is_meta for p in self.parameters())
-        self.load_state_dict(ours, strict=True, assign=meta)
-        if meta and self.config.tie_embeddings:  # assign made two parameters of the shared matrix
-            self.lm_head.weight = self.embed.weight
-        return self

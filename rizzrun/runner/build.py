@@ -3,20 +3,20 @@ that a run folder rebuilds exactly the model it trained."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-
-def cache_dir(cfg: DictConfig) -> Path:
-    return Path(str(cfg.cache_dir)).expanduser()
+# A key of the model node that the runner reads itself and never passes to the model's target:
+# `model.from_pretrained=PATH` builds the model from a Hugging Face folder
+# (`rizzrun.models.hf_llama.load_llama`), so the model class knows nothing of that format.
+PRETRAINED_KEY = "from_pretrained"
 
 
 def pretrained_path(cfg: DictConfig) -> str | None:
     """`model.from_pretrained` (a Hugging Face folder the model loads), or None."""
-    path = cfg.model.get("from_pretrained") if "model" in cfg else None
+    path = cfg.model.get(PRETRAINED_KEY) if "model" in cfg else None
     return None if path is None else str(path)
 
 
@@ -46,21 +46,21 @@ def build_model(cfg: DictConfig, tokenizer: Any, pretrained_weights: bool = True
     `model.vocab_size` says otherwise (the validator checked it is large enough), or from
     config.json under `model.from_pretrained`.
 
-    pretrained_weights=False (for a run folder whose checkpoint holds the weights): under
-    `model.from_pretrained` the model takes config.json's shape but not its weights.
+    Under `model.from_pretrained=PATH` the model is `rizzrun.models.hf_llama.load_llama(PATH)`, with
+    the dimensions the node sets checked against config.json. pretrained_weights=False (for a run
+    folder whose checkpoint holds the weights): the model takes config.json's shape, randomly
+    initialised, and the folder's weights are not read.
     """
     attention = instantiate(cfg.attention)
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    node.pop(PRETRAINED_KEY, None)
     path = pretrained_path(cfg)
-    if path is None or pretrained_weights:
-        return instantiate(cfg.model, vocab_size=vocab_size(cfg, tokenizer), attention=attention)
-    from rizzrun.models.hf_llama import HF_FIELDS, pretrained_llama_dims
+    if path is None:
+        return instantiate(node, vocab_size=vocab_size(cfg, tokenizer), attention=attention)
+    from rizzrun.models.hf_llama import HF_FIELDS, load_llama, pretrained_llama_dims
 
-    given = {k: cfg.model.get(k) for k in HF_FIELDS if k != "vocab_size"}
-    given = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in given.items()}
-    dims = pretrained_llama_dims(path, vocab_size=vocab_size(cfg, tokenizer), **given)
-    return instantiate(cfg.model, **dims, from_pretrained=None, attention=attention)
-
-
-def build_decoder(cfg: DictConfig, **overrides: Any):
-    node = OmegaConf.merge(cfg.decoder, {k: v for k, v in overrides.items() if v is not None})
-    return instantiate(node)
+    given = {k: node.get(k) for k in HF_FIELDS}
+    given["vocab_size"] = vocab_size(cfg, tokenizer)
+    if pretrained_weights:
+        return load_llama(path, attention=attention, **given)
+    return instantiate(node, **pretrained_llama_dims(path, **given), attention=attention)

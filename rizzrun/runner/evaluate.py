@@ -82,7 +82,7 @@ def evaluate_run(run_dir: Path, output: str = "eval.json", checkpoint: str | Non
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from rizzrun.runner.build import cache_dir
+    from rizzrun.paths import cache_root
     from rizzrun.runner.checkpoint import read_meta
     from rizzrun.runner.generate import load_run_checkpoint
 
@@ -91,7 +91,7 @@ def evaluate_run(run_dir: Path, output: str = "eval.json", checkpoint: str | Non
     eval_cfg = OmegaConf.merge(defaults, cfg.get("eval") or {}, {k: v for k, v in overrides.items() if v is not None})
     _check_window(eval_cfg, overrides, model.config.max_seq_len)
     data = instantiate(cfg.data)
-    data.setup(tokenizer, cache_dir=cache_dir(cfg))
+    data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
     result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=")
     write(run_dir, result, output)
     own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)

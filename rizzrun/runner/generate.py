@@ -102,11 +102,11 @@ def generate_from_hf(
     import torch
     from hydra.utils import instantiate
 
-    from rizzrun.models.llama import Llama
+    from rizzrun.models.hf_llama import load_llama
     from rizzrun.tokenizers.hf import HFTokenizer
 
     tokenizer = HFTokenizer(str(model_dir))
-    model = Llama(None, from_pretrained=str(model_dir)).eval()
+    model = load_llama(model_dir).eval()
     given = {k: v for k, v in {"max_new_tokens": max_new_tokens, **overrides}.items() if v is not None}
     dec = instantiate(OmegaConf.merge(_decoder_option(decoder or "greedy"), given))
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=True)])

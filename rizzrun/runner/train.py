@@ -2,7 +2,8 @@
 
 summary.json's `status` says how the run ended: "completed", "stopped by SIGTERM" /
 "stopped by SIGINT" (resumable), "diverged" (non-finite loss, gradient or weights; the last good
-checkpoint stays `latest`), or "crashed" (with the error; the traceback is in error.txt).
+checkpoint stays `latest`), "bad input" (an InputError: a data file, a path, a device) or
+"crashed" (with the error; the traceback is in error.txt).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rizzrun import layout
-from rizzrun.errors import RunEnded, RunFolderBusy
+from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -45,7 +46,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     from hydra.utils import instantiate
 
-    from rizzrun.runner.build import build_model, cache_dir
+    from rizzrun.paths import cache_root
+    from rizzrun.runner.build import build_model
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import FolderCheckpointIO, latest_checkpoint, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
@@ -64,6 +66,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         resume_from = _resume_checkpoint(cfg, run_dir, latest_checkpoint)
         meta = read_meta(resume_from) if resume_from else {}
+        resume_step = meta.get("step") if resume_from else None
+        if resume_from is not None:
+            summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
+        _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
         if tcfg.num_threads:
             torch.set_num_threads(int(tcfg.num_threads))
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -75,7 +81,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         data = instantiate(cfg.data)
         tokenizer.prepare(data.train_texts, data.fingerprint)
         tokenizer.save(run_dir / layout.TOKENIZER)
-        data.setup(tokenizer, cache_dir=cache_dir(cfg))
+        data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
         _log_data(data)
 
         model = build_model(cfg, tokenizer)
@@ -98,7 +104,6 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
                                  check_grads=str(tcfg.precision) != "16-mixed"),
         )
 
-        resume_step = meta.get("step") if resume_from else None
         if resume_from is not None:
             checkpointer.last_saved_step = resume_step
             _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
@@ -143,13 +148,13 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         summary.update(status=e.status, reason=str(e))
         ended = e
     except BaseException as e:
-        summary["error"] = f"{type(e).__name__}: {e}"
+        summary.update(status="bad input" if isinstance(e, InputError) else "crashed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
         stopper.restore()
         finish_loggers(loggers, failed=summary["status"] != "completed")
         summary.update(_results(trainer, task, data, started))
-        (run_dir / layout.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        _write_summary(run_dir, summary)
     if ended is not None:
         raise ended
     _print_summary(summary)
@@ -168,6 +173,24 @@ def _results(trainer, task, data, started: float) -> dict:
         "skipped_nonfinite_steps": task.guard.skipped if task is not None and task.guard is not None else [],
         "data": getattr(data, "stats", {}) if data is not None else {},
     }
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    from rizzrun.files import write_atomic
+
+    write_atomic(run_dir / layout.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _resume_record(run_dir: Path, checkpoint: Path, step: int) -> list[dict]:
+    """Every resume of the run so far: the checkpoint it started from and how the segment before
+    it ended ("killed" when that segment never wrote its end: SIGKILL, power loss, the OOM
+    killer)."""
+    path = run_dir / layout.SUMMARY
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    ended = previous.get("status", "running")
+    ended = "killed" if ended == "running" else ended  # it never wrote its end
+    history = list(previous.get("resumed", []))
+    return [*history, {"from_checkpoint": checkpoint.name, "step": step, "previous_segment_ended": ended}]
 
 
 def _resuming(cfg: DictConfig) -> bool:

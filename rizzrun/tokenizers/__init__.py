@@ -15,14 +15,7 @@ from pathlib import Path
 # Written by every tokenizer's `save` beside its own files; `load_tokenizer` dispatches on it.
 META_FILE = "rizzrun_tokenizer.json"
 
-__all__ = ["META_FILE", "cache_root", "load_tokenizer"]
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where rizzrun caches derived artefacts: `cache_dir`, else $RIZZRUN_CACHE, else
-    ~/.cache/rizzrun."""
-    root = cache_dir or os.environ.get("RIZZRUN_CACHE") or Path.home() / ".cache" / "rizzrun"
-    return Path(root).expanduser()
+__all__ = ["META_FILE", "load_tokenizer"]
 
 
 def load_tokenizer(directory: str | os.PathLike):

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from rizzrun.errors import InputError
 from rizzrun.files import write_atomic
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
@@ -58,12 +59,12 @@ class BPETokenizer:
 
     def __init__(self, vocab_size: int = 2048, min_frequency: int = 2, cache_dir: str | None = None):
         if int(vocab_size) != vocab_size or vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(
-                f"BPETokenizer vocab_size={vocab_size!r}: must be an integer >= {MIN_VOCAB_SIZE} "
+            raise InputError(
+                f"tokenizer.vocab_size={vocab_size!r}: must be an integer >= {MIN_VOCAB_SIZE} "
                 f"(256 byte symbols + {len(SPECIAL_TOKENS)} specials)"
             )
         if int(min_frequency) != min_frequency or min_frequency < 1:
-            raise ValueError(f"BPETokenizer min_frequency={min_frequency!r}: must be an integer >= 1")
+            raise InputError(f"tokenizer.min_frequency={min_frequency!r}: must be an integer >= 1")
         self.vocab_size = int(vocab_size)
         self.min_frequency = int(min_frequency)
         self.cache_dir = cache_dir
@@ -76,7 +77,7 @@ class BPETokenizer:
 
     def cache_path(self, fingerprint: str) -> Path:
         """Where the tokenizer trained on data `fingerprint` is (or will be) cached."""
-        from . import cache_root
+        from rizzrun.paths import cache_root
 
         # Data fingerprints are hex digests in practice; anything else is hashed into a safe name.
         key = fingerprint if _SAFE_NAME.match(fingerprint) else hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
