@@ -373,7 +373,7 @@ def test_the_runner_start_cleans_up_then_resumes_from_the_newest_intact_checkpoi
     with caplog.at_level(logging.WARNING, logger="rizzrun"):
         assert prepare_checkpoints(run_copy, "true") == ck / "step-000002"
     assert sorted(p.name for p in ck.iterdir()) == ["latest", "step-000002", "step-000004"]
-    assert f"skipping a damaged checkpoint: {ck}/step-000004/state.pt: digest mismatch" in caplog.text
+    assert f"checkpoint skipped: {ck}/step-000004/state.pt: digest mismatch" in caplog.text
     assert f"removed {ck}/.tmp-step-000006-x1y2" in caplog.text and f"resuming from {ck / 'step-000002'}" in caplog.text
     assert prepare_checkpoints(run_copy, None) is None  # a fresh start only cleans up
 

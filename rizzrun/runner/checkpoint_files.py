@@ -235,7 +235,7 @@ def prepare_checkpoints(run_dir: Path, resume: str | None) -> Path | None:
         return None
     folder, problems = latest_valid_checkpoint(run_dir)
     for problem in problems:
-        log.warning("skipping a damaged checkpoint: %s", problem)
+        log.warning("checkpoint skipped: %s", problem)
     if folder is None and not problems:
         raise InputError(f"resume={resume}: {checkpoints_dir(run_dir) / LATEST_NAME} does not exist; resume needs "
                          "a run folder that saved a checkpoint (trainer.checkpoint_every)")
