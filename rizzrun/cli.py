@@ -97,22 +97,22 @@ def show(
 
 
 def _llama_dims(cfg) -> dict | None:
-    from rizzrun.config.validate import LLAMA_TARGETS
+    """The model's dimensions, from its spec's `dims` (rizzrun.config.specs); None without one."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.config.specs import hook, spec_of
 
     model = cfg.get("model")
-    if model is None or model.get("_target_") not in LLAMA_TARGETS:
+    if model is None or not isinstance(model.get("_target_"), str):
+        return None
+    dims = hook(spec_of(model._target_), "dims")
+    if dims is None:
         return None
     try:
-        from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, resolve_llama_dims
-
-        if model.get("from_pretrained") is not None:  # config.json's dimensions (no torch)
-            from rizzrun.models.hf_llama import hf_llama_dims
-
-            dims = hf_llama_dims(str(model.from_pretrained))
-            return {**dims, "max_seq_len": model.get("max_seq_len") or dims["max_seq_len"]}
-        return resolve_llama_dims(model.get("size", "tiny"), **{k: model.get(k) for k in LLAMA_DIM_KEYS if k in model})
-    except Exception:  # noqa: BLE001 - invalid dims are `rizzrun validate`'s business
+        node = OmegaConf.to_container(model, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that does not resolve: validate says
         return None
+    return dims(node)
 
 
 @app.command()

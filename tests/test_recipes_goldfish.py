@@ -56,6 +56,7 @@ def meta_params(cfg) -> int:
 
 def test_goldfish_7b_builds_llama2_7b_on_meta(tmp_path):
     folder = llama2_7b_folder(tmp_path / "Llama-2-7b-hf")
+    (tmp_path / "articles.jsonl").write_text('{"text": "a"}\n')  # validate checks that data.path exists
     cfg = load(["+recipe=goldfish_7b", f"model.from_pretrained={folder}", f"data.path={tmp_path / 'articles.jsonl'}"])
     assert cfg.objective.k == 4 and cfg.objective.context_width == 13 and cfg.data.packing == "document"
     assert cfg.tokenizer.path == str(folder)
@@ -75,6 +76,7 @@ def test_goldfish_7b_says_what_is_missing():
 
 def test_goldfish_1b_builds_tinyllama_on_meta(tmp_path):
     folder = tokenizer_folder(tmp_path / "llama2-tokenizer")
+    (tmp_path / "corpus").mkdir()  # validate checks that data.path exists
     cfg = load(["+recipe=goldfish_1b", f"tokenizer.path={folder}", f"data.path={tmp_path / 'corpus'}"])
     assert cfg.model.size == "1b" and cfg.data.seq_len == 2048 and cfg.objective.k == 4
     assert meta_params(cfg) == 1_100_048_384  # TinyLlama-1.1B

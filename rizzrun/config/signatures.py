@@ -44,6 +44,7 @@ class Target:
     params: tuple[Param, ...] | None  # None: not readable (e.g. inherits from a compiled base)
     doc: str | None
     attrs: dict[str, Any] = field(default_factory=dict)  # literal class attributes, inherited too
+    module: str = ""  # the module that defines it (after following re-exports); '' when unknown
 
     def keyword_params(self) -> list[Param]:
         return [p for p in self.params or () if p.kind in ("normal", "keyword_only")]
@@ -249,7 +250,7 @@ def _resolve(target: str, depth: int) -> Target:
     if isinstance(node, ast.ClassDef):
         return _class_target(target, module, tree, node, depth)
     return Target(target, module.file, "function", _params(node.args, drop_self=False),
-                  ast.get_docstring(node))
+                  ast.get_docstring(node), module=module.name)
 
 
 def _params(args: ast.arguments, drop_self: bool) -> tuple[Param, ...]:
@@ -350,4 +351,4 @@ def _class_target(target: str, module: _Module, tree: ast.Module, node: ast.Clas
         params = ()
     else:
         params = bases[0].params if bases[0] is not None else None
-    return Target(target, module.file, "class", params, ast.get_docstring(node), attrs)
+    return Target(target, module.file, "class", params, ast.get_docstring(node), attrs, module=module.name)
