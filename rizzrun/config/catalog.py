@@ -11,6 +11,7 @@ list, `override /objective: ...` entries included, works as in any config file.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from rizzrun import paths
@@ -74,8 +75,9 @@ _PROVIDER = "rizzrun recipes"
 _registered: dict[str, int] = {}  # recipe file -> mtime when stored
 
 
-def register_recipes() -> list[str]:
-    """Store every recipes/*.yaml in Hydra's ConfigStore as group `recipe`; returns the names.
+def register_recipes(names: Iterable[str] | None = None) -> list[str]:
+    """Store recipes/*.yaml in Hydra's ConfigStore as group `recipe` (only the recipes `names`,
+    when given: a composition needs only the ones it names); returns the names of every recipe.
 
     Cheap to call again: a file is re-read only when it changed, and recipes whose file is gone
     are dropped from the store.
@@ -87,8 +89,9 @@ def register_recipes() -> list[str]:
 
     store = ConfigStore.instance()
     files = sorted(paths.recipes_dir().glob("*.yaml"))
+    wanted = files if names is None else [p for p in files if p.stem in set(names)]
     problems = []
-    for path in files:
+    for path in wanted:
         stamp = path.stat().st_mtime_ns
         if _registered.get(str(path)) == stamp:
             continue
