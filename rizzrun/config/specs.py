@@ -7,6 +7,7 @@ component: a target defined in module `pkg.mod` has its spec in `pkg/mod_spec.py
 (`rizzrun.models.llama.Llama` -> `rizzrun.models.llama_spec`). The module that *defines* the
 target counts, wherever the name is re-exported from. The spec is located on disk and imported
 only if that file exists; the component module itself is never imported (it may import torch).
+Importing a spec runs its package's `__init__`, which rizzrun's packages keep torch-free (lazy).
 
 A spec module defines any of these functions (each optional):
 

@@ -26,4 +26,7 @@ def expand(pattern: str) -> list[Path]:
     if glob.has_magic(pattern):
         return [Path(p) for p in sorted(glob.glob(os.path.expanduser(pattern)))]
     path = Path(pattern).expanduser()
-    return [path] if path.exists() else []
+    try:
+        return [path] if path.exists() else []
+    except OSError:  # e.g. a parent folder this user may not enter: there, but unreadable
+        return [path]

@@ -1,0 +1,258 @@
+"""What `validate` checks without torch beyond binding: component specs found from the `_target_`
+(never importing the component), data paths, what must fit in the model's max_seq_len, the GPU,
+and the adaptive warmup. Expected messages are worked out by hand from the values given."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rizzrun.config import ConfigError, check_jobs, devices, load, specs
+
+REPO = Path(__file__).resolve().parents[1]
+RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))
+
+
+def errors_of(overrides: list[str]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(overrides)
+    return info.value.problems
+
+
+def only_error(overrides: list[str]) -> str:
+    found = errors_of(overrides)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def validate_cli(*argv: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([RIZZRUN, "validate", *argv], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+# --- specs: found from the _target_, never importing the component --------------------------------
+
+def test_the_validator_names_no_target():
+    tree = ast.parse((REPO / "rizzrun/config/validate.py").read_text())
+    texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    imports = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [t for t in texts if "rizzrun." in t and "rizzrun.config" not in t]
+    assert all(m is None or m.startswith(("rizzrun.config", "omegaconf", "__future__", "typing")) for m in imports)
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """fakepkg/comp.py defines Comp and raises if imported; fakepkg/api.py re-exports it;
+    fakepkg/comp_spec.py holds its rules. (Importing a spec runs its package's __init__, which
+    rizzrun keeps torch-free and lazy, as here.)"""
+    pkg = tmp_path / "fakepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "api.py").write_text("from .comp import Comp\n")
+    (pkg / "comp.py").write_text(textwrap.dedent("""\
+        raise RuntimeError("a spec lookup must not import the component")
+
+
+        class Comp:
+            batch_kind = "lm"
+
+            def __init__(self, width: int = 3, seq_len: int = 8, batch_size: int = 2):
+                pass
+        """))
+    (pkg / "comp_spec.py").write_text(textwrap.dedent("""\
+        def check(node, path):
+            width = node.get("width")
+            return [f"{path}.width={width}: odd widths are not allowed here"] if width % 2 else []
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield pkg
+    for name in [m for m in sys.modules if m.split(".")[0] == "fakepkg"]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("target", ["fakepkg.comp.Comp", "fakepkg.api.Comp"])  # defined there / re-exported
+def test_a_spec_is_found_from_the_target_without_importing_it(fake_package, target):
+    spec = specs.spec_of(target)
+    assert spec is not None and spec.__name__ == "fakepkg.comp_spec"
+    node = f"+data={{_target_: {target}, width: 5, seq_len: 8, batch_size: 2}}"
+    assert only_error(["~data", node]) == "data.width=5: odd widths are not allowed here"
+    load(["~data", node.replace("width: 5", "width: 4")])
+    assert "fakepkg.comp" not in sys.modules and "fakepkg.api" not in sys.modules
+
+
+def test_components_without_a_spec_have_none():
+    assert specs.spec_of("rizzrun.decoders.sample.Sample") is None
+    assert specs.spec_of("rizzrun.models.llama.Llama").__name__ == "rizzrun.models.llama_spec"
+    assert specs.spec_of("no.such.Thing") is None
+
+
+def test_show_prints_dimensions_through_the_spec():
+    done = subprocess.run([RIZZRUN, "show", "model.n_layer=2", "model.max_seq_len=300"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # tiny preset (d_model 192, 6 heads, 2 kv heads, d_ff 512) with the two overrides
+    assert done.stdout.splitlines()[-1] == (
+        "# model dimensions after the size preset: d_model=192, n_layer=2, n_head=6, n_kv_head=2, d_ff=512, "
+        "max_seq_len=300, rope_theta=10000.0, norm_eps=1e-05, tie_embeddings=True")
+
+
+# --- data paths -----------------------------------------------------------------------------------
+
+def test_hf_data_path_must_exist_when_it_is_local(tmp_path):
+    missing = tmp_path / "nope"
+    assert only_error(["data=hf", f"data.path={missing}"]) == (
+        f"data.path='{missing}': no such file or folder (a path starting with /, ./, ../ or ~ is never looked "
+        "up on the Hub); give an existing local folder or file, or a Hub dataset name")
+    assert only_error(["data=hf", f"data.path={tmp_path}/*.parquet"]) == (
+        f"data.path='{tmp_path}/*.parquet': the pattern matches no file; give an existing local folder, file or glob")
+    (tmp_path / "a.parquet").write_bytes(b"")
+    load(["data=hf", f"data.path={tmp_path}/*.parquet"])
+    load(["data=hf", f"data.path={tmp_path}"])
+    load(["data=hf", "data.path=HuggingFaceFW/fineweb-edu"])  # a Hub name: looked up at run time only
+
+
+def test_text_files_must_exist(tmp_path):
+    good = tmp_path / "a.txt"
+    good.write_text("text\n")
+    assert only_error(["data=text", f"data.train_files=[{good},{tmp_path / 'b.txt'}]"]) == (
+        f"data.train_files=['{good}', '{tmp_path / 'b.txt'}']: '{tmp_path / 'b.txt'}': no such file; "
+        "give existing .txt, .jsonl or .parquet files (or globs)")
+    assert only_error(["data=text", f"data.train_files={good}", f"data.val_files={tmp_path}"]) == (
+        f"data.val_files='{tmp_path}': {tmp_path} is a folder, not a file")
+    load(["data=text", f"data.train_files={tmp_path}/*.txt", f"data.val_files=[{good}]"])
+
+
+DROP_AND_CHECK = """
+import os, sys
+from rizzrun.config import ConfigError, check_jobs
+check_jobs(["data=hf", "data.path=" + sys.argv[2]])  # every import and source read done as root
+if os.geteuid() == 0:  # root reads anything: drop to nobody for the check itself
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    check_jobs(["data=hf", "data.path=" + sys.argv[1]])
+    print("ok")
+except ConfigError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_an_unreadable_data_path_is_named(tmp_path, where):
+    """A real permission denial, checked by an unprivileged process: a folder of mode 000, or a
+    folder inside one (its parent cannot be entered)."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="rizzrun-unreadable-"))  # /tmp itself: others may enter
+    top.chmod(0o755)
+    locked, fine = top / "locked", top / "fine"
+    locked.mkdir()
+    fine.mkdir()
+    path = locked if where == "folder" else locked / "inner"
+    if where == "parent":
+        path.mkdir()
+    locked.chmod(0o000)
+    try:
+        done = subprocess.run([sys.executable, "-c", DROP_AND_CHECK, str(path), str(fine)], capture_output=True,
+                              text=True, cwd=REPO, timeout=120)
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(top)
+    assert done.stdout == f"data.path='{path}': cannot read {path} (Permission denied)\n", done.stderr
+
+
+# --- what must fit in the model's max_seq_len -----------------------------------------------------
+
+def test_eval_window_fits_when_the_run_evaluates():
+    # tiny: max_seq_len 256; the window is EOS + prefix + continuation.
+    load(["eval.at_end=true", "eval.prefix_len=32", "eval.continuation_len=223"])  # 1 + 32 + 223 = 256
+    assert only_error(["eval.at_end=true", "eval.prefix_len=32", "eval.continuation_len=224"]) == (
+        "eval.continuation_len=224: the memorization window, EOS + eval.prefix_len=32 + 224 = 257 tokens, is longer "
+        "than the model's max_seq_len=256 (from model.size=tiny); allowed: eval.prefix_len + eval.continuation_len "
+        "<= 255, or raise model.max_seq_len")
+    load(["eval.at_end=false", "eval.continuation_len=224"])  # not evaluated by this run
+
+
+def test_sampled_prompts_fit_with_max_new_tokens():
+    # The first trainer.samples_per_val=2 prompts: 'Return the' (10 bytes) and 'This function' (13);
+    # the byte tokenizer gives one id per byte, and the sampler puts an EOS first: 14 + 64 = 78.
+    load(["model.max_seq_len=78", "data.seq_len=64"])
+    assert only_error(["model.max_seq_len=77", "data.seq_len=64"]) == (
+        "decoder.max_new_tokens=64: a sample at validation, the prompt 'This function' (14 tokens with the EOS put "
+        "first) + 64 new tokens = 78, is longer than the model's max_seq_len=77 (from model.max_seq_len); allowed: "
+        "decoder.max_new_tokens <= 63, shorter prompts, or trainer.samples_per_val=0, or raise model.max_seq_len")
+    load(["model.max_seq_len=77", "data.seq_len=64", "trainer.samples_per_val=0"])
+    load(["model.max_seq_len=77", "data.seq_len=64", "trainer.samples_per_val=1"])  # 11 + 64 = 75
+    # UTF-8: 'é' is two bytes, so 'héllo' is 6 ids + EOS = 7; 7 + 250 = 257 > 256.
+    assert "the prompt 'héllo' (7 tokens with the EOS put first) + 250 new tokens = 257" in only_error(
+        ["prompts=['héllo']", "decoder.max_new_tokens=250"])
+    load(["prompts=['héllo']", "decoder.max_new_tokens=249"])
+
+
+def test_prompts_of_an_untrained_tokenizer_count_as_one_token():
+    # BPE is trained at run time, so a non-empty prompt counts as 1 token (a lower bound) + EOS.
+    assert "the prompt 'Return the' (at least 2 tokens with the EOS put first) + 255 new tokens = 257" in only_error(
+        ["tokenizer=bpe", "model.vocab_size=null", "decoder.max_new_tokens=255"])
+    load(["tokenizer=bpe", "decoder.max_new_tokens=254"])
+
+
+# --- the accelerator ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("files,env,system,machine,found", [
+    ([], {}, "Linux", "x86_64", None),
+    (["dev/nvidiactl", "dev/nvidia-uvm"], {}, "Linux", "x86_64", None),  # driver bits, no GPU
+    (["dev/nvidia0"], {}, "Linux", "x86_64", "dev/nvidia0"),
+    (["proc/driver/nvidia/gpus/0000:01:00.0/information"], {}, "Linux", "x86_64", "proc/driver/nvidia/gpus"),
+    (["dev/kfd"], {}, "Linux", "x86_64", "dev/kfd"),
+    (["dev/nvidia0"], {"CUDA_VISIBLE_DEVICES": ""}, "Linux", "x86_64", None),
+    (["dev/nvidia0"], {"CUDA_VISIBLE_DEVICES": "-1"}, "Linux", "x86_64", None),
+    (["dev/nvidia0"], {"CUDA_VISIBLE_DEVICES": "0"}, "Linux", "x86_64", "dev/nvidia0"),
+    ([], {}, "Darwin", "arm64", "Apple MPS (macOS on arm64)"),
+    ([], {}, "Darwin", "x86_64", None),
+])
+def test_gpu_found_from_device_files(tmp_path, files, env, system, machine, found):
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("")
+    got = devices.gpu_found(root=tmp_path, environ=env, system=system, machine=machine)
+    assert got == (found if found is None or not found.startswith(("dev", "proc")) else str(tmp_path / found))
+
+
+def test_trainer_gpu_without_a_gpu_is_one_line():
+    torch = pytest.importorskip("torch")  # the independent answer: does torch see a GPU here?
+    has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    for argv in (["trainer=gpu"], ["trainer.accelerator=gpu"]):
+        done = validate_cli(*argv)
+        if has_gpu:
+            assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+        else:
+            assert done.returncode == 2
+            assert done.stderr == ("error: trainer.accelerator=gpu: this machine has no GPU (looked for "
+                                   "/proc/driver/nvidia/gpus, /dev/nvidiaN, /dev/kfd; MPS needs macOS on arm64); "
+                                   "train on the CPU with trainer=cpu\n")
+    load(["trainer=gpu"])  # the config alone is sound: only a command running here checks the machine
+    assert validate_cli("trainer=cpu").returncode == 0
+
+
+def test_hidden_gpus_are_named():
+    done = validate_cli("trainer=gpu", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2 and done.stderr == (
+        "error: trainer.accelerator=gpu: CUDA_VISIBLE_DEVICES='' hides every GPU; train on the CPU with trainer=cpu\n")
+
+
+# --- a short run with the default warmup ------------------------------------------------------------
+
+def test_a_short_run_validates_with_the_default_warmup():
+    cfg = check_jobs(["+recipe=tiny", "trainer.max_steps=20"])[0]
+    assert cfg.scheduler.warmup_steps is None  # adapts: min(50, 20 // 8) = 2 (tests/test_optim.py)
+    assert only_error(["+recipe=tiny", "trainer.max_steps=20", "scheduler.warmup_steps=50"]) == (
+        "scheduler.warmup_steps=50: longer than scheduler.total_steps=20 (from ${trainer.max_steps}); "
+        "allowed: scheduler.warmup_steps <= 20")
+    done = validate_cli("+recipe=tiny", "trainer.max_steps=20")
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
