@@ -131,7 +131,8 @@ def test_text_files_must_exist(tmp_path):
 DROP_AND_CHECK = """
 import os, sys
 from rizzrun.config import ConfigError, check_jobs
-check_jobs(["data=hf", "data.path=" + sys.argv[2]])  # every import and source read done as root
+# Every import and source read done as root (hydra.* goes through Hydra itself, not the cache).
+check_jobs(["data=hf", "data.path=" + sys.argv[2], "hydra.job.name=warm"])
 if os.geteuid() == 0:  # root reads anything: drop to nobody for the check itself
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
 try:
@@ -256,3 +257,56 @@ def test_a_short_run_validates_with_the_default_warmup():
         "allowed: scheduler.warmup_steps <= 20")
     done = validate_cli("+recipe=tiny", "trainer.max_steps=20")
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+
+
+# --- the composition cache ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["+recipe=tiny", "model.n_layer=2", "trainer.max_steps=20"],
+    ["~scheduler", "optimizer.lr=0.1", "+model.extra=1", "name=x"],
+    ["data=hf", "data.path=somewhere", "tokenizer=bpe", "model=llama", "scheduler=constant"],
+    ["model.n_layr=2", "+name=x", "~nope", "trainer.max_steps=7"],  # keys Hydra refuses
+])
+def test_cached_composition_is_hydras(tmp_path, monkeypatch, overrides):
+    """The group choices' config from the cache + the key overrides applied afterwards equal
+    Hydra composing every override itself (a cold and a warm cache alike)."""
+    import importlib
+
+    compose = importlib.import_module("rizzrun.config.compose")
+    monkeypatch.setenv("RIZZRUN_CACHE", str(tmp_path))
+    from omegaconf import OmegaConf
+
+    def plain(cfg):
+        return OmegaConf.to_container(cfg, resolve=False)
+
+    for _ in ("cold", "warm"):
+        cached, refused = compose._hydra_compose(overrides, "config")
+        direct, direct_refused = compose._compose_with_hydra(overrides, "config")
+        assert plain(cached) == plain(direct)
+        assert [str(e) for e in refused] == [str(e) for e in direct_refused]
+    assert len(list((tmp_path / "compose").glob("*.pkl"))) == 1
+
+
+def test_a_changed_option_file_is_composed_again(tmp_path, monkeypatch):
+    import shutil
+
+    from rizzrun import paths
+
+    conf = tmp_path / "conf"
+    shutil.copytree(paths.conf_dir(), conf)
+    monkeypatch.setattr(paths, "conf_dir", lambda: conf)
+    monkeypatch.setenv("RIZZRUN_CACHE", str(tmp_path / "cache"))
+    assert load([]).optimizer.lr == 3e-3
+    text = (conf / "optimizer" / "adamw.yaml").read_text()
+    assert "\nlr: 3e-3\n" in text
+    (conf / "optimizer" / "adamw.yaml").write_text(text.replace("\nlr: 3e-3\n", "\nlr: 1.0e-3\n"))
+    assert load([]).optimizer.lr == 1e-3
+    assert len(list((tmp_path / "cache" / "compose").glob("*.pkl"))) == 2
+
+
+@pytest.mark.parametrize("overrides", [["hydra.job.name=x", "model.n_layer=2"], ["hydra/launcher=basic"]])
+def test_overrides_that_steer_hydra_bypass_the_cache(tmp_path, monkeypatch, overrides):
+    monkeypatch.setenv("RIZZRUN_CACHE", str(tmp_path))
+    load(overrides)
+    assert not (tmp_path / "compose").exists()
