@@ -310,3 +310,23 @@ def test_overrides_that_steer_hydra_bypass_the_cache(tmp_path, monkeypatch, over
     monkeypatch.setenv("RIZZRUN_CACHE", str(tmp_path))
     load(overrides)
     assert not (tmp_path / "compose").exists()
+
+
+def test_signatures_are_read_again_when_the_source_changes(fake_package, tmp_path, monkeypatch):
+    import pickle
+
+    from rizzrun.config import signatures
+
+    monkeypatch.setenv("RIZZRUN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(signatures._DiskCache, "entries", None)
+    assert [p.name for p in signatures.resolve("fakepkg.comp.Comp").params] == ["width", "seq_len", "batch_size"]
+    assert (tmp_path / "cache" / "signatures.pkl").is_file()
+    source = fake_package / "comp.py"
+    source.write_text(source.read_text().replace("batch_size: int = 2", "batch_size: int = 2, depth=None"))
+    assert [p.name for p in signatures.resolve("fakepkg.comp.Comp").params] == [
+        "width", "seq_len", "batch_size", "depth"]
+    monkeypatch.setattr(signatures._DiskCache, "entries", None)  # as a new process: from the file
+    again = signatures.resolve("fakepkg.comp.Comp")
+    assert again.params[-1].name == "depth" and again.params[-1].default is None
+    assert again.params[0].annotation is not None and again.attrs == {"batch_kind": "lm"}
+    assert pickle.loads(pickle.dumps(signatures.UNKNOWN)) is signatures.UNKNOWN

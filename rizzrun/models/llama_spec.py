@@ -41,7 +41,7 @@ def check(node: dict, path: str) -> list[str]:
                         f"allowed: {listing(LLAMA_SIZES)}")]
     out = []
     rope_scaling = node.get("rope_scaling")
-    if readable(rope_scaling):
+    if rope_scaling is not None and readable(rope_scaling):  # None: plain RoPE (no import needed)
         from rizzrun.models.hf_llama import rope_scaling_problems
 
         for text in rope_scaling_problems(rope_scaling, "rope_scaling"):
