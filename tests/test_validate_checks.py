@@ -330,3 +330,29 @@ def test_signatures_are_read_again_when_the_source_changes(fake_package, tmp_pat
     assert again.params[-1].name == "depth" and again.params[-1].default is None
     assert again.params[0].annotation is not None and again.attrs == {"batch_kind": "lm"}
     assert pickle.loads(pickle.dumps(signatures.UNKNOWN)) is signatures.UNKNOWN
+
+
+NO_PYDANTIC_PROBE = """
+import sys
+from rizzrun.cli import main
+codes = []
+for argv in (["validate", "model.n_layr=2"], ["validate", "-m", "seed=0,1"], ["validate", "+recipe=tiny"]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        codes.append(e.code)
+print("CODES", codes, "PYDANTIC", "pydantic" in sys.modules)
+"""
+
+
+def test_validate_goes_straight_to_the_work():
+    """`rizzrun validate OVERRIDES` skips typer's argument coercion (pydantic: more time than the
+    validation itself); help and unknown flags still go through typer."""
+    done = subprocess.run([sys.executable, "-c", NO_PYDANTIC_PROBE], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert done.stdout.splitlines()[-1] == "CODES [2, 0, 0] PYDANTIC False", done.stderr
+    assert done.stdout.splitlines()[:2] == ["ok (2 jobs)", "ok"]
+    helped = subprocess.run([RIZZRUN, "validate", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert helped.returncode == 0 and "--multirun" in helped.stdout
+    bad = subprocess.run([RIZZRUN, "validate", "--bogus"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "--bogus" in bad.stderr
