@@ -356,3 +356,16 @@ def test_validate_goes_straight_to_the_work():
     assert helped.returncode == 0 and "--multirun" in helped.stdout
     bad = subprocess.run([RIZZRUN, "validate", "--bogus"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "--bogus" in bad.stderr
+
+
+def test_the_composition_cache_keeps_the_newest_entries(tmp_path, monkeypatch):
+    from rizzrun.config import compose_cache
+
+    monkeypatch.setenv("RIZZRUN_CACHE", str(tmp_path))
+    monkeypatch.setattr(compose_cache, "KEEP", 2)
+    for i in range(4):
+        compose_cache.store(f"entry{i}", {"i": i})
+        os.utime(tmp_path / "compose" / f"entry{i}.pkl", ns=(i * 10**9, i * 10**9))  # distinct ages
+    compose_cache.store("entry4", {"i": 4})  # prunes to the two newest: entry3 and entry4
+    assert sorted(p.name for p in (tmp_path / "compose").iterdir()) == ["entry3.pkl", "entry4.pkl"]
+    assert compose_cache.load("entry3") == {"i": 3} and compose_cache.load("entry0") is None

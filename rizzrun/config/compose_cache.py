@@ -21,6 +21,7 @@ from pathlib import Path
 from rizzrun import paths
 
 FORMAT = 1  # bump when what is stored changes
+KEEP = 64  # entries kept: every edit of a yaml file keys new ones, so the oldest are dropped
 
 
 def _root() -> Path:
@@ -48,9 +49,13 @@ def load(name: str):
 
 
 def store(name: str, cfg) -> None:
+    """Keep `cfg` under `name`, and only the KEEP newest entries."""
     try:
         from rizzrun.files import write_atomic
 
         write_atomic(_root() / f"{name}.pkl", pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:  # noqa: BLE001 - read-only home, full disk: compose again next time
+        entries = sorted(_root().glob("*.pkl"), key=lambda p: p.stat().st_mtime_ns)
+        for old in entries[:-KEEP]:
+            old.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - read-only home, full disk, a race with another process: compose again
         pass
