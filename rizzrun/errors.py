@@ -16,3 +16,19 @@ from __future__ import annotations
 class InputError(ValueError):
     """Bad input from the user, found at run time; the message is one line that says the key,
     the value and the fix."""
+
+
+class RunFolderBusy(InputError):
+    """The run folder belongs to another run, or another process is writing into it; nothing
+    may be written there (not even error.txt)."""
+
+
+class RunEnded(Exception):
+    """A run that stopped before completing, on purpose or by necessity: `status` says how
+    ("stopped", "diverged"), `exit_code` is what the process exits with (128 + signal number for
+    a signal, 3 for divergence), and the message is the one line that says what happened and how
+    to go on."""
+
+    def __init__(self, message: str, status: str, exit_code: int):
+        super().__init__(message)
+        self.status, self.exit_code = status, exit_code

@@ -26,6 +26,7 @@ HYDRA_DIR = ".hydra"
 CONFIG = "config.yaml"
 HYDRA_CONFIG = Path(HYDRA_DIR) / "config.yaml"
 HYDRA_OVERRIDES = Path(HYDRA_DIR) / "overrides.yaml"
+HYDRA_SETTINGS = Path(HYDRA_DIR) / "hydra.yaml"  # Hydra's own settings; runtime.choices: each group's option
 ENV = "env.json"
 LOCK = "run.lock"
 TOKENIZER = "tokenizer"

@@ -163,6 +163,9 @@ def test_resume_errors(capsys, tmp_path, monkeypatch):
                               "resume a run that did (trainer.checkpoint_every sets how often they are saved)\n")
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "latest").write_text("step-000010\n")
+    code, _, err = cli(capsys, f"resume={run}")  # no .hydra/: how that run was configured is unknown
+    assert (code, err) == (2, f"error: resume={run}: {run} holds no .hydra/config.yaml, so how that run was "
+                              "configured is unknown; resume a run folder that rizzrun made, or start a new run\n")
     code, _, err = cli(capsys, "resume=true", f"hydra.run.dir={tmp_path}/elsewhere")
     assert (code, err) == (2, "error: resume=true: resume picks the run folder itself; drop hydra.run.dir, "
                               "or give the folder as resume=PATH\n")
@@ -236,16 +239,18 @@ def test_hydra_launcher_and_sweeper_groups_are_hydras(tmp_path):
 
 
 def test_resume_true_reuses_the_latest_run_folder(tmp_path):
-    older = tmp_path / "2024-05-01" / "10-00-00-tiny"
-    newer = tmp_path / "2024-05-02" / "09-30-00-tiny"
-    for folder in (older, newer):
-        (folder / "checkpoints").mkdir(parents=True)
-        (folder / "checkpoints" / "latest").write_text("step-000010\n")
+    from test_resume_config import make_run
+
+    older = make_run(tmp_path / "2024-05-01" / "10-00-00-tiny", ["+recipe=tiny", "trainer.max_steps=30"])
+    newer = make_run(tmp_path / "2024-05-02" / "09-30-00-tiny", ["+recipe=tiny", "trainer.max_steps=60", "seed=5"])
     result = run_cli(tmp_path, "+recipe=tiny", "resume=true")
     assert result.returncode == 0, result.stderr
-    assert f"resuming {newer}" in result.stderr
+    assert f"resuming {newer} (nothing changed)\n" in result.stderr
     record = json.loads((newer / "fake_run.json").read_text())
-    assert (record["run_dir"], record["resume"]) == (str(newer), True)
+    assert (record["run_dir"], record["resume"], record["seed"]) == (str(newer), True, 5)  # the run's own seed
+    assert OmegaConf.load(newer / ".hydra" / "config.yaml").trainer.max_steps == 60
+    assert list(OmegaConf.load(newer / ".hydra" / "overrides.yaml")) == [
+        "trainer.max_steps=60", "seed=5", "+recipe=tiny", "resume=true"]
     assert not (older / "fake_run.json").exists()
 
 

@@ -24,8 +24,9 @@ from rizzrun import paths
 from rizzrun.config import catalog
 from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
-from rizzrun.config.errors import ConfigError, show
-from rizzrun.config.resume import override_value, resume_folder
+from rizzrun.config.errors import ConfigError
+from rizzrun.config.resume import override_value, requests_resume, resumed_job, with_overrides
+from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 
 log = logging.getLogger("rizzrun")
 
@@ -45,33 +46,54 @@ def launch(argv: list[str]) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         argv = check(args, argv)
-    except ConfigError as e:
+    except (ConfigError, InputError) as e:
         fail(e)
         return EXIT_CONFIG
     return _run_hydra(argv, multirun=bool(args.multirun))
 
 
 def check(args, argv: list[str]) -> list[str]:
-    """Validate what Hydra is about to run; returns argv, with `hydra.run.dir` added for resume."""
+    """Validate what Hydra is about to run; returns argv. For resume, argv's overrides become the
+    resumed job's (the run's own, then the user's: rizzrun.config.resume) and `hydra.run.dir`
+    names the run folder."""
     if args.help or args.hydra_help or args.info or args.shell_completion \
             or args.experimental_rerun or args.config_path or args.config_dir:
         return argv  # nothing runs, or configs come from elsewhere: Hydra's own checks apply
     config_name = args.config_name or CONFIG_NAME
+    # A resumed job is composed and validated as it will run: on the run's own config.
+    resuming = not args.multirun and requests_resume(args.overrides)
     if args.cfg:  # shown even if invalid, but it must compose (a sweep: its first job)
+        if resuming:
+            return with_overrides(argv, args.overrides, resumed_job(args.overrides, config_name).overrides)
         compose(sweep_jobs(args.overrides)[0] if args.multirun else args.overrides, config_name=config_name)
         return argv
-    configs = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)
-    if args.multirun:
-        return argv
-    cfg = configs[0]
-    folder = resume_folder(cfg)
-    if folder is not None:
-        if any(o.lstrip("+").startswith("hydra.run.dir=") for o in args.overrides):
-            raise ConfigError(f"resume={show(cfg.resume)}: resume picks the run folder itself; drop hydra.run.dir, "
-                              "or give the folder as resume=PATH")
-        argv = [*argv, f"hydra.run.dir={override_value(folder)}"]
-        print(f"resuming {folder}", file=sys.stderr)
-    return argv
+    if not resuming:
+        cfg = check_jobs(args.overrides, multirun=bool(args.multirun), config_name=config_name)[0]
+        if args.multirun:
+            return claim_folder(cfg, args.overrides, argv, "hydra.sweep.dir")
+        if cfg.get("resume", False) in (False, None):
+            return claim_folder(cfg, args.overrides, argv, "hydra.run.dir")
+    resumed = resumed_job(args.overrides, config_name)
+    print(resumed.summary(), file=sys.stderr)
+    return [*with_overrides(argv, args.overrides, resumed.overrides), f"hydra.run.dir={override_value(resumed.folder)}"]
+
+
+def claim_folder(cfg: DictConfig, overrides: list[str], argv: list[str], key: str) -> list[str]:
+    """Create the fresh run's (or sweep's) folder before Hydra writes into it, so that no run
+    lands in another's folder (rizzrun.run_dirs.claim); argv with the folder pinned."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.run_dirs import claim, holds_run
+
+    named = any(o.lstrip("+").startswith(f"{key}=") for o in overrides)
+    folder = Path(str(OmegaConf.select(cfg, key))).expanduser()
+    if key == "hydra.sweep.dir" and named and folder.is_dir():
+        taken = [job for job in folder.iterdir() if job.is_dir() and holds_run(job)]
+        if taken:
+            raise InputError(f"{key}={folder}: holds the runs of another sweep ({taken[0].name}, ...); "
+                             "give a new folder")
+    claimed = claim(folder, unique=not named, key=key)
+    return [*argv, f"{key}={override_value(claimed)}"]
 
 
 def _run_hydra(argv: list[str], multirun: bool) -> int:
@@ -101,14 +123,21 @@ def task(cfg: DictConfig) -> Any:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     error_file = run_dir / ERROR_FILE
-    error_file.unlink(missing_ok=True)  # left by an earlier attempt in the same folder
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         from rizzrun.runner.train import run
 
         return run(cfg, run_dir)
+    except RunFolderBusy as e:  # another process's folder: write nothing into it
+        fail(e)
+        raise SystemExit(EXIT_CONFIG) from None
     except Exception as e:
         error_file.write_text(traceback.format_exc(), encoding="utf-8")
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        stopped = isinstance(e, RunEnded) and e.status.startswith("stopped")
+        if not sweep or stopped:  # a signal stops the whole sweep, as it would one run
+            if isinstance(e, InputError | RunEnded):
+                print(str(e) if stopped else f"error: {e}", file=sys.stderr)
+                raise SystemExit(e.exit_code if isinstance(e, RunEnded) else EXIT_CONFIG) from None
             raise
         overrides = " ".join(hydra_cfg.overrides.task)
         log.error("job %s (%s) failed: %s: %s; traceback in %s; the sweep goes on",

@@ -53,6 +53,9 @@ class TrainerConfig:
     compile: bool = _f(False, "torch.compile the model")
     num_threads: Optional[int] = _f(None, "torch CPU threads; null = torch's default", ge=1)
     samples_per_val: int = _f(2, "prompts sampled at each validation", ge=0)
+    on_nonfinite: Literal["stop", "skip"] = _f("stop", "a NaN/inf loss or gradient norm: stop the run (exit 3), "
+                                               "or skip that step's update (up to max_nonfinite_skips times)")
+    max_nonfinite_skips: int = _f(0, "with on_nonfinite=skip: steps that may be skipped over the run", ge=0)
 
 
 @dataclass

@@ -226,8 +226,8 @@ class Goldfish:
       ignore_index=-100 label of positions without a target (never a real id such as pad=eos).
       seed=0            "random" only: seed of this objective's own CPU torch.Generator, which
                         advances with every training call (evaluate draws nothing). Its state
-                        is not checkpointed, so a resumed run draws different masks than an
-                        uninterrupted one; with several data-parallel ranks every rank draws the
+                        is checkpointed (`state_dict`), so a resumed run draws the same masks
+                        as an uninterrupted one; with several data-parallel ranks every rank draws the
                         same masks (for different data). The official code calls this strategy
                         seeded_random; the paper advises against it.
 
@@ -328,6 +328,15 @@ class Goldfish:
             "dropped_fraction": fraction,
         }
         return loss, metrics
+
+    def state_dict(self) -> dict:
+        """What a checkpoint must keep for an exact resume: the "random" strategy's generator
+        state (the other strategies are stateless)."""
+        return {"generator": self._generator.get_state()} if self._generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._generator is not None and "generator" in state:
+            self._generator.set_state(state["generator"])
 
     def evaluate(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Validation loss: plain cross-entropy over every non-ignored target, no mask (the

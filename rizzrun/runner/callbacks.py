@@ -2,49 +2,68 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import lightning as L
 
+from rizzrun.layout import step_dir_name
+from rizzrun.runner.checkpoint import prune_checkpoints
+from rizzrun.runner.control import Diverged, nonfinite_weights
+
 
 class PeriodicCheckpoint(L.Callback):
     """Save `checkpoints/step-NNNNNN/` every `every` optimizer steps and at the end; keep the
-    newest `keep` folders.
+    newest `keep` folders (`prune_checkpoints`: by step number, valid ones, never the one
+    `latest` names).
 
     A step that is also a validation step is saved after its validation, so a resumed run
     does not repeat or skip that validation (its metrics and RNG draws are already in the
-    checkpoint).
+    checkpoint). A step is saved at most once. Weights holding a NaN or an infinity are never
+    saved: that raises `Diverged`, and `latest` keeps naming the last good checkpoint.
     """
 
     def __init__(self, directory: Path, every: int, keep: int, val_every: int):
         self.directory = Path(directory)
         self.every, self.keep, self.val_every = every, keep, val_every
         self._pending = False
+        self.last_saved_step: int | None = None
 
-    def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.directory / f"step-{trainer.global_step:06d}", weights_only=False)
-        folders = sorted(p for p in self.directory.glob("step-*") if p.is_dir())
-        for old in folders[: max(0, len(folders) - self.keep)]:
-            shutil.rmtree(old, ignore_errors=True)
+    @property
+    def last_saved_name(self) -> str:
+        return step_dir_name(self.last_saved_step) if self.last_saved_step is not None else "(none)"
+
+    def save_once(self, trainer: L.Trainer) -> None:
+        step = trainer.global_step
+        if step == self.last_saved_step:
+            return
+        bad = nonfinite_weights(trainer.lightning_module.model)
+        if bad:
+            raise Diverged(f"diverged by step {step}: non-finite weights ({', '.join(bad[:3])}"
+                           f"{', ...' if len(bad) > 3 else ''}); not saved; lower optimizer.lr")
+        trainer.save_checkpoint(self.directory / step_dir_name(step), weights_only=False)
+        self.last_saved_step = step
+        prune_checkpoints(self.directory, self.keep)
+
+    def save_after_validation_or_now(self, trainer: L.Trainer) -> None:
+        """At a step boundary: save now, or after this step's validation when one is due."""
+        if trainer.global_step % self.val_every == 0:
+            self._pending = True
+        else:
+            self.save_once(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if not trainer.fit_loop._should_accumulate() and step % self.every == 0:
-            if step % self.val_every == 0:
-                self._pending = True
-            else:
-                self._save(trainer)
+        if not trainer.fit_loop._should_accumulate() and trainer.global_step % self.every == 0:
+            self.save_after_validation_or_now(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self._pending and not trainer.sanity_checking:
             self._pending = False
-            self._save(trainer)
+            self.save_once(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._save(trainer)
+        self.save_once(trainer)
 
 
 class PrintProgress(L.Callback):

@@ -100,6 +100,19 @@ class FolderCheckpointIO(CheckpointIO):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    """Keep the newest `keep` step folders by step number, and always the one `latest` names."""
+    from rizzrun.layout import step_of
+
+    directory = Path(directory)
+    pointer = directory / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else None
+    folders = sorted((p for p in directory.glob("step-*") if p.is_dir() and step_of(p) is not None), key=step_of)
+    for old in folders[: max(0, len(folders) - keep)]:
+        if old.name != named:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The folder `checkpoints/latest` points at, or None when the run has no checkpoint."""
     pointer = Path(run_dir) / "checkpoints" / LATEST

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rizzrun.runner.metrics import JsonlLogger
+from rizzrun.layout import CSV_DIR, METRICS, WANDB_ID
+from rizzrun.runner.metrics import CsvLogger, JsonlLogger
 
-WANDB_ID_FILE = "wandb_id.txt"
+WANDB_ID_FILE = WANDB_ID
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -23,7 +24,9 @@ def wandb_run_id(run_dir: Path) -> str:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> list:
-    loggers = [JsonlLogger(Path(run_dir) / "metrics.jsonl", resume_step=resume_step)]
+    """metrics.jsonl, plus the configured logger; each takes the step it is given (the optimizer
+    step: W&B's `trainer/global_step` axis, the CSV's `step` column)."""
+    loggers = [JsonlLogger(Path(run_dir) / METRICS, resume_step=resume_step)]
     lcfg = cfg.logger
     if lcfg.kind == "wandb":
         from lightning.pytorch.loggers import WandbLogger
@@ -38,13 +41,12 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None
                 save_dir=str(run_dir),
                 id=wandb_run_id(run_dir),
                 mode=lcfg.mode,
+                resume="allow",  # the same id again after a resume: one run, continued
                 config=OmegaConf.to_container(cfg, resolve=True),
             )
         )
     elif lcfg.kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        loggers.append(CsvLogger(Path(run_dir) / CSV_DIR / "metrics.csv", resume_step=resume_step))
     return loggers
 
 

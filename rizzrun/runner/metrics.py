@@ -1,8 +1,15 @@
 """`metrics.jsonl`: every logged metric, one JSON object per logging call, readable without
-W&B (`{"step": 100, "train/loss": 2.31, ...}`). Written whatever the configured logger is."""
+W&B (`{"step": 100, "train/loss": 2.31, ...}`). Written whatever the configured logger is.
+`CsvLogger`: the same rows as `csv/metrics.csv` (logger=csv).
+
+Rows are numbered by the step the runner passes (the optimizer step, 1 for the first update;
+rizzrun.runner.task emits every row itself), so all loggers agree with each other and with the
+checkpoints' step numbers; a resumed run drops the rows past its checkpoint and appends.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,6 @@ class JsonlLogger(Logger):
         if resume_step is not None:
             truncate_after(self.path, resume_step)
         self._file = None
-        self.trainer = None  # set by the runner: rows carry the optimizer step, `trainer.global_step`
 
     @property
     def name(self) -> str:
@@ -37,8 +43,6 @@ class JsonlLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self._file is None:
             self._file = self.path.open("a")
-        if self.trainer is not None:
-            step = self.trainer.global_step
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items() if k != "epoch"}}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
@@ -48,6 +52,55 @@ class JsonlLogger(Logger):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class CsvLogger(JsonlLogger):
+    """`metrics.jsonl`'s rows as a CSV file (one column per metric, blank where a row lacks it).
+    Rows are appended; the file is rewritten only when a new metric adds a column. On resume the
+    rows up to the checkpoint's step are kept."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        super().__init__(path, resume_step=None)
+        self.rows: list[dict] = []
+        if resume_step is not None and self.path.exists():
+            with self.path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if r.get("step") in ("", None) or int(r["step"]) <= resume_step]
+        self.keys = sorted({k for r in self.rows for k in r} - {"step"})
+        self._rewrite()
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    def _rewrite(self) -> None:
+        from rizzrun.files import write_atomic
+
+        lines = []
+        self._write_rows(lines, self.rows, header=True)
+        write_atomic(self.path, "".join(lines))
+
+    def _write_rows(self, out: list, rows: list[dict], header: bool) -> None:
+        class _Lines:
+            def write(self, text):
+                out.append(text)
+
+        writer = csv.DictWriter(_Lines(), fieldnames=["step", *self.keys], lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        row = {"step": step, **{k: _plain(v) for k, v in metrics.items() if k != "epoch"}}
+        self.rows.append(row)
+        if set(row) - {"step"} - set(self.keys):
+            self.keys = sorted(set(self.keys) | set(row) - {"step"})
+            self._rewrite()
+            return
+        lines = []
+        self._write_rows(lines, [row], header=False)
+        with self.path.open("a") as f:
+            f.write("".join(lines))
 
 
 def _plain(value: Any) -> Any:

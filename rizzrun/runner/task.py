@@ -34,6 +34,8 @@ class LanguageModelTask(L.LightningModule):
         samples_path: Path | None = None,
         seed: int = 0,
         accumulate: int = 1,
+        log_every: int = 1,
+        guard: Any = None,
     ):
         super().__init__()
         self.model = model
@@ -47,6 +49,8 @@ class LanguageModelTask(L.LightningModule):
         self.samples_path = Path(samples_path) if samples_path else None
         self.seed = seed
         self.accumulate = accumulate
+        self.log_every = log_every
+        self.guard = guard  # rizzrun.runner.control.NonFiniteGuard, or None
         self._window: list[dict[str, torch.Tensor]] = []
         self._step_started: float | None = None
         self._val_sums: dict[str, float] = {}
@@ -63,14 +67,45 @@ class LanguageModelTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.objective(self.model, batch)
-        self._window.append({k: v.detach().float() for k, v in metrics.items()})
-        if len(self._window) == self.accumulate:
-            self._log_window()
+        self._window.append({"loss": loss.detach().float(), **{k: v.detach().float() for k, v in metrics.items()}})
         # Lightning divides by `accumulate_grad_batches` itself.
         return loss
 
-    def _log_window(self) -> None:
-        """Log one value per optimizer step: token-weighted over the accumulated micro-batches."""
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Once per optimizer step, after every micro-batch's backward and before clipping and
+        the update: the non-finite guard (which may raise, or drop this step's gradients so that
+        nothing non-finite reaches the weights), then the step's metrics with its gradient norm
+        and throughput, on steps that are multiples of `log_every` (decided by the step number
+        alone, so a resumed run logs the same rows as an uninterrupted one)."""
+        step = self.trainer.global_step + 1  # the step this update makes
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        metrics = self._window_metrics()
+        metrics["train/grad_norm"] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        now = time.perf_counter()
+        rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
+        self._step_started, self._tokens_in_window = now, 0
+        if self.guard is not None:
+            self.guard.check(step, metrics, self.model)
+        if step % self.log_every == 0:
+            self._emit({**metrics, "perf/tokens_per_s": rate}, step, prog_bar=("train/loss", "perf/tokens_per_s"))
+
+    def _emit(self, metrics: dict[str, Any], step: int, prog_bar: Sequence[str] = ()) -> None:
+        """One row to every logger, numbered by the optimizer step (the loggers take the step as
+        given: Lightning's own logging counter starts at 0 and lags after validation). `self.log`
+        only feeds the progress display and `trainer.callback_metrics`."""
+        row = {k: float(v) for k, v in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
+        in_training = self.trainer.training
+        for key, value in row.items():
+            self.log(key, value, prog_bar=key in prog_bar, logger=False, on_step=in_training, on_epoch=not in_training)
+
+    def micro_batches_in_step(self) -> int:
+        """Micro-batches of the current optimizer step already trained on (0 at a step boundary)."""
+        return len(self._window)
+
+    def _window_metrics(self) -> dict[str, torch.Tensor]:
+        """One value per optimizer step: token-weighted over the accumulated micro-batches."""
         window, self._window = self._window, []
         tokens = torch.stack([m.get("tokens", torch.tensor(1.0)) for m in window])
         total = tokens.sum().clamp_min(1)
@@ -81,22 +116,12 @@ class LanguageModelTask(L.LightningModule):
         if "train/loss" in logged and "train/ppl" in logged:
             logged["train/ppl"] = torch.exp(logged["train/loss"])
         logged["train/lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
-        for key, value in logged.items():
-            self.log(key, value, prog_bar=key == "train/loss", on_step=True, on_epoch=False)
+        return logged
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._step_started is None:
             self._step_started = time.perf_counter()
         self._tokens_in_window += int(batch["input_ids"].numel())
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        """Throughput of the optimizer step that just ended: forward, backward, clip, update."""
-        if self.trainer.fit_loop._should_accumulate():
-            return
-        now = time.perf_counter()
-        rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
-        self._step_started, self._tokens_in_window = now, 0
-        self.log("perf/tokens_per_s", rate, prog_bar=True, on_step=True, on_epoch=False)
 
     # --- validation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -113,8 +138,8 @@ class LanguageModelTask(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         loss = self._val_sums["loss_sum"] / max(self._val_sums["tokens"], 1.0)
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/ppl", math.exp(min(loss, 50.0)))
+        self._emit({"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, self.trainer.global_step,
+                   prog_bar=("val/loss",))
         self._write_samples()
 
     def on_validation_end(self) -> None:
@@ -134,7 +159,8 @@ class LanguageModelTask(L.LightningModule):
         self.last_samples = rows
         for logger in self.loggers:
             if hasattr(logger, "log_text"):  # W&B: a table of samples per validation
-                logger.log_text(key="samples", columns=["step", "prompt", "text"], data=[list(r.values()) for r in rows])
+                logger.log_text(key="samples", columns=["step", "prompt", "text"], data=[list(r.values()) for r in rows],
+                                step=step)
         if self.samples_path is not None:
             with self.samples_path.open("a") as f:
                 for row in rows:
@@ -148,14 +174,16 @@ class LanguageModelTask(L.LightningModule):
             "torch": torch.get_rng_state(),
         }
         checkpoint["rizzrun"] = {"data_position": self.trainer.global_step * self.accumulate}
+        checkpoint["objective"] = self.objective.state_dict() if hasattr(self.objective, "state_dict") else {}
+        if self.guard is not None:
+            checkpoint["guard"] = self.guard.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng")
-        # Lightning's logger step counts optimizer steps but is bumped after validation; a
-        # checkpoint taken at validation end holds it one short. Make it agree with the step.
-        epoch_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
-        if epoch_loop is not None and "global_step" in checkpoint:
-            epoch_loop["_batches_that_stepped"] = checkpoint["global_step"]
+        if hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(checkpoint.get("objective", {}))
+        if self.guard is not None:
+            self.guard.load_state_dict(checkpoint.get("guard", {}))
 
     def on_train_start(self) -> None:
         rng = getattr(self, "_rng_to_restore", None)

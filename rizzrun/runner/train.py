@@ -1,13 +1,8 @@
-"""`run(cfg, run_dir)`: train one composed config into one run folder.
+"""`run(cfg, run_dir)`: train one composed config into one run folder (layout: rizzrun.layout).
 
-    run_dir/
-      config.yaml          the resolved config (Hydra's .hydra/ holds the unresolved one + overrides)
-      env.json             library versions, git commit, machine
-      tokenizer/           what `rizzrun generate` needs to decode
-      metrics.jsonl        every logged metric (whatever the logger)
-      samples.jsonl        sampled continuations at each validation
-      checkpoints/         step-NNNNNN/{model.safetensors,state.pt,meta.json}, latest
-      wandb/               the W&B run (offline unless told), its id in wandb_id.txt
+summary.json's `status` says how the run ended: "completed", "stopped by SIGTERM" /
+"stopped by SIGINT" (resumable), "diverged" (non-finite loss, gradient or weights; the last good
+checkpoint stays `latest`), or "crashed" (with the error; the traceback is in error.txt).
 """
 
 from __future__ import annotations
@@ -24,122 +19,160 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rizzrun import layout
+from rizzrun.errors import RunEnded, RunFolderBusy
+
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train `cfg` into `run_dir`; the summary (also in summary.json, with how the run ended).
+
+    A fresh run refuses a folder that holds another run; `resume` continues the folder's newest
+    valid checkpoint. The folder is locked for the process's lifetime. A signal or divergence
+    ends the run with `RunEnded` after the loggers are finished and summary.json is written."""
+    from rizzrun.run_dirs import RunLock, holds_run
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        if not _resuming(cfg) and holds_run(run_dir):
+            raise RunFolderBusy(f"{run_dir}: the folder holds another run; continue it with resume={run_dir}, "
+                                "or start this one in a new folder")
+        (run_dir / layout.ERROR).unlink(missing_ok=True)  # left by an earlier attempt of this run
+        return _run_locked(cfg, run_dir)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     from hydra.utils import instantiate
 
     from rizzrun.runner.build import build_model, cache_dir
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import FolderCheckpointIO, latest_checkpoint, read_meta
+    from rizzrun.runner.control import NonFiniteGuard, SignalStop
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
 
     quiet_lightning()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.trainer
     started = time.perf_counter()
-
-    resume_from = _resume_checkpoint(cfg, run_dir, latest_checkpoint)
-    meta = read_meta(resume_from) if resume_from else {}
-    if tcfg.num_threads:
-        torch.set_num_threads(int(tcfg.num_threads))
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (run_dir / "env.json").write_text(json.dumps(_environment(), indent=2) + "\n")
-
-    tokenizer = instantiate(cfg.tokenizer)
-    data = instantiate(cfg.data)
-    tokenizer.prepare(data.train_texts, data.fingerprint)
-    tokenizer.save(run_dir / "tokenizer")
-    data.setup(tokenizer, cache_dir=cache_dir(cfg))
-    _log_data(data)
-
-    model = build_model(cfg, tokenizer)
-    if tcfg.compile:
-        model.compile()
-    task = LanguageModelTask(
-        model=model,
-        objective=instantiate(cfg.objective),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        decoder=instantiate(cfg.decoder),
-        tokenizer=tokenizer,
-        prompts=list(cfg.prompts or []),
-        samples_per_val=int(tcfg.samples_per_val),
-        samples_path=run_dir / "samples.jsonl",
-        seed=int(cfg.seed),
-        accumulate=int(tcfg.accumulate),
-    )
-
-    resume_step = meta.get("step") if resume_from else None
-    if resume_from is None:
-        for stale in ("metrics.jsonl", "samples.jsonl"):
-            (run_dir / stale).unlink(missing_ok=True)
-    else:
-        _truncate_jsonl(run_dir / "samples.jsonl", resume_step)
-    loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
-
-    train_loader = torch.utils.data.DataLoader(
-        _Stream(data.train_batches, start=int(meta.get("data_position", 0))), batch_size=None
-    )
-    val = data.val_batches()
-    val_loader = torch.utils.data.DataLoader(
-        list(itertools.islice(val, tcfg.val_batches or None)), batch_size=None
-    )
-    val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
-    trainer = L.Trainer(
-        accelerator=tcfg.accelerator,
-        devices=tcfg.devices,
-        strategy=tcfg.strategy,
-        precision=tcfg.precision,
-        max_steps=int(tcfg.max_steps),
-        max_epochs=-1,
-        accumulate_grad_batches=int(tcfg.accumulate),
-        gradient_clip_val=float(tcfg.grad_clip) or None,
-        val_check_interval=val_every * int(tcfg.accumulate),
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=int(tcfg.log_every),
-        logger=loggers,
-        callbacks=[
-            PeriodicCheckpoint(run_dir / "checkpoints", int(tcfg.checkpoint_every), int(tcfg.keep_checkpoints), val_every),
-            progress_callback(int(tcfg.log_every)),
-        ],
-        plugins=[FolderCheckpointIO()],
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=interactive(),
-        use_distributed_sampler=False,
-        default_root_dir=str(run_dir),
-    )
-    loggers[0].trainer = trainer
-    failed = True
+    checkpointer = PeriodicCheckpoint(run_dir / layout.CHECKPOINTS, int(tcfg.checkpoint_every),
+                                      int(tcfg.keep_checkpoints), min(int(tcfg.val_every), int(tcfg.max_steps)))
+    stopper = SignalStop(checkpointer, resume_hint=f"continue with: rizzrun resume={run_dir}")
+    stopper.install()  # from here on a signal ends the run cleanly, with summary.json saying so
+    summary = {"run_dir": str(run_dir), "status": "crashed", "step": None, "eval": None}
+    loggers, trainer, task, data, ended = [], None, None, None, None
     try:
+        resume_from = _resume_checkpoint(cfg, run_dir, latest_checkpoint)
+        meta = read_meta(resume_from) if resume_from else {}
+        if tcfg.num_threads:
+            torch.set_num_threads(int(tcfg.num_threads))
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+        (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
+
+        tokenizer = instantiate(cfg.tokenizer)
+        data = instantiate(cfg.data)
+        tokenizer.prepare(data.train_texts, data.fingerprint)
+        tokenizer.save(run_dir / layout.TOKENIZER)
+        data.setup(tokenizer, cache_dir=cache_dir(cfg))
+        _log_data(data)
+
+        model = build_model(cfg, tokenizer)
+        if tcfg.compile:
+            model.compile()
+        task = LanguageModelTask(
+            model=model,
+            objective=instantiate(cfg.objective),
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            decoder=instantiate(cfg.decoder),
+            tokenizer=tokenizer,
+            prompts=list(cfg.prompts or []),
+            samples_per_val=int(tcfg.samples_per_val),
+            samples_path=run_dir / layout.SAMPLES,
+            seed=int(cfg.seed),
+            accumulate=int(tcfg.accumulate),
+            log_every=int(tcfg.log_every),
+            guard=NonFiniteGuard(str(tcfg.get("on_nonfinite", "stop")), int(tcfg.get("max_nonfinite_skips", 0)),
+                                 check_grads=str(tcfg.precision) != "16-mixed"),
+        )
+
+        resume_step = meta.get("step") if resume_from else None
+        if resume_from is not None:
+            checkpointer.last_saved_step = resume_step
+            _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
+        loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
+
+        train_loader = torch.utils.data.DataLoader(
+            _Stream(data.train_batches, start=int(meta.get("data_position", 0))), batch_size=None
+        )
+        val = data.val_batches()
+        val_loader = torch.utils.data.DataLoader(
+            list(itertools.islice(val, tcfg.val_batches or None)), batch_size=None
+        )
+        val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
+        trainer = L.Trainer(
+            accelerator=tcfg.accelerator,
+            devices=tcfg.devices,
+            strategy=tcfg.strategy,
+            precision=tcfg.precision,
+            max_steps=int(tcfg.max_steps),
+            max_epochs=-1,
+            accumulate_grad_batches=int(tcfg.accumulate),
+            gradient_clip_val=float(tcfg.grad_clip) or None,
+            val_check_interval=val_every * int(tcfg.accumulate),
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,  # unused: the task sends its rows to the loggers itself
+            logger=loggers,
+            callbacks=[checkpointer, stopper, progress_callback(int(tcfg.log_every))],
+            plugins=[FolderCheckpointIO()],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=interactive(),
+            use_distributed_sampler=False,
+            default_root_dir=str(run_dir),
+        )
         trainer.fit(
             task, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
         )
-        evaluation = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step)
-        failed = False
+        summary["eval"] = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step)
+        summary["status"] = "completed"
+    except RunEnded as e:
+        summary.update(status=e.status, reason=str(e))
+        ended = e
+    except BaseException as e:
+        summary["error"] = f"{type(e).__name__}: {e}"
+        raise
     finally:
-        finish_loggers(loggers, failed)
+        stopper.restore()
+        finish_loggers(loggers, failed=summary["status"] != "completed")
+        summary.update(_results(trainer, task, data, started))
+        (run_dir / layout.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if ended is not None:
+        raise ended
+    _print_summary(summary)
+    return summary
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    summary = {
-        "run_dir": str(run_dir),
-        "step": trainer.global_step,
+
+def _results(trainer, task, data, started: float) -> dict:
+    """What summary.json reports besides the status, from whatever the run got to."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} if trainer is not None else {}
+    return {
+        "step": trainer.global_step if trainer is not None else None,
         "train_loss": metrics.get("train/loss"),
         "val_loss": metrics.get("val/loss"),
         "seconds": round(time.perf_counter() - started, 1),
-        "samples": task.last_samples,
-        "eval": evaluation,
-        "data": getattr(data, "stats", {}),
+        "samples": task.last_samples if task is not None else [],
+        "skipped_nonfinite_steps": task.guard.skipped if task is not None and task.guard is not None else [],
+        "data": getattr(data, "stats", {}) if data is not None else {},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _print_summary(summary)
-    return summary
+
+
+def _resuming(cfg: DictConfig) -> bool:
+    resume = cfg.get("resume")
+    return not (resume in (None, False) or str(resume).lower() == "false")
 
 
 def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int) -> dict | None:
@@ -168,7 +201,7 @@ class _Stream(torch.utils.data.IterableDataset):
 
 def _resume_checkpoint(cfg: DictConfig, run_dir: Path, latest_checkpoint):
     resume = cfg.get("resume")
-    if resume in (None, False) or str(resume).lower() == "false":
+    if not _resuming(cfg):
         return None
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
