@@ -369,3 +369,18 @@ def test_the_composition_cache_keeps_the_newest_entries(tmp_path, monkeypatch):
     compose_cache.store("entry4", {"i": 4})  # prunes to the two newest: entry3 and entry4
     assert sorted(p.name for p in (tmp_path / "compose").iterdir()) == ["entry3.pkl", "entry4.pkl"]
     assert compose_cache.load("entry3") == {"i": 3} and compose_cache.load("entry0") is None
+
+
+def test_a_fresh_process_composes_a_recipe_that_names_another(tmp_path):
+    """goldfish_tiny's defaults list names ce_memorize_tiny: registering only the named recipe
+    must follow it. Twice: cold, then from the composition cache (where ${now:...} in
+    hydra.run.dir must still resolve, as Hydra's resolvers are registered)."""
+    code = ("import sys; from omegaconf import OmegaConf; from rizzrun.config import check_jobs; "
+            "cfg = check_jobs(['+recipe=goldfish_tiny'])[0]; "
+            "print(cfg.name, cfg.objective.k, OmegaConf.select(cfg, 'hydra.run.dir').startswith('outputs/'))")
+    env = {**os.environ, "RIZZRUN_CACHE": str(tmp_path), "RIZZRUN_OUTPUTS": "outputs"}
+    for _ in ("cold", "warm"):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+                              timeout=120)
+        assert done.stdout.strip() == "goldfish_tiny 4 True", done.stderr
+    assert len(list((tmp_path / "compose").glob("*.pkl"))) == 1

@@ -118,6 +118,10 @@ def _hydra_compose(overrides: list[str], config_name: str) -> tuple[DictConfig, 
     if cfg is None:
         cfg, _ = _compose_with_hydra(choices, config_name)  # choices only: no key to refuse
         compose_cache.store(name, cfg)
+    else:
+        from hydra.core.utils import setup_globals
+
+        setup_globals()  # the resolvers Hydra registers when it composes (${now:...} in hydra.run.dir)
     return cfg, _apply_key_overrides(cfg, parsed, [o for o in parsed if not _is_group_override(o, groups)])
 
 
