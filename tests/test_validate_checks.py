@@ -384,3 +384,36 @@ def test_a_fresh_process_composes_a_recipe_that_names_another(tmp_path):
                               timeout=120)
         assert done.stdout.strip() == "goldfish_tiny 4 True", done.stderr
     assert len(list((tmp_path / "compose").glob("*.pkl"))) == 1
+
+
+def test_a_20_step_run_trains_with_the_adapted_warmup(tmp_path, shared_cache):
+    """`rizzrun +recipe=tiny trainer.max_steps=20` runs (the real command), warming up for
+    min(50, 20 // 8) = 2 steps: lr/lr0 = k/2 for k <= 2, then 0.1 + 0.45 (1 + cos(pi (k - 2) / 18))."""
+    import json
+    import math
+
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [RIZZRUN, "+recipe=tiny", "trainer.max_steps=20", "logger=none", "trainer.log_every=1",
+         "trainer.val_every=20", "trainer.val_batches=1", "trainer.samples_per_val=0", "trainer.checkpoint_every=20",
+         "data.seq_len=32", "data.batch_size=4", "model.n_layer=1", f"cache_dir={shared_cache}",
+         f"hydra.run.dir={run}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["train/lr"] / 3e-3 for r in rows if "train/lr" in r]
+
+    def f(k):
+        return k / 2 if k <= 2 else 0.1 + 0.45 * (1 + math.cos(math.pi * (k - 2) / 18)) if k < 20 else 0.1
+
+    # Step k logs the lr its update used (float32: 1e-6).
+    assert logged == pytest.approx([f(k) for k in range(1, 21)], abs=1e-6)
+
+
+def test_a_run_with_trainer_gpu_and_no_gpu_is_refused_before_it_starts(tmp_path):
+    # CUDA_VISIBLE_DEVICES='' hides every CUDA GPU (from torch too), so this holds on any Linux box.
+    done = subprocess.run([RIZZRUN, "trainer=gpu", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert (done.returncode, done.stderr) == (2, "error: trainer.accelerator=gpu: CUDA_VISIBLE_DEVICES='' hides every "
+                                                 "GPU; train on the CPU with trainer=cpu\n")
+    assert not (tmp_path / "run").exists()
