@@ -8,7 +8,8 @@ Hydra would). So the key is: the config name, the group overrides in order, Hydr
 the path, size and modification time of every yaml file under conf/ and recipes/. A changed,
 added or removed file gives another key; an old entry is never read again. Entries live in
 `<cache root>/compose/` (RIZZRUN_CACHE, else ~/.cache/rizzrun); a cache that cannot be read or
-written is skipped, never an error.
+written is skipped, never an error. Entries are pickles: the cache folder must be the user's own,
+like every other rizzrun cache.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def load(name: str):
 def store(name: str, cfg) -> None:
     """Keep `cfg` under `name`, and only the KEEP newest entries."""
     try:
+        from omegaconf import OmegaConf
+
         from rizzrun.files import write_atomic
 
+        if OmegaConf.is_config(cfg):
+            OmegaConf.clear_cache(cfg)  # no resolved ${now:...} travels to a later command
         write_atomic(_root() / f"{name}.pkl", pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
         entries = sorted(_root().glob("*.pkl"), key=lambda p: p.stat().st_mtime_ns)
         for old in entries[:-KEEP]:
