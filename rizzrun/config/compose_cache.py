@@ -15,7 +15,6 @@ like every other rizzrun cache.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from pathlib import Path
 
@@ -26,7 +25,7 @@ KEEP = 64  # entries kept: every edit of a yaml file keys new ones, so the oldes
 
 
 def _root() -> Path:
-    return Path(os.environ.get("RIZZRUN_CACHE") or Path.home() / ".cache" / "rizzrun").expanduser() / "compose"
+    return paths.cache_root() / "compose"
 
 
 def key(config_name: str, group_overrides: list[str]) -> str:

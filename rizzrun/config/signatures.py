@@ -233,10 +233,9 @@ class _DiskCache:
 
     @classmethod
     def _path(cls) -> Path:
-        import os
+        from rizzrun.paths import cache_root
 
-        root = os.environ.get("RIZZRUN_CACHE") or Path.home() / ".cache" / "rizzrun"
-        return Path(root).expanduser() / "signatures.pkl"
+        return cache_root() / "signatures.pkl"
 
     @classmethod
     def _load(cls) -> dict:
