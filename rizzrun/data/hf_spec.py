@@ -5,15 +5,10 @@ and does not start like one is a Hub dataset name, looked up only at run time, s
 from __future__ import annotations
 
 import glob
-import os
 
 from rizzrun.config.errors import message, show
+from rizzrun.data.hf_source import looks_local  # HFDataset's own rule (a torch-free module)
 from rizzrun.data.path_checks import expand, unreadable
-
-
-def looks_local(path: str) -> bool:
-    """A path starting with /, ./, ../ or ~ names the file system, never the Hub (HFDataset's rule)."""
-    return path.startswith(("/", "./", "../", "~")) or path in (".", "..") or os.path.isabs(path)
 
 
 def check(node: dict, path: str) -> list[str]:
