@@ -4,6 +4,7 @@ Writes docs/benchmarks.md. Every figure is a ratio against a baseline measured i
 process, interleaved, best of `--repeats`, warm-up excluded (see ../shared/BENCHMARKS.md):
 
 - start-up: `rizzrun --help` and a rejected config vs `python -c pass`;
+- validation: `rizzrun validate` with a bad override vs importing typer, hydra and omegaconf;
 - training tokens/s of the tiny and small model: through the rizzrun runner (Lightning,
   logging, checkpoint callback) vs a bare hand-written PyTorch loop on the same model and
   batches, vs `transformers.LlamaForCausalLM` (sdpa) with the same config trained by a bare loop;
@@ -64,6 +65,37 @@ def startup(repeats: int) -> dict:
             t = time.perf_counter()
             subprocess.run(cmd, capture_output=True, cwd=ROOT)
             best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+# A rejected config (an unknown key, the commonest slip) against the import floor of the CLI.
+VALIDATION_FLOOR = "python -c 'import typer, hydra, omegaconf'"
+VALIDATION_TARGET = 1.5  # issue 11: a rejected config within 1.5x the import floor
+
+
+def validation_speed(repeats: int) -> dict:
+    """Wall seconds, best of `repeats`, interleaved: `rizzrun validate` with a bad override vs
+    importing what the CLI cannot do without (typer, hydra, omegaconf). Warm: the composition
+    and signature caches (rizzrun/config/compose_cache.py, signatures.py) hold what an earlier
+    command with the same group choices left; cold: an empty cache folder every time."""
+    exe = str(Path(sys.executable).with_name("rizzrun"))
+    warm = tempfile.mkdtemp(prefix="rizzrun-bench-cache-")
+    cmds = {  # name: (command, cache folder; None: a fresh one every time)
+        VALIDATION_FLOOR: ([sys.executable, "-c", "import typer, hydra, omegaconf"], warm),
+        "rizzrun validate model.n_layr=2 (unknown key)": ([exe, "validate", "model.n_layr=2"], warm),
+        "rizzrun validate +recipe=tiny optimizer.lr=-1 (bad value)":
+            ([exe, "validate", "+recipe=tiny", "optimizer.lr=-1"], warm),
+        "rizzrun validate model.n_layr=2, cold caches": ([exe, "validate", "model.n_layr=2"], None),
+    }
+    best = {k: float("inf") for k in cmds}
+    for _ in range(repeats):
+        for name, (cmd, cache) in cmds.items():
+            env = {**os.environ, "RIZZRUN_CACHE": cache or tempfile.mkdtemp(prefix="rizzrun-bench-cold-")}
+            t = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, cwd=ROOT, env=env)
+            best[name] = min(best[name], time.perf_counter() - t)
+            if name != VALIDATION_FLOOR and done.returncode != 2:
+                raise RuntimeError(f"{cmd}: expected a rejection (exit 2), got {done.returncode}: {done.stderr!r}")
     return best
 
 
@@ -306,6 +338,22 @@ def write_report(path: Path, results: dict) -> None:
         "",
         "`--help`, `list`, `show` and `validate` import neither torch, lightning nor wandb (tested).",
         "",
+        "## Validation speed (best of %d, interleaved)" % results["repeats_validation"],
+        "",
+        f"A rejected config against the import floor of the CLI, `{VALIDATION_FLOOR}` "
+        f"(target: at most {VALIDATION_TARGET}×). Warm: the composition of the same group choices and the "
+        "targets' signatures are cached on disk by an earlier command (rizzrun/config/compose_cache.py, "
+        "signatures.py); cold: an empty cache every time.",
+        "",
+        "| command | seconds | vs import floor |",
+        "| --- | ---: | ---: |",
+    ]
+    v = results["validation"]
+    floor = v[VALIDATION_FLOOR]
+    for name, sec in v.items():
+        lines.append(f"| `{name}` | {sec:.3f} | {sec / floor:.2f}× |")
+    lines += [
+        "",
         "## Training throughput (tokens/s, steady state, best of %d interleaved rounds)" % results["repeats"],
         "",
         "| model | params | batch | rizzrun runner | bare PyTorch loop | transformers Llama (sdpa) | rizzrun / bare | rizzrun / transformers | MFU rizzrun | MFU transformers | runner start-up s |",
@@ -377,6 +425,8 @@ def main() -> None:
     results = {"date": dt.date.today().isoformat(), "cpu": cpu_name(), "repeats": args.repeats, "repeats_startup": 5}
     results["gflops"] = matmul_gflops()
     results["startup"] = startup(5)
+    results["repeats_validation"] = 7
+    results["validation"] = validation_speed(results["repeats_validation"])
     results["training"] = [training(size, args.repeats, args.cache, results["gflops"]) for size in args.sizes]
     results["repeats_generation"] = 3
     results["generation"] = generation(repeats=3)

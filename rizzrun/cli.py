@@ -106,22 +106,22 @@ def show(
 
 
 def _llama_dims(cfg) -> dict | None:
-    from rizzrun.config.validate import LLAMA_TARGETS
+    """The model's dimensions, from its spec's `dims` (rizzrun.config.specs); None without one."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.config.specs import hook, spec_of
 
     model = cfg.get("model")
-    if model is None or model.get("_target_") not in LLAMA_TARGETS:
+    if model is None or not isinstance(model.get("_target_"), str):
+        return None
+    dims = hook(spec_of(model._target_), "dims")
+    if dims is None:
         return None
     try:
-        from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, resolve_llama_dims
-
-        if model.get("from_pretrained") is not None:  # config.json's dimensions (no torch)
-            from rizzrun.models.hf_llama import hf_llama_dims
-
-            dims = hf_llama_dims(str(model.from_pretrained))
-            return {**dims, "max_seq_len": model.get("max_seq_len") or dims["max_seq_len"]}
-        return resolve_llama_dims(model.get("size", "tiny"), **{k: model.get(k) for k in LLAMA_DIM_KEYS if k in model})
-    except Exception:  # noqa: BLE001 - invalid dims are `rizzrun validate`'s business
+        node = OmegaConf.to_container(model, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that does not resolve: validate says
         return None
+    return dims(node)
 
 
 @app.command()
@@ -130,14 +130,23 @@ def validate(
     multirun: bool = typer.Option(False, "--multirun", "-m", help="check every job of a sweep (a=1,2 b=x,y)"),
 ) -> None:
     """Compose and validate without running: print "ok", or every problem and exit with 2."""
+    code = _validate(overrides or [], multirun)
+    if code:
+        raise typer.Exit(code)
+
+
+def _validate(overrides: list[str], multirun: bool) -> int:
+    """`rizzrun validate`'s work (the command, and main()'s direct route to it): 0 or 2."""
     from rizzrun.config import ConfigError
     from rizzrun.config.check import check_jobs
 
     try:
-        configs = check_jobs(overrides or [], multirun=multirun)
+        configs = check_jobs(overrides, multirun=multirun)
     except ConfigError as e:
-        raise _fail(e) from None
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("ok" if len(configs) == 1 else f"ok ({len(configs)} jobs)")
+    return 0
 
 
 # click's exceptions, or the copy of click that typer vendors (typer >= 0.2x): where typer's own
@@ -454,6 +463,11 @@ def _export_problem(out_dir: Path, force: bool) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a subcommand or help flag -> typer; anything else -> a Hydra job."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    multirun = ("-m", "--multirun")
+    if argv[:1] == ["validate"] and all(a in multirun or not a.startswith("-") for a in argv[1:]):
+        # Straight to the work: typer coerces arguments through pydantic, which alone costs
+        # more than validating (issue 11: a rejected config within 1.5x the import floor).
+        sys.exit(_validate([a for a in argv[1:] if a not in multirun], any(a in multirun for a in argv[1:])))
     if argv and (argv[0] in SUBCOMMANDS or argv[0] in HELP_FLAGS):
         app(args=argv, prog_name="rizzrun")
         return

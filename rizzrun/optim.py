@@ -22,7 +22,14 @@ from typing import Iterable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["adamw", "warmup_cosine", "constant"]
+__all__ = ["adamw", "warmup_cosine", "constant", "default_warmup", "DEFAULT_WARMUP_CAP", "DEFAULT_WARMUP_DIVISOR"]
+
+# warmup_steps=None (conf/scheduler/cosine.yaml's default) adapts to the run's length:
+# min(50, total_steps // 8). Long runs keep the 50-step warmup of the fixed default it replaces
+# (so the 400-step demo trains exactly as before); a short run (`trainer.max_steps=20`) warms up
+# for an eighth of it and still decays. A warmup the user sets is used as given.
+DEFAULT_WARMUP_CAP = 50
+DEFAULT_WARMUP_DIVISOR = 8
 
 
 def _is_int(x) -> bool:
@@ -103,9 +110,15 @@ def _check_warmup(warmup_steps) -> int:
     return int(warmup_steps)
 
 
+def default_warmup(total_steps: int) -> int:
+    """The warmup used when warmup_steps is None: min(50, total_steps // 8), e.g. 2 for a
+    20-step run, 50 from 400 steps on."""
+    return min(DEFAULT_WARMUP_CAP, total_steps // DEFAULT_WARMUP_DIVISOR)
+
+
 def warmup_cosine(
     optimizer: torch.optim.Optimizer,
-    warmup_steps: int = 100,
+    warmup_steps: int | None = None,
     total_steps: int = 1000,
     min_lr_ratio: float = 0.1,
 ) -> LambdaLR:
@@ -118,10 +131,12 @@ def warmup_cosine(
         k >= N:      f = m
     E.g. W=4, N=12, m=0.1: f(1)=0.25, f(4)=1, f(8)=0.55, f(12)=0.1.
     With W == N there is no decay phase: lr rises to its peak at update N, then drops to m.
+    warmup_steps=None (the config's default) means W = default_warmup(N) = min(50, N // 8), so a
+    default never conflicts with a short run; an explicit W > N is refused.
     """
-    warmup_steps = _check_warmup(warmup_steps)
     if not _is_int(total_steps) or total_steps < 1:
         raise ValueError(f"total_steps={total_steps!r} is not allowed: it must be an integer >= 1")
+    warmup_steps = default_warmup(int(total_steps)) if warmup_steps is None else _check_warmup(warmup_steps)
     if warmup_steps > total_steps:
         raise ValueError(
             f"warmup_steps={warmup_steps} is not allowed with total_steps={total_steps}: "

@@ -80,14 +80,18 @@ def test_output_root_and_cache_dir_come_from_the_environment(monkeypatch):
     assert load([]).cache_dir == "/home/someone/.cache/rizzrun"
 
 
-def _option_overrides(group: str, option: str) -> list[str]:
-    extra = {("data", "text"): ["data.train_files=[a.txt]"], ("data", "hf"): ["data.path=/data/corpus"]}
+def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
+    # Data paths must exist now (validate checks them); the files are never read here.
+    (tmp_path / "a.txt").write_text("some text\n")
+    (tmp_path / "corpus").mkdir(exist_ok=True)
+    extra = {("data", "text"): [f"data.train_files=[{tmp_path / 'a.txt'}]"],
+             ("data", "hf"): [f"data.path={tmp_path / 'corpus'}"]}
     return [f"{group}={option}", *extra.get((group, option), [])]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in catalog.groups() for o in catalog.options(g)])
 def test_every_option_of_every_group_validates(group, option, tmp_path):
-    overrides = _option_overrides(group, option)
+    overrides = _option_overrides(group, option, tmp_path)
     if (group, option) == ("model", "llama_pretrained"):  # a folder with config.json + safetensors
         from test_hf_llama import hf_folder
 
@@ -104,10 +108,11 @@ def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
     """The local folders a paper-scale recipe asks for (it says so when they are missing)."""
     from test_recipes import llama2_7b_folder, tokenizer_folder
 
+    (tmp_path / "corpus").mkdir(exist_ok=True)  # data.path must exist (validate checks it)
     if recipe == "goldfish_7b":
-        return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", "data.path=/data/articles"]
+        return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", f"data.path={tmp_path / 'corpus'}"]
     if recipe == "goldfish_1b":
-        return [f"tokenizer.path={tokenizer_folder(tmp_path / 'tok')}", "data.path=/data/corpus"]
+        return [f"tokenizer.path={tokenizer_folder(tmp_path / 'tok')}", f"data.path={tmp_path / 'corpus'}"]
     return []
 
 
@@ -309,9 +314,15 @@ def test_bpe_vocab_is_the_config_key():
 
 
 def test_explicit_max_seq_len_is_named_as_the_source():
-    assert only_error(["model.max_seq_len=64"]) == (
+    # Since validate also checks the samples taken at validation, a 64-token model is too short
+    # for them as well: 'This function' is 13 bytes, + the EOS the sampler puts first = 14, + 64.
+    assert errors_of(["model.max_seq_len=64"]) == [
         "data.seq_len=128: longer than the model's max_seq_len=64 (from model.max_seq_len); "
-        "allowed: data.seq_len <= 64, or raise model.max_seq_len")
+        "allowed: data.seq_len <= 64, or raise model.max_seq_len",
+        "decoder.max_new_tokens=64: a sample at validation, the prompt 'This function' (14 tokens with the EOS put "
+        "first) + 64 new tokens = 78, is longer than the model's max_seq_len=64 (from model.max_seq_len); allowed: "
+        "decoder.max_new_tokens <= 50, shorter prompts, or trainer.samples_per_val=0, or raise model.max_seq_len"]
+    assert only_error(["model.max_seq_len=64", "trainer.samples_per_val=0"]).startswith("data.seq_len=128: ")
 
 
 def test_all_problems_in_one_error():

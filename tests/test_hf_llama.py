@@ -464,18 +464,23 @@ def problems_of(*overrides: str) -> list[str]:
     return info.value.problems
 
 
+SHORT_SAMPLES = "decoder.max_new_tokens=32"
+
+
 def test_validation_reads_config_json(tmp_path):
     path = hf_folder(tmp_path / "m", vocab_size=300)
     config = path / "config.json"
-    check_jobs([f"model.from_pretrained={path}", "data.seq_len=64"])  # ok: byte tokenizer (259) fits in 300
+    # These folders hold 64 positions: the default samples at validation (14-token prompt + 64 new
+    # tokens) would not fit, which validate reports too, so they sample 32 tokens here.
+    check_jobs([f"model.from_pretrained={path}", "data.seq_len=64", SHORT_SAMPLES])  # ok: byte tokenizer (259) fits in 300
     assert problems_of(f"model.from_pretrained={path}", "model.n_head=8", "model.max_seq_len=32",
                        "data.seq_len=32") == [
         f"model.n_head=8: conflicts with num_attention_heads=4 in {config}; allowed: null (take config.json's) or 4"]
-    assert problems_of(f"model.from_pretrained={path}", "data.seq_len=65") == [
+    assert problems_of(f"model.from_pretrained={path}", "data.seq_len=65", SHORT_SAMPLES) == [
         f"data.seq_len=65: longer than the model's max_seq_len=64 (from max_position_embeddings in {config}); "
         "allowed: data.seq_len <= 64"]
     small = hf_folder(tmp_path / "small")  # vocab 61 < the byte tokenizer's 259
-    assert problems_of(f"model.from_pretrained={small}", "data.seq_len=64") == [
+    assert problems_of(f"model.from_pretrained={small}", "data.seq_len=64", SHORT_SAMPLES) == [
         f"model.from_pretrained='{small}': the model's vocabulary (vocab_size=61 in its config.json) is smaller "
         "than the tokenizer's (rizzrun.tokenizers.byte.ByteTokenizer: 259 ids); use the checkpoint's own "
         "tokenizer, or one with at most 61 ids"]
@@ -528,7 +533,8 @@ def test_validate_command_without_torch(tmp_path):
         "print('CODES', codes, 'HEAVY', heavy)\n"
     )
     env = {**os.environ, "RIZZRUN_OUTPUTS": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", code, f"model.from_pretrained={good}", "data.seq_len=64"],
+    result = subprocess.run([sys.executable, "-c", code, f"model.from_pretrained={good}", "data.seq_len=64",
+                             SHORT_SAMPLES],
                             cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.splitlines()[-1] == "CODES [2, 0, 0] HEAVY []", result.stderr

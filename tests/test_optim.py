@@ -105,6 +105,37 @@ def test_warmup_cosine_edges():
     assert [round(f[k], 9) for k in range(1, 6)] == [0.333333333, 0.666666667, 1.0, 0.2, 0.2]
 
 
+def test_default_warmup_adapts_to_a_short_run():
+    # warmup_steps=None: W = min(50, N // 8). N=20 -> W=2, m=0.1: f = k/2 up to k=2, then
+    # 0.1 + 0.45 * (1 + cos(pi * (k - 2) / 18)).
+    f = _lrs(lambda o: warmup_cosine(o, total_steps=20, min_lr_ratio=0.1), 22)
+    expected = {1: 0.5, 2: 1.0,
+                8: 0.775,   # cos(pi/3) = 0.5
+                11: 0.55,   # cos(pi/2) = 0
+                14: 0.325,  # cos(2pi/3) = -0.5
+                20: 0.1, 22: 0.1}
+    for k, v in expected.items():
+        assert f[k] == pytest.approx(v, abs=1e-9), k
+    # From N=400 on the cap, 50 steps, is the warmup (the demo's schedule is the old default's).
+    f = _lrs(lambda o: warmup_cosine(o, total_steps=400, min_lr_ratio=0.1), 51)
+    assert (f[1], f[25], f[50]) == pytest.approx((1 / 50, 0.5, 1.0), abs=1e-12) and f[51] < 1.0
+    # N < 8: no warmup at all; the first update already decays: 0.5 * (1 + cos(pi / 7)), m=0.
+    f = _lrs(lambda o: warmup_cosine(o, total_steps=7, min_lr_ratio=0.0), 1)
+    assert f[1] == pytest.approx(0.5 * (1 + 0.9009688679), abs=1e-9)
+
+
+def test_config_default_warmup_reaches_the_schedule():
+    # The shipped cosine option leaves warmup_steps null: trainer.max_steps=20 gives W=2.
+    from hydra.utils import instantiate
+
+    from rizzrun.config import load
+
+    cfg = load(["+recipe=tiny", "trainer.max_steps=20"])
+    assert cfg.scheduler.warmup_steps is None and cfg.scheduler.total_steps == 20
+    f = _lrs(lambda o: instantiate(cfg.scheduler)(o), 11)
+    assert (f[1], f[2], f[11]) == pytest.approx((0.5, 1.0, 0.55), abs=1e-9)
+
+
 def test_constant_schedule():
     f = _lrs(lambda o: constant(o, warmup_steps=3), 6)
     assert [round(f[k], 9) for k in range(1, 7)] == [0.333333333, 0.666666667, 1.0, 1.0, 1.0, 1.0]

@@ -4,9 +4,12 @@
     cfg = compose(["+recipe=tiny", "model.n_layer=2"])   # Hydra compose API, recipes registered
     validate(cfg)                                         # raises one ConfigError listing all problems
 
-`load(overrides)` does both. Modules: `compose` (Hydra + error translation), `validate`
-(signature binding and value checks), `check` (both, for one job or a sweep), `signatures`
-(targets read with `ast`), `schema`
+`load(overrides)` does both. Modules: `compose` (Hydra + error translation), `compose_cache`
+(the composition of a set of group choices, kept on disk), `validate` (signature binding,
+value checks, relations between components), `specs` (component rules kept beside the
+components, found from the `_target_`), `check` (both, for one job or a sweep; with the
+machine's accelerator for a command that runs here), `devices` (is there a GPU, without
+torch), `signatures` (targets read with `ast`, kept on disk), `schema`
 (trainer/logger/top-level dataclasses), `catalog` (groups, options, recipes), `resume`
 (which run folder `resume=` continues), `launch` (the Hydra run path), `errors`.
 """

@@ -11,6 +11,7 @@ list, `override /objective: ...` entries included, works as in any config file.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from rizzrun import paths
@@ -71,11 +72,13 @@ def recipe_package(path: Path) -> str:
 
 
 _PROVIDER = "rizzrun recipes"
-_registered: dict[str, int] = {}  # recipe file -> mtime when stored
+_registered: dict[str, tuple[int, list[str]]] = {}  # recipe file -> (mtime when stored, recipes it names)
 
 
-def register_recipes() -> list[str]:
-    """Store every recipes/*.yaml in Hydra's ConfigStore as group `recipe`; returns the names.
+def register_recipes(names: Iterable[str] | None = None) -> list[str]:
+    """Store recipes/*.yaml in Hydra's ConfigStore as group `recipe` (when `names` is given, only
+    those and the recipes their defaults lists name, transitively: a composition needs no more);
+    returns the names of every recipe.
 
     Cheap to call again: a file is re-read only when it changed, and recipes whose file is gone
     are dropped from the store.
@@ -87,10 +90,20 @@ def register_recipes() -> list[str]:
 
     store = ConfigStore.instance()
     files = sorted(paths.recipes_dir().glob("*.yaml"))
+    by_name = {p.stem: p for p in files}
+    queue = list(by_name) if names is None else [n for n in names if n in by_name]
+    seen: set[str] = set()
     problems = []
-    for path in files:
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        path = by_name[name]
         stamp = path.stat().st_mtime_ns
-        if _registered.get(str(path)) == stamp:
+        known = _registered.get(str(path))
+        if known is not None and known[0] == stamp:
+            queue += known[1]
             continue
         try:
             node = OmegaConf.load(path)
@@ -102,7 +115,9 @@ def register_recipes() -> list[str]:
             continue
         store.store(group=RECIPE_GROUP, name=path.stem, node=node, package=recipe_package(path),
                     provider=_PROVIDER)
-        _registered[str(path)] = stamp
+        refs = [r for r in _recipes_in_defaults(node) if r in by_name]
+        _registered[str(path)] = (stamp, refs)
+        queue += refs
     current = {f"{p.stem}.yaml" for p in files}
     stored = store.repo.get(RECIPE_GROUP, {})
     for key in list(stored):
@@ -114,3 +129,22 @@ def register_recipes() -> list[str]:
     if problems:
         raise ConfigError(problems)
     return [p.stem for p in files]
+
+
+def _recipes_in_defaults(node) -> list[str]:
+    """The recipes a recipe's defaults list names: `- other` (its own group), `- /recipe/other`,
+    `- recipe: other` / `- /recipe: other` (an `@package` suffix dropped)."""
+    found = []
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str):
+            text = entry.strip().split("@")[0]
+            parts = text.lstrip("/").split("/")
+            if text.startswith("/") and len(parts) == 2 and parts[0] == RECIPE_GROUP:
+                found.append(parts[1])
+            elif "/" not in text and text != "_self_":
+                found.append(text)
+        elif hasattr(entry, "items"):
+            for key, value in entry.items():
+                if str(key).split()[-1].strip("/").split("@")[0] == RECIPE_GROUP and isinstance(value, str):
+                    found.append(value)
+    return found

@@ -1,5 +1,8 @@
 """Compose + validate what a command line would run: one job, or every job of a sweep.
 
+`check_jobs` (what `rizzrun validate` and a launch run) also checks that this machine has the
+accelerator each job asks for; `check_job` / `rizzrun.config.load` check the config alone.
+
 Problems from composing (bad overrides) and from validating (the config built from the
 overrides that did work) are reported together. In a sweep, a problem found in only some jobs
 names them.
@@ -9,19 +12,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from rizzrun.config import devices
 from rizzrun.config.compose import CONFIG_NAME, compose_report, sweep_jobs
 from rizzrun.config.errors import ConfigError, show
 from rizzrun.config.validate import problems as validation_problems
 
 
-def check_job(overrides: Sequence[str], config_name: str = CONFIG_NAME) -> tuple[DictConfig | None, list[str]]:
-    """(the composed config with its hydra node, or None; every problem of this job)."""
+def check_job(overrides: Sequence[str], config_name: str = CONFIG_NAME,
+              here: bool = False) -> tuple[DictConfig | None, list[str]]:
+    """(the composed config with its hydra node, or None; every problem of this job). `here`:
+    the job is to run on this machine, which must have the accelerator it asks for."""
     cfg, found = compose_report(overrides, config_name=config_name)
     if cfg is not None:
         found += [p for p in validation_problems(cfg) if p not in found]
+        if here:
+            found += machine_problems(cfg)
     return cfg, found
+
+
+def machine_problems(cfg: DictConfig) -> list[str]:
+    """What this machine lacks for `cfg` (a GPU for trainer.accelerator=gpu), for a job Hydra's
+    local launcher runs here; a job another launcher sends elsewhere is not checked."""
+    launcher = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    launcher = launcher.get("hydra/launcher") if launcher is not None else None
+    trainer = cfg.get("trainer")
+    accelerator = OmegaConf.select(trainer, "accelerator", default=None, throw_on_resolution_failure=False) \
+        if isinstance(trainer, DictConfig) else None
+    return devices.accelerator_problems({"accelerator": accelerator}, launcher)
 
 
 def check_jobs(overrides: Sequence[str], multirun: bool = False,
@@ -33,7 +52,7 @@ def check_jobs(overrides: Sequence[str], multirun: bool = False,
     found: dict[str, list[str]] = {}
     configs = []
     for job in jobs:
-        cfg, job_problems = check_job(job, config_name)
+        cfg, job_problems = check_job(job, config_name, here=True)
         if multirun and cfg is not None and cfg.get("resume", False) is not False:
             job_problems.append(f"resume={show(cfg.resume)}: cannot be used with -m/--multirun, since a sweep starts "
                                 "fresh jobs; resume one job at a time with resume=PATH")

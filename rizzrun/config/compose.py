@@ -2,8 +2,9 @@
 errors into ConfigErrors that name the group or key, the bad value and the closest valid one.
 
 Group options (`model=lama`, `+recipe=tny`) are checked before Hydra runs, against the files
-on disk. Unknown keys are collected by composing again without the offending override, so one
-call reports every bad override, each with the nearest existing key.
+on disk. Keys Hydra cannot set are collected in the same composition (each key override is
+applied on its own), so one call reports every bad override, each with the nearest existing key.
+Only the recipes the overrides name are registered with Hydra.
 """
 
 from __future__ import annotations
@@ -43,25 +44,34 @@ def compose_report(overrides: Sequence[str] = (), *, config_name: str = CONFIG_N
     """(the config composed from the overrides that work, hydra node included; the problems with
     the others). The config is None only when nothing composes (e.g. a recipe names a missing
     option), so that a caller can still validate the rest and report everything at once."""
-    catalog.register_recipes()
     overrides = list(overrides)
-    problems = check_overrides(overrides)
+    parsed = parse_overrides(overrides)
+    catalog.register_recipes(_recipes_named(parsed))
+    problems = check_overrides(overrides, parsed)
     bad_keys: list[tuple[str, str]] = []  # (override, key) Hydra could not set
     remaining = [o for o in overrides if not _is_flagged(o, problems)]
+
+    def note(e: Exception) -> tuple[str, str] | None:
+        culprit, text = _translate(e, remaining)
+        if text is not None:
+            problems.append(text)
+        elif culprit is not None:
+            bad_keys.append(culprit)
+        return culprit
+
     cfg = None
     for _ in range(_MAX_RETRIES):
         try:
-            cfg = _hydra_compose(remaining, config_name)
-            break
+            cfg, refused = _hydra_compose(remaining, config_name)
         except Exception as e:  # noqa: BLE001 - every Hydra/OmegaConf failure is translated
-            culprit, text = _translate(e, remaining)
-            if text is not None:
-                problems.append(text)
+            culprit = note(e)  # a bad group choice, say: compose again without it
             if culprit is None:
                 break
-            if text is None:
-                bad_keys.append(culprit)
             remaining = [o for o in remaining if o != culprit[0]]
+            continue
+        for e in refused:  # keys Hydra could not set, all found in this one composition
+            note(e)
+        break
     else:
         problems.append("too many bad overrides; fix the ones above first")
     problems.extend(_unknown_key_message(o, key, cfg) for o, key in bad_keys)
@@ -72,19 +82,116 @@ def _is_flagged(override: str, problems: list[str]) -> bool:
     return any(p.startswith(f"{override}: ") for p in problems)
 
 
-def _hydra_compose(overrides: list[str], config_name: str) -> DictConfig:
+def _recipes_named(parsed) -> list[str]:
+    """The recipes the overrides add (`+recipe=a`, `+recipe=[a,b]`, a sweep `+recipe=a,b`)."""
+    names: list[str] = []
+    for o in parsed:
+        if o.key_or_group != catalog.RECIPE_GROUP:
+            continue
+        if o.is_sweep_override():
+            names += list(o.sweep_string_iterator()) if o.is_discrete_sweep() else catalog.options(catalog.RECIPE_GROUP)
+        elif isinstance(o.value(), str):
+            names.append(o.value())
+        elif isinstance(o.value(), list):
+            names += [str(v) for v in o.value()]
+    return names
+
+
+def _hydra_compose(overrides: list[str], config_name: str) -> tuple[DictConfig, list[Exception]]:
+    """(the composed config, the errors of the key overrides that could not be applied).
+
+    The config of the group choices comes from `compose_cache` when an earlier command composed
+    the same choices from the same files; the key overrides are then applied as Hydra applies
+    them. Overrides that steer Hydra itself (`hydra.*`, `hydra/...`, `@package`) and sweeps
+    (which Hydra refuses in one job with its own message) always go through Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rizzrun.config import compose_cache
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if any(_needs_hydra(o) for o in parsed):
+        return _compose_with_hydra(overrides, config_name)
+    groups = set(catalog.groups()) | {catalog.RECIPE_GROUP}
+    choices = [o.input_line for o in parsed if _is_group_override(o, groups)]
+    name = compose_cache.key(config_name, choices)
+    cfg = compose_cache.load(name)
+    if cfg is None:
+        cfg, _ = _compose_with_hydra(choices, config_name)  # choices only: no key to refuse
+        compose_cache.store(name, cfg)
+    else:
+        from hydra.core.utils import setup_globals
+
+        setup_globals()  # the resolvers Hydra registers when it composes (${now:...} in hydra.run.dir)
+    return cfg, _apply_key_overrides(cfg, parsed, [o for o in parsed if not _is_group_override(o, groups)])
+
+
+def _needs_hydra(o) -> bool:
+    key = o.key_or_group
+    return (key == "hydra" or key.startswith(("hydra.", "hydra/")) or "/" in key or o.package is not None
+            or o.is_sweep_override())
+
+
+def _is_group_override(o, groups: set[str]) -> bool:
+    """Hydra's rule (hydra/_internal/defaults_list.py, Overrides): an override of an existing
+    config group whose value is not a mapping chooses an option; any other sets a key."""
+    return o.key_or_group in groups and not isinstance(o.value(), dict)
+
+
+def _apply_key_overrides(cfg: DictConfig, parsed: list, key_overrides: list) -> list[Exception]:
+    """What Hydra does after composing (hydra/_internal/config_loader_impl.py,
+    _load_configuration_impl): apply the key overrides (each on its own here, keeping the errors),
+    then record the overrides, the working directory and the override dirname in `cfg.hydra`."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    from hydra.errors import ConfigCompositionException
+
+    refused: list[Exception] = []
+    for override in key_overrides:
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        except ConfigCompositionException as e:
+            refused.append(e)
+    import os
+
+    with open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = [o.input_line for o in parsed]
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=parsed, kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
+            item_sep=cfg.hydra.job.config.override_dirname.item_sep,
+            exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys)
+    return refused
+
+
+def _compose_with_hydra(overrides: list[str], config_name: str) -> tuple[DictConfig, list[Exception]]:
+    """Hydra's compose, except that each key override is applied on its own and its error kept
+    (Hydra stops at the first), so one composition finds every bad key."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    refused: list[Exception] = []
+    apply_all = ConfigLoaderImpl.__dict__["_apply_overrides_to_config"]
+
+    def apply_each(overrides, cfg) -> None:
+        for override in overrides:
+            try:
+                apply_all.__func__([override], cfg)
+            except ConfigCompositionException as e:
+                refused.append(e)
 
     # Composing from inside a running Hydra app must not disturb it: set its state aside.
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
+    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(apply_each)
     try:
         with initialize_config_dir(config_dir=str(paths.conf_dir()), version_base="1.3", job_name="rizzrun"):
-            return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+            cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        return cfg, refused
     finally:
+        ConfigLoaderImpl._apply_overrides_to_config = apply_all
         restore_gh_from_backup(backup)
 
 
@@ -109,11 +216,12 @@ def parse_overrides(overrides: Sequence[str]):
     return parsed
 
 
-def check_overrides(overrides: Sequence[str]) -> list[str]:
-    """Problems with group choices in `overrides` (unknown option, recipe without '+')."""
+def check_overrides(overrides: Sequence[str], parsed=None) -> list[str]:
+    """Problems with group choices in `overrides` (unknown option, recipe without '+');
+    `parsed`: `parse_overrides(overrides)` when the caller has it."""
     problems = []
     groups = set(catalog.groups()) | {catalog.RECIPE_GROUP}
-    for o in parse_overrides(overrides):
+    for o in parsed if parsed is not None else parse_overrides(overrides):
         group = o.key_or_group
         if group not in groups or o.package is not None or o.is_delete():
             continue

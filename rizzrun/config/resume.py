@@ -196,7 +196,7 @@ def resumed_job(overrides: Sequence[str], config_name: str) -> Resumed:
             kept.append(f"{key} {show(before)}")
 
     final = [*base, *group_pins, *pins, *overrides]
-    job, problems = check_job(final, config_name=config_name)
+    job, problems = check_job(final, config_name=config_name, here=True)
     if job is None:
         raise ConfigError([_from_the_run(p, pins) for p in problems])
     changed, frozen = _differences(saved, saved_choices, job, run_leaves)

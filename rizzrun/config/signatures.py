@@ -18,7 +18,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-UNKNOWN: Any = object()  # a default or attribute that is not a literal
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<not a literal>"
+
+    def __reduce__(self) -> str:
+        return "UNKNOWN"  # pickled by name: the one UNKNOWN survives the disk cache
+
+
+UNKNOWN: Any = _Unknown()  # a default or attribute that is not a literal
 
 
 class TargetNotFound(Exception):
@@ -44,6 +52,7 @@ class Target:
     params: tuple[Param, ...] | None  # None: not readable (e.g. inherits from a compiled base)
     doc: str | None
     attrs: dict[str, Any] = field(default_factory=dict)  # literal class attributes, inherited too
+    module: str = ""  # the module that defines it (after following re-exports); '' when unknown
 
     def keyword_params(self) -> list[Param]:
         return [p for p in self.params or () if p.kind in ("normal", "keyword_only")]
@@ -122,6 +131,7 @@ def _parse(path: Path, mtime_ns: int) -> ast.Module:
 
 
 def _tree(path: Path) -> ast.Module:
+    _read.append(path)
     return _parse(path, path.stat().st_mtime_ns)
 
 
@@ -193,8 +203,77 @@ def resolve(target: str) -> Target:
 
     Raises TargetNotFound naming the file that was looked for and the closest existing name.
     Returns kind "other" with params None when the source cannot be read (compiled code).
+    An answer is kept on disk with the size and mtime of every file read for it (parsing the
+    sources is most of a validation's own time) and reused while those files are unchanged.
     """
-    return _resolve(target, depth=0)
+    found = _DiskCache.get(target)
+    if found is not None:
+        return found
+    _read.clear()
+    found = _resolve(target, depth=0)
+    _DiskCache.put(target, found, sorted(set(_read)))
+    return found
+
+
+_read: list[Path] = []  # the source files the resolution under way has parsed
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+class _DiskCache:
+    """target -> (python version, [(file, size, mtime)], Target), in one pickle under
+    $RIZZRUN_CACHE (else ~/.cache/rizzrun)/signatures.pkl; loaded once per process, written when
+    it gained an entry. Unreadable or unwritable: every target is read from source."""
+
+    entries: dict | None = None
+    _VERSION = 1
+
+    @classmethod
+    def _path(cls) -> Path:
+        from rizzrun.paths import cache_root
+
+        return cache_root() / "signatures.pkl"
+
+    @classmethod
+    def _load(cls) -> dict:
+        if cls.entries is None:
+            import pickle
+
+            try:
+                data = pickle.loads(cls._path().read_bytes())
+                cls.entries = data["entries"] if data.get("version") == (cls._VERSION, sys.version_info[:2]) else {}
+            except Exception:  # noqa: BLE001 - no cache yet, or an unreadable one: start afresh
+                cls.entries = {}
+        return cls.entries
+
+    @classmethod
+    def get(cls, target: str) -> Target | None:
+        entry = cls._load().get(target)
+        if entry is None:
+            return None
+        files, found = entry
+        try:
+            if all(_stamp(Path(f)) == (size, mtime) for f, size, mtime in files):
+                return found
+        except OSError:
+            pass
+        return None
+
+    @classmethod
+    def put(cls, target: str, found: Target, files: list[Path]) -> None:
+        import pickle
+
+        try:
+            cls._load()[target] = ([(str(f), *_stamp(f)) for f in files], found)
+            from rizzrun.files import write_atomic
+
+            write_atomic(cls._path(), pickle.dumps({"version": (cls._VERSION, sys.version_info[:2]),
+                                                    "entries": cls.entries}, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:  # noqa: BLE001 - read-only home, full disk: read the sources next time
+            pass
 
 
 def _resolve(target: str, depth: int) -> Target:
@@ -249,7 +328,7 @@ def _resolve(target: str, depth: int) -> Target:
     if isinstance(node, ast.ClassDef):
         return _class_target(target, module, tree, node, depth)
     return Target(target, module.file, "function", _params(node.args, drop_self=False),
-                  ast.get_docstring(node))
+                  ast.get_docstring(node), module=module.name)
 
 
 def _params(args: ast.arguments, drop_self: bool) -> tuple[Param, ...]:
@@ -350,4 +429,4 @@ def _class_target(target: str, module: _Module, tree: ast.Module, node: ast.Clas
         params = ()
     else:
         params = bases[0].params if bases[0] is not None else None
-    return Target(target, module.file, "class", params, ast.get_docstring(node), attrs)
+    return Target(target, module.file, "class", params, ast.get_docstring(node), attrs, module=module.name)

@@ -5,9 +5,16 @@
   arguments, values that do not fit a simple annotation.
 - `trainer`, `logger` and the top-level keys are checked against the dataclasses of
   `rizzrun.config.schema`: keys, types, ranges, allowed values.
-- Relations between components: Llama dimensions (`rizzrun.models.llama_sizes`), the training
-  sequence length against `max_seq_len`, `model.vocab_size` against the tokenizer's, and the
-  batch kind the data produces against the one the objective consumes.
+- Each component's own rules come from the torch-free spec beside it (`pkg/mod_spec.py` for a
+  target defined in `pkg.mod`, see `rizzrun.config.specs`): Llama's dimensions, a Hugging Face
+  folder, a data path. This module names no target.
+- Relations between components, through what the specs report: what must fit in the model's
+  max_seq_len (data.seq_len, the eval window, sampled prompts + decoder.max_new_tokens), the
+  model's vocabulary against the tokenizer's, the batch kind the data produces against the one
+  the objective consumes.
+
+Whether this machine has the accelerator asked for is not a property of the config: the commands
+that run here check it (`rizzrun.config.check.check_jobs`, `rizzrun.config.devices`).
 
 Every message reads `KEY=VALUE: what is wrong; what is allowed`.
 """
@@ -17,28 +24,15 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rizzrun.config import catalog, schema, signatures, typespec
+from rizzrun.config import catalog, schema, signatures, specs, typespec
 from rizzrun.config.errors import ConfigError, listing, message, show, suggest
+from rizzrun.config.specs import BROKEN, MISSING
 
 
-class _Marker:
-    def __init__(self, text: str):
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-MISSING = _Marker("???")  # a mandatory value nobody set
-BROKEN = _Marker("<unresolvable>")  # an interpolation that failed (already reported)
-
-LLAMA_TARGETS = ("rizzrun.models.llama.Llama",)
-HF_TOKENIZER_TARGETS = ("rizzrun.tokenizers.hf.HFTokenizer",)
 _RESERVED = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
 
@@ -66,7 +60,11 @@ def problems(cfg: DictConfig) -> list[str]:
             out += _check_schema(group, node, schema.GROUP_SCHEMAS[group])
         elif isinstance(node, dict) and group in groups:
             out += _check_component_tree(group, group, node, targets)
-    out += _check_model(values, targets)
+    spec_of: dict = {}
+    found, failed = _check_specs(values, targets, spec_of)
+    out += found
+    out += _check_lengths(values, spec_of, _model_length(values, spec_of, failed))
+    out += _check_vocab(values, targets, spec_of, failed)
     out += _check_optimization(values, interpolated)
     out += _check_batch_kinds(values, targets, choices)
     return [_with_origin(p, interpolated) for p in out]
@@ -279,58 +277,127 @@ def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _check_model(values: dict, targets: dict) -> list[str]:
-    model, data, tok = values.get("model"), values.get("data"), values.get("tokenizer")
-    out: list[str] = []
-    folder_vocab = _hf_tokenizer_vocab(tok, targets.get("tokenizer"), out)
-    if not isinstance(model, dict):
-        return out
-    if model.get("_target_") in LLAMA_TARGETS:
-        out += _check_llama(model, data if isinstance(data, dict) else {})
-    vocab = _int(model.get("vocab_size"))
-    pretrained = None  # model.from_pretrained, when the vocabulary comes from its config.json
-    if vocab is None and model.get("_target_") in LLAMA_TARGETS:
-        vocab, pretrained = _pretrained_vocab(model)
-    tok_target = targets.get("tokenizer")
-    if vocab is not None and isinstance(tok, dict):
-        need = _int(tok.get("vocab_size"))
-        if need is None:
-            need = folder_vocab
-        if need is None and tok_target is not None:
-            need = _int(tok_target.attrs.get("vocab_size"))
-        if need is not None and vocab < need and pretrained is not None:
-            out.append(message(f"model.from_pretrained={show(pretrained)}",
-                               f"the model's vocabulary (vocab_size={vocab} in its config.json) is smaller than "
-                               f"the tokenizer's ({tok.get('_target_')}: {need} ids)",
-                               f"use the checkpoint's own tokenizer, or one with at most {vocab} ids"))
-        elif need is not None and vocab < need:
-            out.append(message(f"model.vocab_size={vocab}",
-                               f"smaller than the tokenizer's vocabulary ({tok.get('_target_')}: {need} ids)",
-                               f"allowed: null (take the tokenizer's) or an integer >= {need}"))
+def _check_specs(values: dict, targets: dict, spec_of: dict) -> tuple[list[str], set[str]]:
+    """Each component's own rules (its spec's `check`); also the paths whose spec found a problem."""
+    out, failed = [], set()
+    for path, target in targets.items():
+        spec = specs.spec_module(target.module) if target is not None and target.module else None
+        spec_of[path] = spec
+        check = specs.hook(spec, "check")
+        node = _at(values, path)
+        if check is None or not isinstance(node, dict):
+            continue
+        found = check(node, path)
+        if found:
+            failed.add(path)
+        out += found
+    return out, failed
+
+
+def _at(values: dict, path: str) -> Any:
+    node: Any = values
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _model_length(values: dict, spec_of: dict, failed: set[str]) -> specs.Length | None:
+    model = values.get("model")
+    hook = specs.hook(spec_of.get("model"), "max_seq_len")
+    if hook is None or not isinstance(model, dict) or "model" in failed:
+        return None  # no spec says, or its problems come first
+    return hook(model)
+
+
+def _check_lengths(values: dict, spec_of: dict, length: specs.Length | None) -> list[str]:
+    """What must fit in the model's max_seq_len: a training row (data.seq_len), the memorization
+    window when the run evaluates at its end (EOS + eval.prefix_len + eval.continuation_len), and
+    each prompt sampled at validation with decoder.max_new_tokens new tokens."""
+    if length is None:
+        return []
+    out = []
+    limit, source = length.value, f"from {length.source}"
+    fix = f", or {length.fix}" if length.fix else ""
+    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    seq_len = _int(data.get("seq_len"))
+    if seq_len is not None and seq_len > limit:
+        out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={limit} ({source})",
+                           f"allowed: data.seq_len <= {limit}{fix}"))
+    ev = values.get("eval") if isinstance(values.get("eval"), dict) else {}
+    prefix, cont = _int(ev.get("prefix_len")), _int(ev.get("continuation_len"))
+    if ev.get("at_end") is True and prefix is not None and cont is not None and 1 + prefix + cont > limit:
+        out.append(message(f"eval.continuation_len={cont}",
+                           f"the memorization window, EOS + eval.prefix_len={prefix} + {cont} = {1 + prefix + cont} "
+                           f"tokens, is longer than the model's max_seq_len={limit} ({source})",
+                           f"allowed: eval.prefix_len + eval.continuation_len <= {limit - 1}{fix}"))
+    out += _check_samples(values, spec_of, limit, source, fix)
     return out
 
 
-def _hf_tokenizer_vocab(tok: Any, target: signatures.Target | None, out: list[str]) -> int | None:
-    """tokenizer=hf: the vocabulary size of the folder at tokenizer.path, read from its JSON
-    files (no torch, no `tokenizers`); a missing or unreadable folder is reported."""
-    if not isinstance(tok, dict):
-        return None
-    name = target.target if target is not None else tok.get("_target_")
-    if name not in HF_TOKENIZER_TARGETS or not isinstance(tok.get("path"), str):
-        return None  # not an HF tokenizer, or path ??? / not a string: reported already
-    from rizzrun.tokenizers.hf import folder_vocab_size
+def _check_samples(values: dict, spec_of: dict, limit: int, source: str, fix: str) -> list[str]:
+    """Sampling at validation feeds [EOS, *encode(prompt)] and adds decoder.max_new_tokens
+    (rizzrun/runner/task.py `sample_texts`). A tokenizer spec with `prompt_tokens` counts a
+    prompt exactly; without one (a BPE trained at run time, an HF folder: counting needs the
+    tokenizer loaded) a non-empty prompt counts as one token, a lower bound, so the check never
+    refuses a run that fits."""
+    decoder, trainer, tok = values.get("decoder"), values.get("trainer"), values.get("tokenizer")
+    prompts = values.get("prompts")
+    samples = _int(trainer.get("samples_per_val")) if isinstance(trainer, dict) else None
+    new = _int(decoder.get("max_new_tokens")) if isinstance(decoder, dict) else None
+    if not samples or new is None or not isinstance(prompts, list) or not isinstance(tok, dict):
+        return []
+    count = specs.hook(spec_of.get("tokenizer"), "prompt_tokens")
+    longest, longest_text, exact = -1, "", count is not None
+    for text in prompts[:samples]:
+        if not isinstance(text, str):
+            continue
+        n = 1 + (count(tok, text) if count is not None else int(bool(text)))
+        if n > longest:
+            longest, longest_text = n, text
+    if longest < 0 or longest + new <= limit:
+        return []
+    tokens = f"{longest} tokens with the EOS put first" if exact else f"at least {longest} tokens with the EOS put first"
+    return [message(f"decoder.max_new_tokens={new}",
+                    f"a sample at validation, the prompt {show(longest_text)} ({tokens}) + {new} new tokens = "
+                    f"{longest + new}, is longer than the model's max_seq_len={limit} ({source})",
+                    f"allowed: decoder.max_new_tokens <= {max(0, limit - longest)}, shorter prompts, or "
+                    f"trainer.samples_per_val=0{fix}")]
 
-    try:
-        return folder_vocab_size(tok["path"])
-    except (OSError, ValueError) as e:
-        out.append(message(f"tokenizer.path={show(tok['path'])}", str(e)))
-        return None
+
+def _check_vocab(values: dict, targets: dict, spec_of: dict, failed: set[str]) -> list[str]:
+    """The model must embed every id the tokenizer produces."""
+    model, tok = values.get("model"), values.get("tokenizer")
+    if not isinstance(model, dict) or not isinstance(tok, dict):
+        return []
+    tok_target = targets.get("tokenizer")
+    need = _int(tok.get("vocab_size"))
+    if need is None:
+        hook = specs.hook(spec_of.get("tokenizer"), "vocab_size")
+        need = hook(tok) if hook is not None else None
+    if need is None and tok_target is not None:
+        need = _int(tok_target.attrs.get("vocab_size"))
+    if need is None:
+        return []
+    have = _int(model.get("vocab_size"))
+    tokenizer = f"{tok.get('_target_')}: {need} ids"
+    if have is not None:
+        if have >= need:
+            return []
+        return [message(f"model.vocab_size={have}", f"smaller than the tokenizer's vocabulary ({tokenizer})",
+                        f"allowed: null (take the tokenizer's) or an integer >= {need}")]
+    hook = specs.hook(spec_of.get("model"), "vocab_size")
+    vocab = hook(model) if hook is not None and model.get("vocab_size") is None else None
+    if vocab is None or vocab.value >= need:
+        return []
+    return [message(vocab.key, f"the model's vocabulary ({vocab.origin}) is smaller than the tokenizer's ({tokenizer})",
+                    vocab.fix)]
 
 
 def _check_optimization(values: dict, interpolated: dict[str, str]) -> list[str]:
     out = []
     scheduler, optimizer = values.get("scheduler"), values.get("optimizer")
     if isinstance(scheduler, dict):
+        # A null warmup adapts to total_steps (rizzrun.optim.default_warmup): only a number conflicts.
         warmup, total = _int(scheduler.get("warmup_steps")), _int(scheduler.get("total_steps"))
         if warmup is not None and total is not None and 0 < total < warmup:
             origin = interpolated.get("scheduler.total_steps")
@@ -344,86 +411,6 @@ def _check_optimization(values: dict, interpolated: dict[str, str]) -> list[str]
             out.append(message(f"optimizer.betas={show(betas)}", "not a pair of numbers in [0, 1)",
                                "allowed: e.g. optimizer.betas=[0.9,0.95]"))
     return out
-
-
-def _check_llama(model: dict, data: dict) -> list[str]:
-    try:
-        from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, LLAMA_SIZES, llama_dim_errors
-    except ImportError as e:
-        return [message("model", f"cannot check the Llama dimensions: {e}")]
-    if isinstance(model.get("from_pretrained"), str):
-        return _check_pretrained_llama(model, data)
-    if model.get("from_pretrained") in (MISSING, BROKEN):
-        return []  # reported as not set; the dimensions come from that folder
-    size = model.get("size", "tiny")
-    if size is BROKEN or size is MISSING:
-        return []
-    if not isinstance(size, str) or size not in LLAMA_SIZES:
-        return [message(f"model.size={show(size)}", "not a Llama size", suggest(str(size), LLAMA_SIZES),
-                        f"allowed: {listing(LLAMA_SIZES)}")]
-    dims = {k: model[k] for k in LLAMA_DIM_KEYS if k in model and model[k] not in (BROKEN, MISSING)}
-    out = []
-    rope_scaling = model.get("rope_scaling")
-    if rope_scaling is not BROKEN and rope_scaling is not MISSING:
-        from rizzrun.models.hf_llama import rope_scaling_problems
-
-        for text in rope_scaling_problems(rope_scaling, "rope_scaling"):
-            match = re.match(r"([\w.]+)=(\S+) (.*)", text)
-            out.append(f"model.{match.group(1)}={match.group(2)}: {match.group(3)}" if match else f"model.{text}")
-    for text in llama_dim_errors({"size": size, **dims}):
-        match = re.match(r"(\w+)=(\S+) (.*)", text)
-        out.append(f"model.{match.group(1)}={match.group(2)}: {match.group(3)}" if match else f"model: {text}")
-    if out:
-        return out
-    resolved = {**LLAMA_SIZES[size], **{k: v for k, v in dims.items() if v is not None}}
-    seq_len, max_len = _int(data.get("seq_len")), resolved["max_seq_len"]
-    if seq_len is not None and seq_len > max_len:
-        source = "model.max_seq_len" if dims.get("max_seq_len") is not None else f"model.size={size}"
-        out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={max_len} (from {source})",
-                           f"allowed: data.seq_len <= {max_len}, or raise model.max_seq_len"))
-    return out
-
-
-def _check_pretrained_llama(model: dict, data: dict) -> list[str]:
-    """model.from_pretrained=PATH: the folder, its config.json (supported, and agreeing with any
-    dimension set beside it) and its weight files, read without torch; seq_len against its length."""
-    from rizzrun.models.hf_llama import HF_CONFIG, HF_FIELDS, HFCheckpointError, dim_conflicts, hf_llama_dims
-
-    path = model["from_pretrained"]
-    head = f"model.from_pretrained={show(path)}"
-    folder = Path(path).expanduser()
-    try:
-        hf = hf_llama_dims(folder)
-    except HFCheckpointError as e:
-        where = "" if e.where == str(folder) else f"{e.where}: "
-        return [message(head, f"{where}{p}") for p in e.problems]
-    given = {k: model.get(k) for k in HF_FIELDS if model.get(k) not in (BROKEN, MISSING)}
-    out = [message(f"model.{key}={show(given[key])}", problem)
-           for key, problem in dim_conflicts(hf, given, folder / HF_CONFIG)]
-    if out:
-        return out
-    max_len = _int(given.get("max_seq_len")) or hf["max_seq_len"]
-    seq_len = _int(data.get("seq_len"))
-    if seq_len is not None and seq_len > max_len:
-        source = ("model.max_seq_len" if given.get("max_seq_len") is not None
-                  else f"max_position_embeddings in {folder / HF_CONFIG}")
-        out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={max_len} (from {source})",
-                           f"allowed: data.seq_len <= {max_len}"))
-    return out
-
-
-def _pretrained_vocab(model: dict) -> tuple[int | None, str | None]:
-    """(vocab_size in config.json, the path) under model.from_pretrained; (None, None) otherwise
-    or when the folder cannot be read (`_check_pretrained_llama` reports why)."""
-    path = model.get("from_pretrained")
-    if not isinstance(path, str):
-        return None, None
-    from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims
-
-    try:
-        return hf_llama_dims(path)["vocab_size"], path
-    except HFCheckpointError:
-        return None, None
 
 
 def _batch_kind(role: str, path: str, node: Any, target: signatures.Target | None) -> tuple[str | None, list[str]]:

@@ -38,6 +38,7 @@ def plain(value):
 
 
 def looks_local(path: str) -> bool:
+    """A path starting with /, ./, ../ or ~ names the file system, never the Hub."""
     return path.startswith(("/", "./", "../", "~")) or path in (".", "..") or os.path.isabs(path)
 
 

@@ -55,6 +55,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     from rizzrun.runner.task import LanguageModelTask
 
     quiet_lightning()
+    if not interactive():  # logs of batch jobs (CI, SLURM): no progress bars from `datasets`
+        import datasets
+
+        datasets.disable_progress_bars()
     tcfg = cfg.trainer
     started = time.perf_counter()
     checkpointer = PeriodicCheckpoint(run_dir / layout.CHECKPOINTS, int(tcfg.checkpoint_every),
