@@ -240,7 +240,7 @@ def test_generate_eval_export_refuse_a_damaged_checkpoint_and_name_the_way_out(t
         checked_checkpoint(run)
     assert str(info.value) == (
         f"{ck}/step-000060/model.safetensors: digest mismatch (corrupted: its SHA-256 differs from meta.json's); "
-        "refusing to load it; the newest intact checkpoint is step-000040 (rizzrun resume falls back to it); "
+        f"refusing to load it; the newest intact checkpoint is step-000040 (rizzrun resume={run} falls back to it); "
         "pass --checkpoint step-000040 to use it here")
     assert checked_checkpoint(run, "step-000040") == checked_checkpoint(run, "40") == ck / "step-000040"
     with pytest.raises(InputError, match=r"^--checkpoint 50: no such checkpoint in .*; checkpoints: step-000060, step-000040$"):

@@ -274,7 +274,7 @@ def checked_checkpoint(run_dir: Path, name: str | None = None) -> Path:
     more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
     fallback, _ = latest_valid_checkpoint(run_dir)
     if fallback is not None and fallback != folder:
-        hint = (f"the newest intact checkpoint is {fallback.name} (rizzrun resume falls back to it); "
+        hint = (f"the newest intact checkpoint is {fallback.name} (rizzrun resume={run_dir} falls back to it); "
                 f"pass --checkpoint {fallback.name} to use it here")
     else:
         hint = f"no intact checkpoint is left in {directory}"
