@@ -114,8 +114,28 @@ def test_resume_after_a_crash_from_a_periodic_checkpoint(tmp_path, shared_cache,
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, shared_cache):
-    with pytest.raises(FileNotFoundError, match="checkpoints/latest"):
+    from rizzrun.errors import InputError
+
+    with pytest.raises(InputError, match="checkpoints/latest"):
         train(tmp_path, "empty", "trainer.max_steps=2", "resume=true", cache=shared_cache)
+
+
+def test_resume_falls_back_past_a_corrupted_checkpoint_to_the_same_curve(tmp_path, shared_cache, caplog):
+    """A flipped byte in the newest checkpoint's weights: the resume names the file, continues from
+    the previous intact checkpoint, and ends where an uninterrupted run ends."""
+    common = ["trainer.val_every=2", "trainer.checkpoint_every=2", "scheduler.total_steps=6", "optimizer.lr=1e-2"]
+    straight, _ = train(tmp_path, "straight", *common, "trainer.max_steps=6", cache=shared_cache)
+    damaged, _ = train(tmp_path, "damaged", *common, "trainer.max_steps=4", cache=shared_cache)
+    weights = damaged / "checkpoints" / "step-000004" / WEIGHTS
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF  # inside the last tensor's data: the header still parses
+    weights.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        train(tmp_path, "damaged", *common, "trainer.max_steps=6", "resume=true", cache=shared_cache)
+    assert str(weights) in caplog.text
+    a, b = _final_weights(straight), _final_weights(damaged)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert deterministic(read_metrics(straight / "metrics.jsonl")) == deterministic(read_metrics(damaged / "metrics.jsonl"))
 
 
 def test_checkpoint_write_is_atomic(tmp_path, shared_cache, monkeypatch):

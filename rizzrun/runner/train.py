@@ -49,7 +49,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     from rizzrun.paths import cache_root
     from rizzrun.runner.build import build_model
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
-    from rizzrun.runner.checkpoint import FolderCheckpointIO, latest_checkpoint, read_meta
+    from rizzrun.runner.checkpoint import FolderCheckpointIO, prepare_checkpoints, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
@@ -68,7 +68,9 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     summary = {"run_dir": str(run_dir), "status": "crashed", "step": None, "eval": None}
     loggers, trainer, task, data, ended = [], None, None, None, None
     try:
-        resume_from = _resume_checkpoint(cfg, run_dir, latest_checkpoint)
+        # Leftovers of a crashed checkpoint write are removed; a resume takes the newest intact
+        # checkpoint (each damaged one named in the log).
+        resume_from = prepare_checkpoints(run_dir, _resume_value(cfg))
         meta = read_meta(resume_from) if resume_from else {}
         resume_step = meta.get("step") if resume_from else None
         if resume_from is not None:
@@ -226,17 +228,11 @@ class _Stream(torch.utils.data.IterableDataset):
         return iter(self.batches(start=self.start))
 
 
-def _resume_checkpoint(cfg: DictConfig, run_dir: Path, latest_checkpoint):
-    resume = cfg.get("resume")
+def _resume_value(cfg: DictConfig) -> str | None:
+    """`resume` as the user wrote it ("true" or a folder), or None for a fresh run."""
     if not _resuming(cfg):
         return None
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(
-            f"resume={resume}: {run_dir}/checkpoints/latest does not exist; "
-            "resume needs a run folder that saved a checkpoint (trainer.checkpoint_every)"
-        )
-    return checkpoint
+    return "true" if cfg.resume is True else str(cfg.resume)
 
 
 def _truncate_jsonl(path: Path, step: int | None) -> None:
