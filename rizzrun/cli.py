@@ -93,7 +93,7 @@ def show(
     from rizzrun.config import ConfigError, compose
 
     try:
-        cfg = compose(overrides or [])
+        cfg = compose(_resumed_overrides(overrides or []))
         text = OmegaConf.to_yaml(cfg, resolve=resolve)
     except ConfigError as e:
         raise _fail(e) from None
@@ -103,6 +103,16 @@ def show(
     dims = _llama_dims(cfg)
     if dims:
         print("# model dimensions after the size preset: " + ", ".join(f"{k}={v}" for k, v in dims.items()))
+
+
+def _resumed_overrides(overrides: list[str]) -> list[str]:
+    """With resume=true|PATH: the overrides of the job a resume would run (the run's own, then
+    these), so that `show` and `validate` see what `rizzrun ... resume=...` would run."""
+    from rizzrun.config.resume import requests_resume, resumed_job
+
+    if not requests_resume(overrides):
+        return overrides
+    return resumed_job(overrides, "config").overrides
 
 
 def _llama_dims(cfg) -> dict | None:
@@ -141,7 +151,7 @@ def _validate(overrides: list[str], multirun: bool) -> int:
     from rizzrun.config.check import check_jobs
 
     try:
-        configs = check_jobs(overrides, multirun=multirun)
+        configs = check_jobs(overrides if multirun else _resumed_overrides(overrides), multirun=multirun)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -312,3 +312,21 @@ def test_resume_true_finds_the_newest_of_runs_started_in_the_same_second(tmp_pat
     other = folder("10-00-05-tiny-1", "tiny-1")  # newer, but another run's name
     assert latest_run(tmp_path, "tiny") == second.absolute()
     assert latest_run(tmp_path, "tiny-1") == other.absolute()
+
+
+def test_show_and_validate_see_the_resumed_job(tmp_path, capsys):
+    """`rizzrun show/validate ... resume=PATH` look at what the resume would run: the run's own
+    config with the new overrides, and the same refusals."""
+    from rizzrun.cli import main
+
+    run = make_run(tmp_path / "run", ["+recipe=tiny", "trainer.max_steps=60", "scheduler.warmup_steps=2"])
+    with pytest.raises(SystemExit) as shown:
+        main(["show", f"resume={run}", "trainer.max_steps=100"])
+    assert shown.value.code in (None, 0)
+    printed = yaml.safe_load(capsys.readouterr().out.split("\n# model dimensions")[0])
+    assert (printed["trainer"]["max_steps"], printed["scheduler"]["warmup_steps"]) == (100, 2)
+    assert printed["scheduler"]["total_steps"] == 60  # kept from the run: no re-stretched schedule
+    with pytest.raises(SystemExit) as refused:
+        main(["validate", f"resume={run}", "model.n_layer=3"])
+    assert refused.value.code == 2
+    assert "model.n_layer=3" in capsys.readouterr().err
