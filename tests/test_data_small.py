@@ -16,6 +16,7 @@ from rizzrun.data.text import TextFiles
 from rizzrun.errors import InputError
 from rizzrun.objectives.ce import CrossEntropy
 from rizzrun.tokenizers.byte import ByteTokenizer
+from test_data_hf import splitmix_unit  # HFDataset's hold-out hash, written out by hand
 
 EOS = ByteTokenizer.eos_id
 PAD = -1
@@ -31,16 +32,6 @@ def write_jsonl(path, texts):
 def unit(key: str) -> float:
     """TextFiles' hold-out hash, written out apart from the code."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16) / 2**64
-
-
-def splitmix_unit(r):
-    """HFDataset's hold-out hash of row r: splitmix64 with Python integers, over 2**64."""
-    m = 2**64 - 1
-    z = (r + 0x9E3779B97F4A7C15) & m
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
-    z ^= z >> 31
-    return (z >> 11) / 2**53
 
 
 def hand_blocks(texts, seq_len):

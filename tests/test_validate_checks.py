@@ -14,21 +14,10 @@ from pathlib import Path
 import pytest
 
 from rizzrun.config import ConfigError, check_jobs, devices, load, specs
+from test_config import errors_of, only_error
 
 REPO = Path(__file__).resolve().parents[1]
 RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))
-
-
-def errors_of(overrides: list[str]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(overrides)
-    return info.value.problems
-
-
-def only_error(overrides: list[str]) -> str:
-    found = errors_of(overrides)
-    assert len(found) == 1, found
-    return found[0]
 
 
 def validate_cli(*argv: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
