@@ -143,6 +143,9 @@ def test_paper_scale_recipe_names_its_missing_inputs(recipe, tmp_path):
         load([f"+recipe={recipe}"])
     for key in missing:
         assert f"{key}=???: required value is not set" in str(e.value)
+    # ... and nothing else (an unknown checkpoint must not be judged by the size preset's shape):
+    # every problem is about one of the missing inputs
+    assert all(any(key in p for key in missing) for p in e.value.problems), e.value.problems
     done = subprocess.run([str(Path(sys.executable).with_name("rizzrun")), f"+recipe={recipe}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env={**os.environ, "RIZZRUN_OUTPUTS": str(tmp_path / "outputs")})

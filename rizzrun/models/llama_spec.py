@@ -24,6 +24,12 @@ def _pretrained(node: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _pretrained_unknown(node: dict) -> bool:
+    """`from_pretrained` is set, but to nothing readable yet (`???`, reported as missing): the
+    folder's dimensions are unknown, so the size preset must not stand in for them."""
+    return node.get("from_pretrained") is not None and _pretrained(node) is None
+
+
 def _given_dims(node: dict) -> dict:
     return {k: node[k] for k in LLAMA_DIM_KEYS if k in node and readable(node[k])}
 
@@ -74,6 +80,8 @@ def max_seq_len(node: dict) -> Length | None:
     """The context length: `max_seq_len` if set, else config.json's or the size preset's."""
     given = _int(node.get("max_seq_len"))
     path = _pretrained(node)
+    if _pretrained_unknown(node):
+        return Length(given, "model.max_seq_len") if given is not None else None
     if path is not None:
         from rizzrun.models.hf_llama import HF_CONFIG, HFCheckpointError, hf_llama_dims
 
@@ -113,6 +121,8 @@ def dims(node: dict) -> dict | None:
     max_seq_len lowered by `max_seq_len`); None when they are invalid (`check` says why)."""
     try:
         path = _pretrained(node)
+        if _pretrained_unknown(node):
+            return None
         if path is not None:
             from rizzrun.models.hf_llama import hf_llama_dims
 
