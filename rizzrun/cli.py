@@ -30,6 +30,8 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand
 
+from rizzrun.layout import EVAL as EVAL_FILE
+
 SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export")
 HELP_FLAGS = ("--help", "-h")
 
@@ -365,7 +367,7 @@ def eval_(
     max_documents: Optional[int] = typer.Option(None, "--max-documents", help="evaluate the first N documents"),
     prefix_len: Optional[int] = typer.Option(None, "--prefix-len", help="prompt tokens taken from each document"),
     continuation_len: Optional[int] = typer.Option(None, "--continuation-len", help="tokens decoded and compared"),
-    output: str = typer.Option("eval.json", "--output", "-o", help="file name in RUN_DIR for the results"),
+    output: str = typer.Option(EVAL_FILE, "--output", "-o", help="file name in RUN_DIR for the results"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Memorization (greedy extraction: exact match, token match, RougeL) on a named set of

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from rizzrun import layout
 from rizzrun.config.schema import EvalConfig
 from rizzrun.errors import InputError
 
@@ -67,7 +68,7 @@ def flat_metrics(result: dict, prefix: str = "mem") -> dict[str, float]:
     }
 
 
-def write(run_dir: Path, result: dict, name: str = "eval.json") -> Path:
+def write(run_dir: Path, result: dict, name: str = layout.EVAL) -> Path:
     if Path(name).name != name:
         raise ValueError(f"eval output {name!r}: must be a file name inside the run folder, e.g. eval.json")
     path = Path(run_dir) / name
@@ -75,7 +76,7 @@ def write(run_dir: Path, result: dict, name: str = "eval.json") -> Path:
     return path
 
 
-def evaluate_run(run_dir: Path, output: str = "eval.json", checkpoint: str | None = None, **overrides: Any) -> dict:
+def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | None = None, **overrides: Any) -> dict:
     """Evaluate the latest checkpoint of a run folder (or the one `checkpoint` names: a step-N
     folder name or a step number) into `run_dir/output`; `overrides` replace keys of its `eval`
     config. A damaged run folder or checkpoint raises InputError (see `load_run_checkpoint`)."""
@@ -117,7 +118,7 @@ def log_to_run(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], step: 
     a W&B run, to the same W&B run (its id from the folder; offline unless the run was online)."""
     from rizzrun.runner.loggers import wandb_run_id
 
-    with (Path(run_dir) / "metrics.jsonl").open("a") as f:
+    with (Path(run_dir) / layout.METRICS).open("a") as f:
         f.write(json.dumps({"step": step, **metrics}) + "\n")
     lcfg = cfg.get("logger")
     if lcfg is not None and lcfg.get("kind") == "wandb":

@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rizzrun import layout
+
 # Files an export writes or that an earlier export / save_pretrained may have left, and which a
 # new export must not leave behind (`--force`): stale shards would shadow model.safetensors.
 _HF_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
@@ -54,7 +56,7 @@ def export_run(run_dir: Path, out_dir: Path, force: bool = False, checkpoint: st
         save_hf_llama(model, tmp, bos_token_id=tokenizer.bos_id,
                       eos_token_id=eos_ids[0] if len(eos_ids) == 1 else eos_ids,
                       pad_token_id=tokenizer.pad_id)
-        tokenizer_note = _export_tokenizer(tokenizer, run_dir / "tokenizer", tmp, model.config.max_seq_len)
+        tokenizer_note = _export_tokenizer(tokenizer, run_dir / layout.TOKENIZER, tmp, model.config.max_seq_len)
         written = sorted(p.name for p in tmp.iterdir())
         _move_into(tmp, out_dir)
     finally:
