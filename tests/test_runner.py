@@ -339,3 +339,26 @@ def test_nonfinite_guard_stops_or_drops_the_update():
     restored = NonFiniteGuard("skip", max_skips=3)
     restored.load_state_dict(skip.state_dict())
     assert restored.skipped == [3]
+
+
+def test_every_logger_numbers_rows_by_the_optimizer_step(tmp_path, shared_cache, monkeypatch):
+    """W&B's step (its `trainer/global_step` axis) is metrics.jsonl's step for every row,
+    train and validation alike, across a resume (Lightning's own counter is 0-based and lags)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    sent = []
+    original = WandbLogger.log_metrics
+
+    def recording(self, metrics, step=None):
+        sent.append((step, sorted(k for k in metrics if k != "epoch")))
+        return original(self, metrics, step)
+
+    monkeypatch.setattr(WandbLogger, "log_metrics", recording)
+    common = ["logger=wandb", "trainer.log_every=2", "trainer.val_every=3", "trainer.checkpoint_every=3",
+              "trainer.samples_per_val=0"]
+    run_dir, _ = train(tmp_path, "steps", *common, "trainer.max_steps=3", cache=shared_cache)
+    train(tmp_path, "steps", *common, "trainer.max_steps=6", "resume=true", cache=shared_cache)
+    rows = [(r["step"], sorted(k for k in r if k != "step")) for r in read_metrics(run_dir / "metrics.jsonl")]
+    assert sent == rows
+    assert [step for step, keys in rows if "train/loss" in keys] == [2, 4, 6]
+    assert [step for step, keys in rows if "val/loss" in keys] == [3, 6]
