@@ -362,3 +362,36 @@ def test_every_logger_numbers_rows_by_the_optimizer_step(tmp_path, shared_cache,
     assert sent == rows
     assert [step for step, keys in rows if "train/loss" in keys] == [2, 4, 6]
     assert [step for step, keys in rows if "val/loss" in keys] == [3, 6]
+
+
+def test_a_signal_between_two_steps_stops_after_the_next_and_resumes_to_the_same_curve(tmp_path, shared_cache,
+                                                                                         monkeypatch):
+    """SIGTERM sent after step 3's own hooks ran (between two steps, as a scheduler's signal may
+    land): the run finishes step 4 and its validation, saves step 4, stops with 143; the resume
+    logs exactly the uninterrupted run's rows (no extra validation at the resume)."""
+    import os
+    import signal
+
+    import lightning as L
+
+    from rizzrun.errors import RunEnded
+    from rizzrun.runner import callbacks
+
+    common = ["trainer.val_every=2", "trainer.checkpoint_every=100", "scheduler.total_steps=6", "optimizer.lr=1e-2"]
+    straight, _ = train(tmp_path, "straight", *common, "trainer.max_steps=6", cache=shared_cache)
+
+    class SigtermAfterStep3(L.Callback):  # stands where the progress display stands: after SignalStop
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(callbacks, "progress_callback", lambda every: SigtermAfterStep3())
+    with pytest.raises(RunEnded) as stopped:
+        train(tmp_path, "stopped", *common, "trainer.max_steps=6", cache=shared_cache)
+    assert stopped.value.exit_code == 143 and "at step 4; checkpoint step-000004" in str(stopped.value)
+    monkeypatch.undo()
+    stopped_dir = tmp_path / "stopped"
+    train(tmp_path, "stopped", *common, "trainer.max_steps=6", "resume=true", cache=shared_cache)
+    assert deterministic(read_metrics(stopped_dir / "metrics.jsonl")) == deterministic(read_metrics(straight / "metrics.jsonl"))
+    a, b = _final_weights(straight), _final_weights(stopped_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)

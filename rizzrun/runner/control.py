@@ -3,9 +3,10 @@ half-done step behind: a signal (SIGTERM from a scheduler's preemption, SIGINT f
 and a non-finite loss or gradient (divergence).
 
 Signals: `SignalStop` replaces the SIGTERM/SIGINT handlers for the run with one that only
-records the signal. At the next step boundary the runner writes a checkpoint (unless that step
-already has one), finishes its loggers and ends with `RunEnded` (exit 128 + signal: 143 for
-SIGTERM, 130 for SIGINT). A second Ctrl-C interrupts at once.
+records the signal. At the end of the step under way (after its validation, when one is due)
+the runner writes a checkpoint (unless that step already has one), finishes its loggers and
+ends with `RunEnded` (exit 128 + signal: 143 for SIGTERM, 130 for SIGINT). A second Ctrl-C
+interrupts at once.
 
 Divergence: `NonFiniteGuard.check` runs once per optimizer step, after backward and before
 clipping and the update. `on_nonfinite="stop"` ends the run with `Diverged` (exit 3) before the
@@ -77,8 +78,8 @@ def nonfinite_weights(model: torch.nn.Module) -> list[str]:
 
 
 class SignalStop(L.Callback):
-    """Record SIGTERM/SIGINT; at the next optimizer-step boundary save a checkpoint (through
-    `checkpointer.save_once`) and raise `Stopped`. Installed when the run starts (`install`) and
+    """Record SIGTERM/SIGINT; at the end of the optimizer step under way save a checkpoint
+    (through the checkpointer) and raise `Stopped` before the next step starts. Installed when the run starts (`install`) and
     again when training starts, since Lightning puts its own SIGTERM handler in place (one that
     exits with status 0 and no checkpoint)."""
 
@@ -128,9 +129,13 @@ class SignalStop(L.Callback):
             self.checkpointer.save_after_validation_or_now(trainer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.signum is None or pl_module.micro_batches_in_step():
+        # Stop only where the step just completed has its checkpoint (written at its end or after
+        # its validation). A signal that came later, between that and here, lets this step run
+        # and stops at its end: a checkpoint written from here would hold Lightning's loop state
+        # mid-batch, and the resume would validate at once, off the uninterrupted run's cadence.
+        if (self.signum is None or pl_module.micro_batches_in_step()
+                or self.checkpointer.last_saved_step != trainer.global_step):
             return
-        self.checkpointer.save_once(trainer)
         name = signal.Signals(self.signum).name
         raise Stopped(f"stopped by {name} at step {trainer.global_step}; checkpoint "
                       f"{self.checkpointer.last_saved_name}; {self.resume_hint}", self.signum)
