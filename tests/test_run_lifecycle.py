@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,7 +115,8 @@ def test_runs_started_together_get_their_own_folders(tmp_path, cache):
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err[-3000:]
     folders = sorted(p.parent for p in tmp_path.rglob(SUMMARY))
-    assert len(folders) == 2 and all(f.name.startswith(folders[0].name[:8]) for f in folders)
+    # `<time>-twin` twice when they started in different seconds, else `<time>-twin` and `<time>-twin-1`
+    assert len(folders) == 2 and all(re.fullmatch(r"\d\d-\d\d-\d\d-twin(-1)?", f.name) for f in folders)
     for folder in folders:
         steps = [r["step"] for r in read_metrics(folder / METRICS) if "train/loss" in r]
         assert steps == [3]
