@@ -10,12 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 from rizzrun.layout import CSV_DIR, METRICS, WANDB_ID
 from rizzrun.runner.metrics import CsvLogger, JsonlLogger
 
-WANDB_ID_FILE = WANDB_ID
-
 
 def wandb_run_id(run_dir: Path) -> str:
     """One W&B id per run folder, kept in the folder so `resume=true` continues the same run."""
-    path = Path(run_dir) / WANDB_ID_FILE
+    path = Path(run_dir) / WANDB_ID
     if path.exists():
         return path.read_text().strip()
     run_id = uuid.uuid4().hex[:8]

@@ -10,6 +10,7 @@ checkpoints' step numbers; a resumed run drops the rows past its checkpoint and 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -75,32 +76,26 @@ class CsvLogger(JsonlLogger):
     def _rewrite(self) -> None:
         from rizzrun.files import write_atomic
 
-        lines = []
-        self._write_rows(lines, self.rows, header=True)
-        write_atomic(self.path, "".join(lines))
+        write_atomic(self.path, self._csv(self.rows, header=True))
 
-    def _write_rows(self, out: list, rows: list[dict], header: bool) -> None:
-        class _Lines:
-            def write(self, text):
-                out.append(text)
-
-        writer = csv.DictWriter(_Lines(), fieldnames=["step", *self.keys], lineterminator="\n")
+    def _csv(self, rows: list[dict], header: bool) -> str:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=["step", *self.keys], lineterminator="\n")
         if header:
             writer.writeheader()
         writer.writerows(rows)
+        return text.getvalue()
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items() if k != "epoch"}}
         self.rows.append(row)
-        if set(row) - {"step"} - set(self.keys):
+        if set(row) - {"step"} - set(self.keys):  # a new column: the header changes
             self.keys = sorted(set(self.keys) | set(row) - {"step"})
             self._rewrite()
             return
-        lines = []
-        self._write_rows(lines, [row], header=False)
         with self.path.open("a") as f:
-            f.write("".join(lines))
+            f.write(self._csv([row], header=False))
 
 
 def _plain(value: Any) -> Any:
