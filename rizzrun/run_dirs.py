@@ -27,6 +27,13 @@ def holds_run(path: Path) -> bool:
     return any((path / marker).exists() for marker in RUN_MARKERS)
 
 
+def refuse_taken(path: Path, key: str | None = None) -> None:
+    """RunFolderBusy when `path` holds a run; `key` is how the user named the folder."""
+    if holds_run(path):
+        raise RunFolderBusy(f"{f'{key}={path}' if key else path}: the folder holds another run; continue that "
+                            f"run with resume={path}, or give a new folder")
+
+
 def claim(path: Path, unique: bool, key: str = "hydra.run.dir") -> Path:
     """The folder a fresh run may write into (see the module docstring); raises InputError
     for a named folder holding a run, or one that cannot be created."""
@@ -34,9 +41,7 @@ def claim(path: Path, unique: bool, key: str = "hydra.run.dir") -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not unique:
-            if holds_run(path):
-                raise RunFolderBusy(f"{key}={path}: the folder holds another run; continue that run with "
-                                 f"resume={path}, or give a new folder")
+            refuse_taken(path, key)
             path.mkdir(exist_ok=True)
             return path
         for n in range(1000):

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rizzrun import layout
-from rizzrun.errors import InputError, RunEnded, RunFolderBusy
+from rizzrun.errors import InputError, RunEnded
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -30,14 +30,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     A fresh run refuses a folder that holds another run; `resume` continues the folder's newest
     valid checkpoint. The folder is locked for the process's lifetime. A signal or divergence
     ends the run with `RunEnded` after the loggers are finished and summary.json is written."""
-    from rizzrun.run_dirs import RunLock, holds_run
+    from rizzrun.run_dirs import RunLock, refuse_taken
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        if not _resuming(cfg) and holds_run(run_dir):
-            raise RunFolderBusy(f"{run_dir}: the folder holds another run; continue it with resume={run_dir}, "
-                                "or start this one in a new folder")
+        if not _resuming(cfg):
+            refuse_taken(run_dir)
         (run_dir / layout.ERROR).unlink(missing_ok=True)  # left by an earlier attempt of this run
         return _run_locked(cfg, run_dir)
 
