@@ -20,7 +20,6 @@ imported only inside the job (and by `generate`).
 from __future__ import annotations
 
 import math
-import operator
 import os
 import sys
 from contextlib import contextmanager
@@ -332,19 +331,20 @@ def _range_problem(flag: str, value: float, bounds, hint: str = "") -> str | Non
     shown = f"{value:g}" if isinstance(value, float) else str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return message(f"{flag} {shown}", "not a finite number", f"allowed: {allowed or 'a finite number'}", hint)
-    holds = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-    if not all(holds[op](value, bound) for op, bound in bounds):
+    from rizzrun.config.validate import holds
+
+    if not all(holds(value, op, bound) for op, bound in bounds):
         return message(f"{flag} {shown}", "out of range", f"allowed: {allowed}" + (f" ({hint})" if hint else ""))
     return None
 
 
 def _schema_bounds(schema: type, name: str) -> tuple:
-    """(op, bound) pairs from a schema dataclass field's metadata (gt/ge/lt/le)."""
+    """(op, bound) pairs of a schema dataclass field, as the validator reads them."""
     import dataclasses
 
-    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-    meta = {f.name: f.metadata for f in dataclasses.fields(schema)}[name]
-    return tuple((op, meta[k]) for k, op in ops.items() if k in meta)
+    from rizzrun.config.validate import bounds_of
+
+    return bounds_of({f.name: f.metadata for f in dataclasses.fields(schema)}[name])
 
 
 def _run_decoder(run_dir: Path):

@@ -142,7 +142,8 @@ def _check_top_level(values: dict) -> list[str]:
     return out
 
 
-def _bounds(meta: typing.Mapping) -> tuple[tuple[str, float], ...]:
+def bounds_of(meta: typing.Mapping) -> tuple[tuple[str, float], ...]:
+    """A schema field's range metadata (gt/ge/lt/le) as (op, bound) pairs: (">", 0), ..."""
     ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     return tuple((ops[k], meta[k]) for k in ops if k in meta)
 
@@ -164,7 +165,7 @@ def _check_schema(path: str, node: dict, cls: type, unknown_ok: bool = False) ->
             if not f.metadata.get("optional"):
                 out.append(message(key, "missing", f"{f.metadata.get('help', '')}; set it with +{key}=VALUE"))
             continue
-        out += _check_value(key, node[name], typespec.from_type(hints[name]), _bounds(f.metadata),
+        out += _check_value(key, node[name], typespec.from_type(hints[name]), bounds_of(f.metadata),
                             f.metadata.get("pattern"))
     return out
 
@@ -186,7 +187,7 @@ def _check_value(key: str, value: Any, spec: typespec.Spec, bounds=(), pattern: 
                         hint)]
     out = []
     if bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
-        failed = [f"{op} {bound}" for op, bound in bounds if not _holds(value, op, bound)]
+        failed = [f"{op} {bound}" for op, bound in bounds if not holds(value, op, bound)]
         if failed:
             allowed = " and ".join(f"{op} {bound}" for op, bound in bounds)
             out.append(message(f"{key}={show(value)}", "out of range", f"allowed: {key.rsplit('.', 1)[-1]} {allowed}"))
@@ -196,7 +197,7 @@ def _check_value(key: str, value: Any, spec: typespec.Spec, bounds=(), pattern: 
     return out
 
 
-def _holds(value: float, op: str, bound: float) -> bool:
+def holds(value: float, op: str, bound: float) -> bool:
     return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
 
 
