@@ -135,10 +135,13 @@ def task(cfg: DictConfig) -> Any:
         error_file.write_text(traceback.format_exc(), encoding="utf-8")
         stopped = isinstance(e, RunEnded) and e.status.startswith("stopped")
         if not sweep or stopped:  # a signal stops the whole sweep, as it would one run
-            if isinstance(e, InputError | RunEnded):
-                print(str(e) if stopped else f"error: {e}", file=sys.stderr)
-                raise SystemExit(e.exit_code if isinstance(e, RunEnded) else EXIT_CONFIG) from None
-            raise
+            if stopped:
+                print(e, file=sys.stderr)  # not an error: how to continue
+            elif isinstance(e, InputError | RunEnded):
+                fail(e)
+            else:
+                raise  # a crash: Hydra prints the traceback
+            raise SystemExit(e.exit_code if isinstance(e, RunEnded) else EXIT_CONFIG) from None
         overrides = " ".join(hydra_cfg.overrides.task)
         log.error("job %s (%s) failed: %s: %s; traceback in %s; the sweep goes on",
                   hydra_cfg.job.num, overrides, type(e).__name__, e, error_file)
