@@ -474,6 +474,11 @@ def _export_problem(out_dir: Path, force: bool) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a subcommand or help flag -> typer; anything else -> a Hydra job."""
+    from rizzrun.ranks import handed_job, run_handed_job
+
+    job = handed_job()
+    if job is not None:  # a rank Lightning started for a run under way: join it, without Hydra
+        sys.exit(run_handed_job(job))
     argv = list(sys.argv[1:] if argv is None else argv)
     multirun = ("-m", "--multirun")
     if argv[:1] == ["validate"] and all(a in multirun or not a.startswith("-") for a in argv[1:]):

@@ -44,7 +44,8 @@ class PeriodicCheckpoint(L.Callback):
                            f"{', ...' if len(bad) > 3 else ''}); not saved; lower optimizer.lr")
         trainer.save_checkpoint(self.directory / step_dir_name(step), weights_only=False)
         self.last_saved_step = step
-        prune_checkpoints(self.directory, self.keep)
+        if trainer.is_global_zero:  # the one process that writes checkpoints
+            prune_checkpoints(self.directory, self.keep)
 
     def save_after_validation_or_now(self, trainer: L.Trainer) -> None:
         """At a step boundary: save now, or after this step's validation when one is due."""
@@ -75,7 +76,7 @@ class PrintProgress(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if trainer.fit_loop._should_accumulate() or step % self.every:
+        if trainer.fit_loop._should_accumulate() or step % self.every or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
         parts = [f"step {step}/{trainer.max_steps}"]
@@ -119,6 +120,8 @@ def quiet_lightning() -> None:
         logger.propagate = True
         logger.setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    # The task logs values it already summed over the ranks (rizzrun.runner.task._summed).
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 class Stopwatch:

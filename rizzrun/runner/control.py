@@ -125,8 +125,21 @@ class SignalStop(L.Callback):
         # Save at the boundary the step just reached, unless a validation is due first (then
         # the checkpointer saves after it); the run ends when the next step would start, so the
         # step's metrics are logged first.
-        if self.signum is not None and not trainer.fit_loop._should_accumulate():
+        if trainer.fit_loop._should_accumulate():
+            return
+        if trainer.world_size > 1:
+            self._agree(trainer)
+        if self.signum is not None:
             self.checkpointer.save_after_validation_or_now(trainer)
+
+    def _agree(self, trainer) -> None:
+        """In a run of several processes a signal may reach only some of them (`kill` of one
+        process; a scheduler signals them all): at each step boundary every rank takes the signal
+        any rank got (one all-reduce), so all save the same step and stop together."""
+        mine = torch.tensor(float(self.signum or 0), device=trainer.lightning_module.device)
+        agreed = int(trainer.strategy.reduce(mine, reduce_op="max"))
+        if agreed and self.signum is None:
+            self.signum = agreed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # Stop only where the step just completed has its checkpoint (written at its end or after

@@ -79,15 +79,15 @@ class LanguageModelTask(L.LightningModule):
         alone, so a resumed run logs the same rows as an uninterrupted one)."""
         step = self.trainer.global_step + 1  # the step this update makes
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        metrics = self._window_metrics()
-        metrics["train/grad_norm"] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         now = time.perf_counter()
         rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
         self._step_started, self._tokens_in_window = now, 0
+        metrics = self._window_metrics(rate)
+        metrics["train/grad_norm"] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if self.guard is not None:
             self.guard.check(step, metrics, self.model)
         if step % self.log_every == 0:
-            self._emit({**metrics, "perf/tokens_per_s": rate}, step, prog_bar=("train/loss", "perf/tokens_per_s"))
+            self._emit(metrics, step, prog_bar=("train/loss", "perf/tokens_per_s"))
 
     def _emit(self, metrics: dict[str, Any], step: int, prog_bar: Sequence[str] = ()) -> None:
         """One row to every logger, numbered by the optimizer step (the loggers take the step as
@@ -104,19 +104,31 @@ class LanguageModelTask(L.LightningModule):
         """Micro-batches of the current optimizer step already trained on (0 at a step boundary)."""
         return len(self._window)
 
-    def _window_metrics(self) -> dict[str, torch.Tensor]:
-        """One value per optimizer step: token-weighted over the accumulated micro-batches."""
+    def _window_metrics(self, tokens_per_s: float) -> dict[str, torch.Tensor]:
+        """One value per optimizer step: token-weighted over the accumulated micro-batches of
+        every rank (so several processes log what one would with their global batch), and the
+        throughput of all ranks together. The gradient norm is the same on every rank (taken
+        after DDP averaged the gradients)."""
         window, self._window = self._window, []
-        tokens = torch.stack([m.get("tokens", torch.tensor(1.0)) for m in window])
-        total = tokens.sum().clamp_min(1)
-        logged = {}
-        for key in window[0]:
-            values = torch.stack([m[key] for m in window])
-            logged[f"train/{key}"] = values.sum() if key == "tokens" else (values * tokens).sum() / total
+        tokens = torch.stack([m.get("tokens", torch.ones(())) for m in window]).float()
+        keys = list(window[0])
+        weighted = [torch.stack([m[k] for m in window]).sum() if k == "tokens" else
+                    (torch.stack([m[k] for m in window]) * tokens).sum() for k in keys]
+        total, rate, *weighted = self._summed([tokens.sum(), torch.tensor(tokens_per_s), *weighted])
+        logged = {f"train/{k}": (v if k == "tokens" else v / total.clamp_min(1)) for k, v in zip(keys, weighted)}
         if "train/loss" in logged and "train/ppl" in logged:
             logged["train/ppl"] = torch.exp(logged["train/loss"])
         logged["train/lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+        logged["perf/tokens_per_s"] = rate
         return logged
+
+    def _summed(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each value summed over the ranks of a distributed run (one all-reduce); as given in
+        a run of one process."""
+        if self.trainer.world_size == 1:
+            return values
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in values]).to(self.device)
+        return list(self.trainer.strategy.reduce(stacked, reduce_op="sum").cpu().unbind())
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._step_started is None:
@@ -128,6 +140,8 @@ class LanguageModelTask(L.LightningModule):
         self._val_sums = {"loss_sum": 0.0, "tokens": 0.0}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if batch["input_ids"].shape[0] == 0:  # this rank's share of a last, small batch
+            return
         evaluate = getattr(self.objective, "evaluate", self.objective)
         loss, metrics = evaluate(self.model, batch)
         tokens = float(metrics.get("tokens", torch.tensor(1.0)))
@@ -137,7 +151,9 @@ class LanguageModelTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        loss = self._val_sums["loss_sum"] / max(self._val_sums["tokens"], 1.0)
+        loss_sum, tokens = (float(v) for v in self._summed([torch.tensor(self._val_sums["loss_sum"], dtype=torch.float64),
+                                                             torch.tensor(self._val_sums["tokens"], dtype=torch.float64)]))
+        loss = loss_sum / max(tokens, 1.0)
         self._emit({"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, self.trainer.global_step,
                    prog_bar=("val/loss",))
         self._write_samples()

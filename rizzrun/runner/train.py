@@ -29,27 +29,46 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     A fresh run refuses a folder that holds another run; `resume` continues the folder's newest
     valid checkpoint. The folder is locked for the process's lifetime. A signal or divergence
-    ends the run with `RunEnded` after the loggers are finished and summary.json is written."""
+    ends the run with `RunEnded` after the loggers are finished and summary.json is written.
+    In a run of several processes started by a cluster (srun, torchrun) every rank calls this;
+    ranks > 0 go to `run_rank` (rizzrun.ranks)."""
+    from rizzrun import ranks
     from rizzrun.run_dirs import RunLock, refuse_taken
 
     run_dir = Path(run_dir)
+    if not ranks.is_lead():
+        return run_rank(cfg, run_dir, None)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         if not _resuming(cfg):
             refuse_taken(run_dir)
         (run_dir / layout.ERROR).unlink(missing_ok=True)  # left by an earlier attempt of this run
-        return _run_locked(cfg, run_dir)
+        return _train(cfg, run_dir, lead=True)
 
 
-def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
+def run_rank(cfg: DictConfig, run_dir: Path, resume_from: Path | None) -> dict:
+    """A rank > 0 of a distributed run: trains alongside rank 0 and writes nothing into
+    `run_dir`. `resume_from`: the checkpoint rank 0 resumes from (handed over by rank 0), or None
+    to find it the way rank 0 does (a rank a cluster started: every rank reads the same folder)."""
+    if resume_from is None and _resuming(cfg):
+        from rizzrun.runner.checkpoint import latest_valid_checkpoint
+
+        resume_from, _ = latest_valid_checkpoint(run_dir)
+    return _train(cfg, Path(run_dir), lead=False, resume_from=resume_from)
+
+
+def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None = None) -> dict:
+    """The run itself, on every rank; only the `lead` (global rank 0) writes files and logs."""
     import lightning as L
     from hydra.utils import instantiate
 
     from rizzrun.paths import cache_root
+    from rizzrun.ranks import handing_over
     from rizzrun.runner.build import build_model
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import FolderCheckpointIO, prepare_checkpoints, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
+    from rizzrun.runner.distributed import RankShard, end_process_group, strategy_for, training_processes
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
 
@@ -67,27 +86,66 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
     summary = {"run_dir": str(run_dir), "status": "crashed", "step": None, "eval": None}
     loggers, trainer, task, data, ended = [], None, None, None, None
     try:
-        # Leftovers of a crashed checkpoint write are removed; a resume takes the newest intact
-        # checkpoint (each damaged one named in the log).
-        resume_from = prepare_checkpoints(run_dir, _resume_value(cfg))
+        if lead:
+            # Leftovers of a crashed checkpoint write are removed; a resume takes the newest intact
+            # checkpoint (each damaged one named in the log).
+            resume_from = prepare_checkpoints(run_dir, _resume_value(cfg))
         meta = read_meta(resume_from) if resume_from else {}
         resume_step = meta.get("step") if resume_from else None
-        if resume_from is not None:
+        if lead and resume_from is not None:
             summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
-        _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
+        if lead:
+            _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
         if tcfg.num_threads:
             torch.set_num_threads(int(tcfg.num_threads))
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        if lead:
+            (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
+            if resume_from is not None:
+                checkpointer.last_saved_step = resume_step
+                _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
+            loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
+        elif resume_from is not None:
+            checkpointer.last_saved_step = resume_step
 
-        (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
+        val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
+        trainer = L.Trainer(
+            accelerator=tcfg.accelerator,
+            devices=tcfg.devices,
+            num_nodes=int(tcfg.get("num_nodes", 1)),
+            strategy=strategy_for(tcfg),
+            precision=tcfg.precision,
+            max_steps=int(tcfg.max_steps),
+            max_epochs=-1,
+            accumulate_grad_batches=int(tcfg.accumulate),
+            gradient_clip_val=float(tcfg.grad_clip) or None,
+            val_check_interval=val_every * int(tcfg.accumulate),
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,  # unused: the task sends its rows to the loggers itself
+            logger=loggers,
+            callbacks=[checkpointer, stopper, progress_callback(int(tcfg.log_every))],
+            plugins=[FolderCheckpointIO(), *_cluster_plugins()],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=interactive() and lead,
+            use_distributed_sampler=False,  # every rank takes its own rows of each batch: RankShard
+            default_root_dir=str(run_dir),
+        )
+        processes = training_processes(trainer)
 
         tokenizer = instantiate(cfg.tokenizer)
-        data = instantiate(cfg.data)
+        # data.batch_size is per process: the data cuts batches for all of them, each takes its rows
+        data = instantiate(cfg.data, **({"batch_size": int(cfg.data.batch_size) * processes} if processes > 1 else {}))
         tokenizer.prepare(data.train_texts, data.fingerprint)
-        tokenizer.save(run_dir / layout.TOKENIZER)
+        if lead:
+            tokenizer.save(run_dir / layout.TOKENIZER)
         data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
-        _log_data(data)
+        if lead:
+            _log_data(data)
+        shard = RankShard(processes)
+        shard.check_training_rows(data.train_batch_size, cfg.data.batch_size)
 
         model = build_model(cfg, tokenizer)
         if tcfg.compile:
@@ -101,7 +159,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
             tokenizer=tokenizer,
             prompts=list(cfg.prompts or []),
             samples_per_val=int(tcfg.samples_per_val),
-            samples_path=run_dir / layout.SAMPLES,
+            samples_path=run_dir / layout.SAMPLES if lead else None,
             seed=int(cfg.seed),
             accumulate=int(tcfg.accumulate),
             log_every=int(tcfg.log_every),
@@ -109,45 +167,17 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
                                  check_grads=str(tcfg.precision) != "16-mixed"),
         )
 
-        if resume_from is not None:
-            checkpointer.last_saved_step = resume_step
-            _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
-        loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
-
         train_loader = torch.utils.data.DataLoader(
-            _Stream(data.train_batches, start=int(meta.get("data_position", 0))), batch_size=None
+            shard.stream(data.train_batches, start=int(meta.get("data_position", 0))), batch_size=None
         )
-        val = data.val_batches()
-        val_loader = torch.utils.data.DataLoader(
-            list(itertools.islice(val, tcfg.val_batches or None)), batch_size=None
-        )
-        val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
-        trainer = L.Trainer(
-            accelerator=tcfg.accelerator,
-            devices=tcfg.devices,
-            strategy=tcfg.strategy,
-            precision=tcfg.precision,
-            max_steps=int(tcfg.max_steps),
-            max_epochs=-1,
-            accumulate_grad_batches=int(tcfg.accumulate),
-            gradient_clip_val=float(tcfg.grad_clip) or None,
-            val_check_interval=val_every * int(tcfg.accumulate),
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,  # unused: the task sends its rows to the loggers itself
-            logger=loggers,
-            callbacks=[checkpointer, stopper, progress_callback(int(tcfg.log_every))],
-            plugins=[FolderCheckpointIO()],
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=interactive(),
-            use_distributed_sampler=False,
-            default_root_dir=str(run_dir),
-        )
-        trainer.fit(
-            task, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
-        )
-        summary["eval"] = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step)
+        val = list(itertools.islice(data.val_batches(), tcfg.val_batches or None))
+        val_loader = torch.utils.data.DataLoader(shard.batches(val), batch_size=None)
+        with handing_over(run_dir, resume_from):  # ranks Lightning starts join this run (rizzrun.ranks)
+            trainer.fit(
+                task, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
+            )
+        summary["eval"] = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step,
+                                           lead)
         summary["status"] = "completed"
     except RunEnded as e:
         summary.update(status=e.status, reason=str(e))
@@ -157,13 +187,20 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     finally:
         stopper.restore()
-        finish_loggers(loggers, failed=summary["status"] != "completed")
-        summary.update(_results(trainer, task, data, started))
-        _write_summary(run_dir, summary)
+        end_process_group()
+        if lead:
+            finish_loggers(loggers, failed=summary["status"] != "completed")
+            summary.update(_results(trainer, task, data, started))
+            _write_summary(run_dir, summary)
     if ended is not None:
         raise ended
-    _print_summary(summary)
+    if lead:
+        _print_summary(summary)
     return summary
+
+
+def _cluster_plugins() -> list:
+    return []
 
 
 def _results(trainer, task, data, started: float) -> dict:
@@ -203,28 +240,22 @@ def _resuming(cfg: DictConfig) -> bool:
     return not (resume in (None, False) or str(resume).lower() == "false")
 
 
-def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int) -> dict | None:
+def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int,
+                     lead: bool = True) -> dict | None:
     """`eval.at_end`: memorization + held-out loss of the final model, logged at the last step
-    and written to eval.json (the same as `rizzrun eval RUN_DIR` afterwards)."""
+    and written to eval.json (the same as `rizzrun eval RUN_DIR` afterwards). Every rank
+    evaluates (a sharded model needs all of them); the lead writes."""
     if not (cfg.get("eval") and cfg.eval.at_end):
         return None
     from rizzrun.runner.evaluate import evaluate, flat_metrics, write
 
     result = evaluate(model, tokenizer, data, cfg.eval)
+    if not lead:
+        return None
     write(run_dir, result)
     for logger in loggers:
         logger.log_metrics(flat_metrics(result), step=step)
     return {k: v for k, v in result["memorization"].items() if k != "rows"} | {"val": result["val"]}
-
-
-class _Stream(torch.utils.data.IterableDataset):
-    """An IterableDataset view of `train_batches(start)`: infinite, already batched."""
-
-    def __init__(self, batches, start: int):
-        self.batches, self.start = batches, start
-
-    def __iter__(self):
-        return iter(self.batches(start=self.start))
 
 
 def _resume_value(cfg: DictConfig) -> str | None:

@@ -1,0 +1,116 @@
+"""What a run of several processes (DDP, FSDP) needs beyond Lightning's strategies: each rank's
+share of the data, and the process group ended with the run.
+
+Data: `data.batch_size` is per process. With P processes the data component is built with
+batch_size × P, so global batch i is exactly the batch a single process with that batch size
+would train on (the same epoch permutation, the same rows), and rank r trains on its r-th
+share of the rows (`torch.tensor_split` along the batch dimension: equal shares when P divides
+the batch, as it does whenever the split holds at least batch_size × P blocks). The position in
+the data is the global batch index, the same on every rank, so a checkpoint resumes every rank
+exactly. This holds for every data kind (packed, document, streaming), since it needs nothing
+but the batches; streaming data is read whole by every rank (each keeps its rows).
+
+With equal shares, DDP's mean of the ranks' gradients is the gradient of the mean loss over the
+global batch when every row holds the same number of target tokens (always, but for the padded
+last block of a split), so P processes follow the curve of one process with P times the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import torch
+
+from rizzrun.errors import InputError
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the process group this process is in; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def share(batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """Rank `rank`'s rows of a batch: the `rank`-th of `world` near-equal parts of every tensor
+    (and list) along its first dimension; other values are shared."""
+    if world == 1:
+        return batch
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            out[key] = value.tensor_split(world)[rank]
+        elif isinstance(value, list):
+            bounds = torch.arange(len(value)).tensor_split(world)[rank]
+            out[key] = value[int(bounds[0]):int(bounds[-1]) + 1] if len(bounds) else []
+        else:
+            out[key] = value
+    return out
+
+
+class RankShard:
+    """Loaders' views of a data component's global batches, for `processes` processes: each
+    rank (read from the process group when iteration starts) sees its share of every batch."""
+
+    def __init__(self, processes: int):
+        self.processes = int(processes)
+
+    def _rank(self) -> int:
+        rank, world = rank_and_world()
+        if world != self.processes:
+            raise RuntimeError(f"{self.processes} training processes expected, the process group has {world}")
+        return rank
+
+    def check_training_rows(self, rows: int, per_process: int) -> None:
+        """Each process needs a row of every training batch: one InputError before training."""
+        if self.processes > 1 and rows < self.processes:
+            raise InputError(f"data.batch_size={per_process}: the training split holds {rows} blocks, fewer than the "
+                             f"{self.processes} training processes; give more data or train on fewer devices")
+
+    def stream(self, batches: Callable[..., Iterator[dict]], start: int) -> torch.utils.data.IterableDataset:
+        """An IterableDataset of `batches(start=start)` (infinite, already batched), cut to this rank."""
+        return _Stream(batches, start, self)
+
+    def batches(self, batches: list[dict]) -> torch.utils.data.Dataset:
+        """A map-style Dataset of a list of batches, each cut to this rank (a rank's cut may have no rows)."""
+        return _Batches(batches, self)
+
+    def take(self, batch: dict) -> dict:
+        return batch if self.processes == 1 else share(batch, self._rank(), self.processes)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, batches, start: int, shard: RankShard):
+        self.batches, self.start, self.shard = batches, start, shard
+
+    def __iter__(self):
+        return (self.shard.take(b) for b in self.batches(start=self.start))
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, batches: list[dict], shard: RankShard):
+        self.items, self.shard = batches, shard
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.shard.take(self.items[i])
+
+
+def training_processes(trainer) -> int:
+    """How many processes train this run (devices × nodes under a distributed strategy)."""
+    return int(trainer.world_size)
+
+
+def strategy_for(tcfg) -> Any:
+    """The Lightning strategy for `trainer.strategy`: `auto` and `ddp` as Lightning knows them;
+    anything else is handed to Lightning as given."""
+    return str(tcfg.strategy)
+
+
+def end_process_group() -> None:
+    """Destroy the process group a run created, so that the next job of a sweep (same process)
+    starts its own with its own ranks."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
