@@ -40,7 +40,9 @@ class TrainerConfig:
 
     accelerator: Literal["cpu", "gpu", "auto"] = _f("cpu", "where to train")
     devices: Union[int, str, list[int]] = _f(1, "number of devices, 'auto', or a list of device ids")
-    strategy: str = _f("auto", "Lightning strategy: auto, ddp, fsdp, ...")
+    num_nodes: int = _f(1, "machines the run spans (each with `devices` processes)", ge=1)
+    strategy: str = _f("auto", "auto (one process), ddp (data parallel), fsdp (sharded data parallel), or "
+                               "another Lightning strategy name")
     precision: Precision = _f("32", "numeric precision")
     max_steps: int = _f(400, "optimizer steps to train for", gt=0)
     accumulate: int = _f(1, "micro-batches per optimizer step", ge=1)

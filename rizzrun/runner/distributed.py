@@ -104,9 +104,62 @@ def training_processes(trainer) -> int:
 
 
 def strategy_for(tcfg) -> Any:
-    """The Lightning strategy for `trainer.strategy`: `auto` and `ddp` as Lightning knows them;
-    anything else is handed to Lightning as given."""
-    return str(tcfg.strategy)
+    """The Lightning strategy for `trainer.strategy`: `fsdp` is `ShardedDataParallel` (on a CPU
+    too); `auto`, `ddp` and any other name are handed to Lightning as given."""
+    name = str(tcfg.strategy)
+    return ShardedDataParallel() if name == "fsdp" else name
+
+
+def shard_model(model: torch.nn.Module, mesh, mp_policy=None) -> None:
+    """FSDP2 (`torch.distributed.fsdp.fully_shard`) over `mesh`: each transformer block is one
+    unit (its parameters gathered for its forward and backward only), then the rest of the model
+    (embeddings, final norm, head). Contract: a model lists its blocks as `model.blocks`."""
+    from torch.distributed.fsdp import fully_shard
+
+    kwargs = {"mesh": mesh, **({"mp_policy": mp_policy} if mp_policy is not None else {})}
+    for block in getattr(model, "blocks", []):
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+
+
+def _model_parallel_strategy():
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return ModelParallelStrategy
+
+
+class ShardedDataParallel(_model_parallel_strategy()):
+    """`trainer.strategy=fsdp`: Lightning's ModelParallelStrategy (FSDP2 over a 1-D device mesh
+    of all processes: data parallel, parameters, gradients and optimizer state sharded; it also
+    runs on a CPU with gloo, where Lightning's FSDPStrategy refuses), with checkpoints in the
+    runner's own folder format: rank 0 gathers the full (unsharded) state and writes it through
+    the CheckpointIO, so a checkpoint of a sharded run loads into an unsharded model and the
+    other way round. The model is sharded by the task's `configure_model` (`shard_model`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=False,
+                         **kwargs)
+
+    def setup_environment(self) -> None:
+        # All processes of all nodes shard one data-parallel dimension (Lightning's "auto" would
+        # make nodes the data dimension and devices the tensor-parallel one).
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+
+    def load_checkpoint(self, checkpoint_path, weights_only=None) -> dict[str, Any]:
+        """A full checkpoint folder (FolderCheckpointIO) into the sharded model and optimizers:
+        each rank keeps its shard of the weights and of the optimizer state."""
+        from lightning.fabric.strategies.model_parallel import _load_raw_module_state, _rekey_optimizer_state_if_needed
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        checkpoint = self.checkpoint_io.load_checkpoint(checkpoint_path)
+        module = self.model
+        _load_raw_module_state(checkpoint["state_dict"], module, strict=self.lightning_module.strict_loading)
+        options = StateDictOptions(full_state_dict=True, strict=self.lightning_module.strict_loading)
+        for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+            set_optimizer_state_dict(module, optimizer, optim_state_dict=_rekey_optimizer_state_if_needed(state, module),
+                                     options=options)
+        return checkpoint
 
 
 def end_process_group() -> None:

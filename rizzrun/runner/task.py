@@ -58,6 +58,15 @@ class LanguageModelTask(L.LightningModule):
         self.last_samples: list[dict] = []
 
     # --- optimization -------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under trainer.strategy=fsdp (a device mesh): shard the model (rizzrun.runner.distributed)."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is not None and not getattr(self, "_sharded", False):
+            from rizzrun.runner.distributed import shard_model
+
+            shard_model(self.model, mesh)
+            self._sharded = True
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.model)
         if self.scheduler_factory is None:
@@ -83,7 +92,7 @@ class LanguageModelTask(L.LightningModule):
         rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
         self._step_started, self._tokens_in_window = now, 0
         metrics = self._window_metrics(rate)
-        metrics["train/grad_norm"] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        metrics["train/grad_norm"] = full_value(torch.nn.utils.get_total_norm(grads)) if grads else torch.zeros(())
         if self.guard is not None:
             self.guard.check(step, metrics, self.model)
         if step % self.log_every == 0:
@@ -208,6 +217,11 @@ class LanguageModelTask(L.LightningModule):
             np.random.set_state(rng["numpy"])
             torch.set_rng_state(rng["torch"])
             self._rng_to_restore = None
+
+
+def full_value(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor of a (possibly sharded) DTensor result, e.g. the norm of sharded gradients."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def sample_texts(model, decoder, tokenizer, prompts: Sequence[str], seed: int) -> list[str]:
