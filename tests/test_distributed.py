@@ -120,6 +120,13 @@ def test_a_ddp_run_resumes_to_the_same_curve(tmp_path, cache, ddp_run):
     run_dir = tmp_path / "resumed"
     common = [*TINY, *TWO, "trainer.strategy=ddp", "logger=wandb", "logger.mode=offline"]
     ok(rizzrun(cache, tmp_path, *common, "trainer.max_steps=3", f"hydra.run.dir={run_dir}"))
+    # One process would read the global batches of another size: refused, one line, nothing written.
+    before = (run_dir / layout.METRICS).read_text()
+    one = rizzrun(cache, tmp_path, *common, "trainer.max_steps=6", "trainer.devices=1", f"resume={run_dir}")
+    assert one.returncode == 2 and one.stderr.strip().splitlines()[-1] == (
+        "error: trainer.devices × trainer.num_nodes = 1 processes, but step-000003 was trained by 2: its data "
+        "position counts batches of data.batch_size × 2; resume with 2 processes (e.g. trainer.devices=2)")
+    assert (run_dir / layout.METRICS).read_text() == before
     ok(rizzrun(cache, tmp_path, *common, "trainer.max_steps=6", f"resume={run_dir}"))
     assert_same_curve(run_dir, ddp_run)
     summary = json.loads((run_dir / layout.SUMMARY).read_text())

@@ -198,7 +198,8 @@ class LanguageModelTask(L.LightningModule):
             "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
         }
-        checkpoint["rizzrun"] = {"data_position": self.trainer.global_step * self.accumulate}
+        checkpoint["rizzrun"] = {"data_position": self.trainer.global_step * self.accumulate,
+                                 "processes": self.trainer.world_size}  # the position counts global batches
         checkpoint["objective"] = self.objective.state_dict() if hasattr(self.objective, "state_dict") else {}
         if self.guard is not None:
             checkpoint["guard"] = self.guard.state_dict()

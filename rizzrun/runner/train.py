@@ -66,9 +66,9 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     from rizzrun.ranks import handing_over
     from rizzrun.runner.build import build_model
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
-    from rizzrun.runner.checkpoint import FolderCheckpointIO, prepare_checkpoints, read_meta
+    from rizzrun.runner.checkpoint import prepare_checkpoints, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
-    from rizzrun.runner.distributed import RankShard, end_process_group, strategy_for, training_processes
+    from rizzrun.runner.distributed import RankShard, end_process_group, training_processes
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
 
@@ -84,7 +84,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     stopper = SignalStop(checkpointer, resume_hint=f"continue with: rizzrun resume={run_dir}")
     stopper.install()  # from here on a signal ends the run cleanly, with summary.json saying so
     summary = {"run_dir": str(run_dir), "status": "crashed", "step": None, "eval": None}
-    loggers, trainer, task, data, ended = [], None, None, None, None
+    loggers, trainer, task, data, ended, writing = [], None, None, None, None, False
     try:
         if lead:
             # Leftovers of a crashed checkpoint write are removed; a resume takes the newest intact
@@ -92,48 +92,25 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
             resume_from = prepare_checkpoints(run_dir, _resume_value(cfg))
         meta = read_meta(resume_from) if resume_from else {}
         resume_step = meta.get("step") if resume_from else None
-        if lead and resume_from is not None:
-            summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
-        if lead:
-            _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
+        if resume_from is not None:
+            checkpointer.last_saved_step = resume_step
         if tcfg.num_threads:
             torch.set_num_threads(int(tcfg.num_threads))
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        trainer = _trainer(tcfg, run_dir, [checkpointer, stopper, progress_callback(int(tcfg.log_every))], lead)
+        processes = training_processes(trainer)
+        _check_processes(meta, processes, resume_from)  # before anything is written
         if lead:
+            if resume_from is not None:
+                summary["resumed"] = _resume_record(run_dir, resume_from, resume_step)
+            _write_summary(run_dir, {**summary, "status": "running"})  # what a killed segment leaves behind
+            writing = True
             (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
             (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
             if resume_from is not None:
-                checkpointer.last_saved_step = resume_step
                 _truncate_jsonl(run_dir / layout.SAMPLES, resume_step)
             loggers = build_loggers(cfg, run_dir, resume_step=resume_step)
-        elif resume_from is not None:
-            checkpointer.last_saved_step = resume_step
-
-        val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
-        trainer = L.Trainer(
-            accelerator=tcfg.accelerator,
-            devices=tcfg.devices,
-            num_nodes=int(tcfg.get("num_nodes", 1)),
-            strategy=strategy_for(tcfg),
-            precision=tcfg.precision,
-            max_steps=int(tcfg.max_steps),
-            max_epochs=-1,
-            accumulate_grad_batches=int(tcfg.accumulate),
-            gradient_clip_val=float(tcfg.grad_clip) or None,
-            val_check_interval=val_every * int(tcfg.accumulate),
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,  # unused: the task sends its rows to the loggers itself
-            logger=loggers,
-            callbacks=[checkpointer, stopper, progress_callback(int(tcfg.log_every))],
-            plugins=[FolderCheckpointIO(), *_cluster_plugins()],
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=interactive() and lead,
-            use_distributed_sampler=False,  # every rank takes its own rows of each batch: RankShard
-            default_root_dir=str(run_dir),
-        )
-        processes = training_processes(trainer)
+            trainer.loggers = loggers
 
         tokenizer = instantiate(cfg.tokenizer)
         # data.batch_size is per process: the data cuts batches for all of them, each takes its rows
@@ -188,7 +165,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     finally:
         stopper.restore()
         end_process_group()
-        if lead:
+        if writing:  # a run refused before it wrote anything leaves the folder as it was
             finish_loggers(loggers, failed=summary["status"] != "completed")
             summary.update(_results(trainer, task, data, started))
             _write_summary(run_dir, summary)
@@ -197,6 +174,50 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     if lead:
         _print_summary(summary)
     return summary
+
+
+def _trainer(tcfg: DictConfig, run_dir: Path, callbacks: list, lead: bool):
+    """The Lightning Trainer for `trainer.*` (loggers are attached once the run may write)."""
+    import lightning as L
+
+    from rizzrun.runner.callbacks import interactive
+    from rizzrun.runner.checkpoint import FolderCheckpointIO
+    from rizzrun.runner.distributed import strategy_for
+
+    val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
+    return L.Trainer(
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        num_nodes=int(tcfg.get("num_nodes", 1)),
+        strategy=strategy_for(tcfg),
+        precision=tcfg.precision,
+        max_steps=int(tcfg.max_steps),
+        max_epochs=-1,
+        accumulate_grad_batches=int(tcfg.accumulate),
+        gradient_clip_val=float(tcfg.grad_clip) or None,
+        val_check_interval=val_every * int(tcfg.accumulate),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,  # unused: the task sends its rows to the loggers itself
+        logger=False,
+        callbacks=callbacks,
+        plugins=[FolderCheckpointIO(), *_cluster_plugins()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=interactive() and lead,
+        use_distributed_sampler=False,  # every rank takes its own rows of each batch: RankShard
+        default_root_dir=str(run_dir),
+    )
+
+
+def _check_processes(meta: dict, processes: int, resume_from: Path | None) -> None:
+    """A resume trains with as many processes as the checkpoint: its data position counts global
+    batches of data.batch_size × processes, so another count would continue on other rows."""
+    trained = int(meta.get("processes", 1))
+    if resume_from is not None and trained != processes:
+        raise InputError(f"trainer.devices × trainer.num_nodes = {processes} processes, but {resume_from.name} was "
+                         f"trained by {trained}: its data position counts batches of data.batch_size × {trained}; "
+                         f"resume with {trained} processes (e.g. trainer.devices={trained})")
 
 
 def _cluster_plugins() -> list:
