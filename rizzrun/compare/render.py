@@ -81,8 +81,7 @@ def rich_table(table: Table):
 
     shown = RichTable(show_lines=False, header_style="bold")
     for index, name in enumerate(header(table)):
-        numeric = is_numeric(table, index)  # numbers are never wrapped; names and values fold
-        shown.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+        shown.add_column(name, justify="right" if is_numeric(table, index) else "left", overflow="fold")
     for cells in text_rows(table):
         shown.add_row(*cells)
     return shown
