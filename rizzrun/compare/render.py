@@ -15,16 +15,23 @@ HEAD = ("run", "n")
 TAIL = ("status", "step")
 
 
-def number(value: float) -> str:
+def fixed(value: float) -> bool:
+    """Whether `value` reads well with 4 decimals (else 4 significant digits)."""
+    return value == 0 or 1e-3 <= abs(value) < 1e4
+
+
+def number(value: float, like: float | None = None) -> str:
+    """`value` as text; `like`: the number it stands beside (a mean for its half-width), whose
+    style it takes, so 0.7000 ± 0.0000 rather than 0.7000 ± 3.4e-16."""
     if math.isnan(value) or math.isinf(value):
         return str(value)
-    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.4g}"
+    return f"{value:.4f}" if fixed(value if like is None else like) else f"{value:.4g}"
 
 
 def cell_text(cell: Cell | None, n: int) -> str:
     if cell is None:
         return "—"
-    text = number(cell.mean) if cell.ci is None else f"{number(cell.mean)} ± {number(cell.ci)}"
+    text = number(cell.mean) if cell.ci is None else f"{number(cell.mean)} ± {number(cell.ci, like=cell.mean)}"
     return text if cell.count == n else f"{text} [{cell.count}/{n}]"
 
 

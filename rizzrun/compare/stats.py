@@ -73,6 +73,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float 
     if n == 0:
         raise ValueError("mean_ci of no values")
     mean = math.fsum(values) / n
+    mean += math.fsum(v - mean for v in values) / n  # the rounding of the first pass, undone
     if n == 1:
         return mean, None
     s = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
