@@ -135,7 +135,7 @@ def test_mean_ci_is_t_times_s_over_root_n():
     assert mean_ci([5.0]) == (5.0, None)
 
 
-def test_the_package_imports_no_scipy_torch_or_wandb_at_module_level():
+def test_the_package_imports_only_the_standard_library_yaml_rich_matplotlib_and_wandb():
     imported = set()
     for path in Path(runs_mod.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -144,7 +144,7 @@ def test_the_package_imports_no_scipy_torch_or_wandb_at_module_level():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module.split(".")[0])
     assert not imported & {"scipy", "numpy", "torch", "lightning", "pandas"}
-    assert imported <= {"__future__", "rizzrun", "csv", "io", "json", "math", "os", "re", "sys", "collections",
+    assert imported <= {"__future__", "rizzrun", "csv", "io", "json", "math", "os", "re", "sys", "collections", "contextlib",
                         "dataclasses", "functools", "pathlib", "yaml", "rich", "matplotlib", "wandb"}
 
 
@@ -419,6 +419,10 @@ def test_wandb_errors_are_one_line(sweep):
     assert str(e.value) == ("--wandb team/p: cannot read the runs from W&B (ConnectionError: Max retries exceeded "
                             "with url: /graphql); check the name, `wandb login` and the network, or compare run "
                             "folders instead")
+    broken = FakeRun(sweep / "0", 0)
+    broken.scan_history = lambda keys=None: (_ for _ in ()).throw(TimeoutError("read timed out"))
+    with pytest.raises(InputError, match=r"^--wandb team/p: cannot read the runs from W&B \(TimeoutError: read timed "):
+        compare(Options(wandb="team/p"), file=io.StringIO(), api=FakeApi([broken]))
     with pytest.raises(InputError, match=r"^--wandb team/p: no run matches the filters \{\"group\": \"g\"\}"):
         compare(Options(wandb="team/p", group="g"), file=io.StringIO(), api=FakeApi([]))
     assert parse_filters(['{"$or": [{"state": "finished"}, {"state": "crashed"}]}', "tags=seed=1"], None) == \

@@ -95,6 +95,7 @@ def load_folders(paths: list[Path]) -> list[Run]:
     """Every run at or below each path, each once; an InputError naming the first path that is
     not a folder or holds no run."""
     folders: list[Path] = []
+    seen: set[Path] = set()
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: no such folder; give a run folder, a sweep folder or a folder of runs")
@@ -104,7 +105,10 @@ def load_folders(paths: list[Path]) -> list[Run]:
         if not found:
             raise InputError(f"{path}: holds no run (no {layout.METRICS} or {layout.CONFIG} in it or below it); "
                              "give a run folder, a sweep folder or a folder of runs")
-        folders += [f for f in found if f.resolve() not in {g.resolve() for g in folders}]
+        for folder in found:
+            if folder.resolve() not in seen:
+                seen.add(folder.resolve())
+                folders.append(folder)
     runs = [load_folder(folder) for folder in folders]
     label_runs(runs)
     return runs

@@ -7,6 +7,7 @@ optimizer step, as metrics.jsonl's `step`); W&B's own `_step` is the fallback.""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 from rizzrun.compare.runs import Run, flatten, history_from_rows
 from rizzrun.errors import InputError
@@ -50,24 +51,31 @@ def load_wandb(path: str, metrics: list[str], filters: dict | None = None, api=N
     """The runs of W&B project `path` matching `filters`, with the history of `metrics`.
     `api`: an object with wandb.Api's `runs`; None makes a wandb.Api() (needs network and login)."""
     check_project(path)
-    try:
+    with _api_errors(path):
         if api is None:
             import wandb
 
             api = wandb.Api()
         found = list(api.runs(path, filters=filters or {}))
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - no login, no network, no such project: one line
-        raise InputError(f"--wandb {path}: cannot read the runs from W&B ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else 'no detail'}); check the name, "
-                         "`wandb login` and the network, or compare run folders instead") from None
-    if not found:
-        raise InputError(f"--wandb {path}: no run matches{' the filters ' + json.dumps(filters) if filters else ''}; "
-                         "check the project name and the filters")
-    runs = [_from_api(run, metrics, path) for run in found]
+        if not found:
+            shown = f" the filters {json.dumps(filters)}" if filters else ""
+            raise InputError(f"--wandb {path}: no run matches{shown}; check the project name and the filters")
+        runs = [_from_api(run, metrics, path) for run in found]
     _label(runs, found)
     return runs
+
+
+@contextmanager
+def _api_errors(path: str):
+    """Whatever the W&B client raises (no login, no network, no such project) as one line."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the client's errors have no common base
+        detail = str(e).splitlines()[0] if str(e) else "no detail"
+        raise InputError(f"--wandb {path}: cannot read the runs from W&B ({type(e).__name__}: {detail}); "
+                         "check the name, `wandb login` and the network, or compare run folders instead") from None
 
 
 def _from_api(api_run, metrics: list[str], path: str) -> Run:
@@ -75,8 +83,9 @@ def _from_api(api_run, metrics: list[str], path: str) -> Run:
     history = {}
     for metric in metrics:
         history.update(history_from_rows(_metric_rows(api_run, metric)))
-    summary = dict(api_run.summary or {})
-    step = next((summary[k] for k in STEP_KEYS if isinstance(summary.get(k), (int, float))), None)
+    summary = api_run.summary  # W&B's summary object: dict-like, with .get
+    found = [summary.get(k) for k in STEP_KEYS] if summary is not None else []
+    step = next((v for v in found if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
     if step is None:
         step = max((points[-1][0] for points in history.values() if points), default=None)
     return Run(source=f"{path}/{api_run.id}", config=flatten(config), overrides=[], history=history,
