@@ -7,6 +7,7 @@
     rizzrun generate RUN_DIR --prompt TEXT ...
     rizzrun export RUN_DIR OUT_DIR [--force]   a run's latest checkpoint as a Hugging Face Llama folder
     rizzrun eval RUN_DIR [--documents train|val|PATH]   memorization + held-out loss -> eval.json
+    rizzrun compare PATH... | --wandb ENTITY/PROJECT   runs side by side (rizzrun.compare)
 
 generate, eval and export load the checkpoint `checkpoints/latest` names (or `--checkpoint
 step-N`) after checking its files against the digests in its meta.json, and refuse a damaged
@@ -31,7 +32,7 @@ from typer.core import TyperCommand
 
 from rizzrun.layout import EVAL as EVAL_FILE
 
-SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export")
+SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export", "compare")
 HELP_FLAGS = ("--help", "-h")
 
 app = typer.Typer(
@@ -470,6 +471,36 @@ def _export_problem(out_dir: Path, force: bool) -> str | None:
     # export writes beside OUT_DIR first (a temp folder in its parent), then moves the files in
     return _unwritable(out_dir.absolute().parent, str(out_dir)) or (
         _unwritable(out_dir, str(out_dir)) if out_dir.is_dir() else None)
+
+
+@app.command("compare", cls=_OneLineUsageErrors)
+def compare(
+    paths: Optional[list[Path]] = typer.Argument(None, help="run folders, sweep folders or folders of runs"),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="a metric to show (repeatable); "
+                                               "default: val/loss and train/loss"),
+    maximize: Optional[list[str]] = typer.Option(None, "--maximize", help="a metric whose best is its largest "
+                                                 "(repeatable; names like acc/accuracy/f1/reward are by default)"),
+    sort: Optional[str] = typer.Option(None, "--sort", help="rows best first by this metric's best value"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="rich | markdown | csv; default: rich on a "
+                                      "terminal, else markdown"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="a metric to plot against the step (with --out)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the PNG file --plot writes"),
+    per_run: bool = typer.Option(False, "--per-run", help="one row per run: do not group runs that differ only by seed"),
+    ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="a config key never shown nor grouped by (repeatable)"),
+    wandb: Optional[str] = typer.Option(None, "--wandb", help="ENTITY/PROJECT: read the runs from W&B instead"),
+    filters: Optional[list[str]] = typer.Option(None, "--filter", help="with --wandb: KEY=VALUE (state=finished, "
+                                                "config.optimizer.lr=0.001) or a JSON filter (repeatable)"),
+    group: Optional[str] = typer.Option(None, "--group", help="with --wandb: the W&B group (a sweep)"),
+) -> None:
+    """Compare runs: a table of the config keys that differ and each metric's final and best value
+    (runs differing only by seed grouped as mean ± 95% CI), and with --plot a PNG of the curves."""
+    from rizzrun.compare.command import Options, compare as run_compare
+
+    options = Options(paths=list(paths or []), wandb=wandb, filters=list(filters or []), group=group,
+                      metrics=list(metric or []), maximize=tuple(maximize or ()), sort=sort, fmt=fmt, plot=plot,
+                      out=out, per_run=per_run, ignore=tuple(ignore or ()))
+    with _input_errors():
+        run_compare(options)
 
 
 def main(argv: list[str] | None = None) -> None:
