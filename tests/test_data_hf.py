@@ -23,6 +23,7 @@ from rizzrun.data import hf as hf_module  # noqa: E402
 from rizzrun.data.hf import HFDataset, row_units  # noqa: E402
 from rizzrun.data.lm import _seed_for  # noqa: E402
 from rizzrun.errors import InputError  # noqa: E402
+from rizzrun.runner.distributed import RankShard  # noqa: E402
 from rizzrun.tokenizers.byte import ByteTokenizer  # noqa: E402
 
 EOS = ByteTokenizer.eos_id
@@ -336,16 +337,6 @@ def test_streaming_tokenizer_sample_is_capped(tmp_path, monkeypatch):
 # -- the runner's use ----------------------------------------------------------------------
 
 
-class _Stream(torch.utils.data.IterableDataset):
-    """What rizzrun.runner.train wraps train_batches in."""
-
-    def __init__(self, batches, start):
-        self.batches, self.start = batches, start
-
-    def __iter__(self):
-        return iter(self.batches(start=self.start))
-
-
 @pytest.mark.parametrize("streaming", [False, True])
 def test_works_as_the_runner_uses_it(tmp_path, streaming):
     path = save_dict(tmp_path / "d", {"train": {"text": DOCS}, "test": {"text": DOCS[:6]}})
@@ -355,7 +346,7 @@ def test_works_as_the_runner_uses_it(tmp_path, streaming):
     data.setup(tok)
     val = list(itertools.islice(data.val_batches(), 2))
     assert len(val) == 2 and val[0]["input_ids"].shape == (3, 8)
-    loader = torch.utils.data.DataLoader(_Stream(data.train_batches, start=5), batch_size=None)
+    loader = torch.utils.data.DataLoader(RankShard(1).stream(data.train_batches, start=5), batch_size=None)
     got = list(itertools.islice(iter(loader), 3))
     want = list(itertools.islice(data.train_batches(), 8))[5:]
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(got, want))
@@ -504,3 +495,25 @@ def test_open_streaming_readers_are_closed_with_their_dataset():
     del first
     gc.collect()
     assert mine.closed and not other.closed
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_each_of_two_ranks_reads_its_share_and_resumes_it_exactly(tmp_path, streaming):
+    """Two processes with batch_size 3 each: the data is built with 6; rank r trains on rows
+    3r..3r+2 of every global batch, and a new run resumed at batch 5 gives each rank the same rows."""
+    path = save_dict(tmp_path / "d", {"train": {"text": DOCS}, "test": {"text": DOCS[:6]}})
+    tok = ByteTokenizer()
+
+    def built():
+        data = make(path, tmp_path, val_split="test", streaming=streaming, shuffle_buffer=4, batch_size=6)
+        tok.prepare(data.train_texts, data.fingerprint)
+        data.setup(tok)
+        return data
+
+    data = built()
+    whole = list(itertools.islice(data.train_batches(), 8))
+    for rank in (0, 1):
+        mine = list(itertools.islice(iter(RankShard(2, rank).stream(data.train_batches, start=0)), 8))
+        assert all(rows_of(b) == rows_of(w)[3 * rank: 3 * rank + 3] for b, w in zip(mine, whole))
+        resumed = RankShard(2, rank).stream(built().train_batches, start=5)  # a new run, from the checkpoint's position
+        assert [rows_of(b) for b in itertools.islice(iter(resumed), 3)] == [rows_of(b) for b in mine[5:8]]

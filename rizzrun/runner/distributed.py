@@ -52,10 +52,13 @@ class RankShard:
     """Loaders' views of a data component's global batches, for `processes` processes: each
     rank (read from the process group when iteration starts) sees its share of every batch."""
 
-    def __init__(self, processes: int):
+    def __init__(self, processes: int, rank: int | None = None):
         self.processes = int(processes)
+        self.rank = rank  # None: this process's rank in the process group, read when iterating
 
     def _rank(self) -> int:
+        if self.rank is not None:
+            return self.rank
         rank, world = rank_and_world()
         if world != self.processes:
             raise RuntimeError(f"{self.processes} training processes expected, the process group has {world}")
