@@ -232,7 +232,7 @@ def test_misspelled_group_name():
 def test_new_key_advice_only_when_nothing_is_close():
     assert only_error(["trainer.foo=1"]).endswith(
         "keys: accelerator, accumulate, checkpoint_every, compile, devices, grad_clip, keep_checkpoints, log_every, "
-        "max_nonfinite_skips, max_steps, num_threads, on_nonfinite, precision, samples_per_val, strategy, "
+        "max_nonfinite_skips, max_steps, num_nodes, num_threads, on_nonfinite, precision, samples_per_val, strategy, "
         "val_batches, val_every; "
         "to add a new key write +trainer.foo=1")
 

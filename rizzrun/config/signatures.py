@@ -249,9 +249,15 @@ class _DiskCache:
                 cls.entries = {}
         return cls.entries
 
+    @staticmethod
+    def _key(target: str) -> str:
+        """The target as read from this checkout of rizzrun: two checkouts sharing a cache (a
+        second clone, a git worktree) each keep their own entries, naming their own files."""
+        return f"{target}|{Path(__file__).resolve().parents[1]}"
+
     @classmethod
     def get(cls, target: str) -> Target | None:
-        entry = cls._load().get(target)
+        entry = cls._load().get(cls._key(target))
         if entry is None:
             return None
         files, found = entry
@@ -267,7 +273,7 @@ class _DiskCache:
         import pickle
 
         try:
-            cls._load()[target] = ([(str(f), *_stamp(f)) for f in files], found)
+            cls._load()[cls._key(target)] = ([(str(f), *_stamp(f)) for f in files], found)
             from rizzrun.files import write_atomic
 
             write_atomic(cls._path(), pickle.dumps({"version": (cls._VERSION, sys.version_info[:2]),
