@@ -90,10 +90,26 @@ def finished(job_dir: Path, summary: dict | None) -> dict:
 def failed(job_dir: Path, reason: str, error: BaseException | str) -> dict:
     """The job ended without finishing: `reason` (exception, diverged, stopped by SIGTERM, ...),
     the error's one-line message and where its traceback is."""
-    line = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    line = " ".join(str(line).split()) or "failed"
+    from rizzrun.errors import InputError, RunEnded
+
+    if isinstance(error, str | InputError | RunEnded):  # already one line meant for the user
+        line = str(error)
+    else:
+        line = f"{type(error).__name__}: {error}"
+    line = " ".join(line.split()) or "failed"
     return update_status(job_dir, status=FAILED, ended=now(), reason=reason, error=line,
-                         traceback=str(Path(job_dir).absolute() / layout.ERROR))
+                         traceback=str(Path(job_dir).absolute() / layout.ERROR), val_loss=_summary_val_loss(job_dir))
+
+
+def _summary_val_loss(job_dir: Path) -> float | None:
+    """The last validation loss the run's summary.json reports, when finite (a failed job's too)."""
+    import math
+
+    try:
+        value = json.loads((Path(job_dir) / layout.SUMMARY).read_text(encoding="utf-8")).get("val_loss")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def failure_reason(error: BaseException) -> str:

@@ -148,7 +148,8 @@ def table(sweep_dir: Path, rows: list[dict]) -> str:
         status = row.get("status", "?")
         why = ""
         if status == job_status.FAILED:
-            why = f"{row.get('reason', 'exception')}: {row.get('error', '')}"
+            reason, error = row.get("reason", "exception"), str(row.get("error", ""))
+            why = error if error.startswith(reason) else f"{reason}: {error}"
             if row.get("reason") != job_status.KILLED and row.get("traceback"):
                 why += f" (traceback: {row['traceback']})"
         elif status == job_status.PENDING:
