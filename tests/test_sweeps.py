@@ -31,13 +31,20 @@ SWEEP = [*TINY, f"trainer.max_steps={STEPS}", "trainer.grad_clip=0", "trainer.on
          f"optimizer.lr={','.join(LRS)}"]
 
 
-def env(tmp: Path) -> dict:
-    return {**os.environ, "RIZZRUN_CACHE": str(tmp / "cache"), "RIZZRUN_OUTPUTS": str(tmp / "out"),
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One tokenized-data cache for the module's runs (RIZZRUN_CACHE), as a user's runs share one."""
+    return tmp_path_factory.mktemp("sweeps-cache")
+
+
+def env(tmp: Path, cache: Path) -> dict:
+    """Runs land under tmp/out (RIZZRUN_OUTPUTS): `resume=true` looks for sweeps there."""
+    return {**os.environ, "RIZZRUN_CACHE": str(cache), "RIZZRUN_OUTPUTS": str(tmp / "out"),
             "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
 
 
-def rizzrun(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([RIZZRUN, *argv], env=env(tmp), capture_output=True, text=True, timeout=300,
+def rizzrun(tmp: Path, cache: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([RIZZRUN, *argv], env=env(tmp, cache), capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
 
 
@@ -51,11 +58,11 @@ def table_lines(stderr: str, sweep: Path) -> list[str]:
     return lines[start:]
 
 
-def kill_sweep_during_job(tmp: Path, num: int) -> Path:
+def kill_sweep_during_job(tmp: Path, cache: Path, num: int) -> Path:
     """Start the sweep and SIGKILL it as soon as job `num` has saved a checkpoint (polled every
     10 ms); the sweep's folder. The launcher writes sweep.json and every job's pending status.json
     before Hydra starts, so job `num`'s folder is known from the start."""
-    proc = subprocess.Popen([RIZZRUN, "-m", *SWEEP], env=env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([RIZZRUN, "-m", *SWEEP], env=env(tmp, cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, stdin=subprocess.DEVNULL)
     deadline = time.time() + 240
     while True:
@@ -74,8 +81,8 @@ def kill_sweep_during_job(tmp: Path, num: int) -> Path:
     return found[0].parent
 
 
-def test_a_killed_sweep_resumes_without_losing_or_redoing_a_job(tmp_path):
-    sweep = kill_sweep_during_job(tmp_path, num=2)
+def test_a_killed_sweep_resumes_without_losing_or_redoing_a_job(tmp_path, cache):
+    sweep = kill_sweep_during_job(tmp_path, cache, num=2)
     jobs = [sweep / str(n) for n in range(4)]
 
     # --- what the killed sweep left ----------------------------------------------------------
@@ -112,22 +119,22 @@ def test_a_killed_sweep_resumes_without_losing_or_redoing_a_job(tmp_path):
     # --- refusals: one line, exit 2, nothing written -----------------------------------------------
     before = snapshot(sweep)
     other = [*SWEEP[:-1], "optimizer.lr=0.002,1000.0,0.003,0.0005"]
-    named = rizzrun(tmp_path, "-m", *other, f"hydra.sweep.dir={sweep}", "resume=true")
+    named = rizzrun(tmp_path, cache, "-m", *other, f"hydra.sweep.dir={sweep}", "resume=true")
     assert named.returncode == 2
     assert named.stderr.splitlines() == [
         f"error: hydra.sweep.dir={sweep}: this command's jobs differ from the sweep's: job 3 is "
         f"`{' '.join(o if o != 'optimizer.lr=0.001' else 'optimizer.lr=0.0005' for o in never['overrides'])}` here "
         f"but `{' '.join(never['overrides'])}` in the folder; resume with the sweep's own overrides, or start a new "
         "sweep without resume="]
-    newest = rizzrun(tmp_path, "-m", *other, "resume=true")
+    newest = rizzrun(tmp_path, cache, "-m", *other, "resume=true")
     assert newest.returncode == 2 and len(newest.stderr.splitlines()) == 1
     assert f"the newest, {sweep}, differs: job 3 is" in newest.stderr
-    fresh = rizzrun(tmp_path, "-m", *SWEEP, f"hydra.sweep.dir={sweep}")  # never a fresh sweep into it
+    fresh = rizzrun(tmp_path, cache, "-m", *SWEEP, f"hydra.sweep.dir={sweep}")  # never a fresh sweep into it
     assert fresh.returncode == 2 and "holds the runs of another sweep" in fresh.stderr
     assert snapshot(sweep) == before
 
     # --- resume ----------------------------------------------------------------------------------
-    resumed = rizzrun(tmp_path, "-m", *SWEEP, "resume=true")
+    resumed = rizzrun(tmp_path, cache, "-m", *SWEEP, "resume=true")
     assert resumed.returncode == 1, resumed.stderr[-3000:]  # job 1 diverges again
     assert f"resuming sweep {sweep}: 4 jobs (1 done: skipped; 2 to continue; 1 never started)" in resumed.stderr
     # The done job was not retrained: not one byte of its folder's run files changed.
@@ -140,7 +147,7 @@ def test_a_killed_sweep_resumes_without_losing_or_redoing_a_job(tmp_path):
 
     # The killed job, continued from its checkpoint, logged exactly an uninterrupted run's rows.
     reference = tmp_path / "reference"
-    straight = rizzrun(tmp_path, *SWEEP[:-1], "optimizer.lr=0.003", f"hydra.run.dir={reference}")
+    straight = rizzrun(tmp_path, cache, *SWEEP[:-1], "optimizer.lr=0.003", f"hydra.run.dir={reference}")
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert curve(jobs[2]) == curve(reference)
     assert [r["step"] for r in curve(reference) if "train/loss" in r] == list(range(3, STEPS + 1, 3))
@@ -175,12 +182,12 @@ def files_of(snap: dict[str, bytes], job: str) -> dict[str, bytes]:
     return {name.split("/", 1)[1]: data for name, data in snap.items() if name.startswith(f"{job}/")}
 
 
-def test_a_signal_stops_the_sweep_and_the_table_names_what_never_ran(tmp_path):
+def test_a_signal_stops_the_sweep_and_the_table_names_what_never_ran(tmp_path, cache):
     """SIGTERM stops a sweep as it stops one run (the job saves a checkpoint and ends); its status
     says so, the job after it stays pending, and the table is printed all the same."""
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([RIZZRUN, "-m", *TINY, "trainer.max_steps=400", "optimizer.lr=0.002,0.003",
-                             f"hydra.sweep.dir={sweep}"], env=env(tmp_path), stdout=subprocess.PIPE,
+                             f"hydra.sweep.dir={sweep}"], env=env(tmp_path, cache), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     wait_for(lambda: trained_steps(sweep / "0") >= 3, proc)
     proc.send_signal(signal.SIGTERM)
