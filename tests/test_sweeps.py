@@ -285,3 +285,63 @@ def test_wandb_one_run_per_job_grouped_by_the_sweep_and_tagged_with_its_override
         assert run.display_name == f"10-00-00/{num}"
         assert (config["overrides"], config["job_num"], config["sweep"]) == (overrides, num, "multirun/2026-12-01/10-00-00")
         assert exit_record.exit_code == num  # job 1 was finished as failed
+
+
+# --- the launcher's part, with tests/fake_runner.py in place of training (fast) -----------------------
+
+def test_the_launchers_job_list_is_hydras(tmp_path):
+    """sweep.json's jobs (written before Hydra starts) are the overrides Hydra hands each job, for
+    globs, quoted values and a `+key`."""
+    from test_cli import run_cli
+
+    sweep = tmp_path / "sweep"
+    result = run_cli(tmp_path, "-m", "attention=glob(*)", "seed=1,2", "+recipe=tiny", "prompts=['a b','c']",
+                     f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    jobs = json.loads((sweep / layout.SWEEP).read_text())["jobs"]
+    assert len(jobs) == 4
+    for n, job in enumerate(jobs):
+        assert list(OmegaConf.load(sweep / str(n) / layout.HYDRA_OVERRIDES)) == job == raw_status(sweep / str(n))["overrides"]
+        assert raw_status(sweep / str(n))["status"] == "done"
+    assert [j[:2] for j in jobs] == [["attention=naive", "seed=1"], ["attention=naive", "seed=2"],
+                                     ["attention=sdpa", "seed=1"], ["attention=sdpa", "seed=2"]]
+
+
+def test_planned_jobs_match_hydras_basic_sweeper():
+    """Against Hydra's own expansion (BasicSweeper.split_arguments), with sweeper params (they come
+    first), a key given twice (the later wins, in the first one's place), ranges and hydra.* keys."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from omegaconf import open_dict
+
+    from rizzrun.config import load
+    from rizzrun.config.compose import parse_overrides
+    from rizzrun.sweeps import planned_jobs
+
+    overrides = ["seed=range(0,3)", "optimizer.lr=1e-3,2e-3", "+recipe=tiny", "seed=5,6", "hydra.sweep.dir=/x",
+                 "name='a b'", "trainer.max_steps=7"]
+    cfg = load(hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.sweeper.params = {"trainer.val_every": "2,4"}
+    task = ["trainer.val_every=2,4", *(o for o in overrides if not o.startswith("hydra."))]
+    [hydras] = BasicSweeper.split_arguments(parse_overrides(task), None)
+    assert planned_jobs(cfg, overrides) == hydras
+    assert len(hydras) == 8 and hydras[0] == ["trainer.val_every=2", "seed=5", "optimizer.lr=0.001", "+recipe=tiny",
+                                              "name='a b'", "trainer.max_steps=7"]
+
+
+def test_a_failed_job_without_checkpoint_restarts_in_its_folder_keeping_the_first_attempt(tmp_path):
+    from fake_runner import FAIL_SEED
+    from test_cli import run_cli
+
+    sweep = tmp_path / "sweep"
+    first = run_cli(tmp_path, "-m", f"seed=1,{FAIL_SEED}", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 1
+    trace = (sweep / "1" / layout.ERROR).read_text()
+    ran_once = (sweep / "0" / "fake_run.json").stat().st_mtime_ns
+    again = run_cli(tmp_path, "-m", f"seed=1,{FAIL_SEED}", f"hydra.sweep.dir={sweep}", "resume=true")
+    assert again.returncode == 1
+    assert f"resuming sweep {sweep}: 2 jobs (1 done: skipped; 1 to continue; 0 never started)" in again.stderr
+    assert (sweep / "0" / "fake_run.json").stat().st_mtime_ns == ran_once  # not run again
+    assert (sweep / "1" / layout.ATTEMPTS / "1" / layout.ERROR).read_text() == trace  # the first attempt, kept
+    assert (sweep / "1" / layout.ERROR).is_file() and raw_status(sweep / "1")["resumed_from"] is None
+    assert json.loads((sweep / "1" / "fake_run.json").read_text())["resume"] is False  # started afresh

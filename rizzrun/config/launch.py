@@ -60,7 +60,8 @@ def launch(argv: list[str]) -> int:
 def check(args, argv: list[str]) -> list[str]:
     """Validate what Hydra is about to run; returns argv. For resume, argv's overrides become the
     resumed job's (the run's own, then the user's: rizzrun.config.resume) and `hydra.run.dir`
-    names the run folder."""
+    names the run folder. A fresh sweep's folder is claimed and given sweep.json and a pending
+    status.json per job; a sweep resume pins the sweep folder it continues (`resume_sweep`)."""
     if args.help or args.hydra_help or args.info or args.shell_completion \
             or args.experimental_rerun or args.config_path or args.config_dir:
         return argv  # nothing runs, or configs come from elsewhere: Hydra's own checks apply
@@ -103,7 +104,7 @@ def resume_sweep(overrides: list[str], argv: list[str], config_name: str) -> lis
     if jobs is None:
         raise InputError(f"resume={value}: with -m, only a sweep whose jobs are known up front (Hydra's basic sweeper) "
                          "can be resumed; an optimising sweeper continues its study from its own storage")
-    named = [o.split("=", 1)[1] for o in sweep_overrides if o.lstrip("+").startswith("hydra.sweep.dir=")]
+    named = any(o.lstrip("+").startswith("hydra.sweep.dir=") for o in sweep_overrides)
     named_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))).expanduser() if named else None
     folder = sweeps.folder_to_resume(cfg, jobs, value if value is True else str(value), named_dir)
     rows = job_status.job_rows(folder)
