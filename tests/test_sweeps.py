@@ -62,22 +62,23 @@ def kill_sweep_during_job(tmp: Path, cache: Path, num: int) -> Path:
     """Start the sweep and SIGKILL it as soon as job `num` has saved a checkpoint (polled every
     10 ms); the sweep's folder. The launcher writes sweep.json and every job's pending status.json
     before Hydra starts, so job `num`'s folder is known from the start."""
-    proc = subprocess.Popen([RIZZRUN, "-m", *SWEEP], env=env(tmp, cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    log = tmp / "killed-sweep.log"  # a file, not a pipe nobody reads while the sweep runs
+    with log.open("w") as out:
+        proc = subprocess.Popen([RIZZRUN, "-m", *SWEEP], env=env(tmp, cache), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     deadline = time.time() + 240
     while True:
         found = list((tmp / "out" / "multirun").glob(f"*/*/{layout.SWEEP}"))
         if found and (found[0].parent / str(num) / layout.LATEST).exists():
             break
         if proc.poll() is not None:
-            raise AssertionError(f"the sweep ended first (exit {proc.returncode}): {proc.stderr.read()[-3000:]}")
+            raise AssertionError(f"the sweep ended first (exit {proc.returncode}): {log.read_text()[-3000:]}")
         if time.time() > deadline:
             proc.kill()
             raise AssertionError("timed out waiting for the job's first checkpoint")
         time.sleep(0.01)
     proc.kill()
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.wait(timeout=60) == -signal.SIGKILL
     return found[0].parent
 
 
@@ -140,7 +141,7 @@ def test_a_killed_sweep_resumes_without_losing_or_redoing_a_job(tmp_path, cache)
     # The done job was not retrained: not one byte of its folder's run files changed.
     assert snapshot(jobs[0]) == files_of(before, "0") and layout.METRICS in files_of(before, "0")
     assert [raw_status(job)["status"] for job in jobs] == ["done", "failed", "done", "done"]
-    assert raw_status(jobs[2])["resumed_from"] == str(jobs[2])
+    assert raw_status(jobs[2])["resumed_from"] == str(jobs[2]) and raw_status(jobs[3])["resumed_from"] is None
     history = json.loads((jobs[2] / layout.SUMMARY).read_text())["resumed"]
     assert len(history) == 1 and history[0]["previous_segment_ended"] == "killed"
     assert history[0]["from_checkpoint"] in {f"step-{s:06d}" for s in range(5, STEPS, 5)}
