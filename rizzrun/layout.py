@@ -10,11 +10,15 @@ runner, checkpoints, resume, generate, eval and export all read their paths from
       metrics.jsonl        every logged metric
       samples.jsonl        sampled continuations at each validation
       summary.json         how the run ended (status), final step and losses
+      status.json          where the job stands: pending/running/done/failed (rizzrun.job_status)
+      attempts/N/          an earlier attempt's files, moved aside when a sweep job restarts
       error.txt            the traceback of a failed run
       eval.json            `rizzrun eval` / `eval.at_end`
       checkpoints/         step-NNNNNN/{model.safetensors, state.pt, meta.json}, latest
       wandb/, wandb_id.txt the W&B run and its id
       csv/                 the CSV logger's metrics.csv
+
+    <sweep>/sweep.json     a sweep's overrides and job list; its jobs are <sweep>/<job number>/
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ SUMMARY = "summary.json"
 ERROR = "error.txt"
 EVAL = "eval.json"
 WANDB_ID = "wandb_id.txt"
+STATUS = "status.json"
+ATTEMPTS = "attempts"
+SWEEP = "sweep.json"
 CSV_DIR = "csv"
 
 CHECKPOINTS = "checkpoints"

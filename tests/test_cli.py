@@ -172,9 +172,11 @@ def test_resume_errors(capsys, tmp_path, monkeypatch):
                               "or give the folder as resume=PATH\n")
     code, _, err = cli(capsys, f"resume={tmp_path}/nope")
     assert code == 2 and err.startswith(f"error: resume={tmp_path}/nope: no such run folder ({tmp_path}/nope); ")
-    code, _, err = cli(capsys, "-m", "seed=1,2", "resume=true")
-    assert (code, err) == (2, "error: resume=true: cannot be used with -m/--multirun, since a sweep starts fresh "
-                              "jobs; resume one job at a time with resume=PATH\n")
+    code, _, err = cli(capsys, "-m", "seed=1,2", "resume=true")  # a sweep resume (tests/test_sweeps.py) needs a sweep
+    root = tmp_path / "multirun"
+    assert (code, err) == (2, f"error: resume=true: no sweep under {root} (looked for {root}/<date>/<time>/sweep.json); "
+                              "name the sweep's folder: hydra.sweep.dir=PATH resume=true, or drop resume=true for a "
+                              "new sweep\n")
 
 
 # --- the run path through Hydra (subprocesses, fake runner) ----------------------------------------------------
@@ -212,15 +214,20 @@ def test_multirun_keeps_going_past_a_failing_job(tmp_path):
         assert json.loads((sweep / job / "fake_run.json").read_text())["seed"] == seed
     assert [p.parent.name for p in sweep.glob("*/error.txt")] == ["1"]
     assert "RuntimeError: fake failure for seed 13" in (sweep / "1" / "error.txt").read_text()
-    assert result.stderr.endswith(
-        f"error: 1 job(s) of the sweep failed:\n- {sweep / '1'} (seed=13): RuntimeError: fake failure for seed 13; "
-        f"traceback in {sweep / '1' / 'error.txt'}\n")
+    assert result.stderr.endswith(  # the table of rizzrun.sweeps (tests/test_sweeps.py has the real jobs)
+        f"sweep {sweep}: 3 jobs, 2 done, 1 failed\n"
+        "job  status  overrides  val loss  error\n"
+        "0    done    seed=1     -\n"
+        f"1    failed  seed=13    -         exception: RuntimeError: fake failure for seed 13 (traceback: {sweep / '1' / 'error.txt'})\n"
+        "2    done    seed=2     -\n"
+        f"continue the sweep with: rizzrun -m <the same overrides> resume=true (or hydra.sweep.dir={sweep} resume=true)\n")
+    assert [json.loads((sweep / job / "status.json").read_text())["status"] for job in jobs] == ["done", "failed", "done"]
 
 
 def test_multirun_all_ok_exits_0(tmp_path):
     result = run_cli(tmp_path, "-m", "attention=glob(*)", f"hydra.sweep.dir={tmp_path}/sweep")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml", "sweep.json"]
     assert list(OmegaConf.load(tmp_path / "sweep" / "1" / ".hydra" / "overrides.yaml")) == ["attention=sdpa"]
 
 
