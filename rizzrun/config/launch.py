@@ -16,7 +16,6 @@ summary is returned), the others continue from their checkpoints.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -32,6 +31,7 @@ from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
 from rizzrun.config.errors import ConfigError
 from rizzrun.config.resume import override_value, requests_resume, resumed_job, with_overrides
 from rizzrun.errors import InputError, RunEnded, RunFolderBusy
+from rizzrun.ranks import is_lead
 
 log = logging.getLogger("rizzrun")
 
@@ -172,7 +172,7 @@ def task(cfg: DictConfig) -> Any:
     if plan.skip:
         log.info("job %s (%s): done already (%s), skipped", num, " ".join(overrides), run_dir / layout.STATUS)
         return plan.summary
-    if plan.restart:
+    if plan.restart and is_lead():  # the other ranks of a cluster job run the same plan
         moved = job_status.move_attempt_aside(run_dir)
         log.warning("job %s: the earlier attempt saved no checkpoint; it starts again (its files: %s)", num, moved)
     if sweep:
@@ -220,7 +220,7 @@ def _writes_status(run_dir: Path, cfg: DictConfig) -> bool:
     the first process of a multi-process job (the others run the same job)."""
     from rizzrun.run_dirs import holds_run
 
-    if any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+    if not is_lead():
         return False
     resuming = cfg.get("resume", False) not in (False, None) and str(cfg.get("resume")).lower() != "false"
     return not job_status.is_locked(run_dir) and (resuming or not holds_run(run_dir))
