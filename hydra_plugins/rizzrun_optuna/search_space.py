@@ -126,8 +126,8 @@ def parse_entry(line: str, options_of: Callable[[str], list[str]] | None = None)
     try:
         [override] = OverridesParser.create().parse_overrides([line])
     except OverrideParseException as e:
-        lines = e.message.splitlines()
-        raise ValueError(f"not valid override syntax ({lines[1] if len(lines) > 1 else lines[0]}); "
+        detail = [x for x in e.message.splitlines() if not x.startswith(("Error parsing override", "See https"))]
+        raise ValueError(f"not valid override syntax ({detail[0] if detail else e.message}); "
                          f"the search forms are {FORMS}") from None
     name = override.key_or_group + (f"@{override.package}" if override.package else "")
     if override.is_delete() or not override.is_sweep_override():

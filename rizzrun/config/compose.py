@@ -364,6 +364,10 @@ def _unknown_key_message(override: str, key: str, cfg: DictConfig | None) -> str
     deleting = override.startswith("~")
     add = f"+{override.lstrip('+')}" if "=" in override and not deleting else None
     tail = f"to add a new key write {add}" if add else ""
+    if not deleting and add and not override.startswith("+") and key in catalog.groups():
+        # A group no defaults list picks (hparams_search): Hydra sees a key, but the user meant an option.
+        return message(override, f"no defaults list picks an option of group '{key}', so one is added, not chosen",
+                       f"write {add}")
     if cfg is None:
         return message(override, f"unknown key '{key}'", tail)
     if deleting and OmegaConf.select(cfg, key, default="<absent>", throw_on_resolution_failure=False) is None:
@@ -415,6 +419,16 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     """
     import itertools
 
+    return [list(job) for job in itertools.product(*_sweep_values(overrides).values())]
+
+
+def first_sweep_job(overrides: Sequence[str]) -> list[str]:
+    """The first job of `sweep_jobs(overrides)`, without listing the others."""
+    return [values[0] for values in _sweep_values(overrides).values()]
+
+
+def _sweep_values(overrides: Sequence[str]) -> dict[str, list[str]]:
+    """Each key's overrides, one per value the sweep gives it."""
     from hydra.core.override_parser.types import Glob
 
     lists: dict[str, list[str]] = {}
@@ -433,4 +447,4 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
             lists[key] = [f"{key}={interval.start}", f"{key}={interval.end}"]
         else:
             lists[key] = [o.input_line]
-    return [list(job) for job in itertools.product(*lists.values())]
+    return lists
