@@ -22,7 +22,8 @@ def objective_of(result: Any, key: str) -> tuple[float | None, str]:
     if isinstance(result, Mapping):
         for part in key.split("."):
             if not isinstance(value, Mapping) or part not in value:
-                keys = ", ".join(sorted(map(str, value))) if isinstance(value, Mapping) else type(value).__name__
+                keys = (", ".join(sorted(map(str, value))) or "no keys") if isinstance(value, Mapping) \
+                    else f"a {type(value).__name__}"
                 return None, f"its result has no '{key}' (at '{part}': {keys})"
             value = value[part]
     if value is None:
