@@ -19,6 +19,25 @@ from rizzrun.config.errors import ConfigError
 SWEEPER_TARGET = "hydra_plugins.rizzrun_optuna.sweeper.OptunaSweeper"
 
 
+_registered = False
+
+
+def register_sweeper() -> None:
+    """Make `hydra/sweeper=optuna` known to Hydra in this process, also where Hydra's plugin scan
+    cannot list hydra_plugins/: under `pip install -e`, setuptools serves that namespace through an
+    import hook which pkgutil cannot iterate, so the scan finds nothing there."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.plugins import Plugins
+
+    import hydra_plugins.rizzrun_optuna.config  # noqa: F401 - stores hydra/sweeper/optuna in the ConfigStore
+    from hydra_plugins.rizzrun_optuna.sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)
+    _registered = True
+
+
 def is_search(cfg: DictConfig) -> bool:
     """Whether `cfg` (composed with its hydra node) runs rizzrun's Optuna sweeper."""
     return OmegaConf.select(cfg, "hydra.sweeper._target_", default=None) == SWEEPER_TARGET
