@@ -249,6 +249,13 @@ def test_a_sqlite_study_is_continued_by_a_second_search(tmp_path):
     study = optuna.load_study(study_name="toy", storage=storage)
     assert [t.number for t in study.trials] == list(range(6))
     assert [Path(t.user_attrs["job_dir"]).parent.name for t in study.trials] == ["first"] * 3 + ["second"] * 3
+    # The second invocation's sampler is seeded with seed + the 3 trials already there, so it does
+    # not repeat the first one's draws: Optuna's own TPESampler(seed=5) given those 3 trials asks the same x.
+    replay = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=2 + 3))
+    for trial in study.trials[:3]:
+        replay.add_trial(trial)
+    assert replay.ask({"x": FloatDistribution(-10, 10)}).params["x"] == study.trials[3].params["x"]
+    assert study.trials[3].params["x"] not in [t.params["x"] for t in study.trials[:3]]
     # The custom search space added z to the second invocation's trials, as overrides of their jobs.
     for trial in study.trials[3:]:
         assert 0 <= trial.params["z"] <= 3 and f"z={trial.params['z']}" in trial.user_attrs["overrides"]

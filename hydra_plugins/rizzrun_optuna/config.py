@@ -27,6 +27,9 @@ RANDOM_SAMPLER = {"_target_": "optuna.samplers.RandomSampler", "seed": None}
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.rizzrun_optuna.sweeper.OptunaSweeper"
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    # The sampler arrives as config: the sweeper builds it once it knows how many trials the study
+    # holds (a seeded sampler continuing a study is seeded with seed + that number).
+    _recursive_: bool = False
     # Any `_target_` (an optuna.samplers class and its arguments); hydra/sweeper/sampler=random picks one.
     sampler: Any = MISSING  # MISSING, not None: the sampler default above merges in first
     # minimize or maximize the objective.

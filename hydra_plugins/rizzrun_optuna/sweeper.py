@@ -4,7 +4,9 @@ until `n_trials` ran; then writes the best trial to <sweep dir>/optimization_res
 
 A trial whose job raised, returned nothing, lacks the objective or returned NaN is told to Optuna
 as FAIL and the search goes on. The study lives in `storage` (default: sqlite in the sweep
-folder), so a later search with the same storage and study_name continues it.
+folder), so a later search with the same storage and study_name continues it; a seeded sampler
+is then seeded with seed + the trials already there (with the same seed it would repeat the first
+search's draws).
 """
 
 import logging
@@ -60,15 +62,16 @@ class OptunaSweeper(Sweeper):
         extend = get_method(self.custom_search_space) if self.custom_search_space else None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         storage = storage_url(self.storage, sweep_dir)
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
-                                    direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
+                                    load_if_exists=True)
         if study.direction.name.lower() != self.direction:
             raise ValueError(f"hydra.sweeper.direction={self.direction}: study '{self.study_name}' in {storage} "
                              f"was made to {study.direction.name.lower()}; give another study_name")
         earlier = len(study.trials)
+        study.sampler = build_sampler(self.sampler, earlier)
         log.info("Study %s in %s (%s %s, %s earlier trials), sampler %s: %d trials, %d at a time",
                  self.study_name, storage, self.direction, self.objective, earlier,
-                 type(self.sampler).__name__, self.n_trials, self.n_jobs)
+                 type(study.sampler).__name__, self.n_trials, self.n_jobs)
         job_idx, returns = 0, []
         while job_idx < self.n_trials:
             batch = min(self.n_jobs, self.n_trials - job_idx)
@@ -140,6 +143,20 @@ class OptunaSweeper(Sweeper):
             log.error("No trial of study %s completed: there is no best value", self.study_name)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+
+
+def build_sampler(sampler: Any, earlier_trials: int):
+    """The sampler from its config. Continuing a study that holds `earlier_trials` trials, a seeded
+    sampler gets seed + earlier_trials: with the same seed it would draw its first (random start-up)
+    trials again, repeating the first search's parameters."""
+    from hydra.utils import instantiate
+
+    if not OmegaConf.is_config(sampler) and not isinstance(sampler, dict):
+        return sampler  # already a sampler object (a caller that built it)
+    seed = sampler.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and earlier_trials:
+        return instantiate(sampler, seed=seed + earlier_trials)
+    return instantiate(sampler)
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
