@@ -42,7 +42,7 @@ def test_paths_point_at_the_checkout():
 
 
 def test_groups_and_options_are_the_folders_and_files():
-    assert catalog.groups() == ["attention", "data", "decoder", "logger", "model", "objective", "optimizer",
+    assert catalog.groups() == ["attention", "data", "decoder", "hparams_search", "logger", "model", "objective", "optimizer",
                                 "scheduler", "tokenizer", "trainer"]
     for group in catalog.groups():  # against the folder, read here independently
         assert catalog.options(group) == sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")), group
@@ -86,7 +86,9 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     (tmp_path / "corpus").mkdir(exist_ok=True)
     extra = {("data", "text"): [f"data.train_files=[{tmp_path / 'a.txt'}]"],
              ("data", "hf"): [f"data.path={tmp_path / 'corpus'}"]}
-    return [f"{group}={option}", *extra.get((group, option), [])]
+    # A group the default config's defaults list does not pick (hparams_search) is added with '+'.
+    picked = {str(k) for e in OmegaConf.load(REPO / "conf" / "config.yaml").defaults if hasattr(e, "keys") for k in e}
+    return [f"{'' if group in picked else '+'}{group}={option}", *extra.get((group, option), [])]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in catalog.groups() for o in catalog.options(g)])
@@ -180,7 +182,7 @@ def test_recipe_setting_keys_that_do_not_exist(recipes):
     recipes("typo", "# @package _global_\nname: typo\nsed: 3\nmodel:\n  n_layr: 2\n")
     found = errors_of(["+recipe=typo"])
     assert found[0] == ("sed=3: unknown top-level key; did you mean 'seed'? top-level keys: cache_dir, name, "
-                        "output_root, prompts, resume, seed; groups: attention, data, decoder, logger, model, "
+                        "output_root, prompts, resume, seed; groups: attention, data, decoder, hparams_search, logger, model, "
                         "objective, optimizer, scheduler, tokenizer, trainer")
     llama = REPO / "rizzrun" / "models" / "llama.py"
     assert found[1].startswith(f"model.n_layr=2: rizzrun.models.llama.Llama has no parameter 'n_layr' ({llama}); "

@@ -1,6 +1,7 @@
 """Compose + validate what a command line would run: one job, or every job of a sweep.
 
-`check_jobs` (what `rizzrun validate` and a launch run) also checks that this machine has the
+`check_jobs` (what `rizzrun validate` and a launch run; for an Optuna search, the jobs at the
+edges of its space: rizzrun.config.search) also checks that this machine has the
 accelerator each job asks for; `check_job` / `rizzrun.config.load` check the config alone.
 
 Problems from composing (bad overrides) and from validating (the config built from the
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from rizzrun.config import devices
-from rizzrun.config.compose import CONFIG_NAME, compose_report, sweep_jobs
+from rizzrun.config.compose import CONFIG_NAME, compose_report, first_sweep_job, sweep_jobs
 from rizzrun.config.errors import ConfigError, show
+from rizzrun.config.search import is_search, search_jobs
 from rizzrun.config.validate import problems as validation_problems
 
 
@@ -48,11 +50,17 @@ def check_jobs(overrides: Sequence[str], multirun: bool = False,
     """The config of every job (`multirun`: every combination of the sweep); raises one
     ConfigError with every problem of every job."""
     overrides = list(overrides)
-    jobs = sweep_jobs(overrides) if multirun else [overrides]
+    jobs = [first_sweep_job(overrides) if multirun else overrides]
+    checked = {tuple(jobs[0]): check_job(jobs[0], config_name, here=True)}
+    if multirun:
+        first_cfg = checked[tuple(jobs[0])][0]
+        # An Optuna search: the jobs at the edges of its space, not a grid (rizzrun.config.search).
+        jobs = search_jobs(overrides, first_cfg) if first_cfg is not None and is_search(first_cfg) \
+            else sweep_jobs(overrides)
     found: dict[str, list[str]] = {}
     configs = []
     for job in jobs:
-        cfg, job_problems = check_job(job, config_name, here=True)
+        cfg, job_problems = checked.pop(tuple(job), None) or check_job(job, config_name, here=True)
         if multirun and cfg is not None and cfg.get("resume", False) is not False:
             job_problems.append(f"resume={show(cfg.resume)}: cannot be used with -m/--multirun, since a sweep starts "
                                 "fresh jobs; resume one job at a time with resume=PATH")

@@ -44,9 +44,12 @@ def compose_report(overrides: Sequence[str] = (), *, config_name: str = CONFIG_N
     """(the config composed from the overrides that work, hydra node included; the problems with
     the others). The config is None only when nothing composes (e.g. a recipe names a missing
     option), so that a caller can still validate the rest and report everything at once."""
+    from rizzrun.config.search import register_sweeper
+
     overrides = list(overrides)
     parsed = parse_overrides(overrides)
     catalog.register_recipes(_recipes_named(parsed))
+    register_sweeper()  # hydra/sweeper=optuna, under an editable install too
     problems = check_overrides(overrides, parsed)
     bad_keys: list[tuple[str, str]] = []  # (override, key) Hydra could not set
     remaining = [o for o in overrides if not _is_flagged(o, problems)]
@@ -364,6 +367,10 @@ def _unknown_key_message(override: str, key: str, cfg: DictConfig | None) -> str
     deleting = override.startswith("~")
     add = f"+{override.lstrip('+')}" if "=" in override and not deleting else None
     tail = f"to add a new key write {add}" if add else ""
+    if not deleting and add and not override.startswith("+") and key in catalog.groups():
+        # A group no defaults list picks (hparams_search): Hydra sees a key, but the user meant an option.
+        return message(override, f"no defaults list picks an option of group '{key}', so one is added, not chosen",
+                       f"write {add}")
     if cfg is None:
         return message(override, f"unknown key '{key}'", tail)
     if deleting and OmegaConf.select(cfg, key, default="<absent>", throw_on_resolution_failure=False) is None:
@@ -415,6 +422,16 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     """
     import itertools
 
+    return [list(job) for job in itertools.product(*_sweep_values(overrides).values())]
+
+
+def first_sweep_job(overrides: Sequence[str]) -> list[str]:
+    """The first job of `sweep_jobs(overrides)`, without listing the others."""
+    return [values[0] for values in _sweep_values(overrides).values()]
+
+
+def _sweep_values(overrides: Sequence[str]) -> dict[str, list[str]]:
+    """Each key's overrides, one per value the sweep gives it."""
     from hydra.core.override_parser.types import Glob
 
     lists: dict[str, list[str]] = {}
@@ -433,4 +450,4 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
             lists[key] = [f"{key}={interval.start}", f"{key}={interval.end}"]
         else:
             lists[key] = [o.input_line]
-    return [list(job) for job in itertools.product(*lists.values())]
+    return lists
