@@ -29,6 +29,7 @@ from rizzrun.config import catalog
 from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
 from rizzrun.config.errors import ConfigError
+from rizzrun.config.search import register_sweeper
 from rizzrun.config.resume import override_value, requests_resume, resumed_job, with_overrides
 from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 from rizzrun.ranks import is_lead
@@ -137,6 +138,7 @@ def _run_hydra(argv: list[str], multirun: bool) -> int:
     import hydra
 
     catalog.register_recipes()
+    register_sweeper()  # hydra/sweeper=optuna for --help/--info too, which skip the checks
     FailedJobsReport.sweep_dir = None
     saved = sys.argv
     sys.argv = [saved[0] if saved else "rizzrun", *argv]
