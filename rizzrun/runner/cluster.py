@@ -1,0 +1,42 @@
+"""What the Trainer needs to know about the cluster that started the run's processes.
+
+Under SLURM (hydra-submitit-launcher's `submitit_slurm`, or any `srun`) every rank is a task
+that srun started, one per GPU (`--ntasks-per-node` = GPUs per node), and Lightning reads the
+world from SLURM's variables (its `SLURMEnvironment`): SLURM_NTASKS (world size), SLURM_PROCID
+(global rank), SLURM_LOCALID (local rank), SLURM_NODEID (node rank), the first host of
+SLURM_NODELIST (MASTER_ADDR, unless set) and SLURM_JOB_ID (MASTER_PORT = 15000 + its last four
+digits, unless set). Lightning's own SLURM requeue (on SIGUSR1, `auto_requeue`) is switched
+off: requeue belongs to submitit (rizzrun.runner.control, SignalStop.hand_over).
+
+Elsewhere (a laptop, `submitit_local`, a plain `torchrun`) nothing is added: Lightning starts
+or finds the ranks itself. An interactive SLURM shell (job name `bash` or `interactive`) counts
+as elsewhere, as Lightning has it.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def under_slurm() -> bool:
+    """True when this process is a task started by srun (Lightning's own test)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect()
+
+
+def cluster_plugins() -> list:
+    """Trainer plugins for the cluster: `[SLURMEnvironment(auto_requeue=False)]` under SLURM, else []."""
+    if not under_slurm():
+        return []
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+def cluster_num_nodes() -> int:
+    """Trainer(num_nodes=...): the job's node count under SLURM (Lightning refuses a Trainer whose
+    num_nodes differs from SLURM_NNODES), else 1."""
+    if not under_slurm():
+        return 1
+    return int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1)
