@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from rizzrun.errors import InputError
+
 
 def under_slurm() -> bool:
     """True when this process is a task started by srun (Lightning's own test)."""
@@ -25,13 +27,29 @@ def under_slurm() -> bool:
     return SLURMEnvironment.detect()
 
 
-def cluster_plugins() -> list:
-    """Trainer plugins for the cluster: `[SLURMEnvironment(auto_requeue=False)]` under SLURM, else []."""
+def cluster_plugins(devices=None) -> list:
+    """Trainer plugins for the cluster: `[SLURMEnvironment(auto_requeue=False)]` under SLURM, else [].
+    `devices` (trainer.devices) is checked against the tasks SLURM started on each node."""
     if not under_slurm():
         return []
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
+    if devices is not None:
+        check_tasks_per_node(devices)
     return [SLURMEnvironment(auto_requeue=False)]
+
+
+def check_tasks_per_node(devices) -> None:
+    """InputError unless `devices` (an int, or a list of device ids) equals the tasks SLURM started
+    per node: srun starts every rank, so a mismatch would give ranks without a device, or devices
+    without a rank (Lightning checks this only where it starts the ranks itself)."""
+    tasks = os.environ.get("SLURM_NTASKS_PER_NODE", "")
+    count = len(devices) if isinstance(devices, list | tuple) else devices
+    if not (tasks.isdigit() and isinstance(count, int) and count > 0) or count == int(tasks):
+        return  # "auto" / -1: Lightning takes the devices it finds
+    raise InputError(f"trainer.devices={devices}: SLURM started {tasks} tasks per node (hydra.launcher.tasks_per_node, "
+                     f"one per GPU); set trainer.devices={tasks}, or launch with hydra.launcher.gpus_per_node={count} "
+                     "(hydra/launcher=slurm sets tasks_per_node to it)")
 
 
 def cluster_num_nodes() -> int:

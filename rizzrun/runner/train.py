@@ -161,6 +161,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict:
         summary.update(_results(trainer, task, data, started))
         _write_summary(run_dir, summary)
     if ended is not None:
+        stopper.hand_over(ended)  # a signal's earlier owner (submitit: requeue) acts once the run has ended
         raise ended
     _print_summary(summary)
     return summary
