@@ -84,7 +84,7 @@ def test_a_submitit_local_sweep_runs_each_job_in_its_own_folder(tmp_path, cache)
         assert trained_steps(job) == [3, 6]
     assert summary(jobs[0])["train_loss"] != summary(jobs[1])["train_loss"]  # two seeds, two runs
     # submitit's own files (pickles, each job's stdout/stderr) stay inside the sweep folder
-    logs = sorted((sweep / ".submitit").glob("*/*_0_log.out"))
+    logs = sorted((sweep / ".submitit").glob("*/*_0_log.err"))  # where the progress lines go
     assert len(logs) == 2
     assert all("step 6/6" in log.read_text() for log in logs)
 
