@@ -37,9 +37,9 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("launchers-cache")
+@pytest.fixture
+def cache(shared_cache):
+    return shared_cache
 
 
 def env(cache: Path, **extra: str) -> dict:
@@ -193,9 +193,10 @@ def trainer(**kwargs):
 def test_under_slurm_lightning_sees_the_job_s_world_and_leaves_requeue_to_submitit(monkeypatch):
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins
+    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins, cluster_rank
 
     slurm_env(monkeypatch, **TASK_3_OF_4)
+    assert cluster_rank() == 3  # known before a Trainer exists
     plugins = cluster_plugins()
     t = trainer(devices=2, num_nodes=cluster_num_nodes(), plugins=plugins)
     environment = t.strategy.cluster_environment
@@ -222,12 +223,12 @@ def test_under_slurm_lightning_sees_the_job_s_world_and_leaves_requeue_to_submit
 
 
 def test_outside_slurm_or_in_an_interactive_slurm_shell_nothing_is_added(monkeypatch):
-    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins
+    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins, cluster_rank
 
     slurm_env(monkeypatch)
-    assert (cluster_plugins(), cluster_num_nodes()) == ([], 1)
+    assert (cluster_plugins(), cluster_num_nodes(), cluster_rank()) == ([], 1, 0)
     slurm_env(monkeypatch, **{**TASK_3_OF_4, "SLURM_JOB_NAME": "interactive"})
-    assert (cluster_plugins(), cluster_num_nodes()) == ([], 1)
+    assert (cluster_plugins(), cluster_num_nodes(), cluster_rank()) == ([], 1, 0)
 
 
 # --- preemption: SIGUSR2 saves at the step boundary, then submitit's handler requeues -------------
@@ -283,7 +284,7 @@ def test_a_job_requeued_by_submitit_on_sigusr2_resumes_from_its_checkpoint(tmp_p
     sweep = tmp_path / "sweep"
     job = sweep / "0"
     proc = subprocess.Popen([RIZZRUN, "-m", "+recipe=tiny", "seed=0", "hydra/launcher=local", *TINY,
-                             "trainer.max_steps=200", f"hydra.sweep.dir={sweep}"], env=env(cache),
+                             "trainer.max_steps=100", f"hydra.sweep.dir={sweep}"], env=env(cache),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     wait_for(lambda: len(trained_steps(job)) >= 1, proc)
     job_pid = int((job / LOCK).read_text().split()[0])  # the job's process: it holds the run's lock
@@ -293,9 +294,72 @@ def test_a_job_requeued_by_submitit_on_sigusr2_resumes_from_its_checkpoint(tmp_p
     log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_0_log.err"))
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log, log[-3000:]
     final = summary(job)
-    assert final["status"] == "completed" and final["step"] == 200
+    assert final["status"] == "completed" and final["step"] == 100
     [resumed] = final["resumed"]
     assert resumed["previous_segment_ended"] == "stopped by SIGUSR2"
-    assert resumed["from_checkpoint"] == f"step-{resumed['step']:06d}" and 0 < resumed["step"] < 200
+    assert resumed["from_checkpoint"] == f"step-{resumed['step']:06d}" and 0 < resumed["step"] < 100
     steps = trained_steps(job)
-    assert steps == list(range(3, 201, 3))  # every logged step once: continued, not restarted
+    assert steps == list(range(3, 100, 3))  # every logged step once: continued, not restarted
+
+
+# --- several ranks stop at the same step -----------------------------------------------------------
+
+# One rank of a 2-process CPU (gloo) DDP world, started the way srun starts ranks (Lightning finds
+# them through LOCAL_RANK/WORLD_SIZE and starts none). Rank 1 alone gets SIGUSR2; at the step
+# boundary both ranks must save and stop, for the signal rank 1 got.
+RANK = """\
+import json, os, signal, sys
+import lightning as L
+from rizzrun.runner.control import SignalStop, Stopped
+
+class Saves:  # the checkpointer's side of the contract: where SignalStop asks for a save
+    last_saved_step, last_saved_name, asked = None, None, 0
+    def save_after_validation_or_now(self, trainer):
+        self.asked += 1
+        self.last_saved_step, self.last_saved_name = trainer.global_step, "step-000000"
+
+class Module(L.LightningModule):
+    def micro_batches_in_step(self):
+        return 0
+
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+trainer.strategy.setup_environment()  # joins the process group
+module, saves = Module(), Saves()
+stopper = SignalStop(saves, resume_hint="resume")
+stopper.install()
+stopper.training = True
+seen = {"rank": trainer.global_rank, "world": trainer.world_size}
+stopper.on_train_batch_end(trainer, module, None, None, 0)  # a boundary before any signal
+seen["saves_before"] = saves.asked
+if trainer.global_rank == 1:
+    os.kill(os.getpid(), signal.SIGUSR2)
+stopper.on_train_batch_end(trainer, module, None, None, 0)
+seen["saves"], seen["signum"] = saves.asked, stopper.signum
+try:
+    stopper.on_train_batch_start(trainer, module, None, 0)
+except Stopped as e:
+    seen["stopped"] = str(e)
+stopper.restore()
+print(json.dumps(seen))
+"""
+
+
+def test_a_signal_that_reaches_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK)
+    world = {**env(tmp_path), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517", "WORLD_SIZE": "2",
+             "NODE_RANK": "0"}
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_PROCID"):
+        world.pop(name, None)
+    ranks = [subprocess.Popen([sys.executable, str(script)], env={**world, "LOCAL_RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    seen = []
+    for proc in ranks:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        seen.append(json.loads(out.strip().splitlines()[-1]))
+    for rank, s in enumerate(seen):
+        assert (s["rank"], s["world"], s["saves_before"], s["saves"]) == (rank, 2, 0, 1)
+        assert s["signum"] == signal.SIGUSR2
+        assert s["stopped"] == "stopped by SIGUSR2 at step 0; checkpoint step-000000; resume"
