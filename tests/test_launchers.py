@@ -348,7 +348,12 @@ print(json.dumps(seen))
 def test_a_signal_that_reaches_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(RANK)
-    world = {**env(tmp_path), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517", "WORLD_SIZE": "2",
+    import socket
+
+    with socket.socket() as free:  # a port no other test's process group holds
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    world = {**env(tmp_path), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
              "NODE_RANK": "0"}
     for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_PROCID"):
         world.pop(name, None)
