@@ -291,7 +291,7 @@ def test_a_job_requeued_by_submitit_on_sigusr2_resumes_from_its_checkpoint(tmp_p
     os.kill(job_pid, signal.SIGUSR2)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
-    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_0_log.err"))
+    log = "".join(p.read_text() for p in sorted((sweep / ".submitit").glob("*/*_0_log.out")))  # submitit's lines
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log, log[-3000:]
     final = summary(job)
     assert final["status"] == "completed" and final["step"] == 100
