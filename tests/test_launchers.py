@@ -276,6 +276,46 @@ def test_sigusr2_saves_at_the_step_boundary_then_the_earlier_handler_gets_it(tmp
     assert summary(run_dir) == seen["summary"]  # nothing was written after the hand-over
 
 
+def test_a_signal_during_the_wind_down_waits_for_the_hand_over(monkeypatch):
+    """After the run stopped, SignalStop.restore() puts the handlers back, except those of an
+    earlier owner (submitit's), which keep recording until hand_over: the owner is called once
+    per signal, after the run's end, however often the signal came; SIG_DFL and Python's SIGINT
+    handler are put back at once and never called."""
+    from rizzrun.runner.control import SignalStop, Stopped
+
+    calls = []
+    owner = lambda signum, frame: calls.append(signum)  # noqa: E731 - submitit's handler's stand-in
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    for sig, handler in ((signal.SIGUSR2, owner), (signal.SIGTERM, signal.SIG_DFL),
+                         (signal.SIGINT, signal.default_int_handler)):
+        signal.signal(sig, handler)
+    stopper = SignalStop(checkpointer=None, resume_hint="resume")
+    try:
+        stopper.install()
+        stopper.training = True
+        os.kill(os.getpid(), signal.SIGUSR2)  # recorded; the run would stop at the next boundary
+        stopper.restore()  # train.py's finally: loggers and summary.json come next
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGUSR2)  # again, while the run winds down
+        assert calls == []
+        stopper.hand_over(Stopped("stopped by SIGUSR2", signal.SIGUSR2))
+        assert calls == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is owner
+        # a run that ended otherwise (diverged) puts the handler back and calls nothing
+        calls.clear()
+        again = SignalStop(checkpointer=None, resume_hint="resume")
+        again.install()
+        again.training = True
+        os.kill(os.getpid(), signal.SIGUSR2)
+        again.restore()
+        again.hand_over(RuntimeError("diverged"))
+        assert calls == [] and signal.getsignal(signal.SIGUSR2) is owner
+    finally:
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_a_job_requeued_by_submitit_on_sigusr2_resumes_from_its_checkpoint(tmp_path, cache):
     """submitit's own handler, under its local executor: the job stops at a step boundary with a
     checkpoint, submitit requeues it (exit 144, started again with the same arguments) and the new

@@ -115,6 +115,7 @@ class SignalStop(L.Callback):
         self._agreed: int | None = None  # the signal all ranks stop for (the max of theirs)
         self._previous: dict[int, Any] = {}  # the handlers `restore` puts back
         self._owners: dict[int, Any] = {}  # the handlers before the run: `hand_over` calls them
+        self._held: dict[int, Any] = {}  # handlers `restore` left recording, put back by `hand_over`
 
     training = False  # outside training (setup, final evaluation) a signal ends the run at once
     finished = False
@@ -139,22 +140,41 @@ class SignalStop(L.Callback):
             self._owners.setdefault(sig, previous)
 
     def restore(self) -> None:
+        """Put back the handlers from before the run. Once a signal came, those of the signals
+        an earlier owner handles (submitit's) keep only recording until `hand_over`: one that
+        arrives while the run winds down then waits for summary.json instead of ending the
+        process midway."""
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            if self.received and self._owned(sig):
+                signal.signal(sig, self._record)
+                self._held[sig] = previous
+            else:
+                signal.signal(sig, previous)
         self._previous = {}
 
+    def _record(self, signum, frame) -> None:
+        if signum not in self.received:
+            self.received.append(signum)
+
+    def _owned(self, signum: int) -> bool:
+        owner = self._owners.get(signum)
+        return callable(owner) and owner is not signal.default_int_handler
+
     def hand_over(self, ended: BaseException | None) -> None:
-        """Once a run stopped by signals has ended (checkpoint, loggers, summary.json), call the
-        handler each signal had before the run, when it was a Python function: under submitit,
-        its preemption handler requeues the job and exits the process (SystemExit), its SIGTERM
-        handler only logs. Nothing for other ends (a diverged run must not come back), nor for
-        the default handlers: the run's exit code (128 + signal) already says what happened."""
+        """Once a run stopped by signals has ended (checkpoint, loggers, summary.json), put the
+        held handlers back and call the handler each signal had before the run, when it was a
+        Python function: under submitit, its preemption handler requeues the job and exits the
+        process (SystemExit), its SIGTERM handler only logs. Nothing is called for other ends (a
+        diverged run must not come back), nor for the default handlers: the run's exit code
+        (128 + signal) already says what happened."""
+        held, self._held = self._held, {}
+        for sig, previous in held.items():
+            signal.signal(sig, previous)
         if not isinstance(ended, Stopped):
             return
         for signum in self.received:
-            owner = self._owners.get(signum)
-            if callable(owner) and owner is not signal.default_int_handler:
-                owner(signum, None)
+            if self._owned(signum):
+                self._owners[signum](signum, None)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.install()
