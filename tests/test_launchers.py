@@ -89,6 +89,17 @@ def test_a_submitit_local_sweep_runs_each_job_in_its_own_folder(tmp_path, cache)
     assert all("step 6/6" in log.read_text() for log in logs)
 
 
+def test_launcher_choices_and_keys_are_validated_before_anything_runs(cache):
+    ok = rizzrun(cache, "validate", "-m", "+recipe=tiny", "seed=0,1", "hydra/launcher=submitit_slurm",
+                 "hydra.launcher.partition=gpu", timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "ok (2 jobs)"), ok.stderr
+    bad = rizzrun(cache, "validate", "-m", "hydra/launcher=slrum", "hydra.launcher.partiton=gpu", timeout=60)
+    assert bad.returncode == 2
+    assert "hydra/launcher=slrum: no option 'slrum' in group 'hydra/launcher'; did you mean 'slurm'?" in bad.stderr
+    typo = rizzrun(cache, "validate", "-m", "hydra/launcher=slurm", "hydra.launcher.partiton=gpu", timeout=60)
+    assert typo.returncode == 2 and "did you mean 'hydra.launcher.partition'?" in typo.stderr
+
+
 # --- submitit_slurm: the submission script ---------------------------------------------------------
 
 # A stand-in for SLURM's `sbatch` (beside an `srun` that submitit only looks for): keeps the script it is given and reports every job of the array
