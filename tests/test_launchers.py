@@ -227,8 +227,10 @@ def test_under_slurm_lightning_sees_the_job_s_world_and_leaves_requeue_to_submit
     # what Lightning would do without rizzrun's plugin: requeue on its own
     assert trainer(devices=2, num_nodes=2).strategy.cluster_environment.auto_requeue is True
     # devices per node that differ from the tasks srun started are refused before anything starts
-    assert cluster_plugins(2) and cluster_plugins([0, 1])
-    for devices in (1, [0]):
+    from omegaconf import OmegaConf
+
+    assert cluster_plugins(2) and cluster_plugins([0, 1]) and cluster_plugins(OmegaConf.create([0, 1]))
+    for devices in (1, [0], OmegaConf.create([0])):
         with pytest.raises(InputError, match=r"SLURM started 2 tasks per node .*; set trainer.devices=2,"):
             cluster_plugins(devices)
 

@@ -16,6 +16,7 @@ as elsewhere, as Lightning has it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from rizzrun.errors import InputError
 
@@ -40,11 +41,11 @@ def cluster_plugins(devices=None) -> list:
 
 
 def check_tasks_per_node(devices) -> None:
-    """InputError unless `devices` (an int, or a list of device ids) equals the tasks SLURM started
+    """InputError unless `devices` (an int, or a list of device ids, ListConfig included) equals the tasks SLURM started
     per node: srun starts every rank, so a mismatch would give ranks without a device, or devices
     without a rank (Lightning checks this only where it starts the ranks itself)."""
     tasks = os.environ.get("SLURM_NTASKS_PER_NODE", "")
-    count = len(devices) if isinstance(devices, list | tuple) else devices
+    count = len(devices) if isinstance(devices, Sequence) and not isinstance(devices, str) else devices
     if not (tasks.isdigit() and isinstance(count, int) and count > 0) or count == int(tasks):
         return  # "auto" / -1: Lightning takes the devices it finds
     raise InputError(f"trainer.devices={devices}: SLURM started {tasks} tasks per node (hydra.launcher.tasks_per_node, "
@@ -53,8 +54,8 @@ def check_tasks_per_node(devices) -> None:
 
 
 def cluster_num_nodes() -> int:
-    """Trainer(num_nodes=...): the job's node count under SLURM (Lightning refuses a Trainer whose
-    num_nodes differs from SLURM_NNODES), else 1."""
+    """Trainer(num_nodes=...): the job's node count under SLURM (SLURM_NNODES), else 1. Under srun
+    Lightning does not compare the two; DDP derives each rank's place from num_nodes."""
     if not under_slurm():
         return 1
     return int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1)
