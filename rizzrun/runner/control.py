@@ -2,11 +2,19 @@
 half-done step behind: a signal (SIGTERM from a scheduler's preemption, SIGINT from Ctrl-C)
 and a non-finite loss or gradient (divergence).
 
-Signals: `SignalStop` replaces the SIGTERM/SIGINT handlers for the run with one that only
-records the signal. At the end of the step under way (after its validation, when one is due)
-the runner writes a checkpoint (unless that step already has one), finishes its loggers and
-ends with `RunEnded` (exit 128 + signal: 143 for SIGTERM, 130 for SIGINT). A second Ctrl-C
-interrupts at once.
+Signals: `SignalStop` replaces the SIGTERM/SIGINT handlers, and that of submitit's preemption
+signal (SIGUSR2 unless $SUBMITIT_PREEMPT_SIGNAL names another: sent before a SLURM job's time
+limit and on preemption), for the run with one that only records the signal. At the end of the
+step under way (after its validation, when one is due) the runner writes a checkpoint (unless
+that step already has one), finishes its loggers and ends with `RunEnded` (exit 128 + signal:
+143 for SIGTERM, 130 for SIGINT, 140 for SIGUSR2). A second Ctrl-C interrupts at once. With
+several processes (DDP) the ranks agree at every step boundary on whether one of them got a
+signal, so they all save and stop at the same step.
+
+Requeue has one owner: the handler that was in place before the run (submitit's, in a job it
+launched) gets the signal after the run has ended cleanly (`SignalStop.hand_over`): submitit
+then requeues the job, which resumes from the checkpoint just written. The run itself never
+requeues anything.
 
 Divergence: `NonFiniteGuard.check` runs once per optimizer step, after backward and before
 clipping and the update. `on_nonfinite="stop"` ends the run with `Diverged` (exit 3) before the
@@ -19,13 +27,14 @@ run, then stops. Under 16-bit mixed precision an infinite gradient is the GradSc
 from __future__ import annotations
 
 import math
+import os
 import signal
 from typing import Any
 
 import lightning as L
 import torch
 
-from rizzrun.errors import RunEnded
+from rizzrun.errors import InputError, RunEnded
 
 EXIT_DIVERGED = 3
 ON_NONFINITE = ("stop", "skip")
@@ -77,18 +86,36 @@ def nonfinite_weights(model: torch.nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
 
 
-class SignalStop(L.Callback):
-    """Record SIGTERM/SIGINT; at the end of the optimizer step under way save a checkpoint
-    (through the checkpointer) and raise `Stopped` before the next step starts. Installed when the run starts (`install`) and
-    again when training starts, since Lightning puts its own SIGTERM handler in place (one that
-    exits with status 0 and no checkpoint)."""
+PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's own setting (submitit/core/job_environment.py)
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+def preempt_signal() -> signal.Signals:
+    """The signal submitit sends before the time limit and on preemption: SIGUSR2 unless
+    $SUBMITIT_PREEMPT_SIGNAL names another (as submitit reads it)."""
+    name = os.environ.get(PREEMPT_SIGNAL_ENV, "USR2")
+    try:
+        return signal.Signals[f"SIG{name}"]
+    except KeyError:
+        raise InputError(f"${PREEMPT_SIGNAL_ENV}={name!r}: not a signal name; "
+                         "e.g. USR2 (submitit's default) or HUP") from None
+
+
+class SignalStop(L.Callback):
+    """Record SIGTERM/SIGINT/the preemption signal; at the end of the optimizer step under way
+    save a checkpoint (through the checkpointer) and raise `Stopped` before the next step starts.
+    Installed when the run starts (`install`) and again when training starts, since Lightning
+    puts its own SIGTERM handler in place (one that exits with status 0 and no checkpoint).
+    `hand_over` passes the signals on to the handlers that were there before the run."""
 
     def __init__(self, checkpointer, resume_hint: str):
         self.checkpointer, self.resume_hint = checkpointer, resume_hint
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+        self.signals = (signal.SIGTERM, signal.SIGINT, preempt_signal())
+        self.signum: int | None = None  # the first signal: the one the run's status names
+        self.received: list[int] = []  # every signal received, in order
+        self._agreed: int | None = None  # the signal all ranks stop for (the max of theirs)
+        self._previous: dict[int, Any] = {}  # the handlers `restore` puts back
+        self._owners: dict[int, Any] = {}  # the handlers before the run: `hand_over` calls them
+        self._held: dict[int, Any] = {}  # handlers `restore` left recording, put back by `hand_over`
 
     training = False  # outside training (setup, final evaluation) a signal ends the run at once
     finished = False
@@ -98,6 +125,8 @@ class SignalStop(L.Callback):
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         if self.signum is None:
             self.signum = signum
+        if signum not in self.received:
+            self.received.append(signum)
         if not self.training:
             saved = self.checkpointer.last_saved_step is not None
             raise Stopped(f"stopped by {signal.Signals(signum).name} "
@@ -105,14 +134,47 @@ class SignalStop(L.Callback):
                           f"{self.resume_hint if saved else 'nothing to resume: run the command again'}", signum)
 
     def install(self) -> None:
-        for sig in self.SIGNALS:
+        for sig in self.signals:
             previous = signal.signal(sig, self._handle)
             self._previous.setdefault(sig, previous)
+            self._owners.setdefault(sig, previous)
 
     def restore(self) -> None:
+        """Put back the handlers from before the run. Once a signal came, those of the signals
+        an earlier owner handles (submitit's) keep only recording until `hand_over`: one that
+        arrives while the run winds down then waits for summary.json instead of ending the
+        process midway."""
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            if self.received and self._owned(sig):
+                signal.signal(sig, self._record)
+                self._held[sig] = previous
+            else:
+                signal.signal(sig, previous)
         self._previous = {}
+
+    def _record(self, signum, frame) -> None:
+        if signum not in self.received:
+            self.received.append(signum)
+
+    def _owned(self, signum: int) -> bool:
+        owner = self._owners.get(signum)
+        return callable(owner) and owner is not signal.default_int_handler
+
+    def hand_over(self, ended: BaseException | None) -> None:
+        """Once a run stopped by signals has ended (checkpoint, loggers, summary.json), put the
+        held handlers back and call the handler each signal had before the run, when it was a
+        Python function: under submitit, its preemption handler requeues the job and exits the
+        process (SystemExit), its SIGTERM handler only logs. Nothing is called for other ends (a
+        diverged run must not come back), nor for the default handlers: the run's exit code
+        (128 + signal) already says what happened."""
+        held, self._held = self._held, {}
+        for sig, previous in held.items():
+            signal.signal(sig, previous)
+        if not isinstance(ended, Stopped):
+            return
+        for signum in self.received:
+            if self._owned(signum):
+                self._owners[signum](signum, None)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.install()
@@ -127,26 +189,30 @@ class SignalStop(L.Callback):
         # step's metrics are logged first.
         if trainer.fit_loop._should_accumulate():
             return
-        if trainer.world_size > 1:
-            self._agree(trainer)
-        if self.signum is not None:
+        self._agreed = self._agree(trainer, pl_module)
+        if self._agreed is not None:
+            if self.signum is None:  # another rank's signal: this rank stops for it too
+                self.signum = self._agreed
             self.checkpointer.save_after_validation_or_now(trainer)
 
-    def _agree(self, trainer) -> None:
-        """In a run of several processes a signal may reach only some of them (`kill` of one
-        process; a scheduler signals them all): at each step boundary every rank takes the signal
-        any rank got (one all-reduce), so all save the same step and stop together."""
-        mine = torch.tensor(float(self.signum or 0), device=trainer.lightning_module.device)
+    def _agree(self, trainer, pl_module) -> int | None:
+        """The signal to stop for at this step boundary: this process's, or with several ranks
+        the largest signal number any rank got (one collective per optimizer step), so that
+        all ranks save the same step and stop together."""
+        if trainer.world_size <= 1:
+            return self.signum
+        mine = torch.tensor(self.signum or 0, device=pl_module.device)
         agreed = int(trainer.strategy.reduce(mine, reduce_op="max"))
-        if agreed and self.signum is None:
-            self.signum = agreed
+        return agreed or None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # Stop only where the step just completed has its checkpoint (written at its end or after
         # its validation). A signal that came later, between that and here, lets this step run
         # and stops at its end: a checkpoint written from here would hold Lightning's loop state
         # mid-batch, and the resume would validate at once, off the uninterrupted run's cadence.
-        if (self.signum is None or pl_module.micro_batches_in_step()
+        # With several ranks, only the signal agreed at the boundary counts (the same on all).
+        stop = self.signum if trainer.world_size <= 1 else self._agreed
+        if (stop is None or pl_module.micro_batches_in_step()
                 or self.checkpointer.last_saved_step != trainer.global_step):
             return
         name = signal.Signals(self.signum).name

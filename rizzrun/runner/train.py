@@ -170,6 +170,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
             summary.update(_results(trainer, task, data, started))
             _write_summary(run_dir, summary)
     if ended is not None:
+        stopper.hand_over(ended)  # a signal's earlier owner (submitit: requeue) acts once the run has ended
         raise ended
     if lead:
         _print_summary(summary)
@@ -182,13 +183,14 @@ def _trainer(tcfg: DictConfig, run_dir: Path, callbacks: list, lead: bool):
 
     from rizzrun.runner.callbacks import interactive
     from rizzrun.runner.checkpoint import FolderCheckpointIO
+    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins, under_slurm
     from rizzrun.runner.distributed import strategy_for
 
     val_every = min(int(tcfg.val_every), int(tcfg.max_steps))
     return L.Trainer(
         accelerator=tcfg.accelerator,
         devices=tcfg.devices,
-        num_nodes=int(tcfg.get("num_nodes", 1)),
+        num_nodes=cluster_num_nodes() if under_slurm() else int(tcfg.get("num_nodes", 1)),
         strategy=strategy_for(tcfg),
         precision=tcfg.precision,
         max_steps=int(tcfg.max_steps),
@@ -201,7 +203,7 @@ def _trainer(tcfg: DictConfig, run_dir: Path, callbacks: list, lead: bool):
         log_every_n_steps=1,  # unused: the task sends its rows to the loggers itself
         logger=False,
         callbacks=callbacks,
-        plugins=[FolderCheckpointIO(), *_cluster_plugins()],
+        plugins=[FolderCheckpointIO(), *cluster_plugins(tcfg.devices)],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=interactive() and lead,
@@ -218,10 +220,6 @@ def _check_processes(meta: dict, processes: int, resume_from: Path | None) -> No
         raise InputError(f"trainer.devices × trainer.num_nodes = {processes} processes, but {resume_from.name} was "
                          f"trained by {trained}: its data position counts batches of data.batch_size × {trained}; "
                          f"resume with {trained} processes (e.g. trainer.devices={trained})")
-
-
-def _cluster_plugins() -> list:
-    return []
 
 
 def _results(trainer, task, data, started: float) -> dict:
