@@ -202,6 +202,20 @@ def plan_job(job_dir: Path, overrides: list[str]) -> JobPlan:
     return JobPlan(restart=holds_run(job_dir) or any((job_dir / name).exists() for name in ATTEMPT_FILES))
 
 
+def follow_job(job_dir: Path) -> JobPlan:
+    """The plan of a rank > 0 of a job a cluster started (srun runs the task function on every
+    rank): rank 0 refuses, locks and moves files; the others only follow what the folder says:
+    done -> skip, a valid checkpoint -> continue it, else start afresh."""
+    from rizzrun.runner.checkpoint_files import latest_valid_checkpoint
+
+    job_dir = Path(job_dir)
+    record = _load(job_dir)
+    if record is not None and record.get("status") == DONE:
+        return JobPlan(skip=True)
+    checkpoint, _ = latest_valid_checkpoint(job_dir)
+    return JobPlan(resume=str(job_dir.absolute()) if checkpoint is not None else None)
+
+
 def resume_value_for(job_dir: Path, overrides: list[str]) -> str | None:
     """The `resume` value a job about to run in `job_dir` (its own folder: the same `overrides`)
     runs with: the folder's path when an earlier attempt left a valid checkpoint there and did

@@ -346,3 +346,23 @@ def test_a_failed_job_without_checkpoint_restarts_in_its_folder_keeping_the_firs
     assert (sweep / "1" / layout.ATTEMPTS / "1" / layout.ERROR).read_text() == trace  # the first attempt, kept
     assert (sweep / "1" / layout.ERROR).is_file() and raw_status(sweep / "1")["resumed_from"] is None
     assert json.loads((sweep / "1" / "fake_run.json").read_text())["resume"] is False  # started afresh
+
+
+def test_ranks_a_cluster_started_follow_what_the_job_folder_says(tmp_path):
+    """srun runs the task function on every rank: rank 0 plans (refuses, locks, moves an attempt
+    aside), the others only follow: done -> skip, a valid checkpoint -> continue it, else fresh."""
+    import torch
+
+    from rizzrun.runner.checkpoint import FolderCheckpointIO
+
+    job = tmp_path / "3"
+    job.mkdir()
+    assert job_status.follow_job(job) == job_status.JobPlan()
+    model = torch.nn.Linear(2, 2)
+    FolderCheckpointIO().save_checkpoint(
+        {"global_step": 5, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+         "rizzrun": {"data_position": 5}}, job / layout.CHECKPOINTS / "step-000005")
+    with RunLock(job):  # rank 0 holds the folder: a follower is not refused
+        assert job_status.follow_job(job) == job_status.JobPlan(resume=str(job.absolute()))
+    job_status.write_status(job, {"status": job_status.DONE, "job": 3, "overrides": ["seed=1"]})
+    assert job_status.follow_job(job).skip

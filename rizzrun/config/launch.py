@@ -167,7 +167,10 @@ def task(cfg: DictConfig) -> Any:
     num = int(hydra_cfg.job.num) if sweep else None
     sweep_dir = Path(str(hydra_cfg.sweep.dir)).absolute() if sweep else None
     try:
-        plan = job_status.plan_job(run_dir, overrides) if sweep else job_status.JobPlan()
+        if not sweep:
+            plan = job_status.JobPlan()
+        else:
+            plan = job_status.plan_job(run_dir, overrides) if is_lead() else job_status.follow_job(run_dir)
     except RunFolderBusy as e:  # another job's or process's folder: write nothing into it
         fail(e)
         raise SystemExit(EXIT_CONFIG) from None
