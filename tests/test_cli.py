@@ -243,7 +243,8 @@ def test_hydra_launcher_and_sweeper_groups_are_hydras(tmp_path):
     assert [json.loads((tmp_path / "sweep" / j / "fake_run.json").read_text())["seed"] for j in "01"] == [3, 4]
     bad = run_cli(tmp_path, "-m", "hydra/launcher=nosuch", "seed=3,4")
     assert (bad.returncode, bad.stderr) == (2, "error: hydra/launcher=nosuch: no option 'nosuch' in group "
-                                           "'hydra/launcher'; options: basic\n")
+                                           "'hydra/launcher'; options: basic, local, slurm, submitit_local, "
+                                           "submitit_slurm\n")  # rizzrun's and hydra-submitit-launcher's
 
 
 def test_resume_true_reuses_the_latest_run_folder(tmp_path):

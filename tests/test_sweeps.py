@@ -210,7 +210,9 @@ def test_a_signal_stops_the_sweep_and_the_table_names_what_never_ran(tmp_path, c
 
 
 def val_loss_cell(record: dict) -> str:
-    return f"{record['val_loss']:.4f}" if record.get("val_loss") is not None else "-".ljust(8)
+    """The table's cell, padded to the column's width ("val loss"): a value when the job validated
+    before it stopped, else "-"."""
+    return (f"{record['val_loss']:.4f}" if record.get("val_loss") is not None else "-").ljust(8)
 
 
 # --- W&B --------------------------------------------------------------------------------------------
