@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import pytest
 from rizzrun.errors import InputError
 from rizzrun.layout import LATEST, LOCK, METRICS, SUMMARY
 from rizzrun.runner.metrics import read_metrics
+from test_run_lifecycle import wait_for
 
 RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))
 REPO = Path(__file__).resolve().parents[1]
@@ -49,17 +49,6 @@ def env(cache: Path, **extra: str) -> dict:
 def rizzrun(cache: Path, *argv: str, timeout: int = 240, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([RIZZRUN, *argv], env=env(cache, **extra), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended first (exit {proc.returncode}): {proc.stderr.read()[-3000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            raise AssertionError("timed out waiting for the run")
-        time.sleep(0.05)
 
 
 def trained_steps(run_dir: Path) -> list[int]:
