@@ -151,10 +151,17 @@ def _validate(overrides: list[str], multirun: bool) -> int:
     """`rizzrun validate`'s work (the command, and main()'s direct route to it): 0 or 2."""
     from rizzrun.config import ConfigError
     from rizzrun.config.check import check_jobs
+    from rizzrun.config.resume import requests_resume
+    from rizzrun.errors import InputError
 
     try:
+        if multirun and requests_resume(overrides):  # the sweep it would continue, and its jobs
+            from rizzrun.config.launch import resume_sweep
+
+            resume_sweep(overrides, [], "config")
+            overrides = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].strip() != "resume"]
         configs = check_jobs(overrides if multirun else _resumed_overrides(overrides), multirun=multirun)
-    except ConfigError as e:
+    except (ConfigError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("ok" if len(configs) == 1 else f"ok ({len(configs)} jobs)")

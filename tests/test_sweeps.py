@@ -368,3 +368,12 @@ def test_ranks_a_cluster_started_follow_what_the_job_folder_says(tmp_path):
         assert job_status.follow_job(job) == job_status.JobPlan(resume=str(job.absolute()))
     job_status.write_status(job, {"status": job_status.DONE, "job": 3, "overrides": ["seed=1"]})
     assert job_status.follow_job(job).skip
+
+
+def test_validate_a_sweep_resume_looks_for_the_sweep_it_would_continue(tmp_path):
+    done = subprocess.run([RIZZRUN, "validate", "-m", "+recipe=tiny", "seed=0,1", "resume=true"],
+                          env={**os.environ, "RIZZRUN_OUTPUTS": str(tmp_path), "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"error: resume=true: no sweep under {tmp_path}/multirun (looked for {tmp_path}/multirun/<date>/<time>/"
+        "sweep.json); name the sweep's folder: hydra.sweep.dir=PATH resume=true, or drop resume=true for a new sweep"]

@@ -62,8 +62,8 @@ def check_jobs(overrides: Sequence[str], multirun: bool = False,
     for job in jobs:
         cfg, job_problems = checked.pop(tuple(job), None) or check_job(job, config_name, here=True)
         if multirun and cfg is not None and cfg.get("resume", False) is not False:
-            job_problems.append(f"resume={show(cfg.resume)}: cannot be used with -m/--multirun, since a sweep starts "
-                                "fresh jobs; resume one job at a time with resume=PATH")
+            job_problems.append(f"resume={show(cfg.resume)}: a sweep's jobs are continued by the sweep, not one by one: "
+                                "rizzrun -m <the sweep's overrides> resume=true (rizzrun.sweeps)")
         configs.append(cfg)
         label = " ".join(o for o in job if o not in overrides)
         for p in job_problems:
