@@ -42,6 +42,26 @@ def cache(shared_cache):
     return shared_cache
 
 
+@pytest.fixture(autouse=True)
+def process_state_restored():
+    """What a Trainer built in this process under a faked SLURM world leaves behind for the tests
+    after it: MASTER_ADDR/MASTER_PORT in os.environ (SLURMEnvironment sets them) and Lightning's
+    process-wide rank (rank_zero_only.rank, which silences every rank-zero-only logger)."""
+    from lightning.fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning.pytorch.utilities import rank_zero as pytorch_rank_zero
+    from lightning_utilities.core import rank_zero as utilities_rank_zero
+
+    holders = [m.rank_zero_only for m in (fabric_rank_zero, pytorch_rank_zero, utilities_rank_zero)]
+    ranks = [getattr(h, "rank", None) for h in holders]
+    environ = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    for holder, rank in zip(holders, ranks):
+        if rank is not None:
+            holder.rank = rank
+
+
 def env(cache: Path, **extra: str) -> dict:
     return {**os.environ, "RIZZRUN_CACHE": str(cache), "PYTHONPATH": str(REPO), "WANDB_SILENT": "true", **extra}
 
@@ -132,7 +152,9 @@ def test_the_slurm_launcher_writes_the_sbatch_script_for_the_cluster(tmp_path, c
                    "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=300",
                    "hydra.launcher.signal_delay_s=180", f"hydra.sweep.dir={sweep}",
                    timeout=60, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    # The stand-in cluster runs nothing: the sweep ends with both jobs never started, and says so.
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"sweep {sweep}: 2 jobs, 2 pending" in done.stderr
     script = (record / "submission.sh").read_text()
     flags = dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(\S+))?$", script, re.M))
     jobs = f"{sweep}/.submitit/%A_%a"

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.rizzrun_optuna.objective import objective_of
-from hydra_plugins.rizzrun_optuna.search_space import Dimension, Fixed, SearchSpaceError, parse_entry, search_space
+from hydra_plugins.rizzrun_optuna._objective import objective_of
+from hydra_plugins.rizzrun_optuna._search_space import Dimension, Fixed, SearchSpaceError, parse_entry, search_space
 from rizzrun.config import ConfigError
 from rizzrun.config.check import check_jobs
 

@@ -17,8 +17,8 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.rizzrun_optuna.config import DEFAULT_DB, settings_problems
-from hydra_plugins.rizzrun_optuna.objective import objective_value
-from hydra_plugins.rizzrun_optuna.search_space import Dimension, search_space, spell
+from hydra_plugins.rizzrun_optuna._objective import objective_value
+from hydra_plugins.rizzrun_optuna._search_space import Dimension, search_space, spell
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"

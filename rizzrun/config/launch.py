@@ -139,6 +139,7 @@ def _run_hydra(argv: list[str], multirun: bool) -> int:
 
     catalog.register_recipes()
     register_sweeper()  # hydra/sweeper=optuna for --help/--info too, which skip the checks
+    register_launchers()
     FailedJobsReport.sweep_dir = None
     saved = sys.argv
     sys.argv = [saved[0] if saved else "rizzrun", *argv]
@@ -148,6 +149,17 @@ def _run_hydra(argv: list[str], multirun: bool) -> int:
         sys.argv = saved
         unfinished = FailedJobsReport.report() if multirun else False
     return EXIT_FAILED_JOBS if unfinished else 0
+
+
+def register_launchers() -> None:
+    """`hydra/launcher=slurm|local` name rizzrun's launcher classes (hydra_plugins/rizzrun_submitit);
+    registered here because Hydra's plugin scan cannot list hydra_plugins/ under `pip install -e`."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.rizzrun_submitit.launchers import LocalLauncher, SlurmLauncher
+
+    for launcher in (LocalLauncher, SlurmLauncher):
+        Plugins.instance().register(launcher)
 
 
 def task(cfg: DictConfig) -> Any:

@@ -47,7 +47,7 @@ def search_jobs(overrides: Sequence[str], cfg: DictConfig) -> list[list[str]]:
     """The override lists of the jobs at the edges of the search `cfg` (composed from
     `overrides`, hydra node included) runs; ConfigError naming every bad setting or entry."""
     from hydra_plugins.rizzrun_optuna.config import settings_problems
-    from hydra_plugins.rizzrun_optuna.search_space import Dimension, SearchSpaceError, search_space
+    from hydra_plugins.rizzrun_optuna._search_space import Dimension, SearchSpaceError, search_space
 
     from rizzrun.config.compose import parse_overrides
 
