@@ -98,6 +98,25 @@ def test_a_submitit_local_sweep_runs_each_job_in_its_own_folder(tmp_path, cache)
     assert all("step 6/6" in log.read_text() for log in logs)
 
 
+def test_a_job_killed_outright_does_not_end_the_sweep_and_the_table_says_killed(tmp_path, cache):
+    """Each job of `hydra/launcher=local` is its own process: SIGKILL one (as the OOM killer
+    would) and the sweep still waits for the other, which finishes; the table names the lost job."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([RIZZRUN, "-m", "+recipe=tiny", "seed=0,1", "hydra/launcher=local", *TINY,
+                             "trainer.max_steps=40", "trainer.checkpoint_every=1000", f"hydra.sweep.dir={sweep}"],
+                            env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    wait_for(lambda: len(trained_steps(sweep / "0")) >= 1, proc)
+    os.kill(int((sweep / "0" / LOCK).read_text()), signal.SIGKILL)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, err[-3000:]
+    assert summary(sweep / "1")["status"] == "completed" and summary(sweep / "1")["step"] == 40
+    lines = err[err.index(f"sweep {sweep}: "):].splitlines()
+    assert lines[0] == f"sweep {sweep}: 2 jobs, 1 done, 1 failed"
+    assert lines[2].split()[:4] == ["0", "failed", "seed=0", "-"] and "killed" in lines[2]
+    assert lines[3].split()[:3] == ["1", "done", "seed=1"]
+
+
 def test_launcher_choices_and_keys_are_validated_before_anything_runs(cache):
     ok = rizzrun(cache, "validate", "-m", "+recipe=tiny", "seed=0,1", "hydra/launcher=submitit_slurm",
                  "hydra.launcher.partition=gpu", timeout=60)
