@@ -44,12 +44,12 @@ def compose_report(overrides: Sequence[str] = (), *, config_name: str = CONFIG_N
     """(the config composed from the overrides that work, hydra node included; the problems with
     the others). The config is None only when nothing composes (e.g. a recipe names a missing
     option), so that a caller can still validate the rest and report everything at once."""
-    from rizzrun.config.search import register_sweeper
+    from rizzrun.config.search import store_sweeper_config
 
     overrides = list(overrides)
     parsed = parse_overrides(overrides)
     catalog.register_recipes(_recipes_named(parsed))
-    register_sweeper()  # hydra/sweeper=optuna, under an editable install too
+    store_sweeper_config()  # hydra/sweeper=optuna composes, under an editable install too
     problems = check_overrides(overrides, parsed)
     bad_keys: list[tuple[str, str]] = []  # (override, key) Hydra could not set
     remaining = [o for o in overrides if not _is_flagged(o, problems)]

@@ -19,23 +19,24 @@ from rizzrun.config.errors import ConfigError
 SWEEPER_TARGET = "hydra_plugins.rizzrun_optuna.sweeper.OptunaSweeper"
 
 
-_registered = False
+def store_sweeper_config() -> None:
+    """Make `hydra/sweeper=optuna` compose in this process, also where Hydra's plugin scan cannot
+    list hydra_plugins/: under `pip install -e`, setuptools serves that namespace through an import
+    hook which pkgutil cannot iterate, so the scan finds nothing there. Only the config (Hydra's
+    ConfigStore); composing needs no plugin instance, and the plugin scan costs a fast `validate`
+    more than its whole budget."""
+    import hydra_plugins.rizzrun_optuna.config  # noqa: F401 - stores hydra/sweeper/optuna in the ConfigStore
 
 
 def register_sweeper() -> None:
-    """Make `hydra/sweeper=optuna` known to Hydra in this process, also where Hydra's plugin scan
-    cannot list hydra_plugins/: under `pip install -e`, setuptools serves that namespace through an
-    import hook which pkgutil cannot iterate, so the scan finds nothing there."""
-    global _registered
-    if _registered:
-        return
+    """Before Hydra runs a job: the config, and the sweeper class among Hydra's plugins (the scan
+    misses it under an editable install)."""
     from hydra.core.plugins import Plugins
 
-    import hydra_plugins.rizzrun_optuna.config  # noqa: F401 - stores hydra/sweeper/optuna in the ConfigStore
     from hydra_plugins.rizzrun_optuna.sweeper import OptunaSweeper
 
+    store_sweeper_config()
     Plugins.instance().register(OptunaSweeper)
-    _registered = True
 
 
 def is_search(cfg: DictConfig) -> bool:

@@ -160,8 +160,8 @@ class LanguageModelTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        loss_sum, tokens = (float(v) for v in self._summed([torch.tensor(self._val_sums["loss_sum"], dtype=torch.float64),
-                                                             torch.tensor(self._val_sums["tokens"], dtype=torch.float64)]))
+        sums = [torch.tensor(self._val_sums[k], dtype=torch.float64) for k in ("loss_sum", "tokens")]
+        loss_sum, tokens = (float(v) for v in self._summed(sums))
         loss = loss_sum / max(tokens, 1.0)
         self._emit({"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, self.trainer.global_step,
                    prog_bar=("val/loss",))
