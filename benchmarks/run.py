@@ -389,7 +389,7 @@ def write_report(path: Path, results: dict) -> None:
             "",
             f"The same global batch ({ddp['batch']}) trained three ways, measured in the same run:",
             "`trainer=ddp trainer.devices=2` (Lightning DDP through the `rizzrun` command), a hand-written",
-            "DistributedDataParallel loop on the same model and batches (benchmarks/distributed.py), and rizzrun",
+            "DistributedDataParallel loop on the same model and batches (benchmarks/ddp_bench.py), and rizzrun",
             "with one process and the doubled batch.",
             "",
             "| | tokens/s | vs bare DDP loop | vs one process |",
