@@ -30,12 +30,15 @@ _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD
 
 def launch_rank(environ=None) -> int:
     """This process's global rank as its launcher set it, before any process group exists:
-    RANK (torchrun), SLURM_PROCID (a SLURM job of several tasks), else LOCAL_RANK + NODE_RANK
-    (Lightning's launcher; any non-zero value means "not the lead"); 0 for a lone process."""
+    RANK (torchrun), SLURM_PROCID (a task srun started, in a job of several tasks; not in an
+    interactive SLURM shell, job name `bash` or `interactive`, as Lightning's SLURMEnvironment has
+    it), else LOCAL_RANK + NODE_RANK (Lightning's launcher; any non-zero value means "not the
+    lead"); 0 for a lone process."""
     env = os.environ if environ is None else environ
     if env.get("RANK"):
         return int(env["RANK"])
-    if env.get("SLURM_PROCID") and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+    srun_task = env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    if srun_task and env.get("SLURM_PROCID") and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
         return int(env["SLURM_PROCID"])
     return int(env.get("LOCAL_RANK") or 0) + int(env.get("NODE_RANK") or 0)
 
@@ -90,5 +93,5 @@ def run_handed_job(job: dict) -> int:
     try:
         run_rank(cfg, run_dir, Path(job["resume_from"]) if job.get("resume_from") else None)
     except RunEnded:
-        return 0
+        pass  # rank 0 says how the run ended
     return 0

@@ -218,6 +218,7 @@ def test_too_few_training_blocks_for_the_processes_is_one_line():
     ({"RANK": "3", "LOCAL_RANK": "1"}, 3),  # torchrun
     ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8"}, 5),
     ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, 0),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_JOB_NAME": "interactive"}, 0),  # a shell, not an srun task
 ])
 def test_the_launch_rank_is_read_from_what_the_launcher_set(environ, rank):
     assert launch_rank(environ) == rank

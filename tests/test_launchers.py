@@ -23,18 +23,7 @@ import pytest
 from rizzrun.errors import InputError
 from rizzrun.layout import LATEST, LOCK, METRICS, SUMMARY
 from rizzrun.runner.metrics import read_metrics
-from test_run_lifecycle import wait_for
-
-RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = [
-    "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
-    "data.seq_len=16", "data.batch_size=2", "data.max_docs=200",
-    "trainer.log_every=3", "trainer.checkpoint_every=5", "trainer.val_every=4", "trainer.val_batches=1",
-    "trainer.samples_per_val=1", "decoder.max_new_tokens=4", "scheduler=constant", "logger=csv",
-    "trainer.num_threads=1",
-]
+from test_run_lifecycle import REPO, RIZZRUN, TINY, wait_for
 
 
 @pytest.fixture
@@ -234,10 +223,11 @@ def trainer(**kwargs):
 def test_under_slurm_lightning_sees_the_job_s_world_and_leaves_requeue_to_submitit(monkeypatch):
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins, cluster_rank
+    from rizzrun.ranks import launch_rank
+    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins
 
     slurm_env(monkeypatch, **TASK_3_OF_4)
-    assert cluster_rank() == 3  # known before a Trainer exists
+    assert launch_rank() == 3  # known before a Trainer exists
     plugins = cluster_plugins()
     t = trainer(devices=2, num_nodes=cluster_num_nodes(), plugins=plugins)
     environment = t.strategy.cluster_environment
@@ -266,12 +256,13 @@ def test_under_slurm_lightning_sees_the_job_s_world_and_leaves_requeue_to_submit
 
 
 def test_outside_slurm_or_in_an_interactive_slurm_shell_nothing_is_added(monkeypatch):
-    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins, cluster_rank
+    from rizzrun.ranks import launch_rank
+    from rizzrun.runner.cluster import cluster_num_nodes, cluster_plugins
 
     slurm_env(monkeypatch)
-    assert (cluster_plugins(), cluster_num_nodes(), cluster_rank()) == ([], 1, 0)
+    assert (cluster_plugins(), cluster_num_nodes(), launch_rank()) == ([], 1, 0)
     slurm_env(monkeypatch, **{**TASK_3_OF_4, "SLURM_JOB_NAME": "interactive"})
-    assert (cluster_plugins(), cluster_num_nodes(), cluster_rank()) == ([], 1, 0)
+    assert (cluster_plugins(), cluster_num_nodes(), launch_rank()) == ([], 1, 0)
 
 
 # --- preemption: SIGUSR2 saves at the step boundary, then submitit's handler requeues -------------

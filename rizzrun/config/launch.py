@@ -30,7 +30,7 @@ from rizzrun.config.check import check_jobs
 from rizzrun.config.compose import CONFIG_NAME, compose, sweep_jobs
 from rizzrun.config.errors import ConfigError
 from rizzrun.config.search import register_sweeper
-from rizzrun.config.resume import override_value, requests_resume, resumed_job, with_overrides
+from rizzrun.config.resume import override_value, requests_resume, resumed_job, resuming, with_overrides
 from rizzrun.errors import InputError, RunEnded, RunFolderBusy
 from rizzrun.ranks import is_lead
 
@@ -239,8 +239,7 @@ def _writes_status(run_dir: Path, cfg: DictConfig) -> bool:
 
     if not is_lead():
         return False
-    resuming = cfg.get("resume", False) not in (False, None) and str(cfg.get("resume")).lower() != "false"
-    return not job_status.is_locked(run_dir) and (resuming or not holds_run(run_dir))
+    return not job_status.is_locked(run_dir) and (resuming(cfg) or not holds_run(run_dir))
 
 
 class FailedJobsReport(Callback):

@@ -137,6 +137,12 @@ class Resumed:
         return f"resuming {self.folder} ({'; '.join(parts)})"
 
 
+def resuming(cfg) -> bool:
+    """Whether a composed job continues a run: its `resume` is true or a folder, not false/null."""
+    resume = cfg.get("resume")
+    return not (resume in (None, False) or str(resume).lower() == "false")
+
+
 def requests_resume(overrides: Sequence[str]) -> bool:
     """Whether the command line asks to resume (its last `resume=` is not false/null)."""
     from rizzrun.config.compose import parse_overrides

@@ -59,10 +59,3 @@ def cluster_num_nodes() -> int:
     if not under_slurm():
         return 1
     return int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1)
-
-
-def cluster_rank() -> int:
-    """This process's global rank as srun gave it (SLURM_PROCID), 0 outside SLURM. Known before
-    any Trainer exists: under SLURM every rank runs the whole task function, so the runner needs it
-    to let rank 0 alone claim and write the run folder."""
-    return int(os.environ.get("SLURM_PROCID", 0)) if under_slurm() else 0

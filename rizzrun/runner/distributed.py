@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from rizzrun.errors import InputError
 
@@ -101,11 +102,6 @@ class _Batches(torch.utils.data.Dataset):
         return self.shard.take(self.items[i])
 
 
-def training_processes(trainer) -> int:
-    """How many processes train this run (devices × nodes under a distributed strategy)."""
-    return int(trainer.world_size)
-
-
 def strategy_for(tcfg) -> Any:
     """The Lightning strategy for `trainer.strategy`: `fsdp` is `ShardedDataParallel` (on a CPU
     too); `auto`, `ddp` and any other name are handed to Lightning as given."""
@@ -125,13 +121,7 @@ def shard_model(model: torch.nn.Module, mesh, mp_policy=None) -> None:
     fully_shard(model, **kwargs)
 
 
-def _model_parallel_strategy():
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    return ModelParallelStrategy
-
-
-class ShardedDataParallel(_model_parallel_strategy()):
+class ShardedDataParallel(ModelParallelStrategy):
     """`trainer.strategy=fsdp`: Lightning's ModelParallelStrategy (FSDP2 over a 1-D device mesh
     of all processes: data parallel, parameters, gradients and optimizer state sharded; it also
     runs on a CPU with gloo, where Lightning's FSDPStrategy refuses), with checkpoints in the

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rizzrun import layout
+from rizzrun.config.resume import resuming
 from rizzrun.errors import InputError, RunEnded
 
 
@@ -40,7 +41,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return run_rank(cfg, run_dir, None)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        if not _resuming(cfg):
+        if not resuming(cfg):
             refuse_taken(run_dir)
         (run_dir / layout.ERROR).unlink(missing_ok=True)  # left by an earlier attempt of this run
         return _train(cfg, run_dir, lead=True)
@@ -50,7 +51,7 @@ def run_rank(cfg: DictConfig, run_dir: Path, resume_from: Path | None) -> dict:
     """A rank > 0 of a distributed run: trains alongside rank 0 and writes nothing into
     `run_dir`. `resume_from`: the checkpoint rank 0 resumes from (handed over by rank 0), or None
     to find it the way rank 0 does (a rank a cluster started: every rank reads the same folder)."""
-    if resume_from is None and _resuming(cfg):
+    if resume_from is None and resuming(cfg):
         from rizzrun.runner.checkpoint import latest_valid_checkpoint
 
         resume_from, _ = latest_valid_checkpoint(run_dir)
@@ -68,7 +69,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import prepare_checkpoints, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
-    from rizzrun.runner.distributed import RankShard, end_process_group, training_processes
+    from rizzrun.runner.distributed import RankShard, end_process_group
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
 
@@ -98,7 +99,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
             torch.set_num_threads(int(tcfg.num_threads))
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         trainer = _trainer(tcfg, run_dir, [checkpointer, stopper, progress_callback(int(tcfg.log_every))], lead)
-        processes = training_processes(trainer)
+        processes = trainer.world_size  # devices × nodes under a distributed strategy
         _check_processes(meta, processes, resume_from)  # before anything is written
         if lead:
             if resume_from is not None:
@@ -254,11 +255,6 @@ def _resume_record(run_dir: Path, checkpoint: Path, step: int) -> list[dict]:
     return [*history, {"from_checkpoint": checkpoint.name, "step": step, "previous_segment_ended": ended}]
 
 
-def _resuming(cfg: DictConfig) -> bool:
-    resume = cfg.get("resume")
-    return not (resume in (None, False) or str(resume).lower() == "false")
-
-
 def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int,
                      lead: bool = True) -> dict | None:
     """`eval.at_end`: memorization + held-out loss of the final model, logged at the last step
@@ -279,7 +275,7 @@ def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: 
 
 def _resume_value(cfg: DictConfig) -> str | None:
     """`resume` as the user wrote it ("true" or a folder), or None for a fresh run."""
-    if not _resuming(cfg):
+    if not resuming(cfg):
         return None
     return "true" if cfg.resume is True else str(cfg.resume)
 
