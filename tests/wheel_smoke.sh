@@ -50,6 +50,9 @@ recipes = sorted(p.stem for p in (repo / "recipes").glob("*.yaml"))
 assert catalog.options("recipe") == recipes, f"recipes in the wheel: {catalog.options('recipe')}, in the checkout: {recipes}"
 
 packages = {p.parent.relative_to(repo) for p in (repo / "rizzrun").rglob("*.py") if "__pycache__" not in p.parts}
+# rizzrun/kernels links to the top-level kernels/ folder (rglob does not follow the link).
+packages |= {Path("rizzrun/kernels") / p.parent.relative_to(repo / "kernels")
+             for p in (repo / "kernels").rglob("*.py") if "__pycache__" not in p.parts}
 missing = sorted(str(p) for p in packages if not (site / p).is_dir())
 assert not missing, f"packages missing from the wheel (add them to [tool.setuptools] packages): {missing}"
 
@@ -66,5 +69,10 @@ for recipe in recipes:
         other = [p for p in e.problems if "required value is not set" not in p and "MissingMandatoryValue" not in p]
         assert not other, f"recipe {recipe} does not validate from the wheel: {other}"
 print(f"recipes: {', '.join(recipes)}")
+import importlib
+
+for op in sorted({p.parent.name for p in (repo / "kernels").glob("*/__init__.py")}):
+    module = importlib.import_module(f"rizzrun.kernels.{op}")  # a kernel ships and imports from the wheel
+    assert Path(module.__file__).resolve().is_relative_to(site), f"{module.__file__} is not in the wheel"
 print("wheel ok:", site)
 PYEOF
