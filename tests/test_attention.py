@@ -1,13 +1,13 @@
-"""SDPAttention against NaiveAttention (outputs and gradients), and NaiveAttention against numbers
-worked out by hand."""
+"""The softmax kernels: sdpa_attention against naive_attention (outputs and gradients), and
+naive_attention against numbers worked out by hand. The mixers around them: tests/test_mixers.py."""
 
 import math
 
 import pytest
 import torch
 
-from rizzrun.attention.naive import NaiveAttention
-from rizzrun.attention.sdpa import SDPAttention
+from rizzrun.attention.naive import naive_attention
+from rizzrun.attention.sdpa import sdpa_attention
 
 B, D = 2, 8
 
@@ -37,8 +37,8 @@ def _out_and_grads(kernel, q, k, v, upstream, mask):
 def test_sdpa_matches_naive(H, Hkv, Tq, Tk, padded):
     q, k, v, upstream = _inputs(H, Hkv, Tq, Tk)
     mask = _left_padding(Tk) if padded else None
-    o_ref, g_ref = _out_and_grads(NaiveAttention(H, Hkv, D), q, k, v, upstream, mask)
-    o, g = _out_and_grads(SDPAttention(H, Hkv, D), q, k, v, upstream, mask)
+    o_ref, g_ref = _out_and_grads(naive_attention, q, k, v, upstream, mask)
+    o, g = _out_and_grads(sdpa_attention, q, k, v, upstream, mask)
 
     assert o.shape == (B, H, Tq, D)
     torch.testing.assert_close(o, o_ref, atol=1e-5, rtol=1e-5)
@@ -51,7 +51,7 @@ def test_fully_masked_queries_give_zeros_and_finite_grads():
     """Row 1 has 3 padding keys, so its first 3 queries (Tq == Tk) see nothing at all."""
     q, k, v, upstream = _inputs(4, 2, 6, 6)
     mask = _left_padding(6)
-    for kernel in (NaiveAttention(4, 2, D), SDPAttention(4, 2, D)):
+    for kernel in (naive_attention, sdpa_attention):
         o, grads = _out_and_grads(kernel, q, k, v, upstream, mask)
         assert (o[1, :, :3] == 0).all()
         assert (o[1, :, 3:].abs() > 0).any() and (o[0].abs() > 0).any()
@@ -69,7 +69,7 @@ def test_naive_by_hand():
     q = torch.tensor([[5.0, -1.0, 2.0, 0.0], [2 * math.log(3), 0.0, 0.0, 0.0]]).view(1, 1, 2, 4)
     k = torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]).view(1, 1, 2, 4)
     v = torch.tensor([[4.0, 0.0, 8.0, -4.0], [8.0, 4.0, 0.0, 4.0]]).view(1, 1, 2, 4)
-    kernel = NaiveAttention(n_head=1, n_kv_head=1, head_dim=4)
+    kernel = naive_attention
 
     o = kernel(q, k, v)[0, 0]
     torch.testing.assert_close(o[0], torch.tensor([4.0, 0.0, 8.0, -4.0]))
@@ -85,12 +85,11 @@ def test_naive_by_hand():
     torch.testing.assert_close(o[0], torch.tensor([7.0, 3.0, 2.0, 2.0]))
 
 
-@pytest.mark.parametrize("kernel_cls", [NaiveAttention, SDPAttention])
+@pytest.mark.parametrize("kernel", [naive_attention, sdpa_attention])
 @pytest.mark.parametrize("Tq", [6, 3])
-def test_causal(kernel_cls, Tq):
+def test_causal(kernel, Tq):
     """Changing the last key/value changes only the last query's output."""
     q, k, v, _ = _inputs(4, 2, Tq, 6)
-    kernel = kernel_cls(4, 2, D)
     with torch.no_grad():
         o = kernel(q, k, v)
         k2, v2 = k.clone(), v.clone()
@@ -101,19 +100,16 @@ def test_causal(kernel_cls, Tq):
     assert (o2[:, :, -1] - o[:, :, -1]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("kernel_cls", [NaiveAttention, SDPAttention])
-def test_bad_arguments(kernel_cls):
-    with pytest.raises(ValueError, match=r"n_kv_head=3 must divide n_head=4; allowed n_kv_head: 1, 2, 4"):
-        kernel_cls(n_head=4, n_kv_head=3, head_dim=8)
-    with pytest.raises(ValueError, match=r"head_dim=0 must be a positive integer"):
-        kernel_cls(n_head=4, n_kv_head=2, head_dim=0)
-    kernel = kernel_cls(4, 2, D)
+@pytest.mark.parametrize("kernel", [naive_attention, sdpa_attention])
+def test_bad_arguments(kernel):
     q, k, v, _ = _inputs(4, 2, 5, 3)
     with pytest.raises(ValueError, match=r"Tk=3 < queries Tq=5"):
         kernel(q, k, v)
-    q, k, v, _ = _inputs(4, 4, 3, 3)
-    with pytest.raises(ValueError, match=r"n_kv_head"):
+    q, k, v, _ = _inputs(4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"q has 4 heads, k and v 3: the key/value heads must divide"):
         kernel(q, k, v)
+    with pytest.raises(ValueError, match=r"k, v have shapes .* expected \(B, n_kv_head, Tk, head_dim\)"):
+        kernel(q, k, v[:, :, :2])
     q, k, v, _ = _inputs(4, 2, 3, 3)
     with pytest.raises(ValueError, match=r"key_padding_mask"):
         kernel(q, k, v, key_padding_mask=torch.ones(B, 3))  # float, not bool
@@ -121,5 +117,5 @@ def test_bad_arguments(kernel_cls):
 
 def test_naive_keeps_input_dtype():
     q, k, v, _ = _inputs(2, 1, 3, 3)
-    o = NaiveAttention(2, 1, D)(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    o = naive_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert o.dtype == torch.bfloat16

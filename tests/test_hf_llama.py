@@ -162,30 +162,39 @@ def test_hf_llama_dims_is_what_the_model_gets(tmp_path):
     assert {k: getattr(config, k) for k in dims} == dims
 
 
-def test_load_llama_builds_kernels_for_real_and_refuses_unknown_dimensions(tmp_path):
-    """Weights come from the folder (the model is built on meta, never initialised); a kernel's own
-    state, which no checkpoint holds, is built on the real device by the factory as usual."""
+def test_load_llama_builds_mixer_buffers_for_real_and_refuses_unknown_dimensions(tmp_path):
+    """Weights come from the folder (the model is built on meta, never initialised); a mixer's own
+    non-persistent buffers, which no checkpoint holds, are computed on the real device by its
+    `reset_buffers(device)`; a mixer with parameters transformers' Llama lacks is refused."""
     from rizzrun.attention.sdpa import SDPAttention
 
     class ScaledSDPA(SDPAttention):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.register_buffer("scale", torch.ones(kwargs["n_head"]), persistent=False)
+            self.register_buffer("scale", torch.empty(kwargs["n_head"]), persistent=False)
+            self.reset_buffers(None)
+
+        def reset_buffers(self, device):
+            self.scale = torch.full((self.n_head,), 2.0, device=device)
 
     class GatedSDPA(SDPAttention):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.gate = torch.nn.Parameter(torch.ones(kwargs["n_head"]))
 
+        def reset_parameters(self, std, out_std):
+            super().reset_parameters(std, out_std)
+            torch.nn.init.ones_(self.gate)
+
     path = hf_folder(tmp_path / "m")
     model = load_llama(path, attention=ScaledSDPA)
-    scales = [block.attn.kernel.scale for block in model.blocks]
-    assert len(scales) == 2 and all(not t.is_meta and torch.equal(t, torch.ones(4)) for t in scales)
+    scales = [block.attn.scale for block in model.blocks]
+    assert len(scales) == 2 and all(not t.is_meta and torch.equal(t, torch.full((4,), 2.0)) for t in scales)
     stored = load_file(path / "model.safetensors")
     for name, tensor in to_hf_state_dict(model).items():
         assert torch.equal(tensor, stored[name]), name
     with pytest.raises(ValueError, match=r"parameters with no transformers Llama equivalent: "
-                                         r"blocks.0.attn.kernel.gate, blocks.1.attn.kernel.gate"):
+                                         r"blocks.0.attn.gate, blocks.1.attn.gate"):
         load_llama(path, attention=GatedSDPA)
     with pytest.raises(TypeError, match=r"load_llama\(\) got unknown dimension\(s\) size; allowed: vocab_size, "):
         load_llama(path, size="7b")

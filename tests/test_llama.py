@@ -38,12 +38,13 @@ def test_cached_steps_match_parallel(chunks):
     with torch.no_grad():
         full = model(ids)
         cache = model.init_cache(batch_size=2, max_len=16)
-        k_buffer = cache.k.data_ptr()
+        buffers = [(state.k.data_ptr(), state.v.data_ptr()) for state in cache.layers]
         pieces, start = [], 0
         for n in chunks:
             pieces.append(model.step(ids[:, start:start + n], cache))
             start += n
-    assert cache.pos == 11 and cache.k.data_ptr() == k_buffer  # written in place
+    assert cache.pos == 11  # written in place: the layers' KV buffers are the ones allocated
+    assert [(state.k.data_ptr(), state.v.data_ptr()) for state in cache.layers] == buffers
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
@@ -72,7 +73,7 @@ def test_cache_overflow_and_bad_batch_raise():
     cache = model.init_cache(batch_size=2, max_len=8)
     with torch.no_grad():
         model.step(_ids(T=6), cache)
-        with pytest.raises(ValueError, match=r"KV cache overflow.*Tnew=3 > max_len=8; allowed Tnew <= 2"):
+        with pytest.raises(ValueError, match=r"decoding cache overflow.*Tnew=3 > max_len=8; allowed Tnew <= 2"):
             model.step(_ids(T=3), cache)
         assert cache.pos == 6  # a refused step leaves the cache as it was
         model.step(_ids(T=2), cache)
@@ -113,7 +114,7 @@ def test_attention_factory_is_called_per_layer():
         return NaiveAttention(**kwargs)
 
     Llama(V, **SMALL, attention=factory)
-    assert calls == [dict(n_head=4, n_kv_head=2, head_dim=8, layer_idx=i) for i in range(2)]
+    assert calls == [dict(d_model=32, n_head=4, n_kv_head=2, head_dim=8, layer_idx=i, n_layer=2) for i in range(2)]
 
 
 # ---- transformers parity -------------------------------------------------------------------
@@ -211,7 +212,7 @@ def test_meta_device_then_materialise():
     model.to_empty(device="cpu")
     if model.config.tie_embeddings:
         assert model.lm_head.weight is model.embed.weight
-    model.reset_rope()
+    model.reset_buffers()
     model.reset_parameters()
     reference = Llama(V, **SMALL)
     torch.testing.assert_close(model.rope_cos, reference.rope_cos, atol=0, rtol=0)
@@ -305,7 +306,7 @@ def test_meta_model_loads_weights_without_a_copy():
     reference = _model(tie_embeddings=False)
     with torch.device("meta"):
         model = Llama(V, **{**SMALL, "init_std": 0.1, "tie_embeddings": False})
-    model.reset_rope("cpu")
+    model.reset_buffers("cpu")
     state = {k: t.clone() for k, t in reference.state_dict().items()}
     model.load_state_dict(state, assign=True)
     assert model.embed.weight.data_ptr() == state["embed.weight"].data_ptr()

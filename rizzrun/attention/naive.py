@@ -9,38 +9,44 @@ Math runs in fp32 whatever the input dtype, so it can judge the fast kernels.
 import math
 
 import torch
-from torch import nn
 
-from rizzrun.attention import check_heads, check_qkv
+from rizzrun.attention import check_qkv
+from rizzrun.attention.softmax import SoftmaxAttention
 
 
-class NaiveAttention(nn.Module):
-    """Explicit causal attention with optional key padding; see `rizzrun.attention` for the contract.
+def causal_visibility(Tq: int, Tk: int, key_padding_mask=None, device=None):
+    """(Tq, Tk) or (B, 1, Tq, Tk) bool: query i (absolute position Tk - Tq + i) sees key j."""
+    q_pos = torch.arange(Tk - Tq, Tk, device=device)[:, None]
+    visible = torch.arange(Tk, device=device)[None, :] <= q_pos
+    if key_padding_mask is not None:
+        visible = visible & key_padding_mask[:, None, None, :]
+    return visible
 
-    q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> o (B, H, Tq, D), in q's dtype.
-    """
 
-    def __init__(self, n_head: int, n_kv_head: int, head_dim: int, layer_idx: int = 0):
-        super().__init__()
-        check_heads(n_head, n_kv_head, head_dim)
-        self.n_head, self.n_kv_head, self.head_dim, self.layer_idx = n_head, n_kv_head, head_dim, layer_idx
+def masked_softmax(scores, visible):
+    """softmax over the visible keys; a query that sees no key at all (left padding) gets zeros.
+    The most negative finite float instead of -inf keeps that row finite, so no NaN reaches the
+    gradients of the other positions."""
+    scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1) * visible.any(dim=-1, keepdim=True)
 
-    def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(self, q, k, v, key_padding_mask)
-        Tq, Tk = q.shape[2], k.shape[2]
-        group = self.n_head // self.n_kv_head
-        k = k.float().repeat_interleave(group, dim=1)
-        v = v.float().repeat_interleave(group, dim=1)
 
-        scores = q.float() @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, Tq, Tk)
-        q_pos = torch.arange(Tk - Tq, Tk, device=q.device)[:, None]
-        k_pos = torch.arange(Tk, device=q.device)[None, :]
-        visible = k_pos <= q_pos  # (Tq, Tk)
-        if key_padding_mask is not None:
-            visible = visible & key_padding_mask[:, None, None, :]  # (B, 1, Tq, Tk)
-        # The most negative finite float instead of -inf: a query that sees no key at all (a
-        # left-padding position) then gets finite uniform weights, zeroed just below, instead of
-        # a NaN that would leak into the gradients of every other position.
-        scores = scores.masked_fill(~visible, torch.finfo(torch.float32).min)
-        weights = scores.softmax(dim=-1) * visible.any(dim=-1, keepdim=True)
-        return (weights @ v).to(q.dtype)
+def naive_attention(q, k, v, key_padding_mask=None, check: bool = True):
+    """Explicit causal attention; same shapes as `rizzrun.attention.sdpa.sdpa_attention`, in q's dtype."""
+    if check:
+        check_qkv(q, k, v, key_padding_mask)
+    Tq, Tk, D = q.shape[2], k.shape[2], q.shape[3]
+    group = q.shape[1] // k.shape[1]
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    k = k.to(dtype).repeat_interleave(group, dim=1)
+    v = v.to(dtype).repeat_interleave(group, dim=1)
+    scores = q.to(dtype) @ k.transpose(-1, -2) / math.sqrt(D)  # (B, H, Tq, Tk)
+    weights = masked_softmax(scores, causal_visibility(Tq, Tk, key_padding_mask, q.device))
+    return (weights @ v).to(q.dtype)
+
+
+class NaiveAttention(SoftmaxAttention):
+    """Softmax attention mixer with the written-out kernel; see `SoftmaxAttention`."""
+
+    def attend(self, q, k, v, key_padding_mask=None):
+        return naive_attention(q, k, v, key_padding_mask, check=False)

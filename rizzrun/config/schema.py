@@ -105,11 +105,10 @@ RUNNER_READ: dict[str, dict[str, object]] = {"model": {"from_pretrained": Option
 
 BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
 
-# Ranges of one component's arguments, by its target: "package.module.Class" -> {key: ((op, bound), ...)}.
-TARGET_RANGES: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
-    "rizzrun.objectives.goldfish.Goldfish": {
-        "k": ((">=", 2),), "context_width": ((">=", 1),), "table_size": ((">=", 2),), "start_position": ((">=", 0),),
-    },
+# What the model gives every token mixer it builds (rizzrun.attention): not for a config to set.
+MODEL_SUPPLIED: dict[str, tuple[str, ...]] = {
+    "attention": ("d_model", "n_head", "n_kv_head", "head_dim", "layer_idx", "n_layer"),
+    "model.mlp": ("d_model", "d_ff"),
 }
 
 # Ranges of component arguments that hold for every option of the group (they are not part of

@@ -18,6 +18,12 @@ A spec module defines any of these functions (each optional):
     prompt_tokens(node, text) -> int | None  a tokenizer: the ids `text` encodes to; None when that
                                              needs the tokenizer loaded
     dims(node) -> dict | None                a model: its dimensions (`rizzrun show` prints them)
+    check_with_model(node, path, dims) -> list[str]
+                                             problems between this node and the model's `dims` (a
+                                             token mixer's head layout, block size, budget, ...)
+
+and, as a module attribute, `RANGES = {"ClassName": {"key": ((">=", 1), ...)}}`: the numeric
+ranges of each component's arguments (checked for every option, like the generic type checks).
 
 `node` is the component's config as plain Python, interpolations resolved. A value the validator
 could not read (`???`, a broken interpolation) arrives as a marker that is reported already:
@@ -91,6 +97,12 @@ def spec_of(target: str) -> ModuleType | None:
     except (TargetNotFound, OSError, SyntaxError):
         return None
     return spec_module(found.module) if found.module else None
+
+
+def ranges(target) -> dict[str, tuple[tuple[str, float], ...]]:
+    """{key: ((op, bound), ...)} of a resolved `signatures.Target`, from its spec's `RANGES`."""
+    spec = spec_module(target.module) if target.module else None
+    return getattr(spec, "RANGES", {}).get(target.target.rsplit(".", 1)[-1], {})
 
 
 def hook(spec: ModuleType | None, name: str):

@@ -64,6 +64,7 @@ def problems(cfg: DictConfig) -> list[str]:
     found, failed = _check_specs(values, targets, spec_of)
     out += found
     out += _check_lengths(values, spec_of, _model_length(values, spec_of, failed))
+    out += _check_with_model(values, targets, spec_of, failed)
     out += _check_vocab(values, targets, spec_of, failed)
     out += _check_optimization(values, interpolated)
     out += _check_batch_kinds(values, targets, choices)
@@ -216,6 +217,14 @@ def _check_component_tree(group: str, path: str, node: dict, targets: dict) -> l
     return out
 
 
+def _model_supplied(group: str, path: str) -> tuple[str, ...]:
+    """What the model passes the component at `path` (a mixer of the attention group, at any
+    depth: a hybrid's inner mixers too; the model's mlp factory)."""
+    if group == "attention":
+        return schema.MODEL_SUPPLIED["attention"]
+    return schema.MODEL_SUPPLIED.get(path, ())
+
+
 def _check_component(group: str, path: str, node: dict, targets: dict) -> list[str]:
     name = node["_target_"]
     if not isinstance(name, str) or not name:
@@ -244,6 +253,11 @@ def _check_component(group: str, path: str, node: dict, targets: dict) -> list[s
     for key, tp in read.items():
         out += _check_value(f"{path}.{key}", node[key], typespec.from_type(tp)) if key in node else []
     keys = [k for k in node if k not in _RESERVED and k not in read]
+    given = _model_supplied(group, path)
+    for key in [k for k in keys if k in given]:
+        out.append(message(f"{path}.{key}={show(node[key])}", f"the model gives every {group} component "
+                           f"its {key} ({', '.join(given)})", "set the model's dimensions instead (model.KEY=VALUE)"))
+    keys = [k for k in keys if k not in given]
     for key in keys:
         if key not in by_name and not target.takes_any_keyword():
             out.append(message(f"{path}.{key}={show(node[key])}", f"{name} has no parameter '{key}' ({target.file})",
@@ -267,7 +281,7 @@ def _check_component(group: str, path: str, node: dict, targets: dict) -> list[s
         spec = typespec.from_ast(p.annotation) if p is not None else typespec.ANY
         if p is not None and p.default is None:  # `x: int = None` still means "or null"
             spec = typespec.optional(spec)
-        bounds = schema.COMPONENT_RANGES.get(f"{path}.{key}", ()) + schema.TARGET_RANGES.get(target.target, {}).get(key, ())
+        bounds = schema.COMPONENT_RANGES.get(f"{path}.{key}", ()) + specs.ranges(target).get(key, ())
         out += _check_value(f"{path}.{key}", value, spec, bounds)
     return out
 
@@ -293,6 +307,25 @@ def _check_specs(values: dict, targets: dict, spec_of: dict) -> tuple[list[str],
             failed.add(path)
         out += found
     return out, failed
+
+
+def _check_with_model(values: dict, targets: dict, spec_of: dict, failed: set[str]) -> list[str]:
+    """Rules between a component and the model's dimensions (its spec's `check_with_model`), e.g.
+    a mixer's head layout or block size; skipped when the model's own rules already failed."""
+    model = values.get("model")
+    dims_hook = specs.hook(spec_of.get("model"), "dims")
+    if "model" in failed or dims_hook is None or not isinstance(model, dict):
+        return []
+    dims = dims_hook(model)
+    if dims is None:
+        return []
+    out = []
+    for path in targets:
+        check = specs.hook(spec_of.get(path), "check_with_model")
+        node = _at(values, path)
+        if check is not None and path not in failed and isinstance(node, dict):
+            out += check(node, path, dims)
+    return out
 
 
 def _at(values: dict, path: str) -> Any:

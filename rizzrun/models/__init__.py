@@ -2,7 +2,7 @@
 torch-free `rizzrun.models.llama_sizes`) does not import torch."""
 
 _LAZY = {"Llama": "rizzrun.models.llama", "LlamaConfig": "rizzrun.models.llama",
-         "KVCache": "rizzrun.models.llama"}
+         "DecodingCache": "rizzrun.attention.mixer"}
 
 
 def __getattr__(name):

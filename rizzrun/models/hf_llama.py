@@ -415,13 +415,14 @@ def load_llama(path: str | os.PathLike, attention=None, **dims) -> Llama:
     config.json gives every dimension and the vocabulary; `dims` (`Llama` arguments, the keys of
     `HF_FIELDS`) may repeat them, None meaning "take config.json's", and `max_seq_len` may be
     smaller (a shorter context changes no weight); a conflict raises HFCheckpointError naming the
-    key. `attention`: the kernel factory, as for `Llama`. The weights are cast to the default dtype
-    and placed on the default device; they never exist twice in memory, as the model is built on
-    the meta device and takes the loaded tensors as its parameters.
+    key. `attention`: the token-mixer factory, as for `Llama` (a mixer whose parameters are not
+    those of softmax attention is refused by `load_hf_weights`, naming them). The weights are cast
+    to the default dtype and placed on the default device; they never exist twice in memory, as
+    the model is built on the meta device and takes the loaded tensors as its parameters (what no
+    checkpoint holds, the RoPE tables and the mixers' buffers, is computed by `reset_buffers`).
     """
     import torch
 
-    from rizzrun.attention.sdpa import SDPAttention
     from rizzrun.models.llama import Llama
 
     unknown = sorted(set(dims) - set(HF_FIELDS))
@@ -430,16 +431,9 @@ def load_llama(path: str | os.PathLike, attention=None, **dims) -> Llama:
                         f"allowed: {', '.join(HF_FIELDS)}")
     given = pretrained_llama_dims(path, **dims)
     device = torch.get_default_device()
-    factory = SDPAttention if attention is None else attention
-
-    def kernel(**kwargs):
-        # A kernel's own buffers are in no checkpoint: they are built for real, not on meta.
-        with torch.device(device):
-            return factory(**kwargs)
-
     with torch.device("meta"):
-        model = Llama(attention=kernel, **given)
-    model.reset_rope(device)
+        model = Llama(attention=attention, **given)
+    model.reset_buffers(device)
     return load_hf_weights(model, path)
 
 

@@ -3,8 +3,10 @@
 Pre-norm blocks with RMSNorm (arXiv 1910.07467), rotary position embeddings (RoPE, arXiv
 2104.09864) in the Hugging Face "rotate_half" channel layout, optionally with Llama 3.1's frequency
 scaling (arXiv 2407.21783), a SwiGLU MLP (arXiv 2002.05202) and grouped-query attention (GQA,
-arXiv 2305.13245); no biases; input and output embeddings optionally tied. The model projects
-q, k, v and applies RoPE; a pluggable kernel (`rizzrun.attention`) does the attention itself.
+arXiv 2305.13245); no biases; input and output embeddings optionally tied. Each block's token
+mixer is built by a factory (`rizzrun.attention`: softmax attention with RoPE by default, or any
+mixer of the papers), which owns its projections, position encoding, kernel and decoding state;
+the model holds the RoPE tables and hands every mixer the positions of the tokens.
 Hugging Face Llama folders are read and written by `rizzrun.models.hf_llama` (`load_llama(PATH)`),
 which depends on this file, not the reverse.
 
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rizzrun.attention.mixer import DecodingCache, Positions
 from rizzrun.attention.sdpa import SDPAttention
 from rizzrun.models.llama_sizes import LLAMA_DIM_KEYS, llama_dim_errors, resolve_llama_dims
 from rizzrun.models.rope_scaling import normalize_rope_scaling, rope_scaling_problems
@@ -110,12 +113,6 @@ def rope_tables(max_seq_len: int, head_dim: int, theta: float, scaling: Optional
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x, cos, sin):
-    """Rotate each channel pair (j, j + D/2) of x (B, H, T, D) by its angle; cos, sin (T, D)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
-
-
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)) (Shazeer, arXiv 2002.05202); (B, T, C) -> (B, T, C)."""
 
@@ -125,121 +122,70 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(d_model, d_ff, bias=False)
         self.down = nn.Linear(d_ff, d_model, bias=False)
 
+    @torch.no_grad()
+    def reset_parameters(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.gate.weight, std=std)
+        nn.init.normal_(self.up.weight, std=std)
+        nn.init.normal_(self.down.weight, std=out_std)
+
     def forward(self, x):
         return self.down(F.silu(self.gate(x)) * self.up(x))
-
-
-class Attention(nn.Module):
-    """Projections + RoPE around a kernel; GQA keeps n_kv_head < n_head key/value heads (arXiv 2305.13245).
-
-    x (B, T, C) -> (B, T, C). With `kv` = (k_buf, v_buf, pos), the new keys/values are written
-    into the buffers (B, Hkv, max_len, D) at [pos, pos + T) and the queries attend over [0, pos + T).
-    """
-
-    def __init__(self, cfg: LlamaConfig, kernel: nn.Module):
-        super().__init__()
-        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=False)
-        self.k = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
-        self.v = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
-        self.out = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
-        self.kernel = kernel
-
-    def forward(self, x, cos, sin, key_padding_mask=None, kv=None):
-        B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is not None:
-            k_buf, v_buf, pos = kv
-            k_buf[:, :, pos:pos + T] = k
-            v_buf[:, :, pos:pos + T] = v
-            # A no-op unless the cache was made in another dtype than the activations.
-            k, v = k_buf[:, :, :pos + T].to(q.dtype), v_buf[:, :, :pos + T].to(q.dtype)
-        o = self.kernel(q, k, v, key_padding_mask=key_padding_mask)  # (B, H, T, D)
-        return self.out(o.transpose(1, 2).reshape(B, T, -1))
 
 
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x)); (B, T, C) -> (B, T, C)."""
 
-    def __init__(self, cfg: LlamaConfig, kernel: nn.Module):
+    def __init__(self, cfg: LlamaConfig, mixer: nn.Module, mlp: nn.Module):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg, kernel)
+        self.attn = mixer
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
+        self.mlp = mlp
 
-    def forward(self, x, cos, sin, key_padding_mask=None, kv=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, key_padding_mask, kv)
+    def forward(self, x, positions: Positions, state=None):
+        x = x + self.attn(self.attn_norm(x), positions, state)
         return x + self.mlp(self.mlp_norm(x))
-
-
-class KVCache:
-    """Static key/value cache for `Llama.step`: allocated once, written in place.
-
-    k, v: (n_layer, B, Hkv, max_len, D); mask: (B, max_len) bool, True = real token;
-    pos: how many positions are filled (the next token's position).
-    """
-
-    def __init__(self, n_layer, batch_size, n_kv_head, max_len, head_dim, device=None, dtype=None):
-        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
-        self.has_padding = False  # lets unpadded decoding keep the kernels' mask-free fast path
-        self.pos = 0
-
-    @property
-    def batch_size(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
-    def reset(self) -> None:
-        """Empty the cache for a new batch of prompts, keeping its memory."""
-        self.pos = 0
-        self.mask.fill_(True)
-        self.has_padding = False
 
 
 class Llama(nn.Module):
     """Llama language model: input_ids (B, T) -> logits (B, T, V).
 
     `size` picks a preset from `rizzrun.models.llama_sizes.LLAMA_SIZES`; any dimension given
-    (not None) overrides it. `attention` is a factory called once per layer as
-    `attention(n_head=, n_kv_head=, head_dim=, layer_idx=)`; None means `SDPAttention`.
+    (not None) overrides it. `attention` is the token-mixer factory (`rizzrun.attention`), called
+    once per layer as `attention(d_model=, n_head=, n_kv_head=, head_dim=, layer_idx=, n_layer=)`;
+    None means `SDPAttention` (softmax attention with RoPE). `mlp` is the feed-forward factory,
+    called per layer as `mlp(d_model=, d_ff=)`; None means `SwiGLU`.
     `rope_scaling`: None (plain RoPE) or Llama 3.1's {"rope_type": "llama3", "factor",
     "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (see `rope_inv_freq`).
 
     The RoPE tables are non-persistent buffers, so the model can be built on the meta device;
-    after `to_empty(device=...)` call `reset_rope()` and `reset_parameters()`, or, to load weights
-    without a copy, `reset_rope(device)` and `load_state_dict(..., assign=True)` (as
+    after `to_empty(device=...)` call `reset_buffers()` and `reset_parameters()`, or, to load weights
+    without a copy, `reset_buffers(device)` and `load_state_dict(..., assign=True)` (as
     `rizzrun.models.hf_llama.load_llama` does).
     """
 
     def __init__(self, vocab_size: int, size: str = "tiny", d_model=None, n_layer=None, n_head=None,
                  n_kv_head=None, d_ff=None, max_seq_len=None, rope_theta=None, norm_eps=None,
                  tie_embeddings=None, init_std: float = 0.02, attention=None,
-                 rope_scaling: Optional[dict] = None):
+                 rope_scaling: Optional[dict] = None, mlp=None):
         super().__init__()
         dims = resolve_llama_dims(size, d_model=d_model, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
                                   d_ff=d_ff, max_seq_len=max_seq_len, rope_theta=rope_theta,
                                   norm_eps=norm_eps, tie_embeddings=tie_embeddings)
         dims["rope_scaling"] = normalize_rope_scaling(rope_scaling)
         self.config = cfg = LlamaConfig(vocab_size=vocab_size, **dims, init_std=init_std)
-        if attention is None:
-            attention = SDPAttention
-        elif not callable(attention):
-            raise ValueError(f"attention={attention!r} must be a kernel factory (e.g. a class from "
-                             "rizzrun.attention) or None for SDPAttention")
+        attention = SDPAttention if attention is None else attention
+        mlp = SwiGLU if mlp is None else mlp
+        for name, factory in (("attention", attention), ("mlp", mlp)):
+            if not callable(factory):
+                raise ValueError(f"{name}={factory!r} must be a factory (a class or a partial) or None "
+                                 f"for the default ({'SDPAttention' if name == 'attention' else 'SwiGLU'})")
 
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(
-            Block(cfg, attention(n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, head_dim=cfg.head_dim, layer_idx=i))
+            Block(cfg, attention(d_model=cfg.d_model, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head,
+                                 head_dim=cfg.head_dim, layer_idx=i, n_layer=cfg.n_layer),
+                  mlp(d_model=cfg.d_model, d_ff=cfg.d_ff))
             for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -247,7 +193,7 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed.weight
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
-        self.reset_rope()
+        self.reset_buffers()
         self.reset_parameters()
 
     def to_empty(self, *, device, recurse: bool = True):
@@ -258,16 +204,24 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed.weight
         return self
 
-    def reset_rope(self, device=None) -> None:
-        """(Re)compute the RoPE tables (max_seq_len, D) on `device` (None: where they live now)."""
+    def reset_buffers(self, device=None) -> None:
+        """(Re)compute what no checkpoint holds, on `device` (None: where it lives now): the RoPE
+        tables (max_seq_len, D) and the mixers' own non-persistent buffers (`reset_buffers(device)`
+        of a mixer that has one)."""
         cfg = self.config
-        with torch.device(self.rope_cos.device if device is None else device):
+        device = self.rope_cos.device if device is None else device
+        with torch.device(device):
             cos, sin = rope_tables(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.rope_cos, self.rope_sin = cos, sin
+        for block in self.blocks:
+            for part in (block.attn, block.mlp):
+                if hasattr(part, "reset_buffers"):
+                    part.reset_buffers(device)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """normal(0, init_std) weights, RMSNorm gains 1; kernels keep their own parameters."""
+        """normal(0, init_std) weights, RMSNorm gains 1; each mixer initialises its own
+        (`reset_parameters(std, out_std)`), out_std for what it writes into the residual stream."""
         std = self.config.init_std
         # Every block adds two outputs (attention, MLP) to the residual stream, so its variance
         # at init grows with 2 * n_layer terms; shrinking those two projections by
@@ -277,11 +231,8 @@ class Llama(nn.Module):
         if not self.config.tie_embeddings:
             nn.init.normal_(self.lm_head.weight, std=std)
         for block in self.blocks:
-            a, m = block.attn, block.mlp
-            for linear in (a.q, a.k, a.v, m.gate, m.up):
-                nn.init.normal_(linear.weight, std=std)
-            for linear in (a.out, m.down):
-                nn.init.normal_(linear.weight, std=out_std)
+            block.attn.reset_parameters(std, out_std)
+            block.mlp.reset_parameters(std, out_std)
             nn.init.ones_(block.attn_norm.weight)
             nn.init.ones_(block.mlp_norm.weight)
         nn.init.ones_(self.norm.weight)
@@ -299,9 +250,11 @@ class Llama(nn.Module):
                              f"allowed T <= {self.config.max_seq_len}")
         return self._logits(input_ids, 0, key_padding_mask, None)
 
-    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> KVCache:
-        """An empty static KV cache for `step`; max_len defaults to max_seq_len, device and dtype to
-        the embedding's (pass the activation dtype when decoding under autocast)."""
+    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> DecodingCache:
+        """An empty decoding cache for `step`: every layer's own state (a static KV buffer for
+        softmax attention, a fixed-size state for recurrent mixers); max_len defaults to
+        max_seq_len, device and dtype to the embedding's (pass the activation dtype when decoding
+        under autocast)."""
         cfg = self.config
         max_len = cfg.max_seq_len if max_len is None else max_len
         if not (isinstance(batch_size, int) and batch_size > 0):
@@ -309,11 +262,12 @@ class Llama(nn.Module):
         if not (isinstance(max_len, int) and 0 < max_len <= cfg.max_seq_len):
             raise ValueError(f"max_len={max_len!r} must be an integer in [1, max_seq_len={cfg.max_seq_len}]")
         weight = self.embed.weight
-        return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim,
-                       device=weight.device if device is None else device,
-                       dtype=weight.dtype if dtype is None else dtype)
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        layers = [block.attn.init_state(batch_size, max_len, device=device, dtype=dtype) for block in self.blocks]
+        return DecodingCache(layers, batch_size, max_len, device=device)
 
-    def step(self, input_ids, cache: KVCache, key_padding_mask=None):
+    def step(self, input_ids, cache: DecodingCache, key_padding_mask=None):
         """Append input_ids (B, Tnew) at positions [cache.pos, cache.pos + Tnew) and return their
         logits (B, Tnew, V); prefill (Tnew = prompt length) and decoding (Tnew = 1) alike.
         key_padding_mask (B, Tnew) marks left padding in a prompt. Meant for inference
@@ -324,7 +278,7 @@ class Llama(nn.Module):
             raise ValueError(f"input_ids has batch size {input_ids.shape[0]} but the cache was made "
                              f"for batch_size={cache.batch_size}")
         if pos + T > cache.max_len:
-            raise ValueError(f"KV cache overflow: {pos} positions filled + Tnew={T} > "
+            raise ValueError(f"decoding cache overflow: {pos} positions filled + Tnew={T} > "
                              f"max_len={cache.max_len}; allowed Tnew <= {cache.max_len - pos} "
                              f"(init_cache with a larger max_len, at most {self.config.max_seq_len})")
         if key_padding_mask is not None:
@@ -337,11 +291,10 @@ class Llama(nn.Module):
 
     def _logits(self, input_ids, pos, key_padding_mask, cache):
         T = input_ids.shape[1]
-        cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        positions = Positions(pos, self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T], key_padding_mask)
         x = self.embed(input_ids)
         for i, block in enumerate(self.blocks):
-            kv = None if cache is None else (cache.k[i], cache.v[i], pos)
-            x = block(x, cos, sin, key_padding_mask, kv)
+            x = block(x, positions, None if cache is None else cache.layers[i])
         return self.lm_head(self.norm(x))
 
     @staticmethod
