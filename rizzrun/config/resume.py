@@ -52,8 +52,8 @@ LATEST = layout.LATEST
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # What the checkpoint was trained with: a key equal to one of these or under it may not change.
-FROZEN = ("model", "attention", "tokenizer", "data", "seed", "objective._target_", "optimizer._target_")
-FROZEN_GROUPS = ("model", "attention", "tokenizer", "data")
+FROZEN = ("model", "attention", "mlp", "tokenizer", "data", "seed", "objective._target_", "optimizer._target_")
+FROZEN_GROUPS = ("model", "attention", "mlp", "tokenizer", "data")
 # Where a cache lives, and how many processes fill it, do not change what it holds: free even
 # under a frozen node.
 MOVABLE = ("cache_dir", "num_proc")
@@ -209,7 +209,7 @@ def resumed_job(overrides: Sequence[str], config_name: str) -> Resumed:
     if frozen:  # the other problems of a job that cannot run would only distract
         raise ConfigError(message(
             f"resume={_typed(cfg.resume)}",
-            f"a resumed run keeps what its checkpoint was trained with (model, attention, tokenizer, data, "
+            f"a resumed run keeps what its checkpoint was trained with (model, attention, mlp, tokenizer, data, "
             f"objective and optimizer class, seed), but this command changes {', '.join(frozen)}",
             "start a new run, or resume without changing them"))
     if problems:

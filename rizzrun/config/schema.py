@@ -97,7 +97,7 @@ REQUIRED_GROUPS: tuple[str, ...] = (
 )
 
 # Arguments the runner passes at instantiate time, so the config may leave them null or out.
-RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention")}
+RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention", "mlp")}
 
 # Keys the runner reads from a component node itself, never passing them to the target, with their
 # types: model.from_pretrained=PATH loads a Hugging Face folder (rizzrun.runner.build).
@@ -108,7 +108,7 @@ BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
 # What the model gives every token mixer it builds (rizzrun.attention): not for a config to set.
 MODEL_SUPPLIED: dict[str, tuple[str, ...]] = {
     "attention": ("d_model", "n_head", "n_kv_head", "head_dim", "layer_idx", "n_layer"),
-    "model.mlp": ("d_model", "d_ff"),
+    "mlp": ("d_model", "d_ff"),
 }
 
 # Ranges of component arguments that hold for every option of the group (they are not part of

@@ -219,10 +219,8 @@ def _check_component_tree(group: str, path: str, node: dict, targets: dict) -> l
 
 def _model_supplied(group: str, path: str) -> tuple[str, ...]:
     """What the model passes the component at `path` (a mixer of the attention group, at any
-    depth: a hybrid's inner mixers too; the model's mlp factory)."""
-    if group == "attention":
-        return schema.MODEL_SUPPLIED["attention"]
-    return schema.MODEL_SUPPLIED.get(path, ())
+    depth: a hybrid's inner mixers too; the mlp factory)."""
+    return schema.MODEL_SUPPLIED.get(group, ())
 
 
 def _check_component(group: str, path: str, node: dict, targets: dict) -> list[str]:

@@ -409,14 +409,14 @@ def tensor_problems(expected: dict[str, tuple], found: dict[str, tuple[tuple, st
     return out
 
 
-def load_llama(path: str | os.PathLike, attention=None, **dims) -> Llama:
+def load_llama(path: str | os.PathLike, attention=None, mlp=None, **dims) -> Llama:
     """The rizzrun `Llama` of a local Hugging Face folder, with its weights (no random init first).
 
     config.json gives every dimension and the vocabulary; `dims` (`Llama` arguments, the keys of
     `HF_FIELDS`) may repeat them, None meaning "take config.json's", and `max_seq_len` may be
     smaller (a shorter context changes no weight); a conflict raises HFCheckpointError naming the
-    key. `attention`: the token-mixer factory, as for `Llama` (a mixer whose parameters are not
-    those of softmax attention is refused by `load_hf_weights`, naming them). The weights are cast
+    key. `attention`, `mlp`: the token-mixer and feed-forward factories, as for `Llama` (one whose
+    parameters are not those of transformers' Llama is refused by `load_hf_weights`, naming them). The weights are cast
     to the default dtype and placed on the default device; they never exist twice in memory, as
     the model is built on the meta device and takes the loaded tensors as its parameters (what no
     checkpoint holds, the RoPE tables and the mixers' buffers, is computed by `reset_buffers`).
@@ -432,7 +432,7 @@ def load_llama(path: str | os.PathLike, attention=None, **dims) -> Llama:
     given = pretrained_llama_dims(path, **dims)
     device = torch.get_default_device()
     with torch.device("meta"):
-        model = Llama(attention=attention, **given)
+        model = Llama(attention=attention, mlp=mlp, **given)
     model.reset_buffers(device)
     return load_hf_weights(model, path)
 

@@ -42,25 +42,25 @@ def vocab_size(cfg: DictConfig, tokenizer: Any) -> int:
 
 
 def build_model(cfg: DictConfig, tokenizer: Any, pretrained_weights: bool = True):
-    """The policy model with the configured attention kernel; vocab from the tokenizer unless
-    `model.vocab_size` says otherwise (the validator checked it is large enough), or from
-    config.json under `model.from_pretrained`.
+    """The policy model with the configured token mixer (`attention`) and feed-forward (`mlp`)
+    factories; vocab from the tokenizer unless `model.vocab_size` says otherwise (the validator
+    checked it is large enough), or from config.json under `model.from_pretrained`.
 
     Under `model.from_pretrained=PATH` the model is `rizzrun.models.hf_llama.load_llama(PATH)`, with
     the dimensions the node sets checked against config.json. pretrained_weights=False (for a run
     folder whose checkpoint holds the weights): the model takes config.json's shape, randomly
     initialised, and the folder's weights are not read.
     """
-    attention = instantiate(cfg.attention)
+    factories = {group: instantiate(cfg[group]) for group in ("attention", "mlp") if cfg.get(group) is not None}
     node = OmegaConf.to_container(cfg.model, resolve=True)
     node.pop(PRETRAINED_KEY, None)
     path = pretrained_path(cfg)
     if path is None:
-        return instantiate(node, vocab_size=vocab_size(cfg, tokenizer), attention=attention)
+        return instantiate(node, vocab_size=vocab_size(cfg, tokenizer), **factories)
     from rizzrun.models.hf_llama import HF_FIELDS, load_llama, pretrained_llama_dims
 
     given = {k: node.get(k) for k in HF_FIELDS}
     given["vocab_size"] = vocab_size(cfg, tokenizer)
     if pretrained_weights:
-        return load_llama(path, attention=attention, **given)
-    return instantiate(node, **pretrained_llama_dims(path, **given), attention=attention)
+        return load_llama(path, **factories, **given)
+    return instantiate(node, **pretrained_llama_dims(path, **given), **factories)
