@@ -9,8 +9,9 @@
     log_decay = lightning_decay(n_head, layer_idx, n_layer, schedule="alibi_tnl")  # list[float]
 
 impl: "naive" (O(T^2) masked form), "recurrent" (token by token), "chunk" (tiled, Algorithm-2
-backward), "triton" (GPU kernels; on a CPU only under TRITON_INTERPRET=1), "auto" = "triton" when q
-is on CUDA, triton imports and the inputs are not fp64 (triton has no fp64 dot), else "chunk".
+backward), "triton" (GPU kernels, chunk_size a power of 2 >= 16; on a CPU only under
+TRITON_INTERPRET=1), "auto" = "triton" when q is on CUDA, triton imports and the inputs are not
+fp64 (triton has no fp64 dot), else "chunk".
 scale defaults to 1 (the official kernel); fla's wrapper uses D^-0.5. chunk and triton give
 log_decay no gradient (lambda is fixed, TNL); naive and recurrent differentiate it by autograd.
 Importing this package imports no triton.
