@@ -8,6 +8,7 @@ import torch
 
 import mixer_checks as mc  # tests/ is on sys.path (pytest prepends the test folder)
 from rizzrun.attention.hybrid import hybrid, softmax_layers
+from rizzrun.attention.lightning import LightningAttention
 from rizzrun.attention.naive import NaiveAttention
 from rizzrun.attention.sdpa import SDPAttention
 
@@ -15,6 +16,11 @@ MIXERS = {
     "sdpa": SDPAttention,
     "naive": NaiveAttention,
     "hybrid-sdpa-naive": partial(hybrid, softmax_every=2, softmax=SDPAttention, other=NaiveAttention),
+    # chunk_size 4 < T: the tiled form's inter-block state is exercised in the parallel forward.
+    "lightning": partial(LightningAttention, chunk_size=4),
+    "lightning-fla-decay": partial(LightningAttention, chunk_size=5, decay_schedule="fla_literal", gate=False),
+    "hybrid-lightning": partial(hybrid, softmax_every=2, softmax=SDPAttention,
+                                other=partial(LightningAttention, chunk_size=4)),
 }
 
 
@@ -39,3 +45,38 @@ def test_sdpa_mixer_equals_naive_mixer_with_the_same_weights():
     tokens = mc.ids()
     with torch.no_grad():
         torch.testing.assert_close(naive(tokens), sdpa(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_lightning_mixer_is_the_gated_layer_over_the_naive_formula():
+    """The mixer == SiLU projections -> O = (Q K^T ⊙ D) V with D_ij = lambda^(i-j) (the paper's
+    left-product form, written here in fp64) -> RMSNorm -> sigmoid gate -> out, for the decays of
+    the official schedule."""
+    from rizzrun.attention.mixer import Positions
+    from rizzrun.kernels.lightning import lightning_decay
+
+    torch.manual_seed(0)
+    mixer = LightningAttention(d_model=16, n_head=2, n_kv_head=2, head_dim=8, layer_idx=1, n_layer=4, chunk_size=3)
+    mixer.reset_parameters(0.3, 0.3)
+    x = torch.randn(2, 7, 16)
+    T, D = 7, 8
+    got = mixer(x, Positions(0, torch.ones(T, D), torch.zeros(T, D)))
+
+    lam = torch.tensor(lightning_decay(2, 1, 4), dtype=torch.float64).exp()
+    assert torch.allclose(mixer.log_decay.double().exp(), lam)
+    q, k, v = (torch.nn.functional.silu(p(x)).double().view(2, T, 2, D) for p in (mixer.q, mixer.k, mixer.v))
+    i = torch.arange(T)
+    decay = lam[:, None, None] ** (i[:, None] - i[None, :]).clamp(min=0) * (i[:, None] >= i[None, :])  # (H, T, T)
+    o = torch.einsum("bihd,bjhd,hij,bjhe->bihe", q, k, decay, v).reshape(2, T, 16)
+    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * mixer.norm.weight.double()
+    want = mixer.out(((o * torch.sigmoid(mixer.gate(x).double())).float()))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_recurrent_states_do_not_grow_with_context():
+    """A lightning layer's decoding state is H x D x D whatever max_len; a softmax layer's grows."""
+    model = mc.tiny_llama(partial(hybrid, softmax_every=2, softmax=SDPAttention, other=LightningAttention))
+    small, large = model.init_cache(1, max_len=8), model.init_cache(1, max_len=32)
+    lightning = [i for i, b in enumerate(model.blocks) if isinstance(b.attn, LightningAttention)]
+    assert lightning == [0]
+    assert small.layers[0].nbytes() == large.layers[0].nbytes() == 4 * 8 * 8 * 4  # H * D * D fp32
+    assert large.layers[1].nbytes() == 4 * small.layers[1].nbytes()

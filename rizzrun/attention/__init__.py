@@ -24,7 +24,6 @@ _MIXERS = {
     "NaiveAttention": "rizzrun.attention.naive",
     "Positions": "rizzrun.attention.mixer",
     "DecodingCache": "rizzrun.attention.mixer",
-    "hybrid": "rizzrun.attention.hybrid",
 }
 
 
