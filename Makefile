@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -28,10 +28,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish
+repro: repro-goldfish repro-mixers
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
+
+repro-mixers: $(STAMP)
+	$(BIN)/python repro/mixers.py
 
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh

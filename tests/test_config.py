@@ -221,7 +221,7 @@ def test_recipe_needs_a_plus():
 def test_misspelled_key():
     assert only_error(["model.n_layr=2"]) == (
         "model.n_layr=2: 'model' has no key 'n_layr'; did you mean 'model.n_layer'? keys: d_ff, d_model, "
-        "from_pretrained, init_std, max_seq_len, mlp, n_head, n_kv_head, n_layer, norm_eps, rope_scaling, rope_theta, "
+        "from_pretrained, init_std, max_seq_len, n_head, n_kv_head, n_layer, norm_eps, rope_scaling, rope_theta, "
         "size, tie_embeddings, vocab_size")
 
 
