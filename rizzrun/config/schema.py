@@ -97,6 +97,8 @@ REQUIRED_GROUPS: tuple[str, ...] = (
 )
 
 # Arguments the runner passes at instantiate time, so the config may leave them null or out.
+# `attention` goes only to a model whose target has that parameter (rizzrun.runner.build.
+# takes_attention): a model without attention (RWKV) is neither given it nor may set it.
 RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention")}
 
 # Keys the runner reads from a component node itself, never passing them to the target, with their

@@ -41,22 +41,35 @@ def vocab_size(cfg: DictConfig, tokenizer: Any) -> int:
     return vocab
 
 
+def takes_attention(target: str) -> bool:
+    """Whether the model class `target` (a dotted path) has an `attention` parameter, the kernel
+    factory the runner builds from the `attention` group (rizzrun.config.schema.RUNNER_SUPPLIED)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    params = inspect.signature(get_object(target)).parameters
+    return "attention" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def build_model(cfg: DictConfig, tokenizer: Any, pretrained_weights: bool = True):
-    """The policy model with the configured attention kernel; vocab from the tokenizer unless
-    `model.vocab_size` says otherwise (the validator checked it is large enough), or from
-    config.json under `model.from_pretrained`.
+    """The policy model with the configured attention kernel (if its target takes one); vocab
+    from the tokenizer unless `model.vocab_size` says otherwise (the validator checked it is
+    large enough), or from config.json under `model.from_pretrained`.
 
     Under `model.from_pretrained=PATH` the model is `rizzrun.models.hf_llama.load_llama(PATH)`, with
     the dimensions the node sets checked against config.json. pretrained_weights=False (for a run
     folder whose checkpoint holds the weights): the model takes config.json's shape, randomly
     initialised, and the folder's weights are not read.
     """
-    attention = instantiate(cfg.attention)
     node = OmegaConf.to_container(cfg.model, resolve=True)
     node.pop(PRETRAINED_KEY, None)
     path = pretrained_path(cfg)
     if path is None:
-        return instantiate(node, vocab_size=vocab_size(cfg, tokenizer), attention=attention)
+        # A model without attention (RWKV) takes no kernel: the attention group is not built for it.
+        extra = {"attention": instantiate(cfg.attention)} if takes_attention(node["_target_"]) else {}
+        return instantiate(node, vocab_size=vocab_size(cfg, tokenizer), **extra)
+    attention = instantiate(cfg.attention)
     from rizzrun.models.hf_llama import HF_FIELDS, load_llama, pretrained_llama_dims
 
     given = {k: node.get(k) for k in HF_FIELDS}
