@@ -33,7 +33,7 @@ def wkv_naive(w, u, k, v, state=None, output_final_state: bool = False):
     t = torch.arange(T, device=k.device, dtype=dt)
     gap = (t[:, None] - 1 - t[None, :])  # (T, T): t - 1 - i
     logits = k32[:, None, :, :] - gap[None, :, :, None] * w  # (B, T, T, C): [b, t, i, c]
-    weight = logits.exp() * (gap >= 0).to(dt)[None, :, :, None]  # i < t
+    weight = logits.masked_fill((gap < 0)[None, :, :, None], -torch.inf).exp()  # only i < t
     diag = (u + k32).exp()  # (B, T, C): i = t
     a0, b0 = _plain_state(state, B, C, dt, k.device)
     decay0 = (-t[:, None] * w).exp()  # (T, C): e^{-t w}
