@@ -69,8 +69,10 @@ def _wkv_bwd(w_ptr, u_ptr, k_ptr, v_ptr, gy_ptr, sa_ptr, sb_ptr, sp_ptr, gaT_ptr
     ga = tl.load(gaT_ptr + pid_b * C + cs, mask=cm, other=0.0).to(tl.float32)
     gb = tl.load(gbT_ptr + pid_b * C + cs, mask=cm, other=0.0).to(tl.float32)
     r = -tl.load(pT_ptr + pid_b * C + cs, mask=cm, other=0.0).to(tl.float32)
-    gw = tl.zeros([BLOCK_C], dtype=tl.float32)
-    gu = tl.zeros([BLOCK_C], dtype=tl.float32)
+    # zeros from a loaded vector, not tl.zeros: that one is a @jit helper of triton.language, which
+    # the interpreter cannot run when triton was imported before TRITON_INTERPRET was set
+    gw = w * 0.0
+    gu = w * 0.0
     base = pid_b * T * C
     for i in range(T):
         off = base + (T - 1 - i) * C + cs
