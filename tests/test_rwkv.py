@@ -247,6 +247,7 @@ def test_sizes_config_and_gradients():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch.no_grad()
 def test_cuda_triton_model_matches_cpu():
     model = tiny(seed=9)
     x = ids(2, 64)
