@@ -76,7 +76,8 @@ def test_list_group_describes_each_option(capsys):
     code, out, _ = cli(capsys, "list", "model")
     assert code == 0 and out.splitlines() == [
         "llama             Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention); sizes tiny, small, 1b, 7b.",
-        "llama_pretrained  A Llama loaded from a local Hugging Face folder (config.json + safetensors): its shape,"]
+        "llama_pretrained  A Llama loaded from a local Hugging Face folder (config.json + safetensors): its shape,",
+        "rwkv              RWKV-4 (arXiv 2305.13048), an RNN trained in parallel; sizes tiny, small, 169m."]
     # ... for groups without targets and for recipes too
     _, out, _ = cli(capsys, "list", "logger")
     assert out.splitlines()[0] == "csv    Metrics to a CSV file in the run folder only."

@@ -97,6 +97,9 @@ REQUIRED_GROUPS: tuple[str, ...] = (
 )
 
 # Arguments the runner passes at instantiate time, so the config may leave them null or out.
+# `attention` and `mlp` go only to a model whose target has those parameters
+# (rizzrun.runner.build.factories_for): a model with its own mixing (RWKV) is neither given them
+# nor may set them.
 RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention", "mlp")}
 
 # Keys the runner reads from a component node itself, never passing them to the target, with their

@@ -41,17 +41,35 @@ def vocab_size(cfg: DictConfig, tokenizer: Any) -> int:
     return vocab
 
 
+FACTORY_GROUPS = ("attention", "mlp")
+
+
+def factories_for(cfg: DictConfig) -> dict:
+    """The token-mixer (`attention`) and feed-forward (`mlp`) factories built from their groups,
+    for the model's parameters of those names only: a model with its own mixing (RWKV) takes
+    neither, and its groups are not built (rizzrun.config.schema.RUNNER_SUPPLIED)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    params = inspect.signature(get_object(cfg.model._target_)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {group: instantiate(cfg[group]) for group in FACTORY_GROUPS
+            if cfg.get(group) is not None and (group in params or takes_any)}
+
+
 def build_model(cfg: DictConfig, tokenizer: Any, pretrained_weights: bool = True):
     """The policy model with the configured token mixer (`attention`) and feed-forward (`mlp`)
-    factories; vocab from the tokenizer unless `model.vocab_size` says otherwise (the validator
-    checked it is large enough), or from config.json under `model.from_pretrained`.
+    factories where its target takes them (`factories_for`); vocab from the tokenizer unless
+    `model.vocab_size` says otherwise (the validator checked it is large enough), or from
+    config.json under `model.from_pretrained`.
 
     Under `model.from_pretrained=PATH` the model is `rizzrun.models.hf_llama.load_llama(PATH)`, with
     the dimensions the node sets checked against config.json. pretrained_weights=False (for a run
     folder whose checkpoint holds the weights): the model takes config.json's shape, randomly
     initialised, and the folder's weights are not read.
     """
-    factories = {group: instantiate(cfg[group]) for group in ("attention", "mlp") if cfg.get(group) is not None}
+    factories = factories_for(cfg)
     node = OmegaConf.to_container(cfg.model, resolve=True)
     node.pop(PRETRAINED_KEY, None)
     path = pretrained_path(cfg)

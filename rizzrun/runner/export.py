@@ -39,9 +39,10 @@ def export_run(run_dir: Path, out_dir: Path, force: bool = False, checkpoint: st
     OUT_DIR existing and non-empty is an error unless `force`, which replaces the model and
     tokenizer files there and leaves any other file alone. A damaged run folder or checkpoint
     raises InputError (see `load_run_checkpoint`)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    _check_exportable(run_dir)
     from rizzrun.models.hf_llama import save_hf_llama
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
         raise FileExistsError(f"{out_dir} exists and is not an empty folder; give a new folder, or pass "
                               "--force to replace the model and tokenizer files in it")
@@ -72,6 +73,26 @@ def export_run(run_dir: Path, out_dir: Path, force: bool = False, checkpoint: st
         f"files: {', '.join(written)}",
         f"load it with transformers.AutoModelForCausalLM.from_pretrained({str(out_dir)!r})",
     ]
+
+
+# The model targets export can write: a Hugging Face Llama folder holds a Llama and nothing else.
+EXPORTABLE = ("rizzrun.models.llama.Llama",)
+
+
+def _check_exportable(run_dir: Path) -> None:
+    """InputError (one line) unless the run trained a Llama; read from its config.yaml, before
+    anything is loaded or written. A missing or unreadable config.yaml is left to `load_run`."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.errors import InputError
+
+    try:
+        target = OmegaConf.load(run_dir / layout.CONFIG).model._target_
+    except Exception:  # noqa: BLE001 - load_run_checkpoint reports a damaged config.yaml
+        return
+    if target not in EXPORTABLE:
+        raise InputError(f"{run_dir}: its model is {target}, which rizzrun export cannot write; export "
+                         "supports Llama runs only (model=llama -> a Hugging Face Llama folder)")
 
 
 def _export_tokenizer(tokenizer: Any, tokenizer_dir: Path, out: Path, max_len: int) -> str:
