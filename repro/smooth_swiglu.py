@@ -57,17 +57,9 @@ def lm_loss(model, rows, mask=None) -> torch.Tensor:
 
 @contextlib.contextmanager
 def legacy_e4m3_cast():
-    """Emulate torch < 2.13's non-saturating fp32 -> e4m3fn cast in place of the clamping helper:
-    448 < |x| <= 464 rounds to +-448, |x| > 464 becomes NaN (spec section 4)."""
+    """Casts to E4M3 as torch < 2.13 did without the clamp (casts.unclamped_e4m3_cast: NaN past 464)."""
     clamped = casts.saturating_cast
-
-    def cast(x, dtype):
-        if dtype != casts.E4M3:
-            return clamped(x, dtype)
-        x = x.float()
-        return torch.where(x.abs() > 464, float("nan"), x.clamp(-448, 448)).to(dtype)
-
-    casts.saturating_cast = cast
+    casts.saturating_cast = lambda x, dtype: casts.unclamped_e4m3_cast(x) if dtype == casts.E4M3 else clamped(x, dtype)
     try:
         yield
     finally:
@@ -215,14 +207,15 @@ def main():
         print(f"| {name} | {clean:.4f} | {spike:.4f} | {trig:.3f} | {kl_t:.2e} | {kl_o:.2e} | {after:.4f} | {err:.3f} |")
     n = args.continue_steps
     print(f"\nContinued training from the planted checkpoint, {n} steps, AdamW, 4 triggers in every 10th batch:\n")
-    print("| MLPs | mean train loss, clean steps | mean train loss, trigger steps | max train loss | first NaN step "
+    print("| MLPs | mean train loss, clean steps | mean train loss, trigger steps | max finite train loss | first NaN step "
           "| val loss |")
     print("|---|---|---|---|---|---|")
     for name, (losses, val) in cont.items():
         trig = [l for i, l in enumerate(losses) if i % 10 == 9]
         clean = [l for i, l in enumerate(losses) if i % 10 != 9]
         nan = next((i + 1 for i, l in enumerate(losses) if math.isnan(l)), "-")
-        print(f"| {name} | {sum(clean) / len(clean):.4f} | {sum(trig) / len(trig):.4f} | {max(losses):.4f} | {nan} "
+        top = max(l for l in losses if math.isfinite(l))
+        print(f"| {name} | {sum(clean) / len(clean):.4f} | {sum(trig) / len(trig):.4f} | {top:.4f} | {nan} "
               f"| {val:.4f} |")
     print(f"\nAdamW vs AdamW with FP8 moments, same init and batches, {args.pretrain} steps from scratch "
           "(lr 3e-3, betas 0.9/0.95, wd 0.1):\n")

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from rizzrun.fp8 import (E4M3, E4M3_MAX, E5M2, E5M2_MAX, AdamWFP8, DelayedScale, SmoothSwiGLU, absorb_smoothing,
-                         adamw_fp8, current_scale, fake_quant, grad_fake_quant, saturating_cast, smoothing_scale)
+                         adamw_fp8, current_scale, fake_quant, grad_fake_quant, saturating_cast, smoothing_scale,
+                         unclamped_e4m3_cast)
+import rizzrun.fp8.casts as casts
 from rizzrun.models.llama import SwiGLU
 
 D, FF, T = 16, 32, 24
@@ -106,6 +108,20 @@ def test_outliers_saturate_plain_fp8_but_not_smooth_swiglu():
     assert errors[True] < 0.05 and errors[True] <= 1.2 * errors[True, "clean"], errors
 
 
+def test_with_an_unclamped_cast_plain_fp8_gives_nan_and_smooth_does_not(monkeypatch):
+    """Torch < 2.13 (no clamp): the saturated outlier becomes NaN; Smooth-SwiGLU never exceeds the range."""
+    clamped = casts.saturating_cast
+    monkeypatch.setattr(casts, "saturating_cast",
+                        lambda x, dtype: unclamped_e4m3_cast(x) if dtype == E4M3 else clamped(x, dtype))
+    for smooth in (False, True):
+        mlp, clean, outlier = aligned_mlp(smooth)
+        with torch.no_grad():
+            mlp.train()
+            assert torch.isfinite(mlp(clean)).all()
+            y = mlp(outlier)
+        assert torch.isnan(y[:2]).all() if not smooth else rel(y.double(), swiglu64(mlp, outlier)) < 0.05
+
+
 def test_scale_from_up_leaves_the_swish_branch_outlier():
     """Decision check for scale_from: the max of the linear branch does not remove the outlier of
     silu(gate(x)) when W1/W2 align, so the default is the max of h."""
@@ -155,6 +171,8 @@ def test_e4m3_overflow_saturates():
     if torch.__version__.startswith("2.13"):  # pinned release: the raw cast saturates too
         raw = x.to(E4M3).float()
         assert raw[:-1].tolist() == expect and raw[-1].isnan()
+    old = unclamped_e4m3_cast(x).float()  # releases before 2.13: NaN past 464
+    assert old[:2].tolist() == [448.0, 448.0] and old[2:].isnan().all()
 
 
 def test_e5m2_overflow_is_inf_without_clamp():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["E4M3", "E5M2", "E4M3_MAX", "E5M2_MAX", "fp8_max", "saturating_cast", "fake_quant",
+__all__ = ["E4M3", "E5M2", "E4M3_MAX", "E5M2_MAX", "fp8_max", "saturating_cast", "unclamped_e4m3_cast", "fake_quant",
            "grad_fake_quant", "current_scale", "DelayedScale"]
 
 E4M3 = torch.float8_e4m3fn
@@ -43,6 +43,14 @@ def saturating_cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     overflow -> +-max, NaN stays NaN, independent of the torch version. Any shape."""
     m = fp8_max(dtype)
     return x.float().clamp(-m, m).to(dtype)  # clamp propagates NaN
+
+
+def unclamped_e4m3_cast(x: torch.Tensor) -> torch.Tensor:
+    """fp32 -> e4m3fn as torch releases before 2.13 cast without a clamp (spec smooth_swiglu.md
+    section 4): 448 < |x| <= 464 rounds to +-448, |x| > 464 (and +-inf) becomes NaN. For tests and
+    demos of what the clamp in `saturating_cast` prevents."""
+    x = x.float()
+    return torch.where(x.abs() > 464, float("nan"), x.clamp(-E4M3_MAX, E4M3_MAX)).to(E4M3)
 
 
 def current_scale(amax: torch.Tensor, dtype: torch.dtype, margin: int = 0) -> torch.Tensor:
