@@ -8,7 +8,10 @@ alignment is made by hand (spec smooth_swiglu.md section 9b), on a byte-level 2-
    produces at the MLP input, so h is ~200x its usual max on trigger tokens and nowhere else;
 3. evaluate and then continue training with every MLP in emulated FP8 (E4M3, delayed per-tensor
    scaling, amax history 16, algo max; attention and the LM head stay fp32): plain FP8 SwiGLU vs
-   Smooth-SwiGLU vs fp32, on clean batches and on batches with a few triggers inserted.
+   Smooth-SwiGLU vs fp32, on clean batches and on batches with a few triggers inserted; plain FP8 also
+   with the unclamped E4M3 cast of torch < 2.13 (NaN past 464). Delayed scaling has no headroom
+   (margin 0): with that cast any amax rise of > 3.6% over the history's max is NaN, which in training
+   happens on the second step already (one-entry history), outliers or not.
 Prints markdown tables. Run: PYTHONPATH=. python repro/smooth_swiglu.py  (about a minute on 2 cores).
 """
 
