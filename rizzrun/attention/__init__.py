@@ -25,6 +25,7 @@ _MIXERS = {
     "Positions": "rizzrun.attention.mixer",
     "DecodingCache": "rizzrun.attention.mixer",
     "hybrid": "rizzrun.attention.hybrid",
+    "FAMAttention": "rizzrun.attention.fam",
 }
 
 
