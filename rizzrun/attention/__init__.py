@@ -24,6 +24,8 @@ _MIXERS = {
     "NaiveAttention": "rizzrun.attention.naive",
     "Positions": "rizzrun.attention.mixer",
     "DecodingCache": "rizzrun.attention.mixer",
+    "LightningAttention": "rizzrun.attention.lightning",
+    "FAMAttention": "rizzrun.attention.fam",
 }
 
 
