@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = [("softmax (sdpa)", "tiny"), ("lightning", "lightning_tiny"), ("hybrid 7:1", "hybrid_tiny")]
+RECIPES = [("softmax (sdpa)", "tiny"), ("lightning", "lightning_tiny"), ("hybrid 7:1", "hybrid_tiny"),
+           ("RWKV-4", "rwkv_tiny")]
 
 
 def run(recipe: str, seed: int, steps: int, out: Path) -> dict:

@@ -75,6 +75,13 @@ class SmoothSwiGLU(nn.Module):
         self.q_x, self.q_gate, self.q_up, self.q_h, self.q_down = (
             DelayedScale(E4M3, amax_history, amax_algo) for _ in range(5))
 
+    @torch.no_grad()
+    def reset_parameters(self, std: float, out_std: float) -> None:
+        """As `rizzrun.models.llama.SwiGLU`: normal(std) for gate and up, normal(out_std) for down."""
+        nn.init.normal_(self.gate.weight, std=std)
+        nn.init.normal_(self.up.weight, std=std)
+        nn.init.normal_(self.down.weight, std=out_std)
+
     def _gemm_out(self, y: torch.Tensor) -> torch.Tensor:
         return grad_fake_quant(y, E5M2) if self.fp8_grad and torch.is_grad_enabled() else y
 
