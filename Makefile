@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish repro-mixers lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-fp8 lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,13 +31,25 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish repro-mixers
+repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-fp8
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
 
 repro-mixers: $(STAMP)
 	$(BIN)/python repro/mixers.py
+
+repro-ssmax: $(STAMP)
+	$(BIN)/python repro/ssmax.py
+
+repro-selective: $(STAMP)
+	$(BIN)/python repro/selective.py
+
+repro-fam: $(STAMP)
+	$(BIN)/python repro/fam.py
+
+repro-fp8: $(STAMP)
+	$(BIN)/python repro/smooth_swiglu.py
 
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh
