@@ -17,3 +17,36 @@ def write_section(path: Path, key: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+class record:
+    """`with record(path, key, heading):` — everything printed to stdout inside is also written,
+    under `heading`, as the `key` section of docs/results.md (progress goes to stderr)."""
+
+    def __init__(self, path: Path, key: str, heading: str):
+        self.path, self.key, self.heading = path, key, heading
+
+    def __enter__(self):
+        import io
+        import sys
+
+        self._stdout, self._buffer = sys.stdout, io.StringIO()
+
+        class Tee:
+            def write(inner, text):
+                self._stdout.write(text)
+                return self._buffer.write(text)
+
+            def flush(inner):
+                self._stdout.flush()
+
+        sys.stdout = Tee()
+        return self
+
+    def __exit__(self, kind, value, tb):
+        import sys
+
+        sys.stdout = self._stdout
+        if kind is None:
+            write_section(self.path, self.key, f"{self.heading}\n\n{self._buffer.getvalue().strip()}")
+        return False
