@@ -1,11 +1,12 @@
-"""`make repro-mixers`: Lightning Attention-2 and the MiniMax-01 hybrid against softmax attention.
+"""`make repro-mixers`: Lightning Attention-2, the MiniMax-01 hybrid and RWKV-4 against softmax attention.
 
 Paper (Qin et al., arXiv 2401.04658): TNL with Lightning Attention-2 trains to the loss of
 softmax-attention LLaMA at equal tokens (0.4B: loss 2.228 LA2 vs LLaMA-FA2 comparable) while its
 speed stays flat with length; MiniMax-01 (arXiv 2501.08313) keeps one softmax layer in 8 for
-retrieval. Here: the tiny Llama of the default run (pydoc corpus, byte tokenizer, 256-byte rows)
-trained the same steps with `attention=sdpa` (recipe tiny), `lightning_tiny` and `hybrid_tiny`
-(7 lightning : 1 softmax), over seeds; validation loss (nats/byte) at the end.
+retrieval; RWKV-4 (arXiv 2305.13048) matches transformers of its size in loss. Here: the tiny
+Llama of the default run (pydoc corpus, byte tokenizer, 256-byte rows) trained the same steps
+with `attention=sdpa` (recipe tiny), `lightning_tiny`, `hybrid_tiny` (7 lightning : 1 softmax)
+and `rwkv_tiny` (RWKV-4 of the same width and depth), over seeds; validation loss (nats/byte).
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def main() -> None:
                     f"{mean_pm([r['seconds'] for r in found], '.0f')} |")
     minutes = (time.time() - began) / 60
     seeds = " ".join(map(str, args.seeds))
-    body = f"""## Lightning Attention-2 and hybrid stacks (Qin et al., arXiv 2401.04658; MiniMax-01, arXiv 2501.08313)
+    body = f"""## Lightning Attention-2, hybrid stacks and RWKV-4 (arXiv 2401.04658, 2501.08313, 2305.13048)
 
-Paper: TNL with Lightning Attention-2 matches softmax-attention LLaMA's loss at equal tokens (0.4B, 100k updates: LA2 2.228 vs LA1 2.229) at flat speed in length; MiniMax-01 keeps one softmax layer in 8. Here: `make repro-mixers` (`python repro/mixers.py --seeds {seeds} --steps {args.steps}`) — the default tiny run (pydoc corpus, byte tokenizer, 256-byte rows) trained {args.steps} steps with each mixer; validation loss in nats/byte, mean ± standard deviation over seeds; {minutes:.1f} min in all on 2 CPU cores.
+Papers: TNL with Lightning Attention-2 trains like softmax-attention LLaMA at equal tokens (0.4B, 100k updates: LA2 2.228 vs LA1 2.229) at flat speed in length; MiniMax-01 keeps one softmax layer in 8; RWKV-4 matches transformers of its size. The decoding side (flat time and memory for the recurrent ones) is in docs/benchmarks.md. Here: `make repro-mixers` (`python repro/mixers.py --seeds {seeds} --steps {args.steps}`) — the default tiny run (pydoc corpus, byte tokenizer, 256-byte rows) trained {args.steps} steps with each mixer; validation loss in nats/byte, mean ± standard deviation over seeds; {minutes:.1f} min in all on 2 CPU cores.
 
 | mixer | recipe | seeds | validation loss | seconds per run |
 | --- | --- | ---: | --- | ---: |
