@@ -32,13 +32,15 @@ def visible_keys(Tq: int, Tk: int, key_padding_mask=None, device=None):
 
 
 def ssmax_factor(s, n, bias=None):
-    """(s log n + b) per row: s, bias (H,) or broadcastable to (B, H, Tq); n (B, Tq) -> (B, H, Tq) fp32."""
-    s = s.to(torch.float32)
+    """(s log n + b) per row: s, bias (H,) or broadcastable to (B, H, Tq); n (B, Tq) -> (B, H, Tq),
+    fp32 (fp64 when s is)."""
+    dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+    s = s.to(dtype)
     if s.dim() == 1:
         s = s[:, None]
-    factor = s * n.clamp(min=1).log()[:, None, :]
+    factor = s * n.to(dtype).clamp(min=1).log()[:, None, :]
     if bias is not None:
-        bias = bias.to(torch.float32)
+        bias = bias.to(dtype)
         factor = factor + (bias[:, None] if bias.dim() == 1 else bias)
     return factor
 
