@@ -186,7 +186,9 @@ class SelectiveAttention(SoftmaxAttention):
 
         start = positions.start
         new_pos = torch.arange(start, start + T, device=x.device).expand(B, T)
-        n_old = start if self.budget is None else state.k.shape[2]
+        # Slots fill from the lowest free one, so only the first min(start, slots) were ever used;
+        # with no eviction yet, the keys are those of budget=None in the same order (bit-identical).
+        n_old = min(start, state.k.shape[2])
         k_all = torch.cat([state.k[:, :, :n_old].to(q.dtype), k], 2)
         v_all = torch.cat([state.v[:, :, :n_old].to(q.dtype), v], 2)
         pos_all = torch.cat([state.pos[:, :n_old], new_pos], 1)
@@ -196,26 +198,29 @@ class SelectiveAttention(SoftmaxAttention):
             state.k[:, :, sl], state.v[:, :, sl] = k, v
             state.f[:, :start + T], state.pos[:, sl], state.alive[:, :start + T] = f, new_pos, alive
         else:
-            self._keep_survivors(state, k_all, v_all, f, pos_all, alive)
+            self._keep_survivors(state, k_all, v_all, f, pos_all, alive, n_old)
         return self.out(o.transpose(1, 2).reshape(B, T, -1))
 
     @staticmethod
-    def _keep_survivors(state, k_all, v_all, f, pos_all, alive):
-        """Write the live keys of (old slots + new keys) back into the slots: a surviving old key
-        stays in its slot, the r-th surviving new key fills the r-th free slot."""
-        C = state.k.shape[2]
-        old_alive, new_alive = alive[:, :C], alive[:, C:]
+    def _keep_survivors(state, k_all, v_all, f, pos_all, alive, n_old: int):
+        """Write the live keys of (the n_old used slots + the new keys) back into the slots: a
+        surviving old key stays in its slot, the r-th surviving new key fills the r-th free slot."""
+        B, C = state.alive.shape
+        dev = alive.device
+        old_alive = torch.zeros(B, C, dtype=torch.bool, device=dev)
+        old_alive[:, :n_old] = alive[:, :n_old]
+        new_alive = alive[:, n_old:]
         T = new_alive.shape[1]
         free = ~old_alive
         free_rank = free.long().cumsum(1) - 1  # (B, C)
         new_order = torch.sort((~new_alive).long(), dim=1, stable=True).indices  # live new keys first
         take = free & (free_rank < new_alive.sum(1, keepdim=True))
-        src_new = new_order.gather(1, free_rank.clamp(0, T - 1))
-        src = torch.where(take, C + src_new, torch.arange(C, device=alive.device))  # (B, C)
+        keep = torch.arange(C, device=dev).clamp(max=n_old - 1) if n_old else torch.zeros(C, dtype=torch.long, device=dev)
+        src = torch.where(take, n_old + new_order.gather(1, free_rank.clamp(0, T - 1)), keep)  # (B, C)
         idx = src[:, None, :, None].expand(-1, k_all.shape[1], -1, k_all.shape[3])
         state.k.copy_(k_all.gather(2, idx))
         state.v.copy_(v_all.gather(2, idx))
-        state.f.copy_(f.gather(1, src))
+        state.f.copy_(f.to(state.f.dtype).gather(1, src))
         state.pos.copy_(pos_all.gather(1, src))
         state.alive.copy_(old_alive | take)
 
