@@ -143,20 +143,20 @@ def test_unbounded_budget_is_bit_identical_to_no_pruning():
 
 def test_pruned_decoding_memory_is_bounded():
     model = mc.tiny_llama(partial(SelectiveAttention, budget=3))
-    tokens = mc.ids(T=30)
+    tokens = mc.ids(T=20)
     with torch.no_grad():
-        got, cache = mc.decode_in_chunks(model, tokens, [1] * 30)
+        got, cache = mc.decode_in_chunks(model, tokens, [1] * 20)
         torch.testing.assert_close(got, model(tokens), atol=1e-5, rtol=1e-5)
-    full = mc.tiny_llama(SelectiveAttention).init_cache(2, max_len=30)
+    full = mc.tiny_llama(SelectiveAttention).init_cache(2, max_len=20)
     for state in cache.layers:
         assert state.k.shape == (2, 2, 4, 8) and (state.alive.sum(1) == 4).all()
         assert (state.pos[:, :].min(1).values == 0).all()  # BOS kept
-    assert cache.nbytes() * 30 == full.nbytes() * 4  # 4 slots instead of 30
+    assert cache.nbytes() * 20 == full.nbytes() * 4  # 4 slots instead of 20
 
 
 def test_gradients_match_finite_differences_and_detach_stops_the_selection_path():
     q, k, v = (t.requires_grad_() for t in qkv(B=1, H=2, Hkv=2, T=8, D=3, dtype=torch.float64))
-    assert torch.autograd.gradcheck(lambda q, k, v: selective_attention(q, k, v)[0], (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: selective_attention(q, k, v)[0], (q, k, v), fast_mode=True)
     with_sel = torch.autograd.grad(selective_attention(q, k, v)[0].sum(), k)[0]
     detached = torch.autograd.grad(selective_attention(q, k, v, detach_selection=True)[0].sum(), k)[0]
     torch.testing.assert_close(selective_attention(q, k, v, detach_selection=True)[0], selective_attention(q, k, v)[0])
