@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--train-len", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)  # 2 oversubscribes shared cores
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     L = args.train_len
