@@ -10,7 +10,7 @@ held-out rows at equal steps: answer loss and accuracy without pruning, then wit
 BOS + K keys per layer (K = 1/4, 1/8, 1/16 of the context): selective evicts the key with the
 largest F (rizzrun.attention.selective), the baseline evicts the oldest (a sliding window + BOS).
 
-    python repro/selective.py [--steps 400 --seeds 0 1]
+    python repro/selective.py [--steps 600 --seeds 0 1]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def loss_of(model, x, labels):
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100), logits
 
 
-def train(model, steps: int, T: int, seed: int, lr: float = 3e-3, B: int = 32):
+def train(model, steps: int, T: int, seed: int, lr: float = 1e-2, B: int = 32):
     rng = random.Random(1000 + seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -110,7 +110,7 @@ def evaluate(model, x, labels, budget):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--threads", type=int, default=1)  # 2 oversubscribes shared cores
