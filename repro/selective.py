@@ -10,7 +10,7 @@ held-out rows at equal steps: answer loss and accuracy without pruning, then wit
 BOS + K keys per layer (K = 1/4, 1/8, 1/16 of the context): selective evicts the key with the
 largest F (rizzrun.attention.selective), the baseline evicts the oldest (a sliding window + BOS).
 
-    python repro/selective.py [--steps 600 --seeds 0 1]
+    python repro/selective.py [--steps 600 --seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)  # 2 oversubscribes shared cores
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -12,7 +12,7 @@ query-needle distance (RoPE's unseen relative distances would confound). Measure
 the answer and the attention weight of the final query on the needle value token (the paper's
 measure), the largest over the last layer's heads, averaged over rows.
 
-    python repro/ssmax.py [--steps 150 --seeds 0 1]
+    python repro/ssmax.py [--steps 150 --seeds 0 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--train-len", type=int, default=32)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=1)  # 2 oversubscribes shared cores
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
