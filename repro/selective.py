@@ -125,7 +125,7 @@ def main() -> None:
         for seed in args.seeds:
             model = model_for(kind, T, seed)
             loss = train(model, args.steps, T, seed)
-            print(f"{kind} seed {seed}: final train loss {loss:.3f} ({time.time() - start:.0f}s)", flush=True)
+            print(f"{kind} seed {seed}: final train loss {loss:.3f} ({time.time() - start:.0f}s)", file=sys.stderr, flush=True)
             for budget in budgets:
                 results.setdefault((kind, budget), []).append(evaluate(model, *held_out, budget))
 
@@ -147,4 +147,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import record
+
+    with record(Path(__file__).resolve().parents[1] / "docs" / "results.md", "selective", "## Selective attention (Leviathan et al., arXiv 2410.02703)\n\nPaper: selective attention matches the perplexity of a transformer with ~2x the attention parameters, and with context pruning needs 16x / 25x / 47x less attention memory (contexts 512 / 1K / 2K, C4) at equal perplexity. Here: `make repro-selective`: a variable-assignment task at context 64, selective vs softmax, then memory budgets (selective evicts the key with the largest F; softmax the oldest)."):
+        main()

@@ -68,7 +68,7 @@ def test_list_every_group_one_line_each(capsys):
     rows["recipe"] = sorted(p.stem for p in recipes.glob("*.yaml"))
     width = max(map(len, rows))
     assert out.splitlines() == [f"{g:<{width}}  {', '.join(names)}" for g, names in rows.items()]
-    assert out.splitlines()[0] == "attention       naive, sdpa"  # and one line by hand (hparams_search sets the width)
+    assert out.splitlines()[0] == "attention       fam, hybrid, lightning, naive, sdpa, selective, ssmax"  # and one line by hand (hparams_search sets the width)
 
 
 def test_list_group_describes_each_option(capsys):
@@ -90,7 +90,7 @@ def test_list_unknown_group(capsys):
     code, out, err = cli(capsys, "list", "modle")
     assert (code, out) == (2, "")
     assert err == ("error: list modle: no group 'modle'; did you mean 'model'? groups: attention, data, decoder, "
-                   "hparams_search, logger, model, objective, optimizer, scheduler, tokenizer, trainer, recipe\n")
+                   "hparams_search, logger, mlp, model, objective, optimizer, scheduler, tokenizer, trainer, recipe\n")
 
 
 # --- show and validate ----------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ import pytest
 import torch
 
 import mixer_checks as mc  # tests/ is on sys.path (pytest prepends the test folder)
+from rizzrun.attention.fam import FAMAttention
 from rizzrun.attention.hybrid import hybrid, softmax_layers
 from rizzrun.attention.lightning import LightningAttention
 from rizzrun.attention.naive import NaiveAttention
 from rizzrun.attention.sdpa import SDPAttention
+from rizzrun.attention.selective import SelectiveAttention
+from rizzrun.attention.ssmax import SSMaxAttention
 
 MIXERS = {
     "sdpa": SDPAttention,
@@ -21,6 +24,12 @@ MIXERS = {
     "lightning-fla-decay": partial(LightningAttention, chunk_size=5, decay_schedule="fla_literal", gate=False),
     "hybrid-lightning": partial(hybrid, softmax_every=2, softmax=SDPAttention,
                                 other=partial(LightningAttention, chunk_size=4)),
+    # The methods' own settings are covered in their tests (test_ssmax, test_selective, test_fam);
+    # here each stands in a hybrid stack beside lightning, with mixed decoding states.
+    "hybrid-ssmax-lightning": partial(hybrid, softmax_every=2, softmax=SSMaxAttention,
+                                      other=partial(LightningAttention, chunk_size=4)),
+    "hybrid-selective-fam": partial(hybrid, softmax_every=2, softmax=partial(SelectiveAttention, budget=5),
+                                    other=partial(FAMAttention, block_size=4, memory_blocks=1, fam_len=2)),
 }
 
 

@@ -298,7 +298,7 @@ def test_the_launchers_job_list_is_hydras(tmp_path):
     from test_cli import run_cli
 
     sweep = tmp_path / "sweep"
-    result = run_cli(tmp_path, "-m", "attention=glob(*)", "seed=1,2", "+recipe=tiny", "prompts=['a b','c']",
+    result = run_cli(tmp_path, "-m", "attention=glob([n*,sd*])", "seed=1,2", "+recipe=tiny", "prompts=['a b','c']",
                      f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     jobs = json.loads((sweep / layout.SWEEP).read_text())["jobs"]

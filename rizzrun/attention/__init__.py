@@ -26,6 +26,8 @@ _MIXERS = {
     "DecodingCache": "rizzrun.attention.mixer",
     "LightningAttention": "rizzrun.attention.lightning",
     "FAMAttention": "rizzrun.attention.fam",
+    "SSMaxAttention": "rizzrun.attention.ssmax",
+    "SelectiveAttention": "rizzrun.attention.selective",
 }
 
 
