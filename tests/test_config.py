@@ -42,8 +42,8 @@ def test_paths_point_at_the_checkout():
 
 
 def test_groups_and_options_are_the_folders_and_files():
-    assert catalog.groups() == ["attention", "data", "decoder", "hparams_search", "logger", "model", "objective", "optimizer",
-                                "scheduler", "tokenizer", "trainer"]
+    assert catalog.groups() == ["attention", "data", "decoder", "hparams_search", "logger", "mlp", "model", "objective",
+                                "optimizer", "scheduler", "tokenizer", "trainer"]
     for group in catalog.groups():  # against the folder, read here independently
         assert catalog.options(group) == sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")), group
     assert {"greedy", "sample"} <= set(catalog.options("decoder"))
@@ -182,7 +182,7 @@ def test_recipe_setting_keys_that_do_not_exist(recipes):
     recipes("typo", "# @package _global_\nname: typo\nsed: 3\nmodel:\n  n_layr: 2\n")
     found = errors_of(["+recipe=typo"])
     assert found[0] == ("sed=3: unknown top-level key; did you mean 'seed'? top-level keys: cache_dir, name, "
-                        "output_root, prompts, resume, seed; groups: attention, data, decoder, hparams_search, logger, model, "
+                        "output_root, prompts, resume, seed; groups: attention, data, decoder, hparams_search, logger, mlp, model, "
                         "objective, optimizer, scheduler, tokenizer, trainer")
     llama = REPO / "rizzrun" / "models" / "llama.py"
     assert found[1].startswith(f"model.n_layr=2: rizzrun.models.llama.Llama has no parameter 'n_layr' ({llama}); "

@@ -30,7 +30,7 @@ CONFIG_WRITING_RUNNER = (
     "sys.modules['rizzrun.runner.train'] = types.SimpleNamespace(run=run); "
     "from rizzrun.cli import main; main()")
 
-FROZEN_TEXT = ("a resumed run keeps what its checkpoint was trained with (model, attention, tokenizer, data, "
+FROZEN_TEXT = ("a resumed run keeps what its checkpoint was trained with (model, attention, mlp, tokenizer, data, "
                "objective and optimizer class, seed), but this command changes")
 FIX_TEXT = "start a new run, or resume without changing them"
 

@@ -256,8 +256,13 @@ def test_torch_compile_gives_the_eager_result(tmp_path, shared_cache):
     compiled, _ = train(tmp_path, "compiled", *common, "trainer.compile=true", cache=shared_cache)
     a, b = _final_weights(eager), _final_weights(compiled)
     assert set(a) == set(b)  # compiling in place keeps the parameter names
+    losses = [[r["train/loss"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r] for run in (eager, compiled)]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    # AdamW divides by sqrt(v): where a gradient is ~0, the float reassociation of compiled
+    # kernels moves that element's update by a small fraction of lr (3e-3) — hence atol 1e-4
+    # (3% of one update), far below what a wrong compiled graph would give.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4, msg=key)
 
 
 def test_wandb_logger_gets_project_name_group_tags_and_the_resolved_config(tmp_path):
