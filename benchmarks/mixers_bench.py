@@ -116,13 +116,17 @@ def mixers(names=("sdpa", "lightning", "hybrid", "fam", "rwkv"), lengths=LENGTHS
         for n in names:
             train[n][T] = in_subprocess("train_step", n, T, repeats)
     decode = {n: {c: in_subprocess("decode", n, c) for c in contexts} for n in names}
-    return {"dims": DIMS, "train": train, "decode": decode}
+    import datetime
+
+    return {"date": datetime.date.today().isoformat(), "dims": DIMS, "train": train, "decode": decode}
 
 
 def report(r: dict) -> list[str]:
     names = list(r["train"])
     lengths = sorted({int(T) for n in names for T in r["train"][n]})
     lines = ["## Token mixers against length (2 layers, d_model 256, batch 1, fp32, best of 2)", "",
+             f"Measured {r.get('date', '?')} (`python benchmarks/run.py --only mixers`; benchmarks/mixers_bench.py), "
+             "one process per cell, the machine above.", "",
              "Training step (forward + backward) in seconds, and the peak memory it added in MiB:", "",
              "| mixer | " + " | ".join(f"T={T}" for T in lengths) + " | T=8192 / T=1024 |",
              "| --- | " + " | ".join("---:" for _ in lengths) + " | ---: |"]
