@@ -176,6 +176,10 @@ class RWKVState:
             t.zero_()
         self.p.fill_(NEG_INF)
 
+    def nbytes(self) -> int:
+        """Bytes of the state: 5 x (n_layer, B, C), whatever the context length."""
+        return sum(t.nbytes for t in (self.att_x, self.ffn_x, self.a, self.b, self.p))
+
     def layer(self, i: int):
         return self.att_x[i], self.ffn_x[i], self.a[i], self.b[i], self.p[i]
 
