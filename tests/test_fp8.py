@@ -148,7 +148,33 @@ def test_delayed_scale_uses_the_previous_amax():
     recent.eval()
     recent(torch.tensor([100.0]))
     assert recent.amax().item() == 3.0 and recent.seen == 2  # eval does not record
-    assert "amax_history" not in recent.state_dict()
+    assert "amax_history" not in DelayedScale(E4M3, persistent=False).state_dict()
+
+
+def test_fp8_statistics_are_checkpointed_and_a_swiglu_checkpoint_still_loads():
+    """The delayed-scaling histories are in the fp8 module's state_dict, so a run restored from a
+    checkpoint scales (and trains) bit-identically; an unquantised SwiGLU's state_dict loads into
+    it with an empty history, and an fp8=False module keeps SwiGLU's keys exactly."""
+    from rizzrun.models.llama import SwiGLU
+
+    torch.manual_seed(0)
+    mlp = SmoothSwiGLU(8, 16, fp8=True)
+    mlp.reset_parameters(0.3, 0.3)
+    batches = [torch.randn(4, 8) for _ in range(6)]
+    for x in batches[:3]:
+        mlp(x)
+    saved = {k: t.clone() for k, t in mlp.state_dict().items()}
+    assert "q_h.amax_history" in saved and int(saved["q_h.seen"]) == 3
+    restored = SmoothSwiGLU(8, 16, fp8=True)
+    restored.load_state_dict(saved)
+    for x in batches[3:]:
+        assert torch.equal(restored(x), mlp(x))  # same scales: same history
+
+    plain = SwiGLU(8, 16)
+    fresh = SmoothSwiGLU(8, 16, fp8=True)
+    fresh.load_state_dict(plain.state_dict())  # no statistics in it: an empty history
+    assert int(fresh.q_x.seen) == 0 and torch.equal(fresh.up.weight, plain.up.weight)
+    assert set(SmoothSwiGLU(8, 16).state_dict()) == set(plain.state_dict())
 
 
 # ---- 4. cast helpers (equivalence 12) --------------------------------------------------------------
@@ -215,7 +241,7 @@ def test_fp8_mlp_gradients_follow_fp32():
     torch.manual_seed(3)
     mlp = SmoothSwiGLU(D, FF, fp8=True)
     ref = SwiGLU(D, FF)
-    ref.load_state_dict(mlp.state_dict())
+    ref.load_state_dict({k: t for k, t in mlp.state_dict().items() if "amax" not in k and "seen" not in k})
     x = torch.randn(T, D)
     w = torch.randn(T, D)
     (mlp(x) * w).sum().backward()

@@ -108,11 +108,16 @@ class DelayedScale(nn.Module):
     `forward(x)` returns fake_quant(x, dtype, alpha) with alpha = current_scale(a, dtype, margin)
     where a = max of the amax history (algo "max") or its most recent entry ("most_recent").
     In training mode it then records amax(x) (the next call's statistic, never this one's). With an
-    empty history (first call) it uses amax(x) itself. The history is a non-persistent buffer
-    (history,), so modules holding it keep the state_dict keys of their unquantised twins.
+    empty history (first call) it uses amax(x) itself.
+
+    The history (history,) and the count of recorded steps are buffers: with persistent=True they
+    are in the state_dict, so a checkpoint holds them and a resumed run scales exactly as the
+    uninterrupted one; a state_dict without them (an unquantised twin's) loads too, starting an
+    empty history. persistent=False keeps them out (the state_dict keys of the unquantised twin).
     """
 
-    def __init__(self, dtype: torch.dtype = E4M3, history: int = 16, algo: str = "max", margin: int = 0):
+    def __init__(self, dtype: torch.dtype = E4M3, history: int = 16, algo: str = "max", margin: int = 0,
+                 persistent: bool = True):
         super().__init__()
         fp8_max(dtype)
         if not isinstance(history, int) or history < 1:
@@ -120,19 +125,34 @@ class DelayedScale(nn.Module):
         if algo not in ("max", "most_recent"):
             raise ValueError(f"algo={algo!r} is not allowed: use 'max' or 'most_recent'")
         self.dtype, self.algo, self.margin = dtype, algo, int(margin)
-        self.register_buffer("amax_history", torch.zeros(history), persistent=False)  # [0] = most recent
-        self.seen = 0
+        self.register_buffer("amax_history", torch.zeros(history), persistent=persistent)  # [0] = most recent
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long), persistent=persistent)
+
+    def reset_buffers(self, device=None) -> None:
+        """An empty history on `device` (after a build on the meta device)."""
+        device = self.amax_history.device if device is None else device
+        self.amax_history = torch.zeros_like(self.amax_history, device=device)
+        self.seen = torch.zeros((), dtype=torch.long, device=device)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        # A checkpoint of the unquantised twin has no statistics: keep (start) an empty history.
+        for name in ("amax_history", "seen"):
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
 
     def amax(self) -> torch.Tensor | None:
         """The amax the next cast will use; None before the first recorded step."""
-        if self.seen == 0:
+        if int(self.seen) == 0:
             return None
         return self.amax_history[0] if self.algo == "most_recent" else self.amax_history.max()
 
     def record(self, amax: torch.Tensor) -> None:
         self.amax_history.copy_(torch.roll(self.amax_history, 1))
         self.amax_history[0] = amax
-        self.seen += 1
+        self.seen.add_(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         amax_now = x.detach().abs().amax().float()

@@ -2,7 +2,7 @@
 
 SwiGLU (arXiv 2002.05202): h = up(x) * silu(gate(x)), y = down(h); x (..., C), h (..., F), y (..., C).
 Submodule names are those of rizzrun.models.llama.SwiGLU (`gate` = W2 inside Swish, `up` = W1 the
-linear branch, `down` = W3), so state_dicts load into either class both ways.
+linear branch, `down` = W3), so a SwiGLU state_dict loads into this class (and, fp8=False, back).
 
 FP8 path (fp8=True), emulated with fake quantisation (rizzrun.fp8.casts): every forward GEMM takes
 E4M3 operands, y = Q(x) Q(W)^T.
@@ -21,7 +21,9 @@ E4M3 operands, y = Q(x) Q(W)^T.
   paper's hybrid recipe; current rather than delayed scaling for gradients is our simplification).
 fp8=False computes SwiGLU exactly (no scaling at all; without quantisation the smoothing is an
 identity, see `smooth_forward(..., quantize=False)`).
-The amax histories are non-persistent buffers: not in the state_dict, so a resumed run starts them afresh.
+With fp8=True the amax histories are persistent buffers: in the state_dict, so a checkpoint holds
+them and a resumed run scales bit-identically (a SwiGLU state_dict, without them, loads with empty
+histories); with fp8=False they stay out of it (SwiGLU's keys exactly).
 """
 
 from __future__ import annotations
@@ -73,7 +75,12 @@ class SmoothSwiGLU(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=False)
         # One delayed scale per FP8 tensor role: the shared input x, the weights, the input of `down`.
         self.q_x, self.q_gate, self.q_up, self.q_h, self.q_down = (
-            DelayedScale(E4M3, amax_history, amax_algo) for _ in range(5))
+            DelayedScale(E4M3, amax_history, amax_algo, persistent=self.fp8) for _ in range(5))
+
+    def reset_buffers(self, device=None) -> None:
+        """Empty delayed-scaling histories on `device` (`Llama.reset_buffers`, after a meta build)."""
+        for q in (self.q_x, self.q_gate, self.q_up, self.q_h, self.q_down):
+            q.reset_buffers(device)
 
     @torch.no_grad()
     def reset_parameters(self, std: float, out_std: float) -> None:

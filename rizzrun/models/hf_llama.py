@@ -312,7 +312,10 @@ def hf_names(n_layer: int) -> dict[str, str]:
 def to_hf_state_dict(model: Llama) -> dict:
     """`model`'s weights under `transformers.LlamaForCausalLM` names (tensors shared with the model;
     a tied model lists the shared matrix under both names, as `LlamaForCausalLM.state_dict` does)."""
-    sd, names = model.state_dict(), hf_names(model.config.n_layer)
+    names = hf_names(model.config.n_layer)
+    # Weights only: a persistent buffer is a run-time statistic (e.g. FP8 amax histories), not a weight.
+    weights = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    sd = {k: t for k, t in model.state_dict().items() if k in weights}
     unmapped = sorted(set(sd) - set(names))
     if unmapped:
         raise ValueError(f"parameters with no transformers Llama equivalent: {', '.join(unmapped)}")
