@@ -22,6 +22,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 # One Hydra multirun per entry: (recipe, sweep overrides). Rows of the table: ce, goldfish at
 # h=13 for each k (the paper's headline k=4 and its sweep 3, 8, 32), and k=4 with a short hash
@@ -114,18 +117,6 @@ def table(rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(path: Path, body: str) -> None:
-    """Replace the goldfish section of docs/results.md (between its markers), keep the rest."""
-    start, end = "<!-- goldfish:start -->", "<!-- goldfish:end -->"
-    text = path.read_text() if path.exists() else "# Results\n\nEach paper method's headline effect, reproduced at CPU scale by `make repro`.\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -154,7 +145,7 @@ def main() -> None:
         table(rows),
         "",
     ])
-    write_results(args.results, body)
+    write_section(args.results, "goldfish", body)
     (args.out / "latest.json").write_text(json.dumps(rows, indent=2))
     print(body)
 
