@@ -11,7 +11,7 @@
 impl: "naive" (O(T^2) masked form), "recurrent" (token by token), "chunk" (tiled, Algorithm-2
 backward), "triton" (GPU kernels, chunk_size a power of 2 >= 16; on a CPU only under
 TRITON_INTERPRET=1), "auto" = "triton" when q is on CUDA, triton imports and the inputs are not
-fp64 (triton has no fp64 dot), else "chunk".
+fp64 (triton has no fp64 dot) and chunk_size suits its tiles (a power of 2 >= 16), else "chunk".
 scale defaults to 1 (the official kernel); fla's wrapper uses D^-0.5. chunk and triton give
 log_decay no gradient (lambda is fixed, TNL); naive and recurrent differentiate it by autograd.
 Importing this package imports no triton.
@@ -63,7 +63,9 @@ def lightning_attn(q, k, v, log_decay, *, scale=1.0, initial_state=None, output_
     _check(q, k, v, log_decay, initial_state)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
-    impl = _resolve(impl, q)
+    asked, impl = impl, _resolve(impl, q)
+    if asked == "auto" and impl == "triton" and (chunk_size < 16 or chunk_size & (chunk_size - 1)):
+        impl = "chunk"  # the Triton tiles need a power of 2 >= 16; auto takes the form that can run
     if impl in ("chunk", "triton") and log_decay.requires_grad and torch.is_grad_enabled():
         raise ValueError(f"impl={impl!r} gives log_decay no gradient (lambda is fixed); pass "
                          "log_decay.detach() or use impl='naive' / 'recurrent'")
