@@ -1,7 +1,7 @@
 """Model families. `Llama` and friends load on first access, so importing this package (or the
 torch-free `rizzrun.models.llama_sizes`) does not import torch."""
 
-_LAZY = {"Llama": "rizzrun.models.llama", "LlamaConfig": "rizzrun.models.llama",
+_LAZY = {"Llama": "rizzrun.models.llama", "LlamaConfig": "rizzrun.models.llama", "RWKV": "rizzrun.models.rwkv",
          "DecodingCache": "rizzrun.attention.mixer"}
 
 
