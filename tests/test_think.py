@@ -109,6 +109,7 @@ def test_thin_cache_decoding_equals_zeroed_channels_reference():
     x = torch.randn(B, T, 32)
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[0, :3] = False  # row 0: 3 left pads, in the thin part and the observation window
+    x[0, :3] *= 30.0  # loud pads: scoring them would change the kept channels
     cos, sin = rope_tables(T, 8, 10000.0)
     want, kept, q, k, v = reference_decode(mixer, x, mask, P)
     for chunks in ([P, 1, 1, 1, 1, 1, 1], [P, 2, 4]):
@@ -188,3 +189,22 @@ def test_bad_arguments_and_config_values_are_named():
         assert info.value.problems == [want]
     cfg = load(["attention=think"]).attention
     assert (cfg.ratio, cfg.obs_window, cfg.recent_size) == (0.4, 32, 32)
+
+
+def test_query_driven_choice_reconstructs_logits_better_than_key_norm_or_random():
+    """Spec test 5: ||Q K^T - Q_C K_C^T||_F of ThinK's channels <= key-norm's and random's, on keys
+    whose largest channels the queries ignore (where key-norm pruning goes wrong)."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 1, 16, 8, generator=g, dtype=torch.float64)
+    k = torch.randn(1, 1, 40, 8, generator=g, dtype=torch.float64)
+    q[..., :2] *= 0.01  # queries ignore channels 0, 1 ...
+    k[..., :2] *= 10.0  # ... where the keys are largest
+    logits = q[0, 0] @ k[0, 0].T
+
+    def error(kept):
+        return torch.linalg.matrix_norm(logits - q[0, 0, :, kept] @ k[0, 0, :, kept].T).item()
+
+    ours = error(kept_channels(channel_scores(q, k)[0, 0], 4))
+    by_key_norm = error(kept_channels(k[0, 0].norm(dim=0), 4))
+    randoms = [error(torch.randperm(8, generator=g)[:4].sort().values) for _ in range(20)]
+    assert ours < 0.8 * by_key_norm and ours <= min(randoms)
