@@ -85,7 +85,7 @@ def scored_by(kind: str, seed: int):
         think.channel_scores = lambda q, k, qm=None, km=None: original(torch.ones_like(q), k, qm, km)
     elif kind == "random":
         g = torch.Generator().manual_seed(seed)
-        think.channel_scores = lambda q, k, qm=None, km=None: torch.rand(k.shape[0], k.shape[1], k.shape[3], generator=g)
+        think.channel_scores = lambda q, k, qm=None, km=None: torch.rand(*k.shape[:2], k.shape[3], generator=g)
     try:
         yield
     finally:

@@ -51,8 +51,9 @@ def test_ratio_zero_is_sdpa_exactly():
 
 def test_score_identity_and_the_mean_of_squares_ranking():
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(1, 1, 6, 16, generator=g, dtype=torch.float64) * torch.rand(16, generator=g, dtype=torch.float64) * 3
-    k = torch.randn(1, 1, 20, 16, generator=g, dtype=torch.float64) * torch.rand(16, generator=g, dtype=torch.float64) * 3
+    spread = torch.rand(2, 16, generator=g, dtype=torch.float64) * 3  # uneven channel magnitudes
+    q = torch.randn(1, 1, 6, 16, generator=g, dtype=torch.float64) * spread[0]
+    k = torch.randn(1, 1, 20, 16, generator=g, dtype=torch.float64) * spread[1]
     score = channel_scores(q, k)[0, 0]
     frob = torch.stack([torch.linalg.matrix_norm(torch.outer(q[0, 0, :, j], k[0, 0, :, j])) for j in range(16)])
     torch.testing.assert_close(score, frob, atol=1e-12, rtol=1e-12)
@@ -123,9 +124,10 @@ def test_thin_cache_decoding_equals_zeroed_channels_reference():
         torch.testing.assert_close(torch.cat(outs, 1).double(), want, atol=1e-5, rtol=1e-5)
         assert torch.equal(state.kept, kept)
         assert state.k_thin.shape == (B, 2, P - 3, 4) and state.k_full.shape == (B, 2, T - (P - 3), 8)
-        torch.testing.assert_close(state.k_thin.double(), k[:, :, :P - 3].gather(3, kept[:, :, None].expand(-1, -1, P - 3, -1)),
-                                   atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(state.k_full.double(), k[:, :, P - 3:], atol=1e-5, rtol=1e-5)  # recent + generated: full width
+        thin = k[:, :, :P - 3].gather(3, kept[:, :, None].expand(-1, -1, P - 3, -1))
+        torch.testing.assert_close(state.k_thin.double(), thin, atol=1e-5, rtol=1e-5)
+        # recent + generated keys: full width
+        torch.testing.assert_close(state.k_full.double(), k[:, :, P - 3:], atol=1e-5, rtol=1e-5)
     unpruned = naive_attention(q[:, :, P:], k, v, mask)  # pruning must matter, or the test proves nothing
     assert (want[:, P:] - mixer.double().out(unpruned.transpose(1, 2).reshape(B, T - P, -1))).abs().max() > 1e-3
 
@@ -143,7 +145,8 @@ def test_pruned_decoding_any_chunking_and_left_padding():
     # Left padding: what the pads hold changes nothing (they are invisible and unscored). The
     # padded row is not the unpadded row: post-RoPE channel norms depend on absolute positions.
     pads = 3
-    batch = torch.cat([torch.cat([torch.zeros(1, pads, dtype=torch.long), tokens[:1]], 1), mc.ids(B=1, T=14 + pads, seed=5)])
+    row0 = torch.cat([torch.zeros(1, pads, dtype=torch.long), tokens[:1]], 1)
+    batch = torch.cat([row0, mc.ids(B=1, T=14 + pads, seed=5)])
     other = batch.clone()
     other[0, :pads] = torch.tensor([7, 30, 55])
     mask = torch.ones(batch.shape, dtype=torch.bool)
