@@ -68,7 +68,7 @@ def test_list_every_group_one_line_each(capsys):
     rows["recipe"] = sorted(p.stem for p in recipes.glob("*.yaml"))
     width = max(map(len, rows))
     assert out.splitlines() == [f"{g:<{width}}  {', '.join(names)}" for g, names in rows.items()]
-    assert out.splitlines()[0] == "attention       fam, hybrid, lightning, naive, sdpa, selective, ssmax"  # and one line by hand (hparams_search sets the width)
+    assert out.splitlines()[0] == "attention       fam, hybrid, lightning, naive, sdpa, selective, ssmax, think"  # and one line by hand (hparams_search sets the width)
 
 
 def test_list_group_describes_each_option(capsys):

@@ -204,7 +204,7 @@ def test_unknown_group_option():
                                           f"options: {MODELS}")
     assert only_error(["attention=[sdpa,naiv]"]) == (
         "attention=[sdpa,naiv]: no option 'naiv' in group 'attention'; did you mean 'naive'? options: fam, hybrid, "
-        "lightning, naive, sdpa, selective, ssmax")
+        "lightning, naive, sdpa, selective, ssmax, think")
     assert only_error(["model=3"]) == f"model=3: 'model' is a config group, so its value names an option; options: {MODELS}"
 
 

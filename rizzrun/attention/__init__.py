@@ -28,6 +28,7 @@ _MIXERS = {
     "FAMAttention": "rizzrun.attention.fam",
     "SSMaxAttention": "rizzrun.attention.ssmax",
     "SelectiveAttention": "rizzrun.attention.selective",
+    "ThinKAttention": "rizzrun.attention.think",
 }
 
 
