@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-fp8 lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-fp8
+repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
@@ -47,6 +47,9 @@ repro-selective: $(STAMP)
 
 repro-fam: $(STAMP)
 	$(BIN)/python repro/fam.py
+
+repro-think: $(STAMP)
+	$(BIN)/python repro/think.py
 
 repro-fp8: $(STAMP)
 	$(BIN)/python repro/smooth_swiglu.py

@@ -19,7 +19,9 @@ NOT_FOR = {"model=rwkv": ("model.n_head=", "model.n_kv_head=")}
 
 # Each mixer at the runner's small shape (tests/test_runner.py SMALL: 2 layers, d_model 64,
 # 32-token rows), with what must shrink to fit it (a hybrid needs a softmax layer in 2).
-FIT = {"hybrid": ["attention.softmax_every=2"], "fam": ["attention.block_size=8"], "selective": ["attention.budget=8"]}
+FIT = {"hybrid": ["attention.softmax_every=2"], "fam": ["attention.block_size=8"], "selective": ["attention.budget=8"],
+       # ThinK prunes the prompt keys older than recent_size: with 4 the samples decode from a thin cache.
+       "think": ["attention.recent_size=4", "attention.obs_window=4"]}
 OPTIONS = [f"attention={name}" for name in catalog.options("attention")]
 OPTIONS += [f"model={name}" for name in catalog.options("model") if name not in ("llama", "llama_pretrained")]
 OPTIONS += [f"mlp={name}" for name in catalog.options("mlp") if name != "swiglu"]
