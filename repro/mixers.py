@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_section  # noqa: E402
+from results import mean_sd, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HYBRID_SHAPE = ["model.n_layer=8", "model.d_model=128", "model.n_head=4", "model.n_kv_head=2", "model.d_ff=352"]
@@ -44,12 +43,6 @@ def run(recipe: str, overrides: list[str], seed: int, steps: int, out: Path) -> 
     return {"val_loss": summary["val_loss"], "seconds": summary["seconds"]}
 
 
-def mean_pm(values: list[float], fmt: str) -> str:
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -61,8 +54,8 @@ def main() -> None:
     for label, recipe, overrides in RECIPES:
         found = [run(recipe, overrides, seed, args.steps, args.out) for seed in args.seeds]
         total_seconds += sum(r["seconds"] for r in found)
-        rows.append(f"| {label} | `{' '.join([recipe, *overrides])}` | {len(found)} | {mean_pm([r['val_loss'] for r in found], '.3f')} | "
-                    f"{mean_pm([r['seconds'] for r in found], '.0f')} |")
+        rows.append(f"| {label} | `{' '.join([recipe, *overrides])}` | {len(found)} | {mean_sd([r['val_loss'] for r in found], '.3f')} | "
+                    f"{mean_sd([r['seconds'] for r in found], '.0f')} |")
     minutes = total_seconds / 60  # the runs' own time, also for runs reused from an earlier invocation
     seeds = " ".join(map(str, args.seeds))
     body = f"""## Lightning Attention-2, hybrid stacks and RWKV-4 (arXiv 2401.04658, 2501.08313, 2305.13048)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 HEADER = "# Results\n\nEach paper method's headline effect, reproduced at CPU scale by `make repro`.\n"
+
+
+def mean_sd(values: list[float], fmt: str = ".3f") -> str:
+    """`mean ± sd` over seeds, or the value alone for one seed."""
+    mean = format(statistics.mean(values), fmt)
+    return mean if len(values) < 2 else f"{mean} ± {format(statistics.stdev(values), fmt)}"
 
 
 def write_section(path: Path, key: str, body: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rizzrun.attention.naive import NaiveAttention, masked_softmax  # noqa: E402
 from rizzrun.attention.selective import SelectiveAttention  # noqa: E402
 from rizzrun.models.llama import Llama  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import mean_sd, record  # noqa: E402
 
 N_VARS, N_VALUES = 4, 8
 BOS, VAR, QVAR = 0, 1, 1 + N_VARS
@@ -129,9 +131,6 @@ def main() -> None:
             for budget in budgets:
                 results.setdefault((kind, budget), []).append(evaluate(model, *held_out, budget))
 
-    def cell(values):
-        mean = statistics.mean(values)
-        return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
     cmd = "python repro/selective.py " + " ".join(sys.argv[1:])
     print(f"\n`{cmd}` — {len(args.seeds)} seeds (mean ± sd), {args.steps} steps, context {T}, "
@@ -143,12 +142,9 @@ def main() -> None:
             rows = results[(kind, budget)]
             rule = "none" if budget is None else ("evict oldest" if kind == "softmax" else "evict max F")
             memory = f"{T} (all)" if budget is None else f"{budget} (1/{T // budget})"
-            print(f"| {kind} | {memory} | {rule} | {cell([r[0] for r in rows])} | {cell([r[1] for r in rows])} |")
+            print(f"| {kind} | {memory} | {rule} | {mean_sd([r[0] for r in rows])} | {mean_sd([r[1] for r in rows])} |")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import record
-
     with record(Path(__file__).resolve().parents[1] / "docs" / "results.md", "selective", "## Selective attention (Leviathan et al., arXiv 2410.02703)\n\nPaper: selective attention matches the perplexity of a transformer with ~2x the attention parameters, and with context pruning needs 16x / 25x / 47x less attention memory (contexts 512 / 1K / 2K, C4) at equal perplexity. Here: `make repro-selective`: a variable-assignment task at context 64, selective vs softmax, then memory budgets (selective evicts the key with the largest F; softmax the oldest)."):
         main()

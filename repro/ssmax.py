@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 from functools import partial
@@ -33,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rizzrun.attention.sdpa import SDPAttention  # noqa: E402
 from rizzrun.attention.ssmax import SSMaxAttention, ssmax_factor, visible_keys  # noqa: E402
 from rizzrun.models.llama import Llama  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import mean_sd, record  # noqa: E402
 
 BOS, QUERY, FIRST_VALUE, N_VALUES, VOCAB = 0, 1, 2, 16, 64
 
@@ -114,9 +116,6 @@ def main() -> None:
             if kind == "ssmax":
                 s_learned[seed] = [round(v, 3) for b in model.blocks for v in b.attn.scales()["s"]]
 
-    def cell(values):
-        mean = statistics.mean(values)
-        return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
     cmd = "python repro/ssmax.py " + " ".join(sys.argv[1:])
     print(f"\n`{cmd}` — {len(args.seeds)} seeds (mean ± sd), {args.steps} steps at length {L}, "
@@ -126,13 +125,10 @@ def main() -> None:
     for kind in ("softmax", "ssmax"):
         for T in lengths:
             rows = results[(kind, T)]
-            print(f"| {kind} | {T} ({T // L}x) | {cell([r[0] for r in rows])} | {cell([r[1] for r in rows])} |")
+            print(f"| {kind} | {T} ({T // L}x) | {mean_sd([r[0] for r in rows])} | {mean_sd([r[1] for r in rows])} |")
     print(f"\nlearned s (4 heads; s_init = {1 / math.log(L):.3f}): {s_learned}")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import record
-
     with record(Path(__file__).resolve().parents[1] / "docs" / "results.md", "ssmax", "## Scalable-Softmax (Nakanishi, arXiv 2501.19399)\n\nPaper: with softmax, attention fades as the context grows (the top weight of a fixed logit gap goes to 0 with n); SSMax (softmax of s·log n times the logits) keeps it peaked, so models trained short retrieve better at longer contexts. Here: `make repro-ssmax`: tiny models trained at length 32 on key retrieval, evaluated at 1x, 4x and 16x that length."):
         main()

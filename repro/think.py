@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -36,6 +35,9 @@ import rizzrun.attention.think as think  # noqa: E402
 from rizzrun.attention.sdpa import SDPAttention  # noqa: E402
 from rizzrun.attention.think import ThinKAttention  # noqa: E402
 from rizzrun.models.llama import Llama  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import mean_sd, record  # noqa: E402
 
 N_SYMBOLS, L = 32, 48
 BOS, SEP = N_SYMBOLS, N_SYMBOLS + 1
@@ -130,9 +132,6 @@ def main() -> None:
                 if ratio or kind == "ThinK":
                     results.setdefault((ratio, kind), []).append(evaluate(model, *held_out, ratio, kind, seed))
 
-    def cell(values):
-        mean = statistics.mean(values)
-        return f"{mean:.4f}" if len(values) < 2 else f"{mean:.4f} ± {statistics.stdev(values):.4f}"
 
     full = results[(0.0, "ThinK")][0][2]
     cmd = "python repro/think.py " + " ".join(sys.argv[1:])
@@ -143,13 +142,10 @@ def main() -> None:
     for (ratio, kind), rows in results.items():
         kb = rows[0][2]
         print(f"| {ratio} | {16 - int(ratio * 16)}/16 | {kind if ratio else 'none'} | {kb} ({kb / full:.0%}) | "
-              f"{cell([r[0] for r in rows])} | {cell([r[1] for r in rows])} |")
+              f"{mean_sd([r[0] for r in rows], '.4f')} | {mean_sd([r[1] for r in rows], '.4f')} |")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import record
-
     with record(Path(__file__).resolve().parents[1] / "docs" / "results.md", "think",
                 "## ThinK (Xu et al., arXiv 2407.21018)\n\n"
                 "Paper: pruning 40-50% of the key-cache channels per head (chosen by the observation "

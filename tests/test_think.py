@@ -4,7 +4,6 @@ pruned channels of the old prompt keys zeroed (kept channels re-derived from the
 mean-of-squares score), the score identity, left padding, thin buffers and the memory saving,
 config rules. Spec: methods/attention/think.md."""
 
-import math
 from functools import partial
 
 import pytest

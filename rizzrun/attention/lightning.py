@@ -25,6 +25,7 @@ from torch import nn
 from rizzrun.attention import check_heads
 from rizzrun.attention.mixer import Positions
 from rizzrun.kernels.lightning import lightning_attn, lightning_decay, lightning_step
+from rizzrun.models.llama import RMSNorm
 
 IMPLS = ("auto", "torch", "triton")
 
@@ -64,7 +65,7 @@ class LightningAttention(nn.Module):
         self.k = nn.Linear(d_model, inner, bias=False)
         self.v = nn.Linear(d_model, inner, bias=False)
         self.gate = nn.Linear(d_model, inner, bias=False) if gate else None
-        self.norm = nn.RMSNorm(inner, eps=norm_eps)
+        self.norm = RMSNorm(inner, norm_eps)  # statistics in fp32, as the model's own norms
         self.out = nn.Linear(inner, d_model, bias=False)
         self.register_buffer("log_decay", torch.empty(n_head), persistent=False)
         self.reset_buffers(None)

@@ -217,12 +217,6 @@ def _check_component_tree(group: str, path: str, node: dict, targets: dict) -> l
     return out
 
 
-def _model_supplied(group: str, path: str) -> tuple[str, ...]:
-    """What the model passes the component at `path` (a mixer of the attention group, at any
-    depth: a hybrid's inner mixers too; the mlp factory)."""
-    return schema.MODEL_SUPPLIED.get(group, ())
-
-
 def _check_component(group: str, path: str, node: dict, targets: dict) -> list[str]:
     name = node["_target_"]
     if not isinstance(name, str) or not name:
@@ -251,7 +245,8 @@ def _check_component(group: str, path: str, node: dict, targets: dict) -> list[s
     for key, tp in read.items():
         out += _check_value(f"{path}.{key}", node[key], typespec.from_type(tp)) if key in node else []
     keys = [k for k in node if k not in _RESERVED and k not in read]
-    given = _model_supplied(group, path)
+    # What the model passes a component of the group (a mixer at any depth: a hybrid's inner ones too).
+    given = schema.MODEL_SUPPLIED.get(group, ())
     for key in [k for k in keys if k in given]:
         out.append(message(f"{path}.{key}={show(node[key])}", f"the model gives every {group} component "
                            f"its {key} ({', '.join(given)})", "set the model's dimensions instead (model.KEY=VALUE)"))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rizzrun.fp8.casts import E4M3, E5M2, DelayedScale, current_scale, fake_quant, grad_fake_quant
+from rizzrun.models.llama import SwiGLU
 
 __all__ = ["SmoothSwiGLU", "absorb_smoothing", "smoothing_scale"]
 
@@ -55,7 +56,7 @@ def absorb_smoothing(mlp: nn.Module, s: torch.Tensor) -> nn.Module:
     return mlp
 
 
-class SmoothSwiGLU(nn.Module):
+class SmoothSwiGLU(SwiGLU):
     """SwiGLU with an optional emulated FP8 forward, with (smooth=True) or without per-channel smoothing.
 
     Build as `SmoothSwiGLU(d_model, d_ff)` (exactly SwiGLU) or e.g. `SmoothSwiGLU(d_model, d_ff, fp8=True)`.
@@ -65,14 +66,11 @@ class SmoothSwiGLU(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, fp8: bool = False, smooth: bool = True, scale_from: str = "h",
                  amax_history: int = 16, amax_algo: str = "max", fp8_grad: bool = True):
-        super().__init__()
         if scale_from not in ("h", "up"):
             raise ValueError(f"scale_from={scale_from!r} is not allowed: use 'h' (max of the product) or 'up' "
                              "(max of the linear branch)")
+        super().__init__(d_model, d_ff)  # gate, up, down and their init (reset_parameters): SwiGLU's
         self.fp8, self.smooth, self.scale_from, self.fp8_grad = bool(fp8), bool(smooth), scale_from, bool(fp8_grad)
-        self.gate = nn.Linear(d_model, d_ff, bias=False)
-        self.up = nn.Linear(d_model, d_ff, bias=False)
-        self.down = nn.Linear(d_ff, d_model, bias=False)
         # One delayed scale per FP8 tensor role: the shared input x, the weights, the input of `down`.
         self.q_x, self.q_gate, self.q_up, self.q_h, self.q_down = (
             DelayedScale(E4M3, amax_history, amax_algo, persistent=self.fp8) for _ in range(5))
@@ -81,13 +79,6 @@ class SmoothSwiGLU(nn.Module):
         """Empty delayed-scaling histories on `device` (`Llama.reset_buffers`, after a meta build)."""
         for q in (self.q_x, self.q_gate, self.q_up, self.q_h, self.q_down):
             q.reset_buffers(device)
-
-    @torch.no_grad()
-    def reset_parameters(self, std: float, out_std: float) -> None:
-        """As `rizzrun.models.llama.SwiGLU`: normal(std) for gate and up, normal(out_std) for down."""
-        nn.init.normal_(self.gate.weight, std=std)
-        nn.init.normal_(self.up.weight, std=std)
-        nn.init.normal_(self.down.weight, std=out_std)
 
     def _gemm_out(self, y: torch.Tensor) -> torch.Tensor:
         return grad_fake_quant(y, E5M2) if self.fp8_grad and torch.is_grad_enabled() else y
@@ -123,7 +114,7 @@ class SmoothSwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fp8:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
+            return super().forward(x)
         y = self.smooth_forward(x) if self.smooth else self.plain_fp8_forward(x)
         return y.to(x.dtype)  # the emulated GEMMs run in fp32
 
