@@ -244,11 +244,16 @@ class Llama(nn.Module):
     def forward(self, input_ids, key_padding_mask=None):
         """input_ids (B, T) long -> logits (B, T, V); key_padding_mask (B, T) bool, True = real
         token, for left-padded rows (RoPE sees only relative positions, so the shift is harmless)."""
+        return self.lm_head(self.hidden_states(input_ids, key_padding_mask))
+
+    def hidden_states(self, input_ids, key_padding_mask=None):
+        """input_ids (B, T) long -> the final-norm hidden states (B, T, d_model) the output layer
+        reads (what a scalar head, e.g. a reward model's, reads too)."""
         T = self._check_ids(input_ids)
         if T > self.config.max_seq_len:
             raise ValueError(f"input_ids has T={T} tokens but max_seq_len={self.config.max_seq_len}; "
                              f"allowed T <= {self.config.max_seq_len}")
-        return self._logits(input_ids, 0, key_padding_mask, None)
+        return self._hidden(input_ids, 0, key_padding_mask, None)
 
     def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> DecodingCache:
         """An empty decoding cache for `step`: every layer's own state (a static KV buffer for
@@ -290,12 +295,15 @@ class Llama(nn.Module):
         return logits
 
     def _logits(self, input_ids, pos, key_padding_mask, cache):
+        return self.lm_head(self._hidden(input_ids, pos, key_padding_mask, cache))
+
+    def _hidden(self, input_ids, pos, key_padding_mask, cache):
         T = input_ids.shape[1]
         positions = Positions(pos, self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T], key_padding_mask)
         x = self.embed(input_ids)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, None if cache is None else cache.layers[i])
-        return self.lm_head(self.norm(x))
+        return self.norm(x)
 
     @staticmethod
     def _check_ids(input_ids) -> int:

@@ -262,9 +262,13 @@ class RWKV(nn.Module):
     def forward(self, input_ids, key_padding_mask=None):
         """input_ids (B, T) long -> logits (B, T, V); key_padding_mask (B, T) bool, True = real
         token, False = left padding (kept out of every state). Any T: the model is an RNN."""
+        return self.head(self.hidden_states(input_ids, key_padding_mask))
+
+    def hidden_states(self, input_ids, key_padding_mask=None):
+        """input_ids (B, T) long -> the final-norm hidden states (B, T, d_model) the output layer reads."""
         self._check_ids(input_ids)
         cache = self.init_cache(input_ids.shape[0], max_len=input_ids.shape[1], dtype=self._act_dtype())
-        return self._run(input_ids, cache, key_padding_mask, keep_state=False)
+        return self._run(input_ids, cache, key_padding_mask, keep_state=False, head=False)
 
     def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> RWKVState:
         """An empty state for `step`; max_len (default max_seq_len) bounds the tokens fed; device
@@ -294,7 +298,7 @@ class RWKV(nn.Module):
         cache.pos += T
         return logits
 
-    def _run(self, input_ids, cache, key_padding_mask, keep_state):
+    def _run(self, input_ids, cache, key_padding_mask, keep_state, head=True):
         mask = None
         if key_padding_mask is not None:
             mask = key_padding_mask.to(device=input_ids.device, dtype=torch.bool)
@@ -305,7 +309,8 @@ class RWKV(nn.Module):
             x, state = block(x, cache.layer(i), mask)
             if keep_state:
                 cache.store(i, state)
-        return self.head(self.ln_out(x))
+        x = self.ln_out(x)
+        return self.head(x) if head else x
 
     def _act_dtype(self):
         if torch.is_autocast_enabled(self.embed.weight.device.type):
