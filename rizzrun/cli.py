@@ -390,12 +390,29 @@ def eval_(
     with _input_errors():
         result = evaluate_run(run_dir, documents=documents, max_documents=max_documents, prefix_len=prefix_len,
                               continuation_len=continuation_len, output=output, checkpoint=checkpoint)
-    mem, val = result["memorization"], result["val"]
-    print(f"documents: {result['documents']} ({mem['documents']} evaluated, {mem['skipped_short']} too short)")
-    print(f"exact match {mem['exact_match_rate']:.3f} ({mem['exact_matches']}/{mem['documents']})  "
-          f"token match {mem['token_match']:.3f}  RougeL {mem['rougeL']:.3f}  "
-          f"val loss {val['loss']:.4f}  ppl {val['ppl']:.2f}")
+    _print_eval(result)
     print(f"written: {run_dir / output}")
+
+
+def _print_eval(result: dict) -> None:
+    """What `rizzrun eval` found, by what the run's data is (see rizzrun.runner.evaluate.evaluate)."""
+    mem, val = result.get("memorization"), result["val"]
+    if mem is not None:
+        print(f"documents: {result['documents']} ({mem['documents']} evaluated, {mem['skipped_short']} too short)")
+        print(f"exact match {mem['exact_match_rate']:.3f} ({mem['exact_matches']}/{mem['documents']})  "
+              f"token match {mem['token_match']:.3f}  RougeL {mem['rougeL']:.3f}  "
+              f"val loss {val['loss']:.4f}  ppl {val['ppl']:.2f}")
+    elif "sets" in result:
+        for name, metrics in {"val": val, **result["sets"]}.items():
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss", "rewards/accuracies",
+                                                                                   "rewards/margins"))
+            print(f"{name} pairs ({int(metrics.get('pairs', 0))}): {shown}")
+    else:
+        print(f"val loss {val['loss']:.4f}  ppl {val['ppl']:.2f}")
+    task = result.get("task")
+    if task is not None:
+        print(f"task: {task['correct_rate']:.3f} correct of {task['n']} held-out prompts (greedy), "
+              f"{task['eos_rate']:.3f} stopped, {task['mean_new_tokens']:.1f} new tokens on average")
 
 
 def _eval_problem(run_dir: Path, documents: Optional[str], output: str, counts: dict) -> str | None:

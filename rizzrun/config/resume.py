@@ -22,7 +22,8 @@ How the resumed job is composed (`resumed_job`), Hydra-natively, from today's co
    default adapts to total_steps, which stays 60): after step 60 a cosine stays at its floor,
    min_lr_ratio * lr, with no jump. `scheduler.total_steps=100` re-stretches it on purpose.
 4. What the checkpoint was trained with cannot change (`FROZEN`: model, attention, tokenizer, data,
-   the objective's and the optimizer's class, seed, which orders the data): a difference from the
+   the objective's and the optimizer's class, the objective's extra models and what of them is
+   precomputed, seed, which orders the data): a difference from the
    saved config there is refused, before torch, naming each key with the run's value and the new
    one. Where caches live and how many processes fill them (`*.cache_dir`, `data.num_proc`) may
    change, and so may everything else (trainer.max_steps to extend a run, logger,
@@ -52,7 +53,8 @@ LATEST = layout.LATEST
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # What the checkpoint was trained with: a key equal to one of these or under it may not change.
-FROZEN = ("model", "attention", "mlp", "tokenizer", "data", "seed", "objective._target_", "optimizer._target_")
+FROZEN = ("model", "attention", "mlp", "tokenizer", "data", "seed", "objective._target_", "objective.models",
+          "objective.precompute", "optimizer._target_")
 FROZEN_GROUPS = ("model", "attention", "mlp", "tokenizer", "data")
 # Where a cache lives, and how many processes fill it, do not change what it holds: free even
 # under a frozen node.

@@ -100,11 +100,19 @@ REQUIRED_GROUPS: tuple[str, ...] = (
 # `attention` and `mlp` go only to a model whose target has those parameters
 # (rizzrun.runner.build.factories_for): a model with its own mixing (RWKV) is neither given them
 # nor may set them.
-RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention", "mlp")}
+# `objective.d_model` (the policy's width) goes to an objective whose target takes it (a reward
+# model's scalar head: rizzrun.runner.extra_models.build_objective).
+RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention", "mlp"), "objective": ("d_model",)}
 
 # Keys the runner reads from a component node itself, never passing them to the target, with their
-# types: model.from_pretrained=PATH loads a Hugging Face folder (rizzrun.runner.build).
-RUNNER_READ: dict[str, dict[str, object]] = {"model": {"from_pretrained": Optional[str]}}
+# types: model.from_pretrained=PATH loads a Hugging Face folder or a run folder's model
+# (rizzrun.runner.build); objective.models.NAME=SOURCE builds the extra models an objective declares
+# (`extra_models`) and objective.precompute=[NAME] precomputes their outputs
+# (rizzrun.runner.extra_models).
+RUNNER_READ: dict[str, dict[str, object]] = {
+    "model": {"from_pretrained": Optional[str]},
+    "objective": {"models": Optional[dict], "precompute": Optional[list[str]]},
+}
 
 BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
 

@@ -30,6 +30,22 @@ def _pretrained_unknown(node: dict) -> bool:
     return node.get("from_pretrained") is not None and _pretrained(node) is None
 
 
+def _run_model(node: dict) -> dict | None:
+    """`from_pretrained` names a run folder: the model node of its config.yaml (what that run
+    trained; rizzrun.runner.build.run_folder_model), else None."""
+    path = _pretrained(node)
+    if path is None or not (Path(path).expanduser() / "config.yaml").is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        run = OmegaConf.to_container(OmegaConf.load(Path(path).expanduser() / "config.yaml"), resolve=False)
+    except Exception:  # noqa: BLE001 - the runner names an unreadable run folder
+        return {}
+    model = run.get("model") if isinstance(run, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
 def _given_dims(node: dict) -> dict:
     return {k: node[k] for k in LLAMA_DIM_KEYS if k in node and readable(node[k])}
 
@@ -61,8 +77,16 @@ def check(node: dict, path: str) -> list[str]:
 
 def _check_pretrained(node: dict, path: str) -> list[str]:
     """The folder, its config.json (supported, and agreeing with any dimension set beside it)
-    and its weight files, read without torch."""
+    and its weight files, read without torch; or a run folder, whose model's dimensions any
+    dimension set beside it must equal."""
     from rizzrun.models.hf_llama import HF_CONFIG, HF_FIELDS, HFCheckpointError, dim_conflicts, hf_llama_dims
+
+    run_model = _run_model(node)
+    if run_model is not None:
+        found = dims(run_model) or {}
+        head = f"the model of the run in {node['from_pretrained']} has"
+        return [message(f"{path}.{k}={show(v)}", f"{head} {k}={found[k]}", f"drop {path}.{k}, or set it to {found[k]}")
+                for k, v in _given_dims(node).items() if k in found and v != found[k] and v is not None]
 
     folder = Path(node["from_pretrained"]).expanduser()
     head = f"{path}.from_pretrained={show(node['from_pretrained'])}"
@@ -82,6 +106,9 @@ def max_seq_len(node: dict) -> Length | None:
     path = _pretrained(node)
     if _pretrained_unknown(node):
         return Length(given, "model.max_seq_len") if given is not None else None
+    if path is not None and _run_model(node) is not None:
+        run_length = max_seq_len(_run_model(node))
+        return Length(given, "model.max_seq_len") if given is not None else run_length
     if path is not None:
         from rizzrun.models.hf_llama import HF_CONFIG, HFCheckpointError, hf_llama_dims
 
@@ -104,7 +131,7 @@ def vocab_size(node: dict) -> Vocab | None:
     """With `from_pretrained`: config.json's vocab_size (None when the folder cannot be read;
     `check` says why). Otherwise the runner gives the tokenizer's: None."""
     path = _pretrained(node)
-    if path is None:
+    if path is None or _run_model(node) is not None:  # a run folder's vocabulary: checked when loading
         return None
     from rizzrun.models.hf_llama import HFCheckpointError, hf_llama_dims
 
@@ -123,6 +150,8 @@ def dims(node: dict) -> dict | None:
         path = _pretrained(node)
         if _pretrained_unknown(node):
             return None
+        if path is not None and _run_model(node) is not None:
+            return dims(_run_model(node))
         if path is not None:
             from rizzrun.models.hf_llama import hf_llama_dims
 

@@ -65,14 +65,17 @@ def build_model(cfg: DictConfig, tokenizer: Any, pretrained_weights: bool = True
     config.json under `model.from_pretrained`.
 
     Under `model.from_pretrained=PATH` the model is `rizzrun.models.hf_llama.load_llama(PATH)`, with
-    the dimensions the node sets checked against config.json. pretrained_weights=False (for a run
+    the dimensions the node sets checked against config.json; PATH may also be a run folder
+    (`run_folder_model`). pretrained_weights=False (for a run
     folder whose checkpoint holds the weights): the model takes config.json's shape, randomly
     initialised, and the folder's weights are not read.
     """
+    path = pretrained_path(cfg)
+    if path is not None and is_run_folder(path):
+        return run_folder_model(cfg, path, tokenizer, pretrained_weights)
     factories = factories_for(cfg)
     node = OmegaConf.to_container(cfg.model, resolve=True)
     node.pop(PRETRAINED_KEY, None)
-    path = pretrained_path(cfg)
     if path is None:
         return instantiate(node, vocab_size=vocab_size(cfg, tokenizer), **factories)
     from rizzrun.models.hf_llama import HF_FIELDS, load_llama, pretrained_llama_dims
@@ -82,3 +85,33 @@ def build_model(cfg: DictConfig, tokenizer: Any, pretrained_weights: bool = True
     if pretrained_weights:
         return load_llama(path, **factories, **given)
     return instantiate(node, **pretrained_llama_dims(path, **given), **factories)
+
+
+def is_run_folder(path: str) -> bool:
+    from pathlib import Path
+
+    from rizzrun.layout import CONFIG
+
+    return (Path(path).expanduser() / CONFIG).is_file()
+
+
+def run_folder_model(cfg: DictConfig, path: str, tokenizer: Any, pretrained_weights: bool = True):
+    """`model.from_pretrained=RUN_DIR`: the model that run trained (its config.yaml's model,
+    attention and mlp), with its latest verified checkpoint's weights (pretrained_weights=False:
+    the shape only). Its tokenizer must encode as this run's (InputError otherwise)."""
+    from rizzrun.errors import InputError
+    from rizzrun.runner.generate import load_run_checkpoint
+
+    if not pretrained_weights:
+        from pathlib import Path
+
+        from rizzrun.layout import CONFIG
+
+        run_cfg = OmegaConf.load(Path(path).expanduser() / CONFIG)
+        return build_model(run_cfg, tokenizer, pretrained_weights=False)
+    run_cfg, run_tokenizer, model, _ = load_run_checkpoint(path)
+    if tokenizer is not None and run_tokenizer.fingerprint != tokenizer.fingerprint:
+        raise InputError(f"model.from_pretrained={path}: that run's tokenizer ({type(run_tokenizer).__name__}) "
+                         f"encodes differently from this run's ({type(tokenizer).__name__}); use the tokenizer "
+                         "that run trained with")
+    return model.train()

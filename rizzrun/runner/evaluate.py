@@ -44,28 +44,61 @@ def named_documents(data: Any, documents: str, max_documents: int, key: str = "e
     return docs[:max_documents]
 
 
-def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "eval.documents=") -> dict:
-    """Memorization on the named documents + held-out loss over the data's validation split;
-    `key` heads a message about the documents (see `named_documents`)."""
+def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "eval.documents=", objective=None,
+             extra_models: dict | None = None) -> dict:
+    """What a trained model is judged by, by the data it trained on:
+
+    - a corpus (`lm` data): memorization on the named documents + held-out loss over the data's
+      validation split (`key` heads a message about the documents, see `named_documents`);
+    - pairs (`preference` data): the objective's metrics (`objective.evaluate`, with its extra
+      models) over the validation pairs (`val`) and each of the data's `eval_sets()` (`sets`);
+    - a verifiable task (data with `verify`, e.g. the built-in arithmetic): greedy answers to the
+      first `eval.max_documents` held-out prompts, `eval.continuation_len` new tokens at most,
+      checked by the data (`task`); a task's corpus is not judged by memorization.
+    """
     from rizzrun.eval.memorization import heldout_loss, memorization
+    from rizzrun.eval.task import objective_metrics, task_accuracy
 
     e = dict(eval_cfg)
-    docs = named_documents(data, str(e["documents"]), int(e["max_documents"]), key)
-    mem = memorization(model, tokenizer, docs, int(e["prefix_len"]), int(e["continuation_len"]))
-    return {"documents": str(e["documents"]), "memorization": mem, "val": heldout_loss(model, data.val_batches())}
+    result: dict = {}
+    if getattr(data, "batch_kind", "lm") == "preference":
+        if objective is None:
+            raise ValueError("evaluating preference data needs the run's objective")
+        result["val"] = objective_metrics(objective, model, data.val_batches(), extra_models)
+        result["sets"] = {name: objective_metrics(objective, model, batches(), extra_models)
+                          for name, batches in getattr(data, "eval_sets", dict)().items()}
+    else:
+        if not hasattr(data, "verify"):
+            docs = named_documents(data, str(e["documents"]), int(e["max_documents"]), key)
+            result["documents"] = str(e["documents"])
+            result["memorization"] = memorization(model, tokenizer, docs, int(e["prefix_len"]),
+                                                  int(e["continuation_len"]))
+        result["val"] = heldout_loss(model, data.val_batches())
+    if hasattr(data, "verify") and getattr(objective, "policy_generates", True):
+        prompts = list(data.prompts("val"))[: int(e["max_documents"])]
+        result["task"] = task_accuracy(model, tokenizer, data, prompts, int(e["continuation_len"]))
+    return result
 
 
 def flat_metrics(result: dict, prefix: str = "mem") -> dict[str, float]:
-    """The scalars of `evaluate` under logger names (`mem/*` for the run's own eval.documents;
-    another set of documents gets another prefix, e.g. `mem_val/*`, so the two never mix)."""
-    mem, val = result["memorization"], result["val"]
-    return {
-        f"{prefix}/exact_match_rate": mem["exact_match_rate"],
-        f"{prefix}/token_match": mem["token_match"],
-        f"{prefix}/rougeL": mem["rougeL"],
-        "eval/val_loss": val["loss"],
-        "eval/val_ppl": val["ppl"],
-    }
+    """The scalars of `evaluate` under logger names: `mem/*` for the run's own eval.documents
+    (another set of documents gets another prefix, e.g. `mem_val/*`, so the two never mix),
+    `eval/val_loss`, `eval/val_ppl` (lm), `eval/val/<metric>` and `eval/<set>/<metric>`
+    (preference), `task/<metric>` (a verifiable task)."""
+    out: dict[str, float] = {}
+    mem = result.get("memorization")
+    if mem is not None:
+        out.update({f"{prefix}/{k}": mem[k] for k in ("exact_match_rate", "token_match", "rougeL")})
+    val = result["val"]
+    if "sets" in result:
+        out.update({f"eval/val/{k}": v for k, v in val.items()})
+        for name, metrics in result["sets"].items():
+            out.update({f"eval/{name}/{k}": v for k, v in metrics.items()})
+    else:
+        out.update({"eval/val_loss": val["loss"], "eval/val_ppl": val["ppl"]})
+    if "task" in result:
+        out.update({f"task/{k}": v for k, v in result["task"].items() if isinstance(v, (int, float))})
+    return out
 
 
 def write(run_dir: Path, result: dict, name: str = layout.EVAL) -> Path:
@@ -93,12 +126,39 @@ def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | Non
     _check_window(eval_cfg, overrides, model.config.max_seq_len)
     data = instantiate(cfg.data)
     data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
-    result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=")
+    objective, extra = run_objective(cfg, tokenizer, data, folder, model)
+    result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=",
+                      objective=objective, extra_models=extra)
     write(run_dir, result, output)
     own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)
     prefix = "mem" if own else "mem_" + "".join(c if c.isalnum() else "_" for c in Path(str(eval_cfg.documents)).stem)
     log_to_run(run_dir, cfg, flat_metrics(result, prefix), read_meta(folder).get("step"))
     return result
+
+
+def run_objective(cfg: DictConfig, tokenizer, data, folder: Path, model):
+    """(objective, extra models) of a run as it trained at checkpoint `folder`: the objective's own
+    weights (a reward model's head) loaded from the checkpoint; the extra models rebuilt as the run
+    built them (`init`: the policy as built from the config and seed before training) and checked
+    against the digests the checkpoint recorded (InputError when one changed)."""
+    import lightning as L
+
+    from rizzrun.layout import STATE
+    from rizzrun.runner.build import build_model
+    from rizzrun.runner.checkpoint import load_state, read_meta
+    from rizzrun.runner.extra_models import build_extra_models, build_objective, extra_sources
+
+    objective = build_objective(cfg, model)
+    own = {k[len("objective."):]: v for k, v in load_state(folder / STATE).get("extra_state_dict", {}).items()
+           if k.startswith("objective.")}
+    if own:
+        objective.load_state_dict(own)
+    if not extra_sources(cfg):
+        return objective, {}
+    L.seed_everything(int(cfg.seed), verbose=False)
+    start = build_model(cfg, tokenizer)  # the policy's starting weights, as the run built them
+    extra, _ = build_extra_models(cfg, objective, start, tokenizer, data, resume_meta=read_meta(folder))
+    return objective, extra
 
 
 def _check_window(eval_cfg: DictConfig, overrides: dict, max_seq_len: int) -> None:

@@ -50,6 +50,31 @@ def load_run_checkpoint(run_dir: Path, checkpoint: str | None = None):
     return cfg, tokenizer, model.eval(), folder
 
 
+def load_run_model(run_dir: Path, checkpoint: str | None = None):
+    """(model, tokenizer): what a run trained, as a later run loads it (an objective's
+    `models.NAME=RUN_DIR`, `model.from_pretrained=RUN_DIR`): the policy, or, when the run's
+    objective trained parameters of its own (a reward model's head, saved as `objective.*` in the
+    checkpoint's state.pt), the model the objective makes of them (`objective.as_model(policy)`)."""
+    from rizzrun.errors import InputError
+    from rizzrun.layout import STATE
+    from rizzrun.runner.checkpoint import load_state
+    from rizzrun.runner.extra_models import build_objective
+
+    cfg, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
+    extra = load_state(folder / STATE).get("extra_state_dict", {})
+    own = {k[len("objective."):]: v for k, v in extra.items() if k.startswith("objective.")}
+    if not own:
+        return model, tokenizer
+    objective = build_objective(cfg, model)
+    try:
+        objective.load_state_dict(own)
+    except RuntimeError as e:
+        raise InputError(f"{folder / STATE}: the objective's weights do not fit {cfg.objective._target_} "
+                         f"({_first_line(e)})") from e
+    as_model = getattr(objective, "as_model", None)
+    return (as_model(model).eval() if as_model else model), tokenizer
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

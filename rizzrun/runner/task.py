@@ -4,6 +4,13 @@ loss, with a few sampled continuations at each validation.
 Components arrive built (plain PyTorch objects); this module only wires them to Lightning:
 optimizer + scheduler factories, logging, sampling, and the extra state a checkpoint needs
 (RNG states and the position in the data stream) so that a resumed run is bit-identical.
+
+The objective may need models besides the policy (`extra_models`: a frozen reference, or a
+`Precomputed` table of its outputs); they are handed to every objective call as keywords, kept
+on the policy's device and dtype, and never registered as submodules, so no checkpoint holds
+them (the checkpoint records where each came from and its digest: `extra_records`). An
+objective that is an `nn.Module` with parameters (a reward model's scalar head) is trained with
+the policy and saved in the checkpoint's extra state.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ class LanguageModelTask(L.LightningModule):
         accumulate: int = 1,
         log_every: int = 1,
         guard: Any = None,
+        extra_models: dict[str, Any] | None = None,
+        extra_records: dict[str, dict] | None = None,
     ):
         super().__init__()
         self.model = model
@@ -51,6 +60,10 @@ class LanguageModelTask(L.LightningModule):
         self.accumulate = accumulate
         self.log_every = log_every
         self.guard = guard  # rizzrun.runner.control.NonFiniteGuard, or None
+        # A plain dict, not a ModuleDict: extra models are no submodules (never in a checkpoint).
+        self.extra_models = dict(extra_models or {})
+        self.extra_records = dict(extra_records or {})
+        self.weight_key = batch_weight_key(getattr(objective, "batch_kind", "lm"))
         self._window: list[dict[str, torch.Tensor]] = []
         self._step_started: float | None = None
         self._val_sums: dict[str, float] = {}
@@ -67,15 +80,32 @@ class LanguageModelTask(L.LightningModule):
             shard_model(self.model, mesh)
             self._sharded = True
 
+    def trainable(self) -> torch.nn.Module:
+        """What the optimizer updates: the policy, plus the objective when it has parameters of
+        its own (a reward model's head), the policy's parameters first."""
+        if isinstance(self.objective, torch.nn.Module) and any(True for _ in self.objective.parameters()):
+            return torch.nn.ModuleList([self.model, self.objective])
+        return self.model
+
+    def on_fit_start(self) -> None:
+        """Extra models follow the policy: its device, and its dtype under a true-precision
+        trainer (bf16-true); mixed precision runs them under the same autocast."""
+        dtype = next(self.model.parameters()).dtype
+        for name, extra in self.extra_models.items():
+            if isinstance(extra, torch.nn.Module):
+                self.extra_models[name] = extra.to(device=self.device, dtype=dtype)
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.model)
+        optimizer = self.optimizer_factory(self.trainable())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, metrics = self.objective(self.model, batch)
+        if hasattr(self.objective, "set_step"):  # e.g. SMPO's margin schedule: optimizer steps done
+            self.objective.set_step(self.trainer.global_step)
+        loss, metrics = self.objective(self.model, batch, **self.extra_models)
         self._window.append({"loss": loss.detach().float(), **{k: v.detach().float() for k, v in metrics.items()}})
         # Lightning divides by `accumulate_grad_batches` itself.
         return loss
@@ -87,7 +117,7 @@ class LanguageModelTask(L.LightningModule):
         and throughput, on steps that are multiples of `log_every` (decided by the step number
         alone, so a resumed run logs the same rows as an uninterrupted one)."""
         step = self.trainer.global_step + 1  # the step this update makes
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.trainable().parameters() if p.grad is not None]
         now = time.perf_counter()
         rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
         self._step_started, self._tokens_in_window = now, 0
@@ -114,17 +144,18 @@ class LanguageModelTask(L.LightningModule):
         return len(self._window)
 
     def _window_metrics(self, tokens_per_s: float) -> dict[str, torch.Tensor]:
-        """One value per optimizer step: token-weighted over the accumulated micro-batches of
-        every rank (so several processes log what one would with their global batch), and the
-        throughput of all ranks together. The gradient norm is the same on every rank (taken
-        after DDP averaged the gradients)."""
+        """One value per optimizer step: weighted over the accumulated micro-batches of every
+        rank by the batch kind's count (`tokens` for lm, `pairs` for preference: what the
+        objective's means are over), so several processes log what one would with their global
+        batch; counts are summed; and the throughput of all ranks together. The gradient norm
+        is the same on every rank (taken after DDP averaged the gradients)."""
         window, self._window = self._window, []
-        tokens = torch.stack([m.get("tokens", torch.ones(())) for m in window]).float()
+        weights = torch.stack([m.get(self.weight_key, torch.ones(())) for m in window]).float()
         keys = list(window[0])
-        weighted = [torch.stack([m[k] for m in window]).sum() if k == "tokens" else
-                    (torch.stack([m[k] for m in window]) * tokens).sum() for k in keys]
-        total, rate, *weighted = self._summed([tokens.sum(), torch.tensor(tokens_per_s), *weighted])
-        logged = {f"train/{k}": (v if k == "tokens" else v / total.clamp_min(1)) for k, v in zip(keys, weighted)}
+        weighted = [torch.stack([m[k] for m in window]).sum() if k in COUNT_KEYS else
+                    (torch.stack([m[k] for m in window]) * weights).sum() for k in keys]
+        total, rate, *weighted = self._summed([weights.sum(), torch.tensor(tokens_per_s), *weighted])
+        logged = {f"train/{k}": (v if k in COUNT_KEYS else v / total.clamp_min(1)) for k, v in zip(keys, weighted)}
         if "train/loss" in logged and "train/ppl" in logged:
             logged["train/ppl"] = torch.exp(logged["train/loss"])
         logged["train/lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
@@ -142,29 +173,27 @@ class LanguageModelTask(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._step_started is None:
             self._step_started = time.perf_counter()
-        self._tokens_in_window += int(batch["input_ids"].numel())
+        self._tokens_in_window += batch_tokens(batch)
 
     # --- validation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {"loss_sum": 0.0, "tokens": 0.0}
+        self._val_sums = {}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if batch["input_ids"].shape[0] == 0:  # this rank's share of a last, small batch
+        if batch_rows(batch) == 0:  # this rank's share of a last, small batch
             return
         evaluate = getattr(self.objective, "evaluate", self.objective)
-        loss, metrics = evaluate(self.model, batch)
-        tokens = float(metrics.get("tokens", torch.tensor(1.0)))
-        self._val_sums["loss_sum"] += float(loss) * tokens
-        self._val_sums["tokens"] += tokens
+        with torch.no_grad():
+            loss, metrics = evaluate(self.model, batch, **self.extra_models)
+        accumulate_means(self._val_sums, {"loss": loss, **metrics}, self.weight_key)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        sums = [torch.tensor(self._val_sums[k], dtype=torch.float64) for k in ("loss_sum", "tokens")]
-        loss_sum, tokens = (float(v) for v in self._summed(sums))
-        loss = loss_sum / max(tokens, 1.0)
-        self._emit({"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, self.trainer.global_step,
-                   prog_bar=("val/loss",))
+        keys = sorted(self._val_sums)
+        sums = dict(zip(keys, (float(v) for v in self._summed([torch.tensor(self._val_sums[k], dtype=torch.float64)
+                                                               for k in keys]))))
+        self._emit(validation_metrics(sums, self.weight_key), self.trainer.global_step, prog_bar=("val/loss",))
         self._write_samples()
 
     def on_validation_end(self) -> None:
@@ -200,13 +229,16 @@ class LanguageModelTask(L.LightningModule):
         }
         checkpoint["rizzrun"] = {"data_position": self.trainer.global_step * self.accumulate,
                                  "processes": self.trainer.world_size}  # the position counts global batches
-        checkpoint["objective"] = self.objective.state_dict() if hasattr(self.objective, "state_dict") else {}
+        if self.extra_records:  # where each extra model came from and its digest (also in meta.json)
+            checkpoint["rizzrun"]["extra_models"] = self.extra_records
+        if not isinstance(self.objective, torch.nn.Module):  # a module's state is in the task's state_dict
+            checkpoint["objective"] = self.objective.state_dict() if hasattr(self.objective, "state_dict") else {}
         if self.guard is not None:
             checkpoint["guard"] = self.guard.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng")
-        if hasattr(self.objective, "load_state_dict"):
+        if hasattr(self.objective, "load_state_dict") and not isinstance(self.objective, torch.nn.Module):
             self.objective.load_state_dict(checkpoint.get("objective", {}))
         if self.guard is not None:
             self.guard.load_state_dict(checkpoint.get("guard", {}))
@@ -218,6 +250,52 @@ class LanguageModelTask(L.LightningModule):
             np.random.set_state(rng["numpy"])
             torch.set_rng_state(rng["torch"])
             self._rng_to_restore = None
+
+
+# Metrics that are counts (summed over micro-batches, ranks and validation batches), not means.
+COUNT_KEYS = ("tokens", "pairs")
+
+
+def batch_weight_key(kind: str) -> str:
+    """The count an objective's per-batch means are over, by its batch kind: an lm objective's
+    loss is a mean over target tokens, a preference objective's metrics are means over pairs."""
+    return "pairs" if kind == "preference" else "tokens"
+
+
+def batch_rows(batch: dict) -> int:
+    """Examples in a batch (rows of an lm batch, pairs of a preference batch)."""
+    if "input_ids" in batch:
+        return int(batch["input_ids"].shape[0])
+    return int(batch["row"].shape[0])
+
+
+def batch_tokens(batch: dict) -> int:
+    """Tokens the policy reads for a batch (the throughput's numerator): every position of an lm
+    batch; for a preference batch the real tokens of prompt + chosen and prompt + rejected."""
+    if "input_ids" in batch:
+        return int(batch["input_ids"].numel())
+    prompt = int(batch["prompt_mask"].sum())
+    return 2 * prompt + int(batch["chosen_mask"].sum()) + int(batch["rejected_mask"].sum())
+
+
+def accumulate_means(sums: dict[str, float], metrics: dict, weight_key: str) -> None:
+    """Add one batch's metrics to running sums: means weighted by the batch's `weight_key` count,
+    counts summed (`validation_metrics` turns the sums back into means)."""
+    weight = float(metrics.get(weight_key, 1.0))
+    sums["_weight"] = sums.get("_weight", 0.0) + weight
+    for key, value in metrics.items():
+        value = float(value)
+        sums[key] = sums.get(key, 0.0) + (value if key in COUNT_KEYS else value * weight)
+
+
+def validation_metrics(sums: dict[str, float], weight_key: str) -> dict[str, float]:
+    """`val/<metric>` means from `accumulate_means` sums; lm runs log val/loss and val/ppl (the
+    token-weighted mean loss and its exponential), other kinds every metric of the objective."""
+    weight = max(sums.get("_weight", 0.0), 1.0)
+    loss = sums.get("loss", 0.0) / weight
+    if weight_key == "tokens":
+        return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}
+    return {f"val/{k}": (v if k in COUNT_KEYS else v / weight) for k, v in sums.items() if k != "_weight"}
 
 
 def full_value(tensor: torch.Tensor) -> torch.Tensor:

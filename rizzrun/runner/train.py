@@ -70,6 +70,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     from rizzrun.runner.checkpoint import prepare_checkpoints, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
     from rizzrun.runner.distributed import RankShard, end_process_group
+    from rizzrun.runner.extra_models import build_extra_models, build_objective
     from rizzrun.runner.loggers import build_loggers, finish_loggers
     from rizzrun.runner.task import LanguageModelTask
 
@@ -126,11 +127,15 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
         shard.check_training_rows(data.train_batch_size, cfg.data.batch_size)
 
         model = build_model(cfg, tokenizer)
+        objective = build_objective(cfg, model)
+        # Before compiling and training: `init` is the policy's starting weights.
+        extra_models, extra_records = build_extra_models(cfg, objective, model, tokenizer, data,
+                                                         resume_meta=meta if resume_from else None)
         if tcfg.compile:
             model.compile()
         task = LanguageModelTask(
             model=model,
-            objective=instantiate(cfg.objective),
+            objective=objective,
             optimizer=instantiate(cfg.optimizer),
             scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
             decoder=instantiate(cfg.decoder),
@@ -143,6 +148,8 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
             log_every=int(tcfg.log_every),
             guard=NonFiniteGuard(str(tcfg.get("on_nonfinite", "stop")), int(tcfg.get("max_nonfinite_skips", 0)),
                                  check_grads=str(tcfg.precision) != "16-mixed"),
+            extra_models=extra_models,
+            extra_records=extra_records,
         )
 
         train_loader = torch.utils.data.DataLoader(
@@ -155,7 +162,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
                 task, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
             )
         summary["eval"] = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step,
-                                           lead)
+                                           lead, task.objective, task.extra_models)
         summary["status"] = "completed"
     except RunEnded as e:
         summary.update(status=e.status, reason=str(e))
@@ -256,7 +263,7 @@ def _resume_record(run_dir: Path, checkpoint: Path, step: int) -> list[dict]:
 
 
 def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int,
-                     lead: bool = True) -> dict | None:
+                     lead: bool = True, objective=None, extra_models: dict | None = None) -> dict | None:
     """`eval.at_end`: memorization + held-out loss of the final model, logged at the last step
     and written to eval.json (the same as `rizzrun eval RUN_DIR` afterwards). Every rank
     evaluates (a sharded model needs all of them); the lead writes."""
@@ -264,13 +271,14 @@ def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: 
         return None
     from rizzrun.runner.evaluate import evaluate, flat_metrics, write
 
-    result = evaluate(model, tokenizer, data, cfg.eval)
+    result = evaluate(model, tokenizer, data, cfg.eval, objective=objective, extra_models=extra_models)
     if not lead:
         return None
     write(run_dir, result)
     for logger in loggers:
         logger.log_metrics(flat_metrics(result), step=step)
-    return {k: v for k, v in result["memorization"].items() if k != "rows"} | {"val": result["val"]}
+    return {k: v for k, v in result.get("memorization", {}).items() if k != "rows"} | {
+        k: result[k] for k in ("val", "sets", "task") if k in result}
 
 
 def _resume_value(cfg: DictConfig) -> str | None:
