@@ -39,10 +39,11 @@ _SHUFFLE_TRIES = 64
 
 # --- rewards ----------------------------------------------------------------------------------
 
-def last_token_rewards(lm, head: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def last_token_rewards(lm, head: nn.Linear, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(N,) float32 rewards head(h[i, lengths[i] - 1]) of right-padded input_ids (N, T), with
     h = lm.hidden_states(input_ids) (N, T, d_model); lengths (N,) = real tokens per row (>= 1).
-    The head runs in float32 with autocast off."""
+    The head runs in float32 with autocast off, whatever dtype its weights are kept in (a
+    bf16-true run keeps them in bf16)."""
     if lengths.ndim != 1 or lengths.shape[0] != input_ids.shape[0]:
         raise ValueError(f"lengths {tuple(lengths.shape)} must be (N,) for input_ids {tuple(input_ids.shape)}")
     if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > input_ids.shape[1]):
@@ -50,7 +51,8 @@ def last_token_rewards(lm, head: nn.Module, input_ids: torch.Tensor, lengths: to
     hidden = lm.hidden_states(input_ids)
     last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths.to(hidden.device) - 1]
     with torch.autocast(device_type=last.device.type, enabled=False):
-        return head(last.float()).squeeze(-1).float()
+        bias = None if head.bias is None else head.bias.float()
+        return F.linear(last.float(), head.weight.float(), bias).squeeze(-1)
 
 
 def _joined(prompt_ids, prompt_mask, completion_ids, completion_mask, pad_id: int):
