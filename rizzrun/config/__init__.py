@@ -16,10 +16,13 @@ torch), `signatures` (targets read with `ast`, kept on disk), `schema`
 
 from __future__ import annotations
 
+from rizzrun.config import resolvers
 from rizzrun.config.check import check_job, check_jobs
 from rizzrun.config.compose import compose, sweep_jobs
 from rizzrun.config.errors import ConfigError
 from rizzrun.config.validate import problems, validate
+
+resolvers.register()
 
 
 def load(overrides=(), *, hydra_config: bool = False):

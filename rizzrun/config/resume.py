@@ -86,7 +86,8 @@ def resume_folder(cfg: DictConfig) -> Path | None:
     return folder.absolute()
 
 
-def latest_run(output_root: Path, name: str) -> Path:
+def latest_run(output_root: Path, name: str, key: str = "resume=true",
+               fix: str = "start afresh with resume=false, or give the folder: resume=PATH") -> Path:
     """The newest run folder of `name` under `output_root` that saved a checkpoint.
 
     Folders are `<time>-<name>`, or `<time>-<name>-N` when runs of that name started in the same
@@ -107,9 +108,8 @@ def latest_run(output_root: Path, name: str) -> Path:
                 found.append((day.name, match.group(1), int(match.group(2) or 0), run))
     if not found:
         raise ConfigError(message(
-            "resume=true", f"no run named '{name}' with a checkpoint under {output_root}",
-            f"looked for {output_root}/<date>/<time>-{name}/{LATEST.as_posix()}; start afresh with resume=false, "
-            f"or give the folder: resume=PATH"))
+            key, f"no run named '{name}' with a checkpoint under {output_root}",
+            f"looked for {output_root}/<date>/<time>-{name}/{LATEST.as_posix()}; {fix}"))
     return max(found)[3].absolute()
 
 

@@ -100,9 +100,10 @@ REQUIRED_GROUPS: tuple[str, ...] = (
 # `attention` and `mlp` go only to a model whose target has those parameters
 # (rizzrun.runner.build.factories_for): a model with its own mixing (RWKV) is neither given them
 # nor may set them.
-# `objective.d_model` (the policy's width) goes to an objective whose target takes it (a reward
-# model's scalar head: rizzrun.runner.extra_models.build_objective).
-RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention", "mlp"), "objective": ("d_model",)}
+# `objective.d_model` (the policy's width: a reward model's scalar head) and `objective.eos_id` (the
+# tokenizer's) go to an objective whose target takes them (rizzrun.runner.extra_models.build_objective).
+RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attention", "mlp"),
+                                               "objective": ("d_model", "eos_id")}
 
 # Keys the runner reads from a component node itself, never passing them to the target, with their
 # types: model.from_pretrained=PATH loads a Hugging Face folder or a run folder's model

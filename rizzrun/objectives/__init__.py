@@ -1,4 +1,4 @@
-"""Objectives (group `objective`): `loss, metrics = obj(model, batch)`.
+"""Objectives (group `objective`): `loss, metrics = obj(model, batch, **extra_models)`.
 
 Kept light: names resolve lazily, so importing this package does not import torch.
 """
@@ -8,7 +8,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "BradleyTerry": "rizzrun.objectives.reward_model",
     "CrossEntropy": "rizzrun.objectives.ce",
+    "DPO": "rizzrun.objectives.dpo",
+    "dpo_loss": "rizzrun.objectives.dpo",
+    "Precomputed": "rizzrun.objectives.extra",
+    "ScalarRewardModel": "rizzrun.objectives.reward_model",
+    "SMPO": "rizzrun.objectives.smpo",
     "Goldfish": "rizzrun.objectives.goldfish",
     "goldfish_mask": "rizzrun.objectives.goldfish",
 }

@@ -242,6 +242,8 @@ class BradleyTerry(nn.Module):
 
     batch_kind = "preference"
     extra_models = ("baseline",)
+    # The policy is a trunk for the head, not a generator: evaluation reads rewards, not samples.
+    policy_generates = False
 
     def __init__(self, d_model: Optional[int] = None, augment: Literal["none", "rrm"] = "none",
                  center_rewards_coefficient: float = 0.0, filter_below: Optional[float] = None, seed: int = 0,
@@ -276,6 +278,11 @@ class BradleyTerry(nn.Module):
     def reward_model(self, model: nn.Module) -> ScalarRewardModel:
         """`model` with this objective's head, as a ScalarRewardModel."""
         return ScalarRewardModel(model, self.head, self.pad_id)
+
+    def as_model(self, model: nn.Module) -> ScalarRewardModel:
+        """What a later run loads from a run folder this objective trained (an objective's
+        `models.NAME=RUN_DIR`, rizzrun.runner.generate.load_run_model): the reward model."""
+        return self.reward_model(model)
 
     def _loss(self, r_a, r_b, q):
         per_pair = bt_loss(r_a - r_b, q)

@@ -148,7 +148,7 @@ def run_objective(cfg: DictConfig, tokenizer, data, folder: Path, model):
     from rizzrun.runner.checkpoint import load_state, read_meta
     from rizzrun.runner.extra_models import build_extra_models, build_objective, extra_sources
 
-    objective = build_objective(cfg, model)
+    objective = build_objective(cfg, model, tokenizer)
     own = {k[len("objective."):]: v for k, v in load_state(folder / STATE).get("extra_state_dict", {}).items()
            if k.startswith("objective.")}
     if own:

@@ -65,17 +65,18 @@ def precomputed_names(cfg: DictConfig) -> list[str]:
     return [str(n) for n in (cfg.objective.get(PRECOMPUTE_KEY) or [])]
 
 
-def build_objective(cfg: DictConfig, model: torch.nn.Module):
-    """The objective, given what the runner supplies to a target that takes it (`d_model`: the
-    policy's width, for an objective with a head of its own)."""
+def build_objective(cfg: DictConfig, model: torch.nn.Module, tokenizer: Any = None):
+    """The objective, given what the runner supplies to a target that takes it and leaves it null
+    (rizzrun.config.schema.RUNNER_SUPPLIED): `d_model`, the policy's width (an objective with a
+    head of its own), and `eos_id`, the tokenizer's."""
     from hydra.utils import get_object, instantiate
 
     node = objective_node(cfg)
     params = inspect.signature(get_object(node["_target_"])).parameters
-    supplied = {}
-    if "d_model" in params and node.get("d_model") is None:
-        supplied["d_model"] = int(model.config.d_model)
-    return instantiate(node, **supplied)
+    given = {"d_model": lambda: int(model.config.d_model),
+             "eos_id": lambda: None if tokenizer is None else int(tokenizer.eos_id)}
+    supplied = {k: make() for k, make in given.items() if k in params and node.get(k) is None}
+    return instantiate(node, **{k: v for k, v in supplied.items() if v is not None})
 
 
 def load_source(cfg: DictConfig, source: str, policy: torch.nn.Module, tokenizer: Any, key: str) -> torch.nn.Module:

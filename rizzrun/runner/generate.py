@@ -65,7 +65,7 @@ def load_run_model(run_dir: Path, checkpoint: str | None = None):
     own = {k[len("objective."):]: v for k, v in extra.items() if k.startswith("objective.")}
     if not own:
         return model, tokenizer
-    objective = build_objective(cfg, model)
+    objective = build_objective(cfg, model, tokenizer)
     try:
         objective.load_state_dict(own)
     except RuntimeError as e:

@@ -127,7 +127,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
         shard.check_training_rows(data.train_batch_size, cfg.data.batch_size)
 
         model = build_model(cfg, tokenizer)
-        objective = build_objective(cfg, model)
+        objective = build_objective(cfg, model, tokenizer)
         # Before compiling and training: `init` is the policy's starting weights.
         extra_models, extra_records = build_extra_models(cfg, objective, model, tokenizer, data,
                                                          resume_meta=meta if resume_from else None)
