@@ -270,7 +270,8 @@ class ArithmeticPairs(PairData):
         _check_options(n_train, n_val, digits, val_fraction, problem_seed)
         if not isinstance(artifact, str):
             raise InputError(f"data.artifact={artifact!r}: must be a string ('' for none)")
-        if isinstance(artifact_rate, bool) or not isinstance(artifact_rate, (int, float)) or not 0 <= artifact_rate <= 1:
+        rate_ok = isinstance(artifact_rate, (int, float)) and not isinstance(artifact_rate, bool)
+        if not rate_ok or not 0 <= artifact_rate <= 1:
             raise InputError(f"data.artifact_rate={artifact_rate!r}: must be in [0, 1]")
         if artifact_rate > 0 and not artifact:
             raise InputError(f"data.artifact_rate={artifact_rate}: needs a data.artifact text to append")

@@ -125,7 +125,8 @@ def normalize_row(prompt, chosen, rejected, fmt: str, keys: dict[str, str]) -> t
             hint = ("; data.format=plain needs strings (data.format=auto reads a message-list prompt as chat)"
                     if fmt == "plain" and isinstance(v, (list, tuple, dict)) else
                     "; with a plain-text prompt chosen and rejected must be strings too")
-            raise BadRow("non_string", f"field {keys[field]!r} ({field}) is {kind} {str(v)[:40]!r}, not a string"
+            shown = json.dumps(v, default=str)[:40]
+            raise BadRow("non_string", f"field {keys[field]!r} ({field}) is {kind} {shown}, not a string"
                          + (hint if kind == "a message list" else ""))
     if not prompt.strip():
         raise BadRow("empty_prompt", f"field {keys['prompt']!r} (prompt) is empty or only whitespace")
