@@ -353,3 +353,27 @@ def test_plain_rows_with_an_hf_tokenizer_use_its_bos(tmp_path, hf_folder):
     for k, r in enumerate(ROWS):
         assert got["prompt"][k] == ref(r["prompt"])["input_ids"] and got["prompt"][k][0] == tok.bos_id
         assert got["chosen"][k] == ref(r["chosen"], add_special_tokens=False)["input_ids"] + [tok.eos_id]
+
+
+def test_train_texts_and_config_rules(tmp_path, hf_folder):
+    from rizzrun.data import arithmetic_spec, preference_spec
+
+    data = make(write_jsonl(tmp_path / "chat.jsonl", CHAT), tmp_path)
+    assert list(data.train_texts()) == [m["content"] for row in CHAT for k in ("prompt", "chosen", "rejected")
+                                        for m in row[k]]
+    data = make(write_jsonl(tmp_path / "p.jsonl", ROWS), tmp_path)
+    assert list(data.train_texts()) == [r[k] for r in ROWS for k in ("prompt", "chosen", "rejected")]
+    assert preference_spec.check({"path": "./nope.jsonl", "max_length": 4, "max_prompt_length": 4}, "data") == [
+        "data.path='./nope.jsonl': no such file or folder (a path starting with /, ./, ../ or ~ is never looked up "
+        "on the Hub); give an existing local file or folder, or a Hub dataset name",
+        "data.max_prompt_length=4: must be < data.max_length=4, so that a completion has room; lower it or raise "
+        "data.max_length",
+    ]
+    assert preference_spec.check({"path": "org/hub-name"}, "data") == []
+    assert preference_spec.check({"path": [str(tmp_path / "p.jsonl"), str(tmp_path / "q.jsonl")]}, "data") == [
+        f"data.path=['{tmp_path}/p.jsonl', '{tmp_path}/q.jsonl']: '{tmp_path}/q.jsonl': no such file or folder (a "
+        f"path starting with /, ./, ../ or ~ is never looked up on the Hub); give an existing local file or folder, "
+        f"or a Hub dataset name"]
+    assert arithmetic_spec.check({"artifact": "", "artifact_rate": 0.8}, "data")[0].startswith(
+        "data.artifact_rate=0.8: needs an artifact text")
+    assert arithmetic_spec.RANGES["ArithmeticPairs"]["val_fraction"] == ((">", 0), ("<", 1))
