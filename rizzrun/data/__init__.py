@@ -5,14 +5,24 @@
 pipeline in `lm.py` (tokenize, pack with a padded last block, batch). HFDataset's other jobs
 each have a module: hf_source.py (find and load the source, check its text column),
 hf_fingerprint.py, holdout.py (which rows validate), hf_stream.py (the streaming plan and its
-resume bookkeeping), hf_views.py (stream adapters). Imported lazily: importing this package
-costs nothing and pulls in neither torch nor datasets.
+resume bookkeeping), hf_views.py (stream adapters). Pairs for preference objectives: pairs.py
+(`PairData`: tokenize, truncate as TRL, filter, batch), preference.py (`PreferencePairs`: files,
+a save_to_disk folder or a Hub dataset) and arithmetic.py (the built-in verifiable task:
+`ArithmeticSFT` corpus, `ArithmeticPairs`). Imported lazily: importing this package costs nothing
+and pulls in neither torch nor datasets.
 """
 
-__all__ = ["PyDocCorpus", "TextFiles"]
+__all__ = ["ArithmeticPairs", "ArithmeticSFT", "PairData", "PreferencePairs", "PyDocCorpus", "TextFiles"]
+
+_MODULES = {"ArithmeticPairs": "arithmetic", "ArithmeticSFT": "arithmetic", "PairData": "pairs",
+            "PreferencePairs": "preference"}
 
 
 def __getattr__(name):
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(f"rizzrun.data.{_MODULES[name]}"), name)
     if name == "PyDocCorpus":
         from rizzrun.data.pydoc import PyDocCorpus
 

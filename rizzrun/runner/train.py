@@ -331,8 +331,14 @@ def _log_data(data) -> None:
     log = logging.getLogger("rizzrun")
     stats = getattr(data, "stats", {}) or {}
     for split in ("train", "val"):
-        if split in stats:
-            s = stats[split]
+        if split not in stats:
+            continue
+        s = stats[split]
+        if "pairs" in s:  # preference data
+            dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "none"
+            log.info("data %s: %s pairs, %s tokens, %s truncated, dropped: %s", split, s.get("pairs"), s.get("tokens"),
+                     s.get("truncated"), dropped)
+        else:
             log.info("data %s: %s documents, %s tokens, %s blocks", split, s.get("documents"), s.get("tokens"),
                      s.get("blocks"))
     skipped = {reason: n for reason, n in (stats.get("skipped") or {}).items() if n}
