@@ -84,8 +84,14 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     # Data paths must exist now (validate checks them); the files are never read here.
     (tmp_path / "a.txt").write_text("some text\n")
     (tmp_path / "corpus").mkdir(exist_ok=True)
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n')
     extra = {("data", "text"): [f"data.train_files=[{tmp_path / 'a.txt'}]"],
-             ("data", "hf"): [f"data.path={tmp_path / 'corpus'}"]}
+             ("data", "hf"): [f"data.path={tmp_path / 'corpus'}"],
+             # Pairs are for a preference objective; an lm one is refused with them (tested below).
+             ("data", "preference"): [f"data.path={tmp_path / 'pairs.jsonl'}", "objective=dpo"],
+             ("data", "arithmetic_pairs"): ["objective=dpo"]}
+    for objective in ("dpo", "smpo", "reward_model"):  # ... and the other way round
+        extra[("objective", objective)] = ["data=arithmetic_pairs"]
     # A group the default config's defaults list does not pick (hparams_search) is added with '+'.
     picked = {str(k) for e in OmegaConf.load(REPO / "conf" / "config.yaml").defaults if hasattr(e, "keys") for k in e}
     return [f"{'' if group in picked else '+'}{group}={option}", *extra.get((group, option), [])]
@@ -107,15 +113,21 @@ def test_every_option_of_every_group_validates(group, option, tmp_path):
 
 
 def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
-    """The local folders a paper-scale recipe asks for (it says so when they are missing)."""
-    from test_recipes import llama2_7b_folder, tokenizer_folder
+    """The local folders a paper-scale recipe asks for (it says so when they are missing), or the
+    runs a recipe starts from (`${run:NAME}`), as folders that hold NAME's config and a checkpoint."""
+    from test_recipes import llama2_7b_folder, runs_it_starts_from, tokenizer_folder
 
     (tmp_path / "corpus").mkdir(exist_ok=True)  # data.path must exist (validate checks it)
     if recipe == "goldfish_7b":
         return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", f"data.path={tmp_path / 'corpus'}"]
     if recipe == "goldfish_1b":
         return [f"tokenizer.path={tokenizer_folder(tmp_path / 'tok')}", f"data.path={tmp_path / 'corpus'}"]
-    return []
+    if recipe == "dpo_7b":
+        llama = llama2_7b_folder(tmp_path / "llama")
+        pairs = tmp_path / "pairs.jsonl"
+        pairs.write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n')
+        return [f"model.from_pretrained={llama}", f"data.path={pairs}"]
+    return [f"output_root={outputs}" for outputs in [runs_it_starts_from(recipe, tmp_path / "outputs")] if outputs]
 
 
 @pytest.mark.parametrize("recipe", catalog.options("recipe"))
@@ -397,8 +409,8 @@ def test_batch_kind_mismatch_names_both_sides():
     found = errors_of(["objective._target_=fake_components.PreferenceLoss", "~objective.ignore_index"])
     assert found == [
         "objective=ce, data=pydoc: objective 'ce' (fake_components.PreferenceLoss) consumes batch_kind "
-        "'preference' but data 'pydoc' (rizzrun.data.pydoc.PyDocCorpus) produces 'lm'; pick a data option "
-        "that produces 'preference' (none ships yet), or an objective that consumes 'lm'"]
+        "'preference' but data 'pydoc' (rizzrun.data.pydoc.PyDocCorpus) produces 'lm'; pick "
+        "data=arithmetic_pairs or data=preference, or an objective that consumes 'lm'"]
 
 
 def test_dataclass_data_target():
@@ -406,7 +418,7 @@ def test_dataclass_data_target():
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=hf or data=pydoc or data=text, or an objective that consumes 'preference'"]
+        "pick data=arithmetic_sft or data=hf or data=pydoc or data=text, or an objective that consumes 'preference'"]
 
 
 def test_deleting_keys():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from functools import lru_cache
@@ -46,6 +47,7 @@ SHORTEN_DATA = "data.max_docs=300"
 PAPER_PARAMS = {
     "goldfish_1b": 1_100_048_384,  # TinyLlama-1.1B
     "goldfish_7b": 6_738_415_616,  # Llama-2-7B
+    "dpo_7b": 6_738_415_616,  # Llama-2-7B
 }
 
 
@@ -63,6 +65,34 @@ def missing_inputs(recipe: str) -> tuple[str, ...]:
     return tuple(sorted(k for k in walk(cfg, "") if not k.startswith("hydra.")))
 
 
+RUN_REFERENCE = re.compile(r"\$\{run:([^}]+)\}")
+
+
+@lru_cache(maxsize=None)
+def starts_from(recipe: str) -> tuple[str, ...]:
+    """The runs a recipe starts from, by name (`${run:NAME}`, e.g. dpo_tiny's sft_tiny)."""
+    text = json.dumps(OmegaConf.to_container(compose([f"+recipe={recipe}"]), resolve=False))
+    return tuple(sorted(set(RUN_REFERENCE.findall(text))))
+
+
+def run_folder(outputs: Path, name: str) -> Path:
+    """Where `${run:NAME}` finds NAME's run under output_root (rizzrun.config.resume.latest_run)."""
+    return outputs / "2026-01-01" / f"00-00-00-{name}"
+
+
+def runs_it_starts_from(recipe: str, outputs: Path) -> Path | None:
+    """Stand-ins for the runs `recipe` starts from: folders holding each run's config (as its recipe
+    composes it) and a checkpoint pointer, enough for `${run:NAME}` and validation; the output_root
+    to give, or None when the recipe starts from no run."""
+    names = starts_from(recipe)
+    for name in names:
+        folder = run_folder(outputs, name)
+        (folder / layout.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        (folder / layout.CONFIG).write_text(OmegaConf.to_yaml(load([f"+recipe={name}"]), resolve=True))
+        (folder / layout.LATEST).write_text(layout.step_dir_name(1) + "\n")
+    return outputs if names else None
+
+
 PAPER_SCALE = [r for r in RECIPES if missing_inputs(r)]
 CPU_SCALE = [r for r in RECIPES if r not in PAPER_SCALE]
 
@@ -70,7 +100,8 @@ CPU_SCALE = [r for r in RECIPES if r not in PAPER_SCALE]
 def test_every_recipe_is_classified_and_both_kinds_exist():
     assert set(PAPER_SCALE) | set(CPU_SCALE) == set(RECIPES) and len(RECIPES) >= 5
     assert {"tiny", "goldfish_tiny", "ce_memorize_tiny"} <= set(CPU_SCALE)
-    assert {"goldfish_1b", "goldfish_7b"} <= set(PAPER_SCALE)
+    assert {"goldfish_1b", "goldfish_7b", "dpo_7b"} <= set(PAPER_SCALE)
+    assert {"dpo_tiny", "dpo_precomputed_tiny", "d2po_tiny", "smpo_tiny", "rm_tiny", "rrm_tiny"} <= set(CPU_SCALE)
 
 
 # ---- stand-ins for a paper-scale recipe's local inputs ---------------------------------------------
@@ -180,12 +211,15 @@ def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache):
     from rizzrun.runner.metrics import read_metrics
     from rizzrun.runner.train import run
 
-    shipped = load([f"+recipe={recipe}"])
+    outputs = tmp_path / "outputs"
+    for name in starts_from(recipe):  # a recipe that starts from another one's run: train that first
+        run(load([f"+recipe={name}", f"cache_dir={shared_cache}", *SHORTEN]), run_folder(outputs, name))
+    shipped = load([f"+recipe={recipe}", f"output_root={outputs}"])
     assert shipped.trainer.accelerator == "cpu" and shipped.model.size in ("tiny", "small"), (
         f"recipe {recipe} needs no local input, so it must train on a CPU as shipped; a paper-scale recipe "
         "leaves its inputs ??? (see this file's docstring)")
     shorten = [*SHORTEN, *([SHORTEN_DATA] if "max_docs" in shipped.data else [])]
-    cfg = load([f"+recipe={recipe}", f"cache_dir={shared_cache}", *shorten])
+    cfg = load([f"+recipe={recipe}", f"cache_dir={shared_cache}", f"output_root={outputs}", *shorten])
     run_dir = tmp_path / recipe
     summary = run(cfg, run_dir)
 
@@ -196,9 +230,16 @@ def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache):
     assert (run_dir / layout.LATEST).read_text().strip() == layout.step_dir_name(2)
     assert (layout.checkpoints_dir(run_dir) / layout.step_dir_name(2) / layout.WEIGHTS).is_file()
 
-    if shipped.eval.at_end:  # the memorization recipes evaluate themselves
-        assert summary["eval"]["documents"] == 2 and (run_dir / layout.EVAL).is_file()
-        assert any("mem/rougeL" in r for r in rows)
+    if shipped.eval.at_end:  # what each recipe is judged by, at its end (rizzrun.runner.evaluate)
+        assert (run_dir / layout.EVAL).is_file()
+        judged = summary["eval"]
+        if "documents" in judged:  # a corpus: memorization
+            assert judged["documents"] == 2 and any("mem/rougeL" in r for r in rows)
+        if "task" in judged:  # a verifiable task: greedy answers to held-out prompts
+            assert judged["task"]["n"] == 2 and any("task/correct_rate" in r for r in rows)
+        if "sets" in judged:  # pairs: the objective's metrics on the held-out pairs and eval sets
+            assert judged["val"]["pairs"] > 0 and any("eval/val/rewards/accuracies" in r for r in rows)
+        assert {"documents", "task", "sets"} & set(judged)
     train_keys = set().union(*(r for r in rows if "train/loss" in r))
     if shipped.objective._target_.endswith("Goldfish"):
         assert {"train/loss_all_tokens", "train/loss_dropped_tokens", "train/dropped_fraction"} <= train_keys
