@@ -129,7 +129,8 @@ def workload(name: str, batches: list[dict], examples: list[dict], repeats: int,
     with torch.no_grad():
         for v in ("dpo + reference", "dpo precomputed"):
             got = float(losses[v](init, 0))
-            assert abs(got - math.log(2)) < 1e-4, f"{name}: {v} loss at step 0 is {got}, expected ln 2 = {math.log(2):.6f}"
+            assert abs(got - math.log(2)) < 1e-4, \
+                f"{name}: {v} loss at step 0 is {got}, expected ln 2 = {math.log(2):.6f} (policy == reference)"
         _, metrics = dpo(init, batches[0], reference=reference)
         sft_loss, sft_metrics = ce(init, lm[0][1])
         summed = float((metrics["logps/chosen"] + metrics["logps/rejected"]) * metrics["pairs"])
@@ -190,7 +191,8 @@ def workload(name: str, batches: list[dict], examples: list[dict], repeats: int,
 def preference(repeats: int, cache: str | None = None) -> dict:
     """Both workloads, each with the machine's fp32 matmul rate measured in this run."""
     gflops = matmul_gflops()
-    out = {"date": dt.date.today().isoformat(), "repeats": repeats, "gflops": gflops, "threads": torch.get_num_threads()}
+    out = {"date": dt.date.today().isoformat(), "repeats": repeats, "gflops": gflops,
+           "threads": torch.get_num_threads()}
     out["workloads"] = [workload("arithmetic", *arithmetic_data(cache=cache), repeats, gflops),
                         workload("long", *long_data(), repeats, gflops)]
     return out
@@ -206,7 +208,8 @@ def report(r: dict) -> str:
         "SFT on both completions (2B rows, the size of DPO's policy pass); DPO with a live frozen reference (its "
         "forward under no_grad); DPO with the reference log-probs precomputed (`objective.precompute=[reference]`).",
         "",
-        "| data | step | ms / step | pairs/s | tokens/s | vs SFT chosen | vs SFT 2B | expected (FLOPs) vs chosen, 2B | MFU |",
+        "| data | step | ms / step | pairs/s | tokens/s | vs SFT chosen | vs SFT 2B "
+        "| expected (FLOPs) vs chosen, 2B | MFU |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for w in r["workloads"]:
@@ -215,7 +218,8 @@ def report(r: dict) -> str:
         for v in VARIANTS:
             lines.append(
                 f"| {label} | {v} | {s[v] * 1e3:.1f} | {w['pairs_per_s'][v]:.0f} | {w['tokens_per_s'][v]:.0f} | "
-                f"{s[v] / s['sft chosen']:.2f}× | {s[v] / s['sft 2B']:.2f}× | {e[v]:.2f}×, {e[v] / e['sft 2B']:.2f}× | "
+                f"{s[v] / s['sft chosen']:.2f}× | {s[v] / s['sft 2B']:.2f}× | "
+                f"{e[v]:.2f}×, {e[v] / e['sft 2B']:.2f}× | "
                 f"{w['mfu'][v]:.0%} |")
             label = ""
     lines += ["", "One-off cost of the precomputed table (one reference forward over every pair, no gradients):", ""]
