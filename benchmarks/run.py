@@ -10,7 +10,9 @@ process, interleaved, best of `--repeats`, warm-up excluded (see ../shared/BENCH
   batches, vs `transformers.LlamaForCausalLM` (sdpa) with the same config trained by a bare loop;
   each as a fraction of the machine's dense fp32 matmul rate measured in the same run;
 - greedy generation tokens/s, batch 1 and 8: rizzrun's decoder vs `transformers` generate on
-  the same weights, with the per-op floor of the decode step as the limit.
+  the same weights, with the per-op floor of the decode step as the limit;
+- token mixers against length (mixers_bench.py); a DPO step against an SFT step on the same
+  pairs, with a live and a precomputed reference (preference_bench.py).
 """
 
 from __future__ import annotations
@@ -434,6 +436,11 @@ def write_report(path: Path, results: dict) -> None:
         from mixers_bench import report
 
         lines += report(mixers) + [""]
+    pref = results.get("preference")
+    if pref:
+        from preference_bench import report as preference_report
+
+        lines += [preference_report(pref), ""]
     extra = results.get("notes")
     if extra:
         lines += ["## Notes", "", extra, ""]
@@ -449,7 +456,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--cache", default=str(cache_root()))
     parser.add_argument("--notes", default=str(ROOT / "benchmarks" / "notes.md"))
-    parser.add_argument("--only", choices=["mixers", "generation"],
+    parser.add_argument("--only", choices=["mixers", "generation", "preference"],
                         help="re-measure one section; the others come from the .json beside --out")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -459,6 +466,10 @@ def main() -> None:
             from mixers_bench import mixers
 
             results["mixers"] = mixers()
+        elif args.only == "preference":
+            from preference_bench import preference
+
+            results["preference"] = preference(args.repeats, args.cache)
         else:
             results["generation"] = generation(repeats=3)
         write_report(args.out, results)
@@ -484,6 +495,9 @@ def main() -> None:
     from mixers_bench import mixers
 
     results["mixers"] = mixers()
+    from preference_bench import preference
+
+    results["preference"] = preference(args.repeats, args.cache)
     notes = Path(args.notes)
     results["notes"] = notes.read_text().strip() if notes.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
