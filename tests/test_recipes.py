@@ -204,16 +204,30 @@ def test_goldfish_paper_recipes_hold_the_papers_settings(tmp_path):
 
 # ---- CPU-scale recipes -------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def outputs_with_starts(tmp_path_factory, shared_cache):
+    """An output_root where the runs recipes start from are trained once (shortened), on demand."""
+    from rizzrun.runner.train import run
+
+    outputs = tmp_path_factory.mktemp("outputs")
+
+    def with_starts(recipe: str) -> Path:
+        for name in starts_from(recipe):
+            if not (run_folder(outputs, name) / layout.LATEST).exists():
+                run(load([f"+recipe={name}", f"cache_dir={shared_cache}", *SHORTEN]), run_folder(outputs, name))
+        return outputs
+
+    return with_starts
+
+
 @pytest.mark.parametrize("recipe", CPU_SCALE)
-def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache):
+def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache, outputs_with_starts):
     """The recipe as shipped, shortened by SHORTEN: a finite loss at each step, a checkpoint of the
     last one, and what the recipe promises besides (an eval at the end, goldfish's losses)."""
     from rizzrun.runner.metrics import read_metrics
     from rizzrun.runner.train import run
 
-    outputs = tmp_path / "outputs"
-    for name in starts_from(recipe):  # a recipe that starts from another one's run: train that first
-        run(load([f"+recipe={name}", f"cache_dir={shared_cache}", *SHORTEN]), run_folder(outputs, name))
+    outputs = outputs_with_starts(recipe)  # a recipe that starts from another one's run: that run first
     shipped = load([f"+recipe={recipe}", f"output_root={outputs}"])
     assert shipped.trainer.accelerator == "cpu" and shipped.model.size in ("tiny", "small"), (
         f"recipe {recipe} needs no local input, so it must train on a CPU as shipped; a paper-scale recipe "

@@ -16,7 +16,8 @@ How the resumed job is composed (`resumed_job`), Hydra-natively, from today's co
    restores it. Only keys the user's overrides leave alone are pinned, before the user's
    overrides. A key conf/ gained since keeps its default (new code may need it). The pins are
    part of the job's overrides, so Hydra saves them in `.hydra/overrides.yaml` for the next resume.
-3. The schedule is not re-stretched: `scheduler.total_steps` (by default `${trainer.max_steps}`)
+3. The schedule is not re-stretched: `scheduler.total_steps` (by default `${trainer.max_steps}`;
+   likewise an objective's own schedule length, `objective.max_steps`)
    keeps the value the run had unless the user sets it. Extending a 60-step run with
    `trainer.max_steps=100` thus follows the run's own schedule, warmup included (the warmup
    default adapts to total_steps, which stays 60): after step 60 a cosine stays at its floor,
@@ -60,7 +61,8 @@ FROZEN_GROUPS = ("model", "attention", "mlp", "tokenizer", "data")
 # under a frozen node.
 MOVABLE = ("cache_dir", "num_proc")
 # Keys that keep the value they had in the run (resolved) unless the user sets them.
-KEEP_RESOLVED = ("scheduler.total_steps",)
+# An objective's schedule over the run (SMPO's margin: objective.max_steps) stays the run's, like the lr's.
+KEEP_RESOLVED = ("scheduler.total_steps", "objective.max_steps")
 _ABSENT = object()
 
 
