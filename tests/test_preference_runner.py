@@ -206,7 +206,7 @@ def test_a_recipe_starts_from_the_newest_run_of_a_name(tmp_path, sft_run, shared
 @pytest.mark.parametrize("overrides,expected", [
     (["+objective.models.teacher=init"],
      "objective.models.teacher='init': rizzrun.objectives.dpo.DPO takes no extra model 'teacher'; it takes: reference"),
-    (["objective.models.reference=/no/such/run"], "objective.models.reference=/no/such/run: no such folder"),
+    (["objective.models.reference=/no/such/run"], "objective.models.reference='/no/such/run': no such folder"),
     (["objective.precompute=[reference]", "objective.reference_free=true", "objective.models.reference=null"],
      "objective.precompute=[reference]: objective.models.reference is not set"),
     (["data=pydoc"], "consumes batch_kind 'preference' but data 'pydoc'"),
