@@ -219,6 +219,7 @@ class ArithmeticSFT(LMCorpus):
         return [p + answer for p, answer in self.problems(split)]
 
     verify = staticmethod(verify)
+    extra_text = staticmethod(extra_text)
 
     def train_texts(self):
         return iter(self.documents("train"))
@@ -320,3 +321,4 @@ class ArithmeticPairs(PairData):
         return f"data.{key}={getattr(self, key)}", f"raise data.{key}"
 
     verify = staticmethod(verify)
+    extra_text = staticmethod(extra_text)

@@ -531,6 +531,12 @@ class PairData:
         """The prompt texts of `split`'s kept pairs, in row order."""
         return list(self._require_setup()[split].texts["prompt"])
 
+    def prompt_token_ids(self, split: str) -> list[list[int]]:
+        """The prompt ids of `split`'s kept pairs, in row order: exactly what the model reads before a
+        completion (specials, chat template and truncation included), for generation-based eval."""
+        part = self._require_setup()[split]
+        return [part.prompt.row(i) for i in range(part.n)]
+
     @property
     def stats(self) -> dict:
         """{part: {pairs, rows, tokens, truncated, truncated_prompts, dropped: {reason: n},

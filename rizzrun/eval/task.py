@@ -13,19 +13,25 @@ from typing import Any, Iterable
 import torch
 
 
-def prompt_ids(data: Any, tokenizer: Any, text: str) -> list[int]:
-    """The ids a prompt is given to the model as: the data's own rule (`data.prompt_ids`), else as
-    a document starts in rizzrun's packed stream (after an EOS)."""
-    rule = getattr(data, "prompt_ids", None)
-    return list(rule(tokenizer, text)) if rule is not None else [tokenizer.eos_id, *tokenizer.encode(text)]
+def held_out_prompts(data: Any, tokenizer: Any, n: int) -> list[tuple[str, list[int]]]:
+    """The first `n` held-out prompts as (text, ids): the ids the data gives them to the model
+    (`prompt_token_ids`: pairs, specials and chat template included), else as a document starts in
+    rizzrun's packed stream (after an EOS)."""
+    texts = list(data.prompts("val"))[:n]
+    if hasattr(data, "prompt_token_ids"):
+        return list(zip(texts, data.prompt_token_ids("val")[:n]))
+    return [(t, [tokenizer.eos_id, *tokenizer.encode(t)]) for t in texts]
 
 
 @torch.no_grad()
-def task_accuracy(model, tokenizer, data: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> dict:
-    """Greedy completions of `prompts`, each checked by `data.verify(prompt, completion)`.
+def task_accuracy(model, tokenizer, data: Any, prompts: list[tuple[str, list[int]]], max_new_tokens: int,
+                  batch_size: int = 64) -> dict:
+    """Greedy completions of `prompts` ((text, ids) pairs, `held_out_prompts`), each checked by
+    `data.verify(text, completion)`.
 
     Returns correct_rate (fraction verified), eos_rate (fraction that stopped with EOS within
-    max_new_tokens), mean_new_tokens (tokens before EOS), n, and the first rows as examples."""
+    max_new_tokens), mean_new_tokens (tokens before EOS), extra_text_rate (fraction with text after
+    the answer, when the data can tell: `data.extra_text`), n, and the first rows as examples."""
     from rizzrun.decoders.greedy import Greedy
 
     decoder = Greedy(max_new_tokens=max_new_tokens)
@@ -35,21 +41,25 @@ def task_accuracy(model, tokenizer, data: Any, prompts: list[str], max_new_token
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
-            ids = [prompt_ids(data, tokenizer, p) for p in chunk]
+            ids = [list(i) for _, i in chunk]
             out = decoder.generate(model, ids, eos_token_id=tokenizer.eos_id)
             width = max(len(i) for i in ids)
-            for text, generated in zip(chunk, out[:, width:].tolist()):
+            for (text, _), generated in zip(chunk, out[:, width:].tolist()):
                 stopped = tokenizer.eos_id in generated
                 new = generated[:generated.index(tokenizer.eos_id)] if stopped else generated
                 completion = tokenizer.decode([i for i in new if i < tokenizer.vocab_size])
+                extra = getattr(data, "extra_text", None)
                 rows.append({"prompt": text, "completion": completion, "correct": bool(data.verify(text, completion)),
-                             "eos": stopped, "new_tokens": len(new)})
+                             "eos": stopped, "new_tokens": len(new), **({"extra_text": bool(extra(completion))}
+                                                                         if extra else {})})
     finally:
         model.train(was_training)
     n = len(rows)
     mean = (lambda key: sum(float(r[key]) for r in rows) / n) if n else (lambda key: float("nan"))
-    return {"correct_rate": mean("correct"), "eos_rate": mean("eos"), "mean_new_tokens": mean("new_tokens"), "n": n,
-            "examples": rows[:8]}
+    out = {"correct_rate": mean("correct"), "eos_rate": mean("eos"), "mean_new_tokens": mean("new_tokens")}
+    if rows and "extra_text" in rows[0]:
+        out["extra_text_rate"] = mean("extra_text")
+    return {**out, "n": n, "examples": rows[:8]}
 
 
 @torch.no_grad()

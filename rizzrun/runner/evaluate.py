@@ -57,7 +57,7 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
       checked by the data (`task`); a task's corpus is not judged by memorization.
     """
     from rizzrun.eval.memorization import heldout_loss, memorization
-    from rizzrun.eval.task import objective_metrics, task_accuracy
+    from rizzrun.eval.task import held_out_prompts, objective_metrics, task_accuracy
 
     e = dict(eval_cfg)
     result: dict = {}
@@ -75,7 +75,7 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
                                                   int(e["continuation_len"]))
         result["val"] = heldout_loss(model, data.val_batches())
     if hasattr(data, "verify") and getattr(objective, "policy_generates", True):
-        prompts = list(data.prompts("val"))[: int(e["max_documents"])]
+        prompts = held_out_prompts(data, tokenizer, int(e["max_documents"]))
         result["task"] = task_accuracy(model, tokenizer, data, prompts, int(e["continuation_len"]))
     return result
 
