@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8
+repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
@@ -53,6 +53,9 @@ repro-think: $(STAMP)
 
 repro-fp8: $(STAMP)
 	$(BIN)/python repro/smooth_swiglu.py
+
+repro-preference: $(STAMP)
+	$(BIN)/python repro/preference.py
 
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh
