@@ -23,7 +23,7 @@ import torch
 
 from rizzrun import layout
 from rizzrun.ranks import HANDED_JOB, handed_job, handing_over, launch_rank
-from rizzrun.runner.checkpoint import load_weights
+from rizzrun.runner.checkpoint import latest_checkpoint, load_weights, read_meta
 from rizzrun.runner.distributed import RankShard, share
 from rizzrun.runner.metrics import read_metrics
 
@@ -190,6 +190,32 @@ def test_fsdp_trains_like_one_process_resumes_and_saves_unsharded_checkpoints(tm
 
 
 # --- pieces -------------------------------------------------------------------------------------------
+
+def test_two_ddp_processes_train_dpo_like_one_process_with_the_doubled_batch(tmp_path, cache):
+    """Preference batches under DDP: each rank holds its own frozen reference and takes its pairs of
+    every global batch; the logged metrics (means over pairs, gathered) and the curve equal one
+    process's with both ranks' pairs."""
+    small = ["model.n_layer=2", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
+             "trainer.log_every=1", "scheduler=constant", "logger=csv", "trainer.samples_per_val=0"]
+    sft = tmp_path / "sft"
+    ok(rizzrun(cache, tmp_path, "+recipe=sft_tiny", *small, "trainer.max_steps=2", "eval.at_end=false",
+               "data.n_train=200", f"hydra.run.dir={sft}"))
+    dpo = [*small, "data=arithmetic_pairs", "objective=dpo", "data.n_train=64", "data.n_val=8", "optimizer.lr=1e-3",
+           f"model.from_pretrained={sft}", "trainer.max_steps=4", "trainer.val_every=2", "trainer.val_batches=0",
+           "trainer.checkpoint_every=4"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    ok(rizzrun(cache, tmp_path, *dpo, f"data.batch_size={2 * BATCH}", f"hydra.run.dir={one}"))
+    ok(rizzrun(cache, tmp_path, *dpo, *TWO, "trainer.strategy=ddp", f"hydra.run.dir={two}"))
+    compared = ("train/loss", "train/rewards/accuracies", "train/rewards/margins", "train/grad_norm",
+                "train/pairs", "val/loss", "val/rewards/accuracies", "val/pairs")
+    a, b = read_metrics(one / layout.METRICS), read_metrics(two / layout.METRICS)
+    assert [sorted(k for k in r if k in compared) for r in a] == [sorted(k for k in r if k in compared) for r in b]
+    for x, y in zip(a, b):
+        for key in (k for k in compared if k in x):
+            assert math.isclose(x[key], y[key], rel_tol=2e-5, abs_tol=1e-6), (x["step"], key, x[key], y[key])
+    assert next(r for r in b if "train/pairs" in r)["train/pairs"] == 2 * BATCH  # the global batch's pairs
+    assert read_meta(latest_checkpoint(two))["extra_models"]["reference"]["source"] == "init"
+
 
 def test_each_rank_takes_its_rows_of_a_batch():
     batch = {"input_ids": torch.arange(10).reshape(5, 2), "labels": torch.arange(5), "name": "x", "ids": list("abcde")}
