@@ -199,7 +199,7 @@ def test_a_recipe_starts_from_the_newest_run_of_a_name(tmp_path, sft_run, shared
     cfg = load([*MODEL, *PAIRS, f"cache_dir={shared_cache}", f"output_root={outputs}", "objective=dpo",
                 "model.from_pretrained=${run:sft}"])
     assert cfg.model.from_pretrained == str(newer.absolute())
-    with pytest.raises(ConfigError, match=r"no run named 'sfx' with a checkpoint under .*rizzrun \+recipe=sfx"):
+    with pytest.raises(ConfigError, match=r"from_pretrained=\$\{run:sfx\}: no run named .sfx. with a checkpoint under .*rizzrun \+recipe=sfx"):
         load([*MODEL, *PAIRS, f"output_root={outputs}", "objective=dpo", "model.from_pretrained=${run:sfx}"])
 
 

@@ -108,8 +108,12 @@ def _plain(node: Any, path: str, out: list[str], interpolated: dict[str, str]) -
                 value = _plain(node[key], full, out, interpolated)
             except Exception as e:  # noqa: BLE001 - OmegaConf raises several kinds here
                 raw = node._get_node(key)._value()
-                reason = str(e).splitlines()[0]
-                out.append(message(f"{full}={raw}", f"cannot resolve it ({reason})"))
+                ours = "ConfigError raised while resolving interpolation: "
+                if str(e).startswith(ours):  # a resolver of ours (${run:NAME}) said what is wrong
+                    out.append(f"{full}={raw}: " + str(e)[len(ours):].splitlines()[0].split(": ", 1)[-1])
+                else:
+                    reason = str(e).splitlines()[0]
+                    out.append(message(f"{full}={raw}", f"cannot resolve it ({reason})"))
                 value = BROKEN
         if isinstance(result, dict):
             result[name] = value
