@@ -215,3 +215,16 @@ def test_bad_extra_models_are_refused_before_torch(overrides, expected):
     with pytest.raises(ConfigError) as e:
         load([*MODEL, *PAIRS, "objective=dpo", *overrides])
     assert any(expected in p for p in e.value.problems), e.value.problems
+
+
+def test_pairs_longer_than_the_model_are_refused_before_training(tmp_path, shared_cache):
+    with pytest.raises(ConfigError, match=r"data.max_length=300: a pair of that many tokens is read as 299 inputs, "
+                                          r"more than the model's max_seq_len=256"):
+        load([*MODEL, *PAIRS, "objective=dpo", "data.max_length=300"])
+    from rizzrun.errors import InputError
+
+    cfg = compose([*MODEL, *PAIRS, f"cache_dir={shared_cache}", "objective=dpo", "model.max_seq_len=6"])
+    with pytest.raises(InputError, match=r"data: the longest pair has \d+ tokens .* max_seq_len=6; set "
+                                          r"data.max_length=7"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / layout.METRICS).exists() or not read_metrics(tmp_path / "run" / layout.METRICS)

@@ -356,6 +356,11 @@ def _check_lengths(values: dict, spec_of: dict, length: specs.Length | None) -> 
     if seq_len is not None and seq_len > limit:
         out.append(message(f"data.seq_len={seq_len}", f"longer than the model's max_seq_len={limit} ({source})",
                            f"allowed: data.seq_len <= {limit}{fix}"))
+    max_length = _int(data.get("max_length"))  # pairs: prompt + completion, read as max_length - 1 inputs
+    if max_length is not None and max_length - 1 > limit:
+        out.append(message(f"data.max_length={max_length}", f"a pair of that many tokens is read as {max_length - 1} "
+                           f"inputs, more than the model's max_seq_len={limit} ({source})",
+                           f"allowed: data.max_length <= {limit + 1}{fix}"))
     ev = values.get("eval") if isinstance(values.get("eval"), dict) else {}
     prefix, cont = _int(ev.get("prefix_len")), _int(ev.get("continuation_len"))
     if ev.get("at_end") is True and prefix is not None and cont is not None and 1 + prefix + cont > limit:

@@ -531,6 +531,16 @@ class PairData:
         """The prompt texts of `split`'s kept pairs, in row order."""
         return list(self._require_setup()[split].texts["prompt"])
 
+    def longest_pair(self) -> int:
+        """Tokens of the longest prompt + completion over every part (what a model must read, less
+        one: the last token is only a target)."""
+        longest = 0
+        for part in self._require_setup().values():
+            if part.n:
+                completion = np.maximum(part.chosen.lengths, part.rejected.lengths)
+                longest = max(longest, int((part.prompt.lengths + completion).max()))
+        return longest
+
     def prompt_token_ids(self, split: str) -> list[list[int]]:
         """The prompt ids of `split`'s kept pairs, in row order: exactly what the model reads before a
         completion (specials, chat template and truncation included), for generation-based eval."""

@@ -127,6 +127,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
         shard.check_training_rows(data.train_batch_size, cfg.data.batch_size)
 
         model = build_model(cfg, tokenizer)
+        _check_pairs_fit(data, model)
         objective = build_objective(cfg, model, tokenizer)
         # Before compiling and training: `init` is the policy's starting weights.
         extra_models, extra_records = build_extra_models(cfg, objective, model, tokenizer, data,
@@ -183,6 +184,17 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     if lead:
         _print_summary(summary)
     return summary
+
+
+def _check_pairs_fit(data, model) -> None:
+    """Preference data: the longest prompt + completion must fit the model (read as one fewer
+    inputs), found before training, not at the batch that holds it."""
+    longest = data.longest_pair() if hasattr(data, "longest_pair") else 0
+    limit = getattr(getattr(model, "config", None), "max_seq_len", None)
+    if limit is not None and longest - 1 > limit:
+        raise InputError(f"data: the longest pair has {longest} tokens (prompt + completion), read as {longest - 1} "
+                         f"inputs, more than the model's max_seq_len={limit}; set data.max_length={limit + 1} "
+                         "(truncation as TRL: data.truncation) or use a model with a longer context")
 
 
 def _trainer(tcfg: DictConfig, run_dir: Path, callbacks: list, lead: bool):
