@@ -180,6 +180,10 @@ def test_a_reward_model_run_loads_as_a_reward_model(tmp_path, sft_run, shared_ca
     judged = json.loads((rm / layout.EVAL).read_text())
     assert right / total == pytest.approx(judged["val"]["rewards/accuracies"])
 
+    done = subprocess.run([RIZZRUN, "export", str(rm), str(tmp_path / "hf")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "trained weights of its own" in done.stderr and not (tmp_path / "hf").exists()
+
     rrm = tmp_path / "rrm"
     summary = train(rrm, sft_run, "objective=reward_model", "objective.augment=rrm", "objective.filter_below=0.8",
                     f"objective.models.baseline={rm}", "trainer.samples_per_val=0", "trainer.max_steps=2",

@@ -33,6 +33,20 @@ _HF_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "
                      "added_tokens.json")
 
 
+def _refuse_objective_weights(run_dir: Path, cfg, folder: Path) -> None:
+    """A run whose objective trained weights of its own (a reward model's head) is not a causal LM:
+    exporting its trunk alone would silently drop what it trained."""
+    from rizzrun.errors import InputError
+    from rizzrun.runner.checkpoint import load_state
+
+    extra = load_state(folder / layout.STATE).get("extra_state_dict", {})
+    if any(k.startswith("objective.") for k in extra):
+        raise InputError(f"{run_dir}: its objective ({cfg.objective._target_}) trained weights of its own "
+                         "(objective.*, e.g. a reward model's head), which a Hugging Face causal-LM folder cannot "
+                         f"hold; use the run itself: objective.models.NAME={run_dir}, or "
+                         "rizzrun.runner.generate.load_run_model")
+
+
 def export_run(run_dir: Path, out_dir: Path, force: bool = False, checkpoint: str | None = None) -> list[str]:
     """Write RUN_DIR's latest checkpoint (or the one `checkpoint` names: a step-N folder name or a
     step number) to OUT_DIR (see the module docstring); returns the lines the command prints.
@@ -48,7 +62,8 @@ def export_run(run_dir: Path, out_dir: Path, force: bool = False, checkpoint: st
                               "--force to replace the model and tokenizer files in it")
     from rizzrun.runner.generate import load_run_checkpoint
 
-    _, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
+    cfg, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
+    _refuse_objective_weights(run_dir, cfg, folder)
     eos_ids = list(getattr(tokenizer, "eos_ids", None) or [tokenizer.eos_id])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
