@@ -385,7 +385,7 @@ def test_class_attributes_are_plain_literals_read_by_ast():
     tree = ast.parse(Path(rm_module.__file__).read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BradleyTerry")
     attrs = {s.targets[0].id: ast.literal_eval(s.value) for s in cls.body if isinstance(s, ast.Assign)}
-    assert attrs == {"batch_kind": "preference", "extra_models": ("baseline",)}
+    assert attrs == {"batch_kind": "preference", "extra_models": ("baseline",), "policy_generates": False}
 
 
 def test_yaml_defaults_match_the_signature():
@@ -394,7 +394,8 @@ def test_yaml_defaults_match_the_signature():
     node = OmegaConf.load(REPO / "conf" / "objective" / "reward_model.yaml")
     params = inspect.signature(BradleyTerry).parameters
     assert node._target_ == "rizzrun.objectives.reward_model.BradleyTerry"
-    assert set(node) - {"_target_"} == set(params)
+    assert set(node) - {"_target_", "models"} == set(params)  # models: read by the runner (the baseline)
+    assert node.models == {"baseline": None}
     for name, p in params.items():
         if name != "seed":
             assert node[name] == p.default, name
