@@ -11,25 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from rizzrun.objectives import smpo as smpo_module
 from rizzrun.objectives.preference import IGNORE, pair_sequences
 from rizzrun.objectives.smpo import SMPO, adjust_token_logps, margin_at, smpo_pair_loss
+from test_objectives import LogitsTable
 
 REPO = Path(__file__).resolve().parents[1]
+Table = LogitsTable  # logits = a learnable (N, T, V) table, whatever the input ids
 
 
-class Table(nn.Module):
-    """Returns a learnable (N, T, V) table as the logits, whatever the input ids."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.table = nn.Parameter(logits.clone())
-
-    def forward(self, input_ids):
-        assert input_ids.shape == self.table.shape[:2]
-        return self.table
 
 
 def _pad(rows, pad=0):

@@ -118,17 +118,7 @@ class HFDataset(LMCorpus):
         self.packing = packing
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise InputError(f"data.path={path!r}: must be a local folder or file, or a Hub dataset name")
-        for key, value in (("split", split), ("text_field", text_field)):
-            if not isinstance(value, str) or not value:
-                raise InputError(f"data.{key}={value!r}: must be a non-empty string")
-        for key, value in (("name", name), ("val_split", val_split)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InputError(f"data.{key}={value!r}: must be null or a non-empty string")
-        if val_split is not None and val_split == split:
-            raise InputError(f"data.val_split={val_split!r}: the same as split (data.split); validation would be "
-                             f"training data. Pick another split, or leave data.val_split null to hold out rows")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
-            raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
+        hf_source.check_split_args(split, name, val_split, val_fraction, {"text_field": text_field})
         for key, value, low in (("val_docs", val_docs, 1), ("max_docs", max_docs, 1), ("num_proc", num_proc, 1)):
             integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             if value is not None and (not integral or value < low):

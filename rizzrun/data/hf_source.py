@@ -37,6 +37,25 @@ def plain(value):
     return [plain(v) for v in value]
 
 
+def check_split_args(split, name, val_split, val_fraction, fields: dict) -> None:
+    """The arguments every `datasets` source of rizzrun takes (HFDataset, PreferencePairs): `split`
+    and the `fields` ({key: value}) non-empty strings, `name`/`val_split` null or one, `val_split`
+    not `split`, `val_fraction` in [0, 1); InputError naming data.KEY otherwise."""
+    import numbers
+
+    for key, value in (("split", split), *fields.items()):
+        if not isinstance(value, str) or not value:
+            raise InputError(f"data.{key}={value!r}: must be a non-empty string")
+    for key, value in (("name", name), ("val_split", val_split)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InputError(f"data.{key}={value!r}: must be null or a non-empty string")
+    if val_split is not None and val_split == split:
+        raise InputError(f"data.val_split={val_split!r}: the same as split (data.split); validation would be "
+                         f"training data. Pick another split, or leave data.val_split null to hold out rows")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
+        raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
+
+
 def looks_local(path: str) -> bool:
     """A path starting with /, ./, ../ or ~ names the file system, never the Hub."""
     return path.startswith(("/", "./", "../", "~")) or path in (".", "..") or os.path.isabs(path)

@@ -90,18 +90,9 @@ class PreferencePairs(PairData):
         elif not isinstance(path, str) or not path:
             raise InputError(f"data.path={path!r}: must be a local file, glob, list of files or folder, "
                              f"or a Hub dataset name")
-        for key, value in (("split", split), ("prompt_field", prompt_field), ("chosen_field", chosen_field),
-                           ("rejected_field", rejected_field)):
-            if not isinstance(value, str) or not value:
-                raise InputError(f"data.{key}={value!r}: must be a non-empty string")
-        for key, value in (("name", name), ("val_split", val_split)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InputError(f"data.{key}={value!r}: must be null or a non-empty string")
-        if val_split is not None and val_split == split:
-            raise InputError(f"data.val_split={val_split!r}: the same as data.split; validation would be training "
-                             f"data. Pick another split, or leave data.val_split null to hold out rows")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
-            raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
+        hf_source.check_split_args(split, name, val_split, val_fraction, {"prompt_field": prompt_field,
+                                                                            "chosen_field": chosen_field,
+                                                                            "rejected_field": rejected_field})
         if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, numbers.Integral)
                                       or max_pairs < 1):
             raise InputError(f"data.max_pairs={max_pairs!r}: must be null or an integer >= 1")
