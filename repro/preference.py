@@ -1,0 +1,244 @@
+"""`make repro-preference`: DPO, D²PO, SMPO and RRM on the built-in 2-digit addition task.
+
+Each seed: an SFT run (`sft_tiny`) and, from its checkpoint, `dpo_tiny`, `dpo_precomputed_tiny`,
+`d2po_tiny` at gamma 0.9 and at gamma 1.0 (plain DPO on the same length-confounded pairs),
+`smpo_tiny`, and the reward models `rm_tiny` and `rrm_tiny`. Read from each run's eval.json
+(held-out pairs: `val`, eval sets `clean`/`flipped`; greedy answers to 200 held-out prompts:
+`task`), its metrics.jsonl (`val/logps/chosen`) and summary.json (seconds). Computed here: the
+rate of greedy answers with text after the number (`rizzrun.data.arithmetic.extra_text`), and the
+SFT model's own held-out DPO metrics (the policy at DPO's start: accuracy 0, loss ln 2 by
+construction, its `logps/chosen` is where the likelihood curves start). Papers: DPO
+arXiv 2305.18290, D²PO arXiv 2502.14340, SMPO (VikhrModels/effective_llm_alignment, no paper),
+RRM arXiv 2409.13156. Every run uses one torch thread (`trainer.num_threads=1`): on a shared
+2-core machine torch's default thread pool made the same run 10-20x slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import mean_sd, record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the rizzrun next to this script (the one the runs use, via -m)
+COMMON = ["logger=none", "trainer.num_threads=1"]
+# (key, recipe, overrides) of the runs that start from the seed's SFT run.
+FROM_SFT = [
+    ("dpo", "dpo_tiny", []),
+    ("dpo_pre", "dpo_precomputed_tiny", []),
+    ("d2po", "d2po_tiny", []),
+    ("d2po_g1", "d2po_tiny", ["objective.gamma=1.0"]),
+    ("smpo", "smpo_tiny", []),
+    ("rm", "rm_tiny", []),
+    ("rrm", "rrm_tiny", []),
+]
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(recipe: str, overrides: list[str], seed: int, out: Path) -> Path:
+    """One run's folder; a finished run of the same job in `out` is reused (as repro/mixers.py)."""
+    named = [o.replace("=", "_") for o in overrides if not o.startswith("model.from_pretrained=")]
+    folder = out / "-".join([recipe, *named, f"s{seed}"])  # the SFT folder is the seed's own
+    cmd = [sys.executable, "-m", "rizzrun.cli", f"+recipe={recipe}", *overrides, f"seed={seed}", *COMMON,
+           f"hydra.run.dir={folder}"]
+    done = folder / "summary.json"
+    if not (done.exists() and json.loads(done.read_text()).get("status") == "completed"):
+        log("$ rizzrun", " ".join(cmd[3:]))
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def greedy_rows(folder: Path) -> list[dict]:
+    """Every held-out greedy answer of a policy run (eval.json keeps only 8 examples), cached in
+    the run folder: the same prompts, decoder and length as its eval.at_end `task`."""
+    cache = folder / "greedy_answers.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    import torch
+    from hydra.utils import instantiate
+
+    from rizzrun.eval.task import task_accuracy
+    from rizzrun.paths import cache_root
+    from rizzrun.runner.generate import load_run
+
+    torch.set_num_threads(1)
+    cfg, tokenizer, model = load_run(folder)
+    data = instantiate(cfg.data)
+    data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
+    prompts = list(data.prompts("val"))[: int(cfg.eval.max_documents)]
+    rows = []
+    for start in range(0, len(prompts), 8):  # task_accuracy returns its first 8 rows as examples
+        rows += task_accuracy(model, tokenizer, data, prompts[start:start + 8], int(cfg.eval.continuation_len))["examples"]
+    cache.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def sft_as_dpo_policy(sft: Path, dpo: Path) -> dict:
+    """Held-out DPO metrics of the SFT model itself (policy = reference = the SFT checkpoint), as
+    the DPO run's objective computes them: the start of DPO's curves. Cached in the DPO folder."""
+    cache = dpo / "sft_dpo_metrics.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rizzrun.eval.task import objective_metrics
+    from rizzrun.paths import cache_root
+    from rizzrun.runner.checkpoint import checked_checkpoint
+    from rizzrun.runner.evaluate import run_objective
+    from rizzrun.runner.generate import load_run
+
+    torch.set_num_threads(1)
+    _, tokenizer, policy = load_run(sft)
+    cfg = OmegaConf.load(dpo / "config.yaml")
+    data = instantiate(cfg.data)
+    data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
+    objective, extra = run_objective(cfg, tokenizer, data, checked_checkpoint(dpo, None), policy)
+    metrics = objective_metrics(objective, policy, data.val_batches(), extra)
+    cache.write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def collect(folder: Path, policy: bool) -> dict:
+    ev = json.loads((folder / "eval.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    vals = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    vals = [r for r in vals if "val/loss" in r]
+    row = {"seconds": summary["seconds"], "val": ev["val"], "sets": ev.get("sets", {}),
+           "logps_curve": [(r["step"], r.get("val/logps/chosen")) for r in vals]}
+    if policy:
+        task = ev["task"]
+        answers = greedy_rows(folder)
+        from rizzrun.data.arithmetic import extra_text
+
+        row.update(correct=task["correct_rate"], new_tokens=task["mean_new_tokens"], eos=task["eos_rate"],
+                   extra=sum(bool(extra_text(a["completion"])) for a in answers) / len(answers),
+                   correct_check=sum(a["correct"] for a in answers) / len(answers))
+    return row
+
+
+def cell(rows: list[dict], get, fmt: str = ".3f") -> str:
+    return mean_sd([float(get(r)) for r in rows], fmt)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "preference")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    args = parser.parse_args()
+
+    found: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        sft = run("sft_tiny", [], seed, args.out)
+        found.setdefault("sft", []).append(collect(sft, policy=True))
+        for key, recipe, overrides in FROM_SFT:
+            folder = run(recipe, [f"model.from_pretrained={sft}", *overrides], seed, args.out)
+            found.setdefault(key, []).append(collect(folder, policy=not recipe.startswith(("rm", "rrm"))))
+            if key == "dpo":
+                found["sft"][-1]["as_dpo"] = sft_as_dpo_policy(sft, folder)
+    for row in found["sft"]:  # the SFT model as DPO's policy at step 0
+        row["val"] = {**row["val"], **row.pop("as_dpo")}
+
+    seeds = " ".join(map(str, args.seeds))
+    minutes = sum(r["seconds"] for rs in found.values() for r in rs) / 60
+    n = len(args.seeds)
+    sec = lambda key: cell(found[key], lambda r: r["seconds"], ".0f")  # noqa: E731
+    acc = lambda r: r["val"]["rewards/accuracies"]  # noqa: E731
+    heading = "## Preference objectives: DPO, D²PO, SMPO, RRM (arXiv 2305.18290, 2502.14340, 2409.13156)"
+    with record(args.results, "preference", heading):
+        print(f"""Here: `make repro-preference` (`python repro/preference.py --seeds {seeds}`), the built-in 2-digit addition
+task (`data=arithmetic_sft` / `arithmetic_pairs`: prompt "37+48=", chosen the sum, rejected a plausible wrong sum,
+200 held-out problems never trained on). Per seed, `sft_tiny` (the tiny Llama, 4 × 192, byte tokenizer) and, from
+that checkpoint (`model.from_pretrained=<its folder>`), each preference recipe; every run with `seed=S logger=none
+trainer.num_threads=1`. "correct" = greedy answers to the held-out prompts that the task's verifier accepts
+(eval.json `task`), "extra text" = answers with anything after the number; preference metrics on the 200 held-out
+pairs (eval.json `val`). Mean ± standard deviation over {n} seeds; {minutes:.1f} min of training in all on 2 CPU cores.
+""")
+        print("""### DPO (Rafailov et al., arXiv 2305.18290)
+
+Claim (spec `dpo.md`, tiny setup): held-out `rewards/accuracies` rises from 0 to > 0.9, margins rise, and more greedy
+generations have the preferred property than the SFT model's; `logps/chosen` often falls (known DPO behaviour).
+`dpo_precomputed_tiny` (reference log-probs computed once) should follow `dpo_tiny` up to float summation order.
+
+| model | recipe | held-out pair accuracy | margin | logps/chosen | correct (greedy) | seconds per run |
+| --- | --- | --- | --- | --- | --- | ---: |""")
+        for label, key, recipe in (("SFT (= DPO at step 0)", "sft", "sft_tiny"), ("DPO", "dpo", "dpo_tiny"),
+                                   ("DPO, precomputed reference", "dpo_pre", "dpo_precomputed_tiny")):
+            rs = found[key]
+            print(f"| {label} | `{recipe}` | {cell(rs, acc)} | {cell(rs, lambda r: r['val']['rewards/margins'])} | "
+                  f"{cell(rs, lambda r: r['val']['logps/chosen'], '.2f')} | {cell(rs, lambda r: r['correct'])} | {sec(key)} |")
+        diff = max(abs(a["val"][k] - b["val"][k]) for a, b in zip(found["dpo"], found["dpo_pre"])
+                   for k in ("loss", "rewards/accuracies", "logps/chosen"))
+        print(f"\nLargest difference dpo_tiny vs dpo_precomputed_tiny over seeds (loss, accuracy, logps/chosen): {diff:.2g}.")
+
+        print("""
+### D²PO (Shao et al., arXiv 2502.14340)
+
+Paper: weighting per-token log-ratios by γ^t (γ = 0.98) gives +5.9–8.8 points AlpacaEval 2 and +3.3–9.7 Arena-Hard
+over DPO, with shorter responses. Here the length confound: half the training chosen answers end in " Sure!"
+(`d2po_tiny`, `data.artifact_rate=0.5`), no rejected one does; the same recipe with `objective.gamma=1.0` is plain
+DPO on the same pairs. Expected: similar accuracy, fewer answers that copy the filler, shorter answers for γ < 1.
+
+| objective | recipe | held-out pair accuracy | correct (greedy) | extra text | mean new tokens | seconds per run |
+| --- | --- | --- | --- | --- | --- | ---: |""")
+        for label, key, recipe in (("SFT", "sft", "sft_tiny"), ("DPO (γ = 1)", "d2po_g1", "d2po_tiny objective.gamma=1.0"),
+                                   ("D²PO (γ = 0.9)", "d2po", "d2po_tiny")):
+            rs = found[key]
+            print(f"| {label} | `{recipe}` | {cell(rs, acc)} | {cell(rs, lambda r: r['correct'])} | "
+                  f"{cell(rs, lambda r: r['extra'])} | {cell(rs, lambda r: r['new_tokens'], '.2f')} | {sec(key)} |")
+
+        print("""
+### SMPO (VikhrModels/effective_llm_alignment; no paper)
+
+Claim: reaches its target margin (0.35 on length-normalised log-likelihood) without the likelihood collapse of DPO:
+chosen log-likelihood stays roughly where the SFT model had it. (SMPO's rewards are β·mean log-prob, no reference,
+so its accuracy is a different ranking from DPO's; compare `logps/chosen`, summed over the answer and EOS.)
+
+| objective | recipe | held-out pair accuracy | logps/chosen at SFT → end | correct (greedy) | seconds per run |
+| --- | --- | --- | --- | --- | ---: |""")
+        start = cell(found["sft"], lambda r: r["val"]["logps/chosen"], ".2f")
+        for label, key, recipe in (("DPO", "dpo", "dpo_tiny"), ("SMPO", "smpo", "smpo_tiny")):
+            rs = found[key]
+            print(f"| {label} | `{recipe}` | {cell(rs, acc)} | {start} → {cell(rs, lambda r: r['val']['logps/chosen'], '.2f')} | "
+                  f"{cell(rs, lambda r: r['correct'])} | {sec(key)} |")
+
+        print("""
+### RRM (Liu et al., arXiv 2409.13156)
+
+Paper: RewardBench accuracy 80.61% → 84.15% (Gemma-2-9b-it pairwise RM → RRM); DPO policies on RRM labels: MT-Bench
+7.27 → 8.31, AlpacaEval-2 length-controlled 33.46% → 52.49%. Here: Bradley–Terry reward models (scalar head on the
+SFT model) on pairs where 80% of the training chosen answers end in " Sure!" and no rejected one does; held-out
+reward accuracy on pairs without the artifact (clean) and with it on the rejected answer only (flipped). Expected:
+the plain RM falls on flipped, RRM stays high, clean kept.
+
+| reward model | recipe | clean accuracy | flipped accuracy | seconds per run |
+| --- | --- | --- | --- | ---: |""")
+        for label, key, recipe in (("Bradley–Terry RM", "rm", "rm_tiny"), ("RRM", "rrm", "rrm_tiny")):
+            rs = found[key]
+            print(f"| {label} | `{recipe}` | {cell(rs, lambda r: r['sets']['clean']['rewards/accuracies'])} | "
+                  f"{cell(rs, lambda r: r['sets']['flipped']['rewards/accuracies'])} | {sec(key)} |")
+        print("""
+Verdict at this scale. Reproduced: DPO's held-out preference accuracy rises from 0 (not to > 0.9 in 300 steps) and
+the precomputed reference gives the same run; SMPO keeps the chosen likelihood where DPO's falls; the plain RM learns
+the artifact (flipped accuracy 0) and RRM recovers part of it with clean accuracy kept. Not reproduced: (1) DPO
+hardly moves the correct-answer rate — the SFT model (300 steps) is at a few percent and does not know addition
+(1000 steps reached only 12.5%), and the rejected answers are off-policy and already ~2–4 nats below the chosen, so
+DPO mostly lowers both and frees mass for answers that run on past the number; (2) D²PO copies more of the filler
+than DPO here (the opposite direction): with γ < 1 the artifact's first token, right after the digits, keeps almost
+full weight while the rest is discounted, and the model learns to continue after the number without the full
+" Sure!"; the paper's setting (long answers with late filler) is not what a 2–3-token answer gives.""")
+    (args.out / "latest.json").write_text(json.dumps(found, indent=1))
+
+
+if __name__ == "__main__":
+    main()
