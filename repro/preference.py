@@ -56,31 +56,6 @@ def run(recipe: str, overrides: list[str], seed: int, out: Path) -> Path:
     return folder
 
 
-def greedy_rows(folder: Path) -> list[dict]:
-    """Every held-out greedy answer of a policy run (eval.json keeps only 8 examples), cached in
-    the run folder: the same prompts, decoder and length as its eval.at_end `task`."""
-    cache = folder / "greedy_answers.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    import torch
-    from hydra.utils import instantiate
-
-    from rizzrun.eval.task import task_accuracy
-    from rizzrun.paths import cache_root
-    from rizzrun.runner.generate import load_run
-
-    torch.set_num_threads(1)
-    cfg, tokenizer, model = load_run(folder)
-    data = instantiate(cfg.data)
-    data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
-    prompts = list(data.prompts("val"))[: int(cfg.eval.max_documents)]
-    rows = []
-    for start in range(0, len(prompts), 8):  # task_accuracy returns its first 8 rows as examples
-        rows += task_accuracy(model, tokenizer, data, prompts[start:start + 8], int(cfg.eval.continuation_len))["examples"]
-    cache.write_text(json.dumps(rows, indent=1))
-    return rows
-
-
 def sft_as_dpo_policy(sft: Path, dpo: Path) -> dict:
     """Held-out DPO metrics of the SFT model itself (policy = reference = the SFT checkpoint), as
     the DPO run's objective computes them: the start of DPO's curves. Cached in the DPO folder."""
@@ -115,14 +90,10 @@ def collect(folder: Path, policy: bool) -> dict:
     vals = [r for r in vals if "val/loss" in r]
     row = {"seconds": summary["seconds"], "val": ev["val"], "sets": ev.get("sets", {}),
            "logps_curve": [(r["step"], r.get("val/logps/chosen")) for r in vals]}
-    if policy:
+    if policy:  # greedy answers to every held-out prompt, checked (eval.json `task`)
         task = ev["task"]
-        answers = greedy_rows(folder)
-        from rizzrun.data.arithmetic import extra_text
-
         row.update(correct=task["correct_rate"], new_tokens=task["mean_new_tokens"], eos=task["eos_rate"],
-                   extra=sum(bool(extra_text(a["completion"])) for a in answers) / len(answers),
-                   correct_check=sum(a["correct"] for a in answers) / len(answers))
+                   extra=task["extra_text_rate"])
     return row
 
 

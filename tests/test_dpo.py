@@ -537,3 +537,22 @@ def test_spec_check(node, problems):
         assert len(found) == 1 and found[0].startswith("objective.models.reference=null")
     else:
         assert found == problems
+
+
+def test_rpo_adds_the_chosen_completions_nll():
+    """rpo_alpha (TRL <= 0.28, RPO arXiv 2404.19733): DPO's loss + alpha * the token-mean cross-entropy
+    of the chosen completions, computed here by rizzrun's plain CrossEntropy on prompt + chosen."""
+    from rizzrun.objectives.ce import CrossEntropy
+    from rizzrun.objectives.preference import join
+
+    reference = tiny_llama()
+    policy = perturbed(reference)
+    batch = pairs_batch()
+    plain, _ = DPO()(policy, batch, reference=reference)
+    loss, metrics = DPO(rpo_alpha=0.5)(policy, batch, reference=reference)
+    ids, labels = join(batch["prompt_ids"], batch["prompt_mask"], batch["chosen_ids"], batch["chosen_mask"])
+    nll, _ = CrossEntropy()(policy, {"input_ids": ids, "labels": labels})
+    assert torch.allclose(metrics["nll_loss"], nll.detach(), rtol=1e-5)
+    assert torch.allclose(loss, plain + 0.5 * nll, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"^rpo_alpha=0 is not allowed: it must be > 0, or null"):
+        DPO(rpo_alpha=0)

@@ -92,6 +92,9 @@ class DPO:
                          code: the first token weighs gamma). 1 is plain DPO. With "ipo" the
                          weighted sum is divided by the unweighted token count.
       reference_free=False  true: log pi_ref = 0 (no reference model; `reference` must be None).
+      rpo_alpha=None     > 0: add alpha * NLL of the chosen completions (token mean over the batch's
+                         chosen completion tokens, unweighted), TRL's `rpo_alpha` (<= 0.28; RPO, Pang
+                         et al. arXiv 2404.19733): keeps the chosen answers likely while the margin grows.
       pad_id=0           the id that pads the joined sequences (never a target; right padding).
 
     metrics (detached scalars; TRL's names):
@@ -107,6 +110,7 @@ class DPO:
                                completions weigh more); 0 when there is none
       pairs                    B, the weight to average these metrics across batches by
       tokens                   completion tokens in the batch, chosen plus rejected
+      nll_loss                 with rpo_alpha: the chosen completions' NLL added (TRL's name)
     Every metric but `pairs` and `tokens` is a mean over the batch's pairs (or, for logits/*, its
     completion tokens); a batch of no pairs gives loss 0 (attached to the graph) and zeros.
     """
@@ -115,7 +119,8 @@ class DPO:
     extra_models = ("reference",)
 
     def __init__(self, beta: float = 0.1, loss_type: Literal["sigmoid", "robust", "hinge", "ipo"] = "sigmoid",
-                 label_smoothing: float = 0.0, gamma: float = 1.0, reference_free: bool = False, pad_id: int = 0):
+                 label_smoothing: float = 0.0, gamma: float = 1.0, reference_free: bool = False,
+                 rpo_alpha: float | None = None, pad_id: int = 0):
         self.beta = _real("beta", beta)
         if not self.beta > 0:
             raise ValueError(f"beta={beta!r} is not allowed: it must be > 0")
@@ -139,6 +144,9 @@ class DPO:
         if not isinstance(reference_free, bool):
             raise ValueError(f"reference_free={reference_free!r} is not allowed: it must be true or false")
         self.reference_free = reference_free
+        if rpo_alpha is not None and not _real("rpo_alpha", rpo_alpha) > 0:
+            raise ValueError(f"rpo_alpha={rpo_alpha!r} is not allowed: it must be > 0, or null (off)")
+        self.rpo_alpha = None if rpo_alpha is None else float(rpo_alpha)
         if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral) or pad_id < 0:
             raise ValueError(f"pad_id={pad_id!r} is not allowed: it must be an integer >= 0 (a token id)")
         self.pad_id = int(pad_id)
@@ -179,9 +187,12 @@ class DPO:
             lengths[:B], lengths[B:])
         pairs = max(B, 1)
         loss = losses.sum() / pairs  # the mean; 0 (still attached) for a batch of no pairs
+        mask = labels != IGNORE
+        if self.rpo_alpha is not None:
+            nll = -lp[:B].sum() / mask[:B].sum().clamp(min=1)
+            loss = loss + self.rpo_alpha * nll
         with torch.no_grad():
             logps = lp.detach().sum(-1)
-            mask = labels != IGNORE
             with torch.autocast(device_type=logits.device.type, enabled=False):
                 vocab_mean = logits.detach().float().mean(-1) * mask
             metrics = {
@@ -197,6 +208,8 @@ class DPO:
                 "pairs": torch.tensor(B, device=lp.device),
                 "tokens": mask.sum(),
             }
+            if self.rpo_alpha is not None:
+                metrics["nll_loss"] = nll.detach()
         return loss, metrics
 
     def evaluate(self, model, batch: dict, reference=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -206,4 +219,5 @@ class DPO:
 
     def __repr__(self) -> str:
         return (f"DPO(beta={self.beta}, loss_type={self.loss_type!r}, label_smoothing={self.label_smoothing}, "
-                f"gamma={self.gamma}, reference_free={self.reference_free}, pad_id={self.pad_id})")
+                f"gamma={self.gamma}, reference_free={self.reference_free}, rpo_alpha={self.rpo_alpha}, "
+                f"pad_id={self.pad_id})")

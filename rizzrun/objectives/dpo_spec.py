@@ -8,7 +8,7 @@ from rizzrun.config.specs import readable
 
 RANGES = {
     "DPO": {"beta": ((">", 0),), "gamma": ((">", 0), ("<=", 1)), "label_smoothing": ((">=", 0), ("<=", 0.5)),
-            "pad_id": ((">=", 0),)},
+            "pad_id": ((">=", 0),), "rpo_alpha": ((">", 0),)},
 }
 
 
