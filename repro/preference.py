@@ -31,6 +31,7 @@ COMMON = ["logger=none", "trainer.num_threads=1"]
 FROM_SFT = [
     ("dpo", "dpo_tiny", []),
     ("dpo_pre", "dpo_precomputed_tiny", []),
+    ("rpo", "dpo_tiny", ["objective.rpo_alpha=1.0"]),
     ("d2po", "d2po_tiny", []),
     ("d2po_g1", "d2po_tiny", ["objective.gamma=1.0"]),
     ("smpo", "smpo_tiny", []),
@@ -141,13 +142,15 @@ Claim (spec `dpo.md`, tiny setup): held-out `rewards/accuracies` rises from 0 to
 generations have the preferred property than the SFT model's; `logps/chosen` often falls (known DPO behaviour).
 `dpo_precomputed_tiny` (reference log-probs computed once) should follow `dpo_tiny` up to float summation order.
 
-| model | recipe | held-out pair accuracy | margin | logps/chosen | correct (greedy) | seconds per run |
-| --- | --- | --- | --- | --- | --- | ---: |""")
+| model | recipe | held-out pair accuracy | margin | logps/chosen | correct (greedy) | extra text | seconds per run |
+| --- | --- | --- | --- | --- | --- | --- | ---: |""")
         for label, key, recipe in (("SFT (= DPO at step 0)", "sft", "sft_tiny"), ("DPO", "dpo", "dpo_tiny"),
-                                   ("DPO, precomputed reference", "dpo_pre", "dpo_precomputed_tiny")):
+                                   ("DPO, precomputed reference", "dpo_pre", "dpo_precomputed_tiny"),
+                                   ("DPO + chosen NLL (RPO, α = 1)", "rpo", "dpo_tiny objective.rpo_alpha=1.0")):
             rs = found[key]
             print(f"| {label} | `{recipe}` | {cell(rs, acc)} | {cell(rs, lambda r: r['val']['rewards/margins'])} | "
-                  f"{cell(rs, lambda r: r['val']['logps/chosen'], '.2f')} | {cell(rs, lambda r: r['correct'])} | {sec(key)} |")
+                  f"{cell(rs, lambda r: r['val']['logps/chosen'], '.2f')} | {cell(rs, lambda r: r['correct'])} | "
+                  f"{cell(rs, lambda r: r['extra'])} | {sec(key)} |")
         diff = max(abs(a["val"][k] - b["val"][k]) for a, b in zip(found["dpo"], found["dpo_pre"])
                    for k in ("loss", "rewards/accuracies", "logps/chosen"))
         print(f"\nLargest difference dpo_tiny vs dpo_precomputed_tiny over seeds (loss, accuracy, logps/chosen): {diff:.2g}.")

@@ -191,8 +191,12 @@ class LanguageModelTask(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         keys = sorted(self._val_sums)
-        sums = dict(zip(keys, (float(v) for v in self._summed([torch.tensor(self._val_sums[k], dtype=torch.float64)
-                                                               for k in keys]))))
+        if self.trainer.world_size > 1:  # a rank whose share of every batch was empty has no keys yet
+            found: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(found, keys)
+            keys = sorted(set().union(*found))
+        sums = dict(zip(keys, (float(v) for v in self._summed([torch.tensor(self._val_sums.get(k, 0.0),
+                                                                            dtype=torch.float64) for k in keys]))))
         self._emit(validation_metrics(sums, self.weight_key), self.trainer.global_step, prog_bar=("val/loss",))
         self._write_samples()
 
