@@ -32,6 +32,9 @@ FROM_SFT = [
     ("dpo", "dpo_tiny", []),
     ("dpo_pre", "dpo_precomputed_tiny", []),
     ("rpo", "dpo_tiny", ["objective.rpo_alpha=1.0"]),
+    # Control for RPO's NLL term: the same 300 steps at DPO's lr, SFT only (no pairs, no preference).
+    ("sft_more", "sft_tiny", ["trainer.max_steps=300", "optimizer.lr=1e-4", "scheduler.warmup_steps=10",
+                              "trainer.val_every=100", "trainer.checkpoint_every=100"]),
     ("d2po", "d2po_tiny", []),
     ("d2po_g1", "d2po_tiny", ["objective.gamma=1.0"]),
     ("smpo", "smpo_tiny", []),
@@ -60,7 +63,7 @@ def run(recipe: str, overrides: list[str], seed: int, out: Path) -> Path:
 def sft_as_dpo_policy(sft: Path, dpo: Path) -> dict:
     """Held-out DPO metrics of the SFT model itself (policy = reference = the SFT checkpoint), as
     the DPO run's objective computes them: the start of DPO's curves. Cached in the DPO folder."""
-    cache = dpo / "sft_dpo_metrics.json"
+    cache = sft / "as_dpo_policy.json"  # in the judged policy's own folder
     if cache.exists():
         return json.loads(cache.read_text())
     import torch
@@ -117,7 +120,10 @@ def main() -> None:
             folder = run(recipe, [f"model.from_pretrained={sft}", *overrides], seed, args.out)
             found.setdefault(key, []).append(collect(folder, policy=not recipe.startswith(("rm", "rrm"))))
             if key == "dpo":
+                dpo = folder
                 found["sft"][-1]["as_dpo"] = sft_as_dpo_policy(sft, folder)
+            if key == "sft_more":  # judged on the pairs as DPO judges its policy (reference: the SFT model)
+                found[key][-1]["val"] = sft_as_dpo_policy(folder, dpo)
     for row in found["sft"]:  # the SFT model as DPO's policy at step 0
         row["val"] = {**row["val"], **row.pop("as_dpo")}
 
@@ -146,7 +152,9 @@ generations have the preferred property than the SFT model's; `logps/chosen` oft
 | --- | --- | --- | --- | --- | --- | --- | ---: |""")
         for label, key, recipe in (("SFT (= DPO at step 0)", "sft", "sft_tiny"), ("DPO", "dpo", "dpo_tiny"),
                                    ("DPO, precomputed reference", "dpo_pre", "dpo_precomputed_tiny"),
-                                   ("DPO + chosen NLL (RPO, α = 1)", "rpo", "dpo_tiny objective.rpo_alpha=1.0")):
+                                   ("DPO + chosen NLL (RPO, α = 1)", "rpo", "dpo_tiny objective.rpo_alpha=1.0"),
+                                   ("SFT 300 steps more (control for RPO's NLL)", "sft_more",
+                                    "sft_tiny trainer.max_steps=300 optimizer.lr=1e-4")):
             rs = found[key]
             print(f"| {label} | `{recipe}` | {cell(rs, acc)} | {cell(rs, lambda r: r['val']['rewards/margins'])} | "
                   f"{cell(rs, lambda r: r['val']['logps/chosen'], '.2f')} | {cell(rs, lambda r: r['correct'])} | "
