@@ -16,6 +16,7 @@ RRM arXiv 2409.13156. Every run uses one torch thread (`trainer.num_threads=1`):
 from __future__ import annotations
 
 import argparse
+import statistics
 import json
 import subprocess
 import sys
@@ -209,16 +210,26 @@ the plain RM falls on flipped, RRM stays high, clean kept.
             rs = found[key]
             print(f"| {label} | `{recipe}` | {cell(rs, lambda r: r['sets']['clean']['rewards/accuracies'])} | "
                   f"{cell(rs, lambda r: r['sets']['flipped']['rewards/accuracies'])} | {sec(key)} |")
-        print("""
-Verdict at this scale. Reproduced: DPO's held-out preference accuracy rises from 0 (not to > 0.9 in 300 steps) and
-the precomputed reference gives the same run; SMPO keeps the chosen likelihood where DPO's falls; the plain RM learns
-the artifact (flipped accuracy 0) and RRM recovers part of it with clean accuracy kept. Not reproduced: (1) DPO
-hardly moves the correct-answer rate — the SFT model (300 steps) is at a few percent and does not know addition
-(1000 steps reached only 12.5%), and the rejected answers are off-policy and already ~2–4 nats below the chosen, so
-DPO mostly lowers both and frees mass for answers that run on past the number; (2) D²PO copies more of the filler
-than DPO here (the opposite direction): with γ < 1 the artifact's first token, right after the digits, keeps almost
-full weight while the rest is discounted, and the model learns to continue after the number without the full
-" Sure!"; the paper's setting (long answers with late filler) is not what a 2–3-token answer gives.""")
+        m = lambda key, get: statistics.mean(float(get(r)) for r in found[key])  # noqa: E731
+        correct = lambda r: r["correct"]  # noqa: E731
+        flipped = lambda r: r["sets"]["flipped"]["rewards/accuracies"]  # noqa: E731
+        print(f"""
+Verdict at this scale ({n} seeds). Reproduced: DPO's held-out preference accuracy rises from 0 to {m('dpo', acc):.2f}
+(not > 0.9 in 300 steps) and the precomputed reference gives the same run; SMPO reaches {m('smpo', acc):.2f} and keeps
+the chosen likelihood ({m('sft', lambda r: r['val']['logps/chosen']):.2f} → {m('smpo', lambda r: r['val']['logps/chosen']):.2f})
+where DPO's collapses (→ {m('dpo', lambda r: r['val']['logps/chosen']):.2f}); the plain RM learns the artifact
+(flipped accuracy {m('rm', flipped):.2f}) and RRM raises it to {m('rrm', flipped):.2f} while clean accuracy rises too.
+Not reproduced: (1) plain DPO lowers the rate of correct greedy answers ({m('sft', correct):.3f} → {m('dpo', correct):.3f})
+although it ranks held-out pairs right: the chosen answers lose ~10 nats and the freed mass goes to continuing
+past the number (extra text {m('dpo', lambda r: r['extra']):.2f}: end-of-answer lost) — likelihood displacement, chosen and
+rejected sharing their first digit and EOS. Adding the chosen NLL (RPO, α = 1) keeps the answers and raises the
+correct rate to {m('rpo', correct):.3f}, but the same 300 steps of SFT alone reach {m('sft_more', correct):.3f} (and rank
+{m('sft_more', acc):.2f} of the held-out pairs right by DPO's implicit reward): at this scale the gain over the SFT model
+comes from more SFT (the 800-step SFT model is undertrained), not from the preference term. (2) D²PO copies more of the filler than DPO here ({m('d2po', lambda r: r['extra']):.2f} vs
+{m('d2po_g1', lambda r: r['extra']):.2f} extra text; the opposite direction): with γ < 1 the artifact's first token, right
+after the digits, keeps almost full weight while the rest is discounted, and the model learns to continue after
+the number without the full " Sure!"; the paper's setting (long answers with late filler) is not what a 2–3-token
+answer gives.""")
     (args.out / "latest.json").write_text(json.dumps(found, indent=1))
 
 
