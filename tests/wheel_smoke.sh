@@ -61,10 +61,31 @@ for group in catalog.groups():
 from rizzrun.config import ConfigError
 
 load([])
+
+
+def runs_it_starts_from(recipe: str, outputs: Path) -> list[str]:
+    """A recipe that starts from another recipe's run (`${run:NAME}`) validates against a stand-in
+    of that run: a folder with NAME's composed config and a checkpoint pointer under output_root."""
+    import json, re
+    from omegaconf import OmegaConf
+    from rizzrun.config import compose
+
+    raw = json.dumps(OmegaConf.to_container(compose([f"+recipe={recipe}"]), resolve=False))
+    names = sorted(set(re.findall(r"\$\{run:([^}]+)\}", raw)))
+    for name in names:
+        folder = outputs / "2026-01-01" / f"00-00-00-{name}"
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(load([f"+recipe={name}"]), resolve=True))
+        (folder / "checkpoints" / "latest").write_text("step-000001\n")
+    return [f"output_root={outputs}"] if names else []
+
+
+import tempfile
+outputs = Path(tempfile.mkdtemp()) / "outputs"
 for recipe in recipes:
     # Paper-scale recipes name the local folders they need (???): that is the only problem allowed.
     try:
-        load([f"+recipe={recipe}"])
+        load([f"+recipe={recipe}", *runs_it_starts_from(recipe, outputs)])
     except ConfigError as e:
         other = [p for p in e.problems if "required value is not set" not in p and "MissingMandatoryValue" not in p]
         assert not other, f"recipe {recipe} does not validate from the wheel: {other}"
