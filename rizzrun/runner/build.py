@@ -99,8 +99,7 @@ def run_folder_model(cfg: DictConfig, path: str, tokenizer: Any, pretrained_weig
     """`model.from_pretrained=RUN_DIR`: the model that run trained (its config.yaml's model,
     attention and mlp), with its latest verified checkpoint's weights (pretrained_weights=False:
     the shape only). Its tokenizer must encode as this run's (InputError otherwise)."""
-    from rizzrun.errors import InputError
-    from rizzrun.runner.generate import load_run_checkpoint
+    from rizzrun.runner.generate import check_same_tokenizer, load_run_checkpoint
 
     if not pretrained_weights:
         from pathlib import Path
@@ -110,8 +109,5 @@ def run_folder_model(cfg: DictConfig, path: str, tokenizer: Any, pretrained_weig
         run_cfg = OmegaConf.load(Path(path).expanduser() / CONFIG)
         return build_model(run_cfg, tokenizer, pretrained_weights=False)
     run_cfg, run_tokenizer, model, _ = load_run_checkpoint(path)
-    if tokenizer is not None and run_tokenizer.fingerprint != tokenizer.fingerprint:
-        raise InputError(f"model.from_pretrained={path}: that run's tokenizer ({type(run_tokenizer).__name__}) "
-                         f"encodes differently from this run's ({type(tokenizer).__name__}); use the tokenizer "
-                         "that run trained with")
+    check_same_tokenizer(f"model.from_pretrained={path}", run_tokenizer, tokenizer)
     return model.train()

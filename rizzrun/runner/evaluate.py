@@ -143,16 +143,12 @@ def run_objective(cfg: DictConfig, tokenizer, data, folder: Path, model):
     against the digests the checkpoint recorded (InputError when one changed)."""
     import lightning as L
 
-    from rizzrun.layout import STATE
     from rizzrun.runner.build import build_model
-    from rizzrun.runner.checkpoint import load_state, read_meta
-    from rizzrun.runner.extra_models import build_extra_models, build_objective, extra_sources
+    from rizzrun.runner.checkpoint import read_meta
+    from rizzrun.runner.extra_models import build_extra_models, extra_sources
+    from rizzrun.runner.generate import load_run_objective
 
-    objective = build_objective(cfg, model, tokenizer)
-    own = {k[len("objective."):]: v for k, v in load_state(folder / STATE).get("extra_state_dict", {}).items()
-           if k.startswith("objective.")}
-    if own:
-        objective.load_state_dict(own)
+    objective = load_run_objective(cfg, model, tokenizer, folder)
     if not extra_sources(cfg):
         return objective, {}
     L.seed_everything(int(cfg.seed), verbose=False)

@@ -37,10 +37,9 @@ def _refuse_objective_weights(run_dir: Path, cfg, folder: Path) -> None:
     """A run whose objective trained weights of its own (a reward model's head) is not a causal LM:
     exporting its trunk alone would silently drop what it trained."""
     from rizzrun.errors import InputError
-    from rizzrun.runner.checkpoint import load_state
+    from rizzrun.runner.generate import objective_weights
 
-    extra = load_state(folder / layout.STATE).get("extra_state_dict", {})
-    if any(k.startswith("objective.") for k in extra):
+    if objective_weights(folder):
         raise InputError(f"{run_dir}: its objective ({cfg.objective._target_}) trained weights of its own "
                          "(objective.*, e.g. a reward model's head), which a Hugging Face causal-LM folder cannot "
                          f"hold; use the run itself: objective.models.NAME={run_dir}, or "

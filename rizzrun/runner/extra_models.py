@@ -88,13 +88,10 @@ def load_source(cfg: DictConfig, source: str, policy: torch.nn.Module, tokenizer
 
     path = Path(source).expanduser()
     if is_run_folder(source):
-        from rizzrun.runner.generate import load_run_model
+        from rizzrun.runner.generate import check_same_tokenizer, load_run_model
 
         model, run_tokenizer = load_run_model(path)
-        if run_tokenizer.fingerprint != tokenizer.fingerprint:
-            raise InputError(f"{key}={source}: that run's tokenizer ({type(run_tokenizer).__name__}) encodes "
-                             f"differently from this run's ({type(tokenizer).__name__}); both models must read "
-                             "the same ids: use that run's tokenizer")
+        check_same_tokenizer(f"{key}={source}", run_tokenizer, tokenizer)
         return model
     if (path / "config.json").is_file():
         from rizzrun.models.hf_llama import load_llama

@@ -50,29 +50,56 @@ def load_run_checkpoint(run_dir: Path, checkpoint: str | None = None):
     return cfg, tokenizer, model.eval(), folder
 
 
+def objective_weights(folder: Path) -> dict:
+    """The weights a run's objective trained itself (a reward model's head), as its state_dict:
+    the `objective.*` entries of the checkpoint's state.pt, prefix removed; {} for most runs."""
+    from rizzrun.layout import STATE
+    from rizzrun.runner.checkpoint import load_state
+
+    extra = load_state(Path(folder) / STATE).get("extra_state_dict", {})
+    return {k[len("objective."):]: v for k, v in extra.items() if k.startswith("objective.")}
+
+
+def load_run_objective(cfg, model, tokenizer, folder: Path):
+    """The run's objective as it was at checkpoint `folder`: built from its config, with the weights
+    it trained itself (`objective_weights`) loaded; InputError when they do not fit its class."""
+    from rizzrun.errors import InputError
+    from rizzrun.layout import STATE
+    from rizzrun.runner.extra_models import build_objective
+
+    objective = build_objective(cfg, model, tokenizer)
+    own = objective_weights(folder)
+    if own:
+        try:
+            objective.load_state_dict(own)
+        except RuntimeError as e:
+            raise InputError(f"{folder / STATE}: the objective's weights do not fit {cfg.objective._target_} "
+                             f"({_first_line(e)})") from e
+    return objective
+
+
 def load_run_model(run_dir: Path, checkpoint: str | None = None):
     """(model, tokenizer): what a run trained, as a later run loads it (an objective's
     `models.NAME=RUN_DIR`, `model.from_pretrained=RUN_DIR`): the policy, or, when the run's
     objective trained parameters of its own (a reward model's head, saved as `objective.*` in the
     checkpoint's state.pt), the model the objective makes of them (`objective.as_model(policy)`)."""
-    from rizzrun.errors import InputError
-    from rizzrun.layout import STATE
-    from rizzrun.runner.checkpoint import load_state
-    from rizzrun.runner.extra_models import build_objective
-
     cfg, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
-    extra = load_state(folder / STATE).get("extra_state_dict", {})
-    own = {k[len("objective."):]: v for k, v in extra.items() if k.startswith("objective.")}
-    if not own:
+    if not objective_weights(folder):
         return model, tokenizer
-    objective = build_objective(cfg, model, tokenizer)
-    try:
-        objective.load_state_dict(own)
-    except RuntimeError as e:
-        raise InputError(f"{folder / STATE}: the objective's weights do not fit {cfg.objective._target_} "
-                         f"({_first_line(e)})") from e
+    objective = load_run_objective(cfg, model, tokenizer, folder)
     as_model = getattr(objective, "as_model", None)
     return (as_model(model).eval() if as_model else model), tokenizer
+
+
+def check_same_tokenizer(key: str, run_tokenizer, tokenizer) -> None:
+    """A model from another run reads that run's ids: InputError (headed by `key`, how the user named
+    the run) unless `tokenizer` encodes as the run's did (equal fingerprints)."""
+    from rizzrun.errors import InputError
+
+    if tokenizer is not None and run_tokenizer.fingerprint != tokenizer.fingerprint:
+        raise InputError(f"{key}: that run's tokenizer ({type(run_tokenizer).__name__}) encodes differently from "
+                         f"this run's ({type(tokenizer).__name__}); both models must read the same ids: use the "
+                         "tokenizer that run trained with")
 
 
 def _first_line(error: Exception) -> str:
