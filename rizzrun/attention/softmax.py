@@ -37,6 +37,11 @@ class KVState:
     def reset(self) -> None:
         pass  # positions past the cache's `pos` are never read
 
+    def keys_values(self, length: int):
+        """(k, v), each (B, Hkv, length, D): the cached keys (RoPE applied) and values of the first
+        `length` positions (the cache's `pos`), views, not copies (what a decoder may read)."""
+        return self.k[:, :, :length], self.v[:, :, :length]
+
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 

@@ -142,6 +142,7 @@ COMPONENT_RANGES: dict[str, tuple[tuple[str, float], ...]] = {
     "decoder.temperature": ((">", 0),),
     "decoder.top_k": ((">=", 0),),
     "decoder.top_p": ((">", 0), ("<=", 1)),
+    "decoder.typical_p": ((">", 0), ("<=", 1)),
     "decoder.repetition_penalty": ((">", 0),),
     "decoder.min_new_tokens": ((">=", 0),),
     "decoder.seed": ((">=", 0),),

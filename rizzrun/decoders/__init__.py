@@ -1,4 +1,5 @@
-"""Decoders (group `decoder`): Greedy, Sample, and the logits processors they use.
+"""Decoders (group `decoder`): the shared loop and `Decoder` base, Greedy, Sample, Typical, the
+methods of the papers, and the logits processors they use.
 
 Kept light: names resolve lazily, so importing this package does not import torch.
 """
@@ -8,15 +9,19 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "Decoder": "rizzrun.decoders.base",
+    "ModelStepper": "rizzrun.decoders.loop",
+    "decode_loop": "rizzrun.decoders.loop",
+    "left_pad": "rizzrun.decoders.loop",
     "Greedy": "rizzrun.decoders.greedy",
-    "decode_loop": "rizzrun.decoders.greedy",
-    "left_pad": "rizzrun.decoders.greedy",
     "Sample": "rizzrun.decoders.sample",
+    "Typical": "rizzrun.decoders.typical",
     "apply_repetition_penalty": "rizzrun.decoders.processors",
     "min_new_tokens_filter": "rizzrun.decoders.processors",
     "apply_temperature": "rizzrun.decoders.processors",
     "top_k_filter": "rizzrun.decoders.processors",
     "top_p_filter": "rizzrun.decoders.processors",
+    "typical_filter": "rizzrun.decoders.processors",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,14 +1,14 @@
-"""Logits processors: repetition penalty, min-new-tokens, temperature, top-k and top-p.
+"""Logits processors: repetition penalty, min-new-tokens, temperature, top-k, top-p and typical.
 
 Pure functions on logits of shape (B, V) (temperature, top-k, top-p also take (..., V)); they
 return a new tensor and never modify their input. Filtered entries are set to -inf, so a softmax
 afterwards gives them probability 0. Semantics follow Hugging Face `generate`
 (`RepetitionPenaltyLogitsProcessor`, `MinNewTokensLengthLogitsProcessor`,
-`TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper`), which the tests check entry by
-entry. `generate` applies them in this order: the processors (repetition penalty, then
-min-new-tokens) for every decoding strategy, then, only when sampling, the warpers (temperature,
-then top-k, then top-p). The decoders in this package keep that order: `decode_loop` applies the
-two processors, `Sample` the three warpers.
+`TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper`, `TypicalLogitsWarper`), which
+the tests check entry by entry. `generate` applies them in this order: the processors (repetition
+penalty, then min-new-tokens) for every decoding strategy, then, only when sampling, the warpers
+(temperature, then top-k, then top-p, then typical). The decoders in this package keep that
+order: `decode_loop` applies the two processors, `Decoder.warp` the four warpers.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "apply_temperature",
     "top_k_filter",
     "top_p_filter",
+    "typical_filter",
 ]
 
 
@@ -46,6 +47,12 @@ def _check_top_k(k) -> int:
 def _check_top_p(p) -> float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 < p <= 1):
         raise ValueError(f"top_p={p!r} is not allowed: it must be a number with 0 < top_p <= 1 (1 = off)")
+    return float(p)
+
+
+def _check_typical_p(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 < p <= 1):
+        raise ValueError(f"typical_p={p!r} is not allowed: it must be a number with 0 < typical_p <= 1 (1 = off)")
     return float(p)
 
 
@@ -236,4 +243,38 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     drop_sorted = tail_mass <= 1.0 - p
     drop_sorted[..., -min_tokens_to_keep:] = False
     drop = torch.empty_like(drop_sorted).scatter_(-1, order, drop_sorted)
+    return logits.masked_fill(drop, -math.inf)
+
+
+def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Locally typical sampling's filter (Meister et al., arXiv 2202.00666), (..., V) -> (..., V).
+
+    With p = softmax(logits) and its entropy H, each token's distance from the expected
+    surprisal is eps(y) = |-log p(y) - H|. Tokens are ranked by eps ascending and the shortest
+    prefix whose probability reaches `mass` is kept (the token that crosses `mass` included);
+    every token whose eps ties the last kept one's is kept too, as are the first
+    min_tokens_to_keep of the ranking; the rest is set to -inf. -inf inputs (filtered by an
+    earlier warper) count as probability 0 and are never kept unless min_tokens_to_keep needs
+    them. mass = 1 turns the filter off (`generate` skips the warper for typical_p = 1.0).
+
+    Hugging Face's `TypicalLogitsWarper`, which the tests match mask for mask: entropy with
+    nansum (0 * -inf terms ignored), cumulative mass in the logits' dtype, removal where
+    eps > eps of the crossing token (strict, so ties survive). Small masses may drop the argmax
+    when it is far more likely than "typical": that is the method, not a bug.
+    """
+    mass = _check_typical_p(mass)
+    min_tokens_to_keep = _check_min_tokens_to_keep(min_tokens_to_keep)
+    _check_logits(logits)
+    if mass == 1.0:
+        return logits.clone()
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    entropy = -torch.nansum(logp * p, dim=-1, keepdim=True)
+    shifted = (-logp - entropy).abs()
+    sorted_shifted, order = torch.sort(shifted, dim=-1)
+    cumulative = logits.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+    last = (cumulative < mass).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+    drop_sorted = sorted_shifted > sorted_shifted.gather(-1, last)
+    drop_sorted[..., :min_tokens_to_keep] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, -math.inf)

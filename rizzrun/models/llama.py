@@ -147,6 +147,21 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def _layer_state(mixer, layer_idx: int, batch_size, max_len, device, dtype, state_options: dict):
+    """mixer.init_state(...) with the decoder's state_options; ValueError naming the layer when
+    its mixer takes none of them (a method that needs, e.g., softmax attention's key cache)."""
+    if not state_options:
+        return mixer.init_state(batch_size, max_len, device=device, dtype=dtype)
+    try:
+        return mixer.init_state(batch_size, max_len, device=device, dtype=dtype, **state_options)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ValueError(f"layer {layer_idx}'s token mixer {type(mixer).__name__} does not take the decoding "
+                         f"state option(s) {', '.join(sorted(state_options))}: this decoder needs a mixer "
+                         "that keeps a softmax key/value cache (SDPAttention, NaiveAttention, ThinKAttention)") from None
+
+
 class Llama(nn.Module):
     """Llama language model: input_ids (B, T) -> logits (B, T, V).
 
@@ -255,11 +270,12 @@ class Llama(nn.Module):
                              f"allowed T <= {self.config.max_seq_len}")
         return self._hidden(input_ids, 0, key_padding_mask, None)
 
-    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> DecodingCache:
+    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None, **state_options) -> DecodingCache:
         """An empty decoding cache for `step`: every layer's own state (a static KV buffer for
         softmax attention, a fixed-size state for recurrent mixers); max_len defaults to
         max_seq_len, device and dtype to the embedding's (pass the activation dtype when decoding
-        under autocast)."""
+        under autocast). state_options go to every mixer's `init_state` (a decoder's request, e.g.
+        ThinK's key_pruning); a mixer that does not take one raises ValueError naming it."""
         cfg = self.config
         max_len = cfg.max_seq_len if max_len is None else max_len
         if not (isinstance(batch_size, int) and batch_size > 0):
@@ -269,14 +285,16 @@ class Llama(nn.Module):
         weight = self.embed.weight
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
-        layers = [block.attn.init_state(batch_size, max_len, device=device, dtype=dtype) for block in self.blocks]
+        layers = [_layer_state(block.attn, i, batch_size, max_len, device, dtype, state_options)
+                  for i, block in enumerate(self.blocks)]
         return DecodingCache(layers, batch_size, max_len, device=device)
 
-    def step(self, input_ids, cache: DecodingCache, key_padding_mask=None):
+    def step(self, input_ids, cache: DecodingCache, key_padding_mask=None, return_hidden: bool = False):
         """Append input_ids (B, Tnew) at positions [cache.pos, cache.pos + Tnew) and return their
         logits (B, Tnew, V); prefill (Tnew = prompt length) and decoding (Tnew = 1) alike.
-        key_padding_mask (B, Tnew) marks left padding in a prompt. Meant for inference
-        (torch.no_grad): the cache is written in place."""
+        key_padding_mask (B, Tnew) marks left padding in a prompt. return_hidden: return
+        (logits, hidden) with the final-norm hidden states (B, Tnew, C) the logits are read from.
+        Meant for inference (torch.no_grad): the cache is written in place."""
         T = self._check_ids(input_ids)
         pos = cache.pos
         if input_ids.shape[0] != cache.batch_size:
@@ -290,6 +308,10 @@ class Llama(nn.Module):
             cache.mask[:, pos:pos + T] = key_padding_mask
             cache.has_padding = True
         mask = cache.mask[:, :pos + T] if cache.has_padding else None
+        if return_hidden:
+            hidden = self._hidden(input_ids, pos, mask, cache)
+            cache.pos = pos + T
+            return self.lm_head(hidden), hidden
         logits = self._logits(input_ids, pos, mask, cache)
         cache.pos = pos + T
         return logits

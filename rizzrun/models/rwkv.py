@@ -270,9 +270,13 @@ class RWKV(nn.Module):
         cache = self.init_cache(input_ids.shape[0], max_len=input_ids.shape[1], dtype=self._act_dtype())
         return self._run(input_ids, cache, key_padding_mask, keep_state=False, head=False)
 
-    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None) -> RWKVState:
+    def init_cache(self, batch_size: int, max_len=None, device=None, dtype=None, **state_options) -> RWKVState:
         """An empty state for `step`; max_len (default max_seq_len) bounds the tokens fed; device
-        and dtype default to the embedding's (pass the activation dtype under autocast)."""
+        and dtype default to the embedding's (pass the activation dtype under autocast). RWKV's
+        state is fixed-size: it takes no state_options (a decoder's request for a key cache)."""
+        if state_options:
+            raise ValueError(f"RWKV keeps a fixed-size recurrent state, not a key/value cache: it does not take the "
+                             f"decoding state option(s) {', '.join(sorted(state_options))}")
         max_len = self.config.max_seq_len if max_len is None else max_len
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
@@ -283,9 +287,10 @@ class RWKV(nn.Module):
                          device=weight.device if device is None else device,
                          dtype=weight.dtype if dtype is None else dtype)
 
-    def step(self, input_ids, cache: RWKVState, key_padding_mask=None):
+    def step(self, input_ids, cache: RWKVState, key_padding_mask=None, return_hidden: bool = False):
         """Feed input_ids (B, Tnew) after the cache.pos tokens the state holds; returns their logits
-        (B, Tnew, V). Prefill (a prompt, key_padding_mask (B, Tnew) marking left padding) and
+        (B, Tnew, V), or (logits, hidden) with the final-norm hidden states (B, Tnew, C) when
+        return_hidden. Prefill (a prompt, key_padding_mask (B, Tnew) marking left padding) and
         decoding (Tnew = 1) alike; the state is updated in place (use under torch.no_grad)."""
         T = self._check_ids(input_ids)
         if input_ids.shape[0] != cache.batch_size:
@@ -294,6 +299,10 @@ class RWKV(nn.Module):
         if cache.pos + T > cache.max_len:
             raise ValueError(f"state overflow: {cache.pos} tokens fed + Tnew={T} > max_len={cache.max_len}; "
                              f"allowed Tnew <= {cache.max_len - cache.pos} (init_cache with a larger max_len)")
+        if return_hidden:
+            hidden = self._run(input_ids, cache, key_padding_mask, keep_state=True, head=False)
+            cache.pos += T
+            return self.head(hidden), hidden
         logits = self._run(input_ids, cache, key_padding_mask, keep_state=True)
         cache.pos += T
         return logits

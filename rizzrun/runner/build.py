@@ -111,3 +111,14 @@ def run_folder_model(cfg: DictConfig, path: str, tokenizer: Any, pretrained_weig
     run_cfg, run_tokenizer, model, _ = load_run_checkpoint(path)
     check_same_tokenizer(f"model.from_pretrained={path}", run_tokenizer, tokenizer)
     return model.train()
+
+
+def build_decoder(node: Any, tokenizer: Any = None):
+    """The decoder a config node describes (`decoder=NAME decoder.KEY=VALUE`), handed the run's
+    tokenizer (`Decoder.use_tokenizer`: a decoder that reads text, e.g. a principle prompt,
+    encodes it with the ids the model reads). Every caller builds decoders here: training
+    samples, `rizzrun generate`, `rizzrun eval`."""
+    decoder = instantiate(node)
+    if tokenizer is not None and hasattr(decoder, "use_tokenizer"):
+        decoder.use_tokenizer(tokenizer)
+    return decoder

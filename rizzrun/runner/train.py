@@ -65,7 +65,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
 
     from rizzrun.paths import cache_root
     from rizzrun.ranks import handing_over
-    from rizzrun.runner.build import build_model
+    from rizzrun.runner.build import build_decoder, build_model
     from rizzrun.runner.callbacks import PeriodicCheckpoint, interactive, progress_callback, quiet_lightning
     from rizzrun.runner.checkpoint import prepare_checkpoints, read_meta
     from rizzrun.runner.control import NonFiniteGuard, SignalStop
@@ -139,7 +139,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
             objective=objective,
             optimizer=instantiate(cfg.optimizer),
             scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            decoder=instantiate(cfg.decoder),
+            decoder=build_decoder(cfg.decoder, tokenizer),
             tokenizer=tokenizer,
             prompts=list(cfg.prompts or []),
             samples_per_val=int(tcfg.samples_per_val),
