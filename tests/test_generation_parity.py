@@ -226,10 +226,11 @@ SAMPLING = [
     dict(temperature=0.7, top_k=12, top_p=0.9, repetition_penalty=1.3, min_new_tokens=4),
     dict(temperature=1.5, top_k=0, top_p=0.6, repetition_penalty=1.0, min_new_tokens=0),
     dict(temperature=1.0, top_k=5, top_p=1.0, repetition_penalty=0.8, min_new_tokens=9),
+    dict(temperature=0.9, top_k=0, top_p=0.95, typical_p=0.7, repetition_penalty=1.1, min_new_tokens=2),
 ]
 
 
-@pytest.mark.parametrize("settings", SAMPLING, ids=["all", "temp-top_p", "top_k-penalty<1"])
+@pytest.mark.parametrize("settings", SAMPLING, ids=["all", "temp-top_p", "top_k-penalty<1", "typical"])
 @pytest.mark.parametrize("kind", ["batch1", "padded"])
 def test_sampling_processed_logits_match_hf(models, kind, settings):
     hf, ours = models
@@ -259,7 +260,8 @@ def test_sampling_processed_logits_match_hf(models, kind, settings):
 
     # 1. Our processors on transformers' raw logits and token history: bit-identical scores.
     hist_mask = torch.cat([mask, torch.ones_like(new)], dim=1)
-    warp = Sample(temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"]).warp
+    warp = Sample(temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
+                  typical_p=settings.get("typical_p", 1.0)).warp
     for i in range(steps):
         history = res.sequences[:, : ids.shape[1] + i]
         scores = res.logits[i]
@@ -280,5 +282,5 @@ def test_sampling_processed_logits_match_hf(models, kind, settings):
         torch.testing.assert_close(mine[~filtered], theirs[~filtered], atol=1e-4, rtol=0, msg=f"step {i}")
     if settings["min_new_tokens"]:
         assert all(bool((dec.seen[i][:, eos] == -torch.inf).all()) for i in range(settings["min_new_tokens"]))
-    if settings["top_k"] or settings["top_p"] < 1:
+    if settings["top_k"] or settings["top_p"] < 1 or settings.get("typical_p", 1.0) < 1:
         assert any(bool((s == -torch.inf).any()) for s in dec.seen)
