@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference
+repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
@@ -56,6 +56,9 @@ repro-fp8: $(STAMP)
 
 repro-preference: $(STAMP)
 	$(BIN)/python repro/preference.py
+
+repro-typical: $(STAMP)
+	$(BIN)/python repro/typical.py
 
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh
