@@ -258,6 +258,14 @@ def test_guided_log_probs_hand_derived():
     # 0.2: 0.5^2 / 0.2 = 1.25; tokens 2 and 3 are impossible under pi_c and stay so.
     got = guided_log_probs(c, c, u, 1.0).exp()
     torch.testing.assert_close(got, torch.tensor([[0.2, 0.8, 0.0, 0.0]]), atol=1e-6, rtol=0)
+    # pi finite everywhere: pi_c's zeros stay zeros (0.5^2 / 0.25 = 1 for the others)
+    quarter = log([0.25] * 4)
+    torch.testing.assert_close(guided_log_probs(c, c, quarter, 2.0).exp(), torch.tensor([[0.5, 0.5, 0.0, 0.0]]),
+                               atol=1e-6, rtol=0)
+    # code mode's window: -inf in the reward alone (base finite) also makes a token impossible
+    window_c = c[:, [0, 2, 1, 3]] + c  # [log .25, -inf, -inf, -inf]
+    got = guided_log_probs(log([0.4, 0.6, 0.1, 0.1]), window_c, quarter, 1.0)
+    assert not bool(got.isnan().any()) and got[0].exp().tolist() == [1.0, 0.0, 0.0, 0.0]
     # beta = 0 is pi_c whatever pi is; a row where pi allows nothing gets reward 0 (pi* = pi_c)
     torch.testing.assert_close(guided_log_probs(c, c, u, 0.0).exp(), c.exp())
     none = torch.full_like(u, -math.inf)

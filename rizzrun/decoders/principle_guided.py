@@ -49,6 +49,9 @@ def guided_log_probs(base: torch.Tensor, reward_c: torch.Tensor, reward_u: torch
     """
     if beta == 0:
         return torch.log_softmax(base, dim=-1)
+    if not bool(torch.isinf(reward_u).any()):
+        # -inf in base or reward_c alone gives -inf (never NaN): no masking needed
+        return torch.log_softmax(base + beta * (reward_c - reward_u), dim=-1)
     impossible = (base == -math.inf) | (reward_c == -math.inf)
     reward_u = _finite_floor(reward_u, reward_c)
     combined = base + beta * (reward_c - reward_u)
