@@ -17,7 +17,6 @@ from torch import nn
 
 from rizzrun.decoders import Greedy, PrincipleGuided
 from rizzrun.decoders.principle_guided import guided_log_probs
-from rizzrun.decoders.processors import top_k_filter
 from tests.sampling_checks import chi2_pvalue, draw_counts
 
 V = 37
