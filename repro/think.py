@@ -262,5 +262,6 @@ if __name__ == "__main__":
                 "Paper: pruning 40-50% of the key-cache channels per head (chosen by the observation "
                 "window's queries) saves > 20% of KV-cache memory at near-equal quality on LongBench. "
                 "Here: `make repro-think`: a tiny Llama trained to copy, then decoded teacher-forced from a "
-                "thin cache; ThinK's channel choice vs key norm and random."):
+                "thin cache; ThinK's channel choice vs key norm and random. Then the decoder path "
+                "(`decoder=think` on the plain SDPA models) and a tiny byte-level Llama on the pydoc corpus."):
         main()
