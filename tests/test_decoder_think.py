@@ -237,3 +237,15 @@ def test_rwkv_and_bad_settings_are_rejected():
     assert ThinK().settings() == dict(max_new_tokens=64, repetition_penalty=1.0, min_new_tokens=0, do_sample=False,
                                       temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0, seed=None, ratio=0.4,
                                       obs_window=32, recent_size=32)
+
+
+def test_the_config_option_builds_the_decoder():
+    from rizzrun.config import load
+    from rizzrun.runner.build import build_decoder
+
+    node = load(["decoder=think", "decoder.ratio=0.5", "decoder.obs_window=4", "decoder.recent_size=3",
+                 "decoder.max_new_tokens=5"]).decoder
+    decoder = build_decoder(node)
+    assert isinstance(decoder, ThinK) and decoder.key_pruning == KeyPruning(**PRUNE)
+    model = mc.tiny_llama(SDPAttention)
+    assert torch.equal(decoder.generate(model, prompts()), ThinK(**PRUNE, max_new_tokens=5).generate(model, prompts()))
