@@ -11,9 +11,11 @@ import torch
 
 import mixer_checks as mc
 from rizzrun.attention.mixer import Positions
-from rizzrun.attention.naive import naive_attention
+from rizzrun.attention.naive import NaiveAttention, naive_attention
 from rizzrun.attention.sdpa import SDPAttention
-from rizzrun.attention.think import ThinKAttention, channel_scores, kept_channels
+from rizzrun.attention.softmax import KVState
+from rizzrun.attention.ssmax import SSMaxAttention
+from rizzrun.attention.think import KeyPruning, ThinKAttention, ThinKState, channel_scores, kept_channels
 from rizzrun.config import ConfigError, load
 from rizzrun.models.llama import rope_tables
 
@@ -210,3 +212,26 @@ def test_query_driven_choice_reconstructs_logits_better_than_key_norm_or_random(
     by_key_norm = error(kept_channels(k[0, 0].norm(dim=0), 4))
     randoms = [error(torch.randperm(8, generator=g)[:4].sort().values) for _ in range(20)]
     assert ours < 0.8 * by_key_norm and ours <= min(randoms)
+
+
+@pytest.mark.parametrize("kernel", [SDPAttention, NaiveAttention])
+def test_key_pruning_is_a_state_option_of_the_plain_softmax_mixers(kernel):
+    """One thin cache: a plain mixer asked for KeyPruning decodes as ThinKAttention does (bit for
+    bit with the SDPA kernel; naive's prefill kernel differs from SDPA's only in rounding)."""
+    think = mc.tiny_llama(PRUNED)
+    plain = mc.tiny_llama(kernel)
+    plain.load_state_dict(think.state_dict())
+    tokens = mc.ids(T=14)
+    pruning = KeyPruning(ratio=0.5, obs_window=4, recent_size=3)
+    with torch.no_grad():
+        want, _ = mc.decode_in_chunks(think, tokens, [8] + [1] * 6)
+        cache = plain.init_cache(2, max_len=14, key_pruning=pruning)
+        got = torch.cat([plain.step(tokens[:, :8], cache)] + [plain.step(tokens[:, t:t + 1], cache)
+                                                              for t in range(8, 14)], 1)
+    assert all(isinstance(s, ThinKState) and s.n_thin == 8 - 3 for s in cache.layers)
+    if kernel is SDPAttention:
+        assert torch.equal(got, want)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert isinstance(SDPAttention(32, 4, 2, 8).init_state(1, 4, key_pruning=KeyPruning(ratio=0.0)), KVState)
+    with pytest.raises(ValueError, match="layer 3's token mixer SSMaxAttention cannot prune its key cache"):
+        SSMaxAttention(32, 4, 2, 8, layer_idx=3).init_state(1, 4, key_pruning=pruning)

@@ -70,7 +70,24 @@ class SoftmaxAttention(nn.Module):
             nn.init.normal_(linear.weight, std=std)
         nn.init.normal_(self.out.weight, std=out_std)
 
-    def init_state(self, batch_size: int, max_len: int, device=None, dtype=None) -> KVState:
+    def init_state(self, batch_size: int, max_len: int, device=None, dtype=None, key_pruning=None):
+        """The layer's decoding state: a `KVState`; with key_pruning (a
+        `rizzrun.attention.think.KeyPruning` that prunes at least one channel) ThinK's thin key
+        cache, `ThinKState` (arXiv 2407.21018), which `forward` then decodes through. Only the
+        plain softmax kernels (`SDPAttention`, `NaiveAttention`) take key_pruning: ThinK's thin
+        attention reproduces them, not another kernel (SSMax's, a subclass's own `attend`)."""
+        if key_pruning is not None:
+            from rizzrun.attention.think import KeyPruning, ThinKState, plain_softmax_kernel
+
+            if not isinstance(key_pruning, KeyPruning):
+                raise ValueError(f"key_pruning={key_pruning!r} must be None or a "
+                                 "rizzrun.attention.think.KeyPruning(ratio, obs_window, recent_size)")
+            if not plain_softmax_kernel(self):
+                raise ValueError(f"layer {self.layer_idx}'s token mixer {type(self).__name__} cannot prune its key "
+                                 "cache (key_pruning): ThinK's thin-key attention is plain softmax attention, so it "
+                                 "needs SDPAttention, NaiveAttention or ThinKAttention")
+            if key_pruning.keep(self.head_dim) < self.head_dim:
+                return ThinKState(batch_size, self.n_kv_head, max_len, self.head_dim, key_pruning, device, dtype)
         return KVState(batch_size, self.n_kv_head, max_len, self.head_dim, device=device, dtype=dtype)
 
     def project(self, x, positions: Positions):
@@ -84,6 +101,9 @@ class SoftmaxAttention(nn.Module):
     def forward(self, x, positions: Positions, state: KVState | None = None):
         B, T, _ = x.shape
         q, k, v = self.project(x, positions)
+        if state is not None and not isinstance(state, KVState):  # a thin key cache (ThinKState) attends itself
+            o = state.attend(q, k, v, positions, self.attend)
+            return self.out(o.transpose(1, 2).reshape(B, T, -1))
         if state is not None:
             start = positions.start
             state.k[:, :, start:start + T] = k

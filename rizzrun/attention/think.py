@@ -1,10 +1,16 @@
-"""ThinKAttention: query-driven key-channel pruning of the KV cache (Xu et al., arXiv 2407.21018).
+"""ThinK: query-driven key-channel pruning of the KV cache (Xu et al., arXiv 2407.21018).
 
 Inference-only and training-free: the parallel forward (training, evaluation) and the prefill's
-own outputs are plain causal softmax attention (SDPA). Only the decoding state changes. At the
-first prefill (positions written from 0, P prompt positions, pads included) each KV head scores
-its key channels from the last `obs_window` prompt queries Q_obs and the prompt keys K (post-RoPE,
-real tokens only; left padding takes no part):
+own outputs are plain causal softmax attention. Only the decoding state changes, and any softmax
+mixer with the plain kernel (`SDPAttention`, `NaiveAttention`) keeps it when asked:
+`mixer.init_state(B, max_len, key_pruning=KeyPruning(ratio, obs_window, recent_size))` returns a
+`ThinKState`, which `SoftmaxAttention.forward` decodes through (a decoder asks for it through
+`model.init_cache(..., key_pruning=...)`: `rizzrun.decoders.think.ThinK`). `ThinKAttention` is
+`SDPAttention` whose states prune by default (the `attention=think` mixer).
+
+At the first prefill (positions written from 0, P prompt positions, pads included) each KV head
+scores its key channels from the last `obs_window` prompt queries Q_obs and the prompt keys K
+(post-RoPE, real tokens only; left padding takes no part):
 
     score_j = ||Q_obs[:, j]||_2 * ||K[:, j]||_2 = ||Q_obs[:, j] K[:, j]^T||_F        (D channels)
 
@@ -21,8 +27,12 @@ full width in k_full (B, Hkv, max_len - n_thin, D); values are not pruned. A lat
     logits = [q[kept] . k_thin^T,  q . k_full^T] / sqrt(D)        (still the full head dim)
 
 i.e. full attention with the pruned channels of the old prompt keys zeroed. ratio = 0 (or a
-ratio with floor(ratio * D) = 0, or a prompt no longer than recent_size) prunes nothing and
-decodes through SDPA exactly like `SDPAttention`.
+ratio with floor(ratio * D) = 0) prunes nothing: `init_state` then returns the plain key/value
+cache (`KVState`), bit for bit the unpruned decoding. A prompt no longer than recent_size prunes
+nothing either and decodes through the mixer's own kernel exactly as the plain cache does.
+
+Decision (the paper scores post-RoPE keys): the kept channels depend on absolute positions, so a
+left-padded row decodes as that row alone with the same padding, not as the unpadded row alone.
 
 Memory: key buffers are sized at the first prefill (the prompt length fixes n_thin); a fresh
 state holds full-width keys for max_len positions (the unpruned size). `reset()` keeps the
@@ -33,17 +43,46 @@ Shapes: B batch, H heads, Hkv KV heads, T new tokens, D head_dim.
 """
 
 import math
+import numbers
+from dataclasses import dataclass
 
 import torch
 
 from rizzrun.attention.mixer import Positions
-from rizzrun.attention.naive import masked_softmax
-from rizzrun.attention.sdpa import sdpa_attention
-from rizzrun.attention.softmax import SoftmaxAttention
+from rizzrun.attention.naive import NaiveAttention, masked_softmax
+from rizzrun.attention.sdpa import SDPAttention
 
 
 def _math_dtype(t):
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+@dataclass(frozen=True)
+class KeyPruning:
+    """ThinK's settings, the decoding-state option `key_pruning` of softmax mixers.
+
+    ratio: fraction of key channels pruned per head, 0 <= ratio < 1 (paper: 0.4; 0 = none).
+    obs_window: observation queries (the last prompt positions) that score the channels (>= 1).
+    recent_size: last prompt keys kept full width (>= 0).
+    """
+
+    ratio: float = 0.4
+    obs_window: int = 32
+    recent_size: int = 32
+
+    def __post_init__(self):
+        r = self.ratio
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 <= r < 1:
+            raise ValueError(f"ratio={r!r} must be in [0, 1) (the fraction of key channels pruned)")
+        for name, low in (("obs_window", 1), ("recent_size", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"{name}={v!r} must be >= {low}" + ("" if isinstance(v, numbers.Integral)
+                                                                     else " (an integer)"))
+
+    def keep(self, head_dim: int) -> int:
+        """Channels kept per head: head_dim - floor(ratio * head_dim)."""
+        return head_dim - math.floor(self.ratio * head_dim)
 
 
 def channel_scores(q_obs, k, q_mask=None, k_mask=None):
@@ -99,16 +138,18 @@ def thin_attention(q, k_thin, kept, k_full, v, key_padding_mask=None):
 
 
 class ThinKState:
-    """Decoding state of one ThinK layer: values v (B, Hkv, max_len, D); keys k_thin (B, Hkv,
-    n_thin, keep) for the pruned prompt positions [0, n_thin) with their channels kept (B, Hkv,
-    keep; empty while nothing is pruned), and k_full (B, Hkv, max_len - n_thin, D) for positions [n_thin, max_len)."""
+    """Decoding state of one softmax layer with a thin key cache (`KeyPruning`): values v (B, Hkv,
+    max_len, D); keys k_thin (B, Hkv, n_thin, keep) for the pruned prompt positions [0, n_thin)
+    with their channels kept (B, Hkv, keep; empty while nothing is pruned), and k_full (B, Hkv,
+    max_len - n_thin, D) for positions [n_thin, max_len). Written in place by `attend`."""
 
-    def __init__(self, batch_size, n_kv_head, max_len, head_dim, keep, device=None, dtype=None):
+    def __init__(self, batch_size, n_kv_head, max_len, head_dim, pruning: KeyPruning, device=None, dtype=None):
         kw = dict(device=device, dtype=dtype)
-        self.keep = keep
+        self.pruning = pruning
+        self.keep = pruning.keep(head_dim)
         self.v = torch.zeros(batch_size, n_kv_head, max_len, head_dim, **kw)
         self.k_full = torch.zeros(batch_size, n_kv_head, max_len, head_dim, **kw)  # no thin part yet
-        self.k_thin = torch.zeros(batch_size, n_kv_head, 0, keep, **kw)
+        self.k_thin = torch.zeros(batch_size, n_kv_head, 0, self.keep, **kw)
         self.kept = torch.zeros(batch_size, n_kv_head, 0, device=device, dtype=torch.long)  # none until pruned
 
     def reset(self) -> None:
@@ -132,68 +173,71 @@ class ThinKState:
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self.k_thin, self.kept, self.k_full, self.v))
 
+    def key_nbytes(self) -> int:
+        """Bytes of the stored keys (thin and full width), the kept-channel indices left out."""
+        return self.k_thin.nbytes + self.k_full.nbytes
 
-class ThinKAttention(SoftmaxAttention):
-    """ThinK mixer; see the module docstring and `SoftmaxAttention` for the mixer API.
+    def attend(self, q, k, v, positions: Positions, attend):
+        """Append the new tokens' k, v (B, Hkv, T, D) and attend with q (B, H, T, D) -> o (B, H, T, D).
 
-    ratio: fraction of key channels pruned, 0 <= ratio < 1 (paper: 0.4; 0 = no pruning).
-    obs_window: observation queries (the last prompt positions) that score the channels (>= 1).
-    recent_size: last prompt keys kept full width (>= 0).
+        A first prefill (positions.start == 0) prunes and attends through `attend`, the mixer's
+        kernel, to the full keys; later tokens attend through `thin_attention`, or through
+        `attend` while nothing is pruned (exactly the plain cache's computation)."""
+        start, T = positions.start, q.shape[2]
+        mask = positions.key_padding_mask
+        if start == 0:
+            self._prune(q, k, mask)
+        n = self.n_thin
+        if start == 0 and n:  # the prompt itself attends to its full keys (in the cache's dtype)
+            self.v[:, :, :T] = v
+            return attend(q, k.to(self.v.dtype).to(q.dtype), self.v[:, :, :T].to(q.dtype), mask)
+        self.k_full[:, :, start - n:start - n + T] = k
+        self.v[:, :, start:start + T] = v
+        # A no-op unless the cache was made in another dtype than the activations.
+        k_full, v_all = self.k_full[:, :, :start + T - n].to(q.dtype), self.v[:, :, :start + T].to(q.dtype)
+        if n == 0:
+            return attend(q, k_full, v_all, mask)
+        return thin_attention(q, self.k_thin, self.kept, k_full, v_all, mask)
+
+    def _prune(self, q, k, mask) -> None:
+        """Choose each KV head's channels from the prompt and store its old keys thin."""
+        P, D = k.shape[2], k.shape[3]
+        n_thin = max(P - self.pruning.recent_size, 0) if self.keep < D else 0
+        self.resize(n_thin)
+        if n_thin:
+            W = min(self.pruning.obs_window, P)
+            scores = channel_scores(q[:, :, P - W:], k, None if mask is None else mask[:, P - W:], mask)
+            kept = kept_channels(scores, self.keep)  # (B, Hkv, keep)
+            self.kept.copy_(kept)
+            idx = kept[:, :, None, :].expand(-1, -1, n_thin, -1)
+            self.k_thin.copy_(k[:, :, :n_thin].gather(3, idx))
+            self.k_full[:, :, :P - n_thin] = k[:, :, n_thin:]
+
+
+class ThinKAttention(SDPAttention):
+    """ThinK mixer: `SDPAttention` whose decoding states prune keys (see the module docstring).
+
+    ratio, obs_window, recent_size: the `KeyPruning` its `init_state` uses by default; a
+    decoder's own key_pruning (`rizzrun.decoders.think.ThinK`) replaces it.
     """
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, head_dim: int, layer_idx: int = 0,
                  n_layer: int = 1, ratio: float = 0.4, obs_window: int = 32, recent_size: int = 32):
         super().__init__(d_model, n_head, n_kv_head, head_dim, layer_idx, n_layer)
-        if not 0 <= ratio < 1:
-            raise ValueError(f"ratio={ratio} must be in [0, 1) (the fraction of key channels pruned)")
-        if obs_window < 1:
-            raise ValueError(f"obs_window={obs_window} must be >= 1")
-        if recent_size < 0:
-            raise ValueError(f"recent_size={recent_size} must be >= 0")
+        self.key_pruning = KeyPruning(ratio, obs_window, recent_size)
         self.ratio, self.obs_window, self.recent_size = ratio, obs_window, recent_size
-        self.keep = head_dim - math.floor(ratio * head_dim)
+        self.keep = self.key_pruning.keep(head_dim)
 
-    def init_state(self, batch_size: int, max_len: int, device=None, dtype=None) -> ThinKState:
-        return ThinKState(batch_size, self.n_kv_head, max_len, self.head_dim, self.keep, device, dtype)
-
-    def attend(self, q, k, v, key_padding_mask=None):
-        return sdpa_attention(q, k, v, key_padding_mask, check=False)
-
-    def forward(self, x, positions: Positions, state: ThinKState | None = None):
-        if state is None:  # training / parallel forward: plain causal attention
-            return super().forward(x, positions)
-        B, T, _ = x.shape
-        q, k, v = self.project(x, positions)
-        start, mask = positions.start, positions.key_padding_mask
-        if start == 0:
-            o = self.attend(q, k, v, mask)  # the prompt itself attends to full keys
-            self._prune(state, q, k, mask)
-            state.v[:, :, :T] = v
-            return self.out(o.transpose(1, 2).reshape(B, T, -1))
-        n = state.n_thin
-        state.k_full[:, :, start - n:start - n + T] = k
-        state.v[:, :, start:start + T] = v
-        k_full, v_all = state.k_full[:, :, :start + T - n].to(q.dtype), state.v[:, :, :start + T].to(q.dtype)
-        if n == 0:
-            o = self.attend(q, k_full, v_all, mask)
-        else:
-            o = thin_attention(q, state.k_thin, state.kept, k_full, v_all, mask)
-        return self.out(o.transpose(1, 2).reshape(B, T, -1))
-
-    def _prune(self, state: ThinKState, q, k, mask) -> None:
-        """Choose each KV head's channels from the prompt and store its keys, old ones thin."""
-        P = k.shape[2]
-        n_thin = max(P - self.recent_size, 0) if self.keep < self.head_dim else 0
-        state.resize(n_thin)
-        if n_thin:
-            W = min(self.obs_window, P)
-            scores = channel_scores(q[:, :, P - W:], k, None if mask is None else mask[:, P - W:], mask)
-            kept = kept_channels(scores, self.keep)  # (B, Hkv, keep)
-            state.kept.copy_(kept)
-            idx = kept[:, :, None, :].expand(-1, -1, n_thin, -1)
-            state.k_thin.copy_(k[:, :, :n_thin].gather(3, idx))
-        state.k_full[:, :, :P - n_thin] = k[:, :, n_thin:]
+    def init_state(self, batch_size: int, max_len: int, device=None, dtype=None, key_pruning=None):
+        key_pruning = self.key_pruning if key_pruning is None else key_pruning
+        return super().init_state(batch_size, max_len, device=device, dtype=dtype, key_pruning=key_pruning)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, ratio={self.ratio}, obs_window={self.obs_window}, "
                 f"recent_size={self.recent_size}")
+
+
+def plain_softmax_kernel(mixer) -> bool:
+    """Whether the mixer's kernel is plain softmax attention (SDPA's or the naive one), which
+    `thin_attention` reproduces; a subclass with its own `attend` (SSMax's) is not."""
+    return type(mixer).attend in (SDPAttention.attend, NaiveAttention.attend)

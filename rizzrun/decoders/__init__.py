@@ -1,4 +1,4 @@
-"""Decoders (group `decoder`): the shared loop and `Decoder` base, Greedy, Sample, Typical, the
+"""Decoders (group `decoder`): the shared loop and `Decoder` base, Greedy, Sample, Typical, ThinK, the
 methods of the papers, and the logits processors they use.
 
 Kept light: names resolve lazily, so importing this package does not import torch.
@@ -17,6 +17,7 @@ _EXPORTS = {
     "Sample": "rizzrun.decoders.sample",
     "Typical": "rizzrun.decoders.typical",
     "PrincipleGuided": "rizzrun.decoders.principle_guided",
+    "ThinK": "rizzrun.decoders.think",
     "apply_repetition_penalty": "rizzrun.decoders.processors",
     "min_new_tokens_filter": "rizzrun.decoders.processors",
     "apply_temperature": "rizzrun.decoders.processors",
