@@ -9,7 +9,7 @@ from rizzrun.config.specs import readable
 _COMMON = {"max_new_tokens": ((">=", 0),), "min_new_tokens": ((">=", 0),), "repetition_penalty": ((">", 0),),
            "temperature": ((">", 0),), "top_k": ((">=", 0),), "top_p": ((">", 0), ("<=", 1)),
            "typical_p": ((">", 0), ("<=", 1)), "seed": ((">=", 0),)}
-RANGES = {"PMPD": {**_COMMON, "prefill_bits": ((">=", 2), ("<=", 8))}}
+RANGES = {"PMPD": _COMMON}  # prefill_bits, precisions, n_high: `check`
 
 BITS = tuple(range(2, 9))
 SCHEDULERS = ("static", "kv_cache")
