@@ -541,8 +541,9 @@ def test_config_option_validates_and_builds():
     for overrides, expected in [
         (["decoder.precisions=[3,4]"], "decoder.precisions=[3, 4]: the precisions must go strictly down"),
         (["decoder.scheduler=kv_cache"], "decoder.classifier=null: scheduler='kv_cache' needs the classifier file"),
-        (["decoder.prefill_bits=9"], "decoder.prefill_bits=9: allowed: null (the highest of precisions) or an "
-                                     "integer in 2..8"),
+        (["decoder.prefill_bits=9"], "decoder.prefill_bits=9: out of range; allowed: prefill_bits >= 2 and <= 8"),
+        (["decoder.prefill_bits=high"], "decoder.prefill_bits='high': expected int or null, got str"),
+        (["decoder.max_new_tokens=-1"], "decoder.max_new_tokens=-1: out of range; allowed: max_new_tokens >= 0"),
         (["decoder.precisions=[4,3,2]", "decoder.n_high=5"], "decoder.n_high=5: 3 precisions switch 2 times"),
     ]:
         with pytest.raises(ConfigError) as e:

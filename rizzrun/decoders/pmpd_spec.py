@@ -6,10 +6,8 @@ The same rules run in PMPD's constructor (`problems`), so a decoder built in Pyt
 from rizzrun.config.errors import message, show
 from rizzrun.config.specs import readable
 
-_COMMON = {"max_new_tokens": ((">=", 0),), "min_new_tokens": ((">=", 0),), "repetition_penalty": ((">", 0),),
-           "temperature": ((">", 0),), "top_k": ((">=", 0),), "top_p": ((">", 0), ("<=", 1)),
-           "typical_p": ((">", 0), ("<=", 1)), "seed": ((">=", 0),)}
-RANGES = {"PMPD": _COMMON}  # prefill_bits, precisions, n_high: `check`
+# The shared decoder knobs' ranges are schema.COMPONENT_RANGES["decoder.*"]; PMPD's own:
+RANGES = {"PMPD": {"prefill_bits": ((">=", 2), ("<=", 8))}}
 
 BITS = tuple(range(2, 9))
 SCHEDULERS = ("static", "kv_cache")
@@ -19,13 +17,15 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def problems(knobs: dict) -> list[tuple[str, object, str]]:
+def problems(knobs: dict, validator: bool = False) -> list[tuple[str, object, str]]:
     """(key, value, what is wrong and what is allowed) for each bad knob among precisions,
-    prefill_bits, scheduler, n_high and classifier; unreadable values are skipped."""
+    prefill_bits, scheduler, n_high and classifier; unreadable values are skipped. validator=True
+    leaves out what the config validator reports itself (types from the signature, RANGES)."""
     out = []
     precisions = knobs.get("precisions", [4, 3])
     good_precisions = False
-    if readable(precisions):
+    typed = lambda v: not validator or (isinstance(v, (list, tuple)) and all(_int(p) for p in v))  # noqa: E731
+    if readable(precisions) and typed(precisions):
         if (not isinstance(precisions, (list, tuple)) or not precisions
                 or not all(_int(p) and p in BITS for p in precisions)):
             out.append(("precisions", precisions, "allowed: a non-empty list of bit-widths in 2..8, e.g. [4, 3] "
@@ -35,7 +35,7 @@ def problems(knobs: dict) -> list[tuple[str, object, str]]:
         else:
             good_precisions = True
     prefill = knobs.get("prefill_bits")
-    if readable(prefill) and prefill is not None and not (_int(prefill) and prefill in BITS):
+    if not validator and readable(prefill) and prefill is not None and not (_int(prefill) and prefill in BITS):
         out.append(("prefill_bits", prefill, "allowed: null (the highest of precisions) or an integer in 2..8"))
     scheduler = knobs.get("scheduler", "static")
     if readable(scheduler) and scheduler not in SCHEDULERS:
@@ -59,7 +59,7 @@ def problems(knobs: dict) -> list[tuple[str, object, str]]:
     if readable(classifier) and classifier is not None:
         out.append(("classifier", classifier, "only scheduler='kv_cache' reads a classifier: set classifier=null "
                     "or scheduler='kv_cache'"))
-    if not readable(n_high) or n_high is None:
+    if not readable(n_high) or n_high is None or not (_int(n_high) or typed(n_high)):
         return out
     if _int(n_high):
         if n_high < 0:
@@ -80,4 +80,4 @@ def problems(knobs: dict) -> list[tuple[str, object, str]]:
 
 def check(node: dict, path: str) -> list[str]:
     """The knobs' rules (see `problems`), one line each."""
-    return [message(f"{path}.{key}={show(value)}", why) for key, value, why in problems(node)]
+    return [message(f"{path}.{key}={show(value)}", why) for key, value, why in problems(node, validator=True)]
