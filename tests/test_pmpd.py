@@ -312,6 +312,22 @@ def test_codes_follow_weight_updates():
     assert torch.equal(d.generate(m, ids), Greedy(4).generate(k_bit_copy(m, 8), ids))
 
 
+def test_recurrent_model_static_schedule_and_no_kv_cache():
+    from rizzrun.models.rwkv import RWKV
+
+    torch.manual_seed(0)
+    m = RWKV(mc.V, d_model=16, n_layer=2, max_seq_len=32).eval()
+    ids = mc.ids(2, 7)
+    snap = snapshot(m)
+    got = PMPD([4, 3], n_high=100, max_new_tokens=5).generate(m, ids)
+    assert torch.equal(got, Greedy(5).generate(k_bit_copy(m, 4), ids))
+    assert_same_weights(m, snap)
+    d = PMPD([4, 3], scheduler="kv_cache", classifier=SwitchClassifiers(8, 2, [(4, 3)]), max_new_tokens=4)
+    with pytest.raises(ValueError, match="reads the last layer's key/value cache"):
+        d.generate(m, ids)
+    assert_same_weights(m, snap)
+
+
 # ---------------------------------------------------------------- the KV-cache classifier
 
 

@@ -286,10 +286,11 @@ class PMPD(Decoder):
             if self.n_high is None:
                 return [j * (n // len(self.precisions)) for j in range(1, len(self.precisions))]
             return list(self.n_high)
-        state = cache.layers[-1]
+        state = getattr(cache, "layers", [None])[-1]
         if not hasattr(state, "keys_values"):
-            raise ValueError(f"scheduler='kv_cache' reads the last layer's key/value cache; that layer's state "
-                             f"{type(state).__name__} has none (a softmax-attention model has one)")
+            raise ValueError(f"scheduler='kv_cache' reads the last layer's key/value cache; this model's decoding "
+                             f"state ({type(cache).__name__}) has none: use a softmax-attention model or "
+                             "scheduler='static'")
         keys, values = state.keys_values(cache.pos)
         steps, running = [], 0
         for pair in pairs:
