@@ -9,7 +9,8 @@ are quantised once to nested 8-bit codes (`rizzrun.decoders.nested_quant`: a k-b
 k bits of the 8-bit one), and held-out prompts (validation documents, 48 bytes) are decoded
 greedily for N new bytes with `rizzrun.decoders.PMPD`: uniform 8/4/3/2 bits, static 4 -> 3 with
 n_high in {0, N/3, 2N/3}, chained 4 -> 3 -> 2, and the kv_cache scheduler (classifier trained on
-labels from training-split prompts, `switch_examples` + `train_switch_classifiers`). Reported per
+labels from training-split prompts, `switch_examples` + `train_switch_classifiers`), and three rows
+with the non-uniform (k-means seed + cluster splitting) nested codes. Reported per
 schedule: mean weight bits per decoding forward, ROUGE-L (token level) and exact-position agreement
 against the fp32 model's greedy output, and the teacher-forced loss (nats/byte) of the true
 continuation under the same per-step precisions (the cache written as the schedule goes).
@@ -151,6 +152,9 @@ def main() -> None:
              for h in (0, third, 2 * third)]
     runs += [(f"chained 4→3→2, n_high=[{a}, {b}]", PMPD([4, 3, 2], n_high=[a, b], max_new_tokens=n), False)
              for a, b in ((third, 2 * third), (2 * third, 2 * third + third // 2))]
+    runs += [(f"k-means codes: uniform {b}-bit", PMPD([b], quantizer="kmeans", max_new_tokens=n), False) for b in (4, 3)]
+    runs.append((f"k-means codes: static 4→3, n_high={third}",
+                 PMPD([4, 3], n_high=third, quantizer="kmeans", max_new_tokens=n), False))
     runs.append(("kv_cache 4→3 (learned)", PMPD([4, 3], scheduler="kv_cache", classifier=classifiers,
                                                   max_new_tokens=n), True))
     rows = []

@@ -65,12 +65,13 @@ def ref_dequantize(nested, bits):
     return (nested.low.double() + (q * m + (m - 1) / 2) * nested.delta.double()).float()
 
 
-def k_bit_copy(model, bits):
+def k_bit_copy(model, bits, method="uniform"):
     """An independent copy of the model with every block Linear weight replaced by ŵ_bits."""
     twin = copy.deepcopy(model)
     with torch.no_grad():
         for _, layer in quantized_linears(twin):
-            layer.weight.copy_(ref_dequantize(quantize(layer.weight), bits))
+            nested = quantize(layer.weight, method)
+            layer.weight.copy_(ref_dequantize(nested, bits) if method == "uniform" else dequantize(nested, bits))
     return twin
 
 
@@ -152,6 +153,34 @@ def test_reconstruction_error_is_monotone_in_bits_per_layer(model):
         nested = quantize(layer.weight)
         errors = [float((layer.weight.detach() - dequantize(nested, k)).norm()) for k in range(8, 1, -1)]
         assert errors == sorted(errors) and len(set(errors)) == len(errors), (name, errors)
+
+
+def test_kmeans_codes_are_nested_and_centroids_are_member_means(model):
+    total = {"uniform": [0.0] * 9, "kmeans": [0.0] * 9}
+    for name, layer in quantized_linears(model):
+        w = layer.weight.detach()
+        nested = quantize(w, "kmeans")
+        assert nested.q8.dtype == torch.uint8 and nested.low is None
+        sse = []
+        for k in range(2, 9):
+            if k < 8:
+                assert torch.equal(codes(nested, k), codes(nested, k + 1) >> 1), (name, k)
+            wk = dequantize(nested, k)
+            sse.append(float((w - wk).square().sum()))
+            for method in total:
+                total[method][k] += float((w - dequantize(quantize(w, method), k)).square().sum())
+        assert sse == sorted(sse, reverse=True), (name, sse)  # splitting a cluster never adds error
+    # the centroid of every (row, code) is the mean of the weights holding that code (one layer, loops)
+    w = model.blocks[0].mlp.down.weight.detach()
+    nested = quantize(w, "kmeans")
+    for k in (2, 3):
+        q, wk = codes(nested, k), dequantize(nested, k)
+        for r in range(0, w.shape[0], 7):
+            for c in q[r].unique().tolist():
+                members = q[r] == c
+                torch.testing.assert_close(wk[r, members], w[r, members].mean().expand(int(members.sum())))
+    for k in range(2, 9):  # non-uniform levels fit Gaussian-like rows better than uniform buckets
+        assert total["kmeans"][k] < total["uniform"][k], k
 
 
 def test_quantised_layers_are_the_block_linears(model):
@@ -252,6 +281,14 @@ def test_n_high_zero_is_low_precision_decoding_after_high_prefill(model):
             tok = low.step(tok, cache)[:, -1].argmax(-1, keepdim=True)
             out.append(tok)
     assert torch.equal(got[:, T:], torch.cat(out, 1))
+
+
+def test_kmeans_quantizer_decodes_as_its_k_bit_model(model):
+    ids = mc.ids(2, T)
+    got = PMPD([3, 2], n_high=N, quantizer="kmeans", max_new_tokens=N).generate(model, ids)
+    assert torch.equal(got, Greedy(N).generate(k_bit_copy(model, 3, "kmeans"), ids))
+    uniform = PMPD([3, 2], n_high=N, max_new_tokens=N).generate(model, ids)
+    assert torch.equal(uniform, Greedy(N).generate(k_bit_copy(model, 3), ids))
 
 
 def test_default_n_high_is_equal_shares_and_stats(model):
@@ -540,6 +577,7 @@ def test_first_sampled_token_follows_the_prefill_precision(model):
     (dict(scheduler="kv_cache", precisions=[4], classifier="x"), "needs at least two precisions"),
     (dict(classifier="x.safetensors"), "only scheduler='kv_cache' reads a classifier"),
     (dict(max_new_tokens=-1), "max_new_tokens=-1 is not allowed"),
+    (dict(quantizer="gptq"), "quantizer='gptq' is not allowed: allowed: 'uniform'"),
     (dict(do_sample="yes"), "do_sample='yes' is not allowed"),
 ])
 def test_bad_knobs_raise_one_line_value_errors(kwargs, match):
@@ -561,6 +599,7 @@ def test_config_option_validates_and_builds():
         (["decoder.prefill_bits=high"], "decoder.prefill_bits='high': expected int or null, got str"),
         (["decoder.max_new_tokens=-1"], "decoder.max_new_tokens=-1: out of range; allowed: max_new_tokens >= 0"),
         (["decoder.precisions=[4,3,2]", "decoder.n_high=5"], "decoder.n_high=5: 3 precisions switch 2 times"),
+        (["decoder.quantizer=kmean"], "decoder.quantizer='kmean': allowed: 'uniform'"),
     ]:
         with pytest.raises(ConfigError) as e:
             load(["decoder=pmpd", *overrides])

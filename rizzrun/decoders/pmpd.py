@@ -55,8 +55,8 @@ __all__ = ["PMPD", "SwitchClassifier", "SwitchClassifiers", "candidate_steps", "
 
 _FORMAT = "rizzrun.pmpd.switch_classifiers.v1"
 
-# model -> its NestedWeights, shared by every PMPD decoder (the codes depend on the weights only).
-_NESTED: "weakref.WeakKeyDictionary[nn.Module, NestedWeights]" = weakref.WeakKeyDictionary()
+# model -> {quantizer: its NestedWeights}, shared by every PMPD decoder (codes depend on the weights only).
+_NESTED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def candidate_steps(n: int) -> tuple[int, int, int, int]:
@@ -208,7 +208,8 @@ class PMPD(Decoder):
     precisions[0]). scheduler: 'static' or 'kv_cache'. n_high (static): the decoding forwards
     before each switch, one per adjacent pair, non-decreasing (an int for two precisions); None =
     an equal share, pair j switches at j·⌊N/len(precisions)⌋. classifier (kv_cache): the
-    safetensors file of `SwitchClassifiers.save` (or a SwitchClassifiers object).
+    safetensors file of `SwitchClassifiers.save` (or a SwitchClassifiers object). quantizer: the
+    nested codes, 'uniform' (the spec's CPU proposal) or 'kmeans' (non-uniform, per-level LUTs).
     The other knobs are `Decoder`'s (greedy by default; do_sample=True samples with the warpers).
 
     The model's block Linear weights are quantised on first use and the codes kept per model
@@ -225,6 +226,7 @@ class PMPD(Decoder):
         scheduler: str = "static",
         n_high: int | list[int] | None = None,
         classifier: str | None = None,
+        quantizer: str = "uniform",
         max_new_tokens: int = 64,
         repetition_penalty: float = 1.0,
         min_new_tokens: int = 0,
@@ -239,7 +241,7 @@ class PMPD(Decoder):
                          temperature=temperature, top_k=top_k, top_p=top_p, typical_p=typical_p, seed=seed)
         precisions, n_high = _as_list(precisions), _as_list(n_high)
         knobs = dict(precisions=precisions, prefill_bits=prefill_bits, scheduler=scheduler, n_high=n_high,
-                     classifier=classifier)
+                     classifier=classifier, quantizer=quantizer)
         bad = problems(knobs)
         if bad:
             key, value, why = bad[0]
@@ -249,6 +251,7 @@ class PMPD(Decoder):
         self.scheduler = scheduler
         self.n_high = [n_high] if isinstance(n_high, int) else n_high
         self.classifier = classifier
+        self.quantizer = quantizer
         self._classifiers = None
         if scheduler == "kv_cache":
             self._classifiers = (SwitchClassifiers.load(classifier) if isinstance(classifier, (str, Path))
@@ -272,9 +275,10 @@ class PMPD(Decoder):
 
     def nested_weights(self, model) -> NestedWeights:
         """The model's nested codes, built on first use and again after its weights changed."""
-        weights = _NESTED.get(model)
+        per_model = _NESTED.setdefault(model, {})
+        weights = per_model.get(self.quantizer)
         if weights is None or not weights.is_current(model):
-            weights = _NESTED[model] = NestedWeights(model)
+            weights = per_model[self.quantizer] = NestedWeights(model, self.quantizer)
         return weights
 
     def switch_steps(self, n: int, cache=None, padding=None) -> list[int]:
@@ -309,7 +313,7 @@ class PMPD(Decoder):
         try:
             return super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id)
         finally:
-            weights = _NESTED.get(model)
+            weights = _NESTED.get(model, {}).get(self.quantizer)
             if weights is not None:
                 weights.restore()
             if self._stepper is not None:
@@ -348,7 +352,7 @@ def _device(model):
 
 @torch.no_grad()
 def switch_examples(model, prompts, precisions, max_new_tokens: int, prefill_bits: int | None = None,
-                    references=None, eos_token_id=None) -> dict:
+                    references=None, eos_token_id=None, quantizer: str = "uniform") -> dict:
     """Training examples of the kv_cache scheduler: {pair: [{"keys", "values" (Hkv, T, D) float32,
     "label": class}]} for each adjacent pair of `precisions` and each prompt (a list of ids).
 
@@ -367,8 +371,9 @@ def switch_examples(model, prompts, precisions, max_new_tokens: int, prefill_bit
         references = [_continuation(greedy, model, p, eos_token_id) for p in prompts]
     out = {}
     for hi, lo in zip(precisions, precisions[1:]):
-        high = PMPD([hi], prefill_bits=prefill, max_new_tokens=n)
-        switched = [PMPD([hi, lo], prefill_bits=prefill, n_high=c, max_new_tokens=n) for c in candidate_steps(n)[:3]]
+        high = PMPD([hi], prefill_bits=prefill, max_new_tokens=n, quantizer=quantizer)
+        switched = [PMPD([hi, lo], prefill_bits=prefill, n_high=c, max_new_tokens=n, quantizer=quantizer)
+                    for c in candidate_steps(n)[:3]]
         rows = []
         for prompt, ref in zip(prompts, references):
             label = switch_label(ref, _continuation(high, model, prompt, eos_token_id),

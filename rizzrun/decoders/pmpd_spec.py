@@ -11,6 +11,7 @@ RANGES = {"PMPD": {"prefill_bits": ((">=", 2), ("<=", 8))}}
 
 BITS = tuple(range(2, 9))
 SCHEDULERS = ("static", "kv_cache")
+QUANTIZERS = ("uniform", "kmeans")
 
 
 def _int(v) -> bool:
@@ -19,7 +20,7 @@ def _int(v) -> bool:
 
 def problems(knobs: dict, validator: bool = False) -> list[tuple[str, object, str]]:
     """(key, value, what is wrong and what is allowed) for each bad knob among precisions,
-    prefill_bits, scheduler, n_high and classifier; unreadable values are skipped. validator=True
+    prefill_bits, quantizer, scheduler, n_high and classifier; unreadable values are skipped. validator=True
     leaves out what the config validator reports itself (types from the signature, RANGES)."""
     out = []
     precisions = knobs.get("precisions", [4, 3])
@@ -37,6 +38,10 @@ def problems(knobs: dict, validator: bool = False) -> list[tuple[str, object, st
     prefill = knobs.get("prefill_bits")
     if not validator and readable(prefill) and prefill is not None and not (_int(prefill) and prefill in BITS):
         out.append(("prefill_bits", prefill, "allowed: null (the highest of precisions) or an integer in 2..8"))
+    quantizer = knobs.get("quantizer", "uniform")
+    if readable(quantizer) and quantizer not in QUANTIZERS:
+        out.append(("quantizer", quantizer, "allowed: 'uniform' (round-to-nearest 8-bit codes) or 'kmeans' "
+                    "(per-row k-means seed, clusters split per bit)"))
     scheduler = knobs.get("scheduler", "static")
     if readable(scheduler) and scheduler not in SCHEDULERS:
         out.append(("scheduler", scheduler, "allowed: 'static' (switch at n_high) or 'kv_cache' (a classifier "
