@@ -152,7 +152,8 @@ def main() -> None:
              for h in (0, third, 2 * third)]
     runs += [(f"chained 4→3→2, n_high=[{a}, {b}]", PMPD([4, 3, 2], n_high=[a, b], max_new_tokens=n), False)
              for a, b in ((third, 2 * third), (2 * third, 2 * third + third // 2))]
-    runs += [(f"k-means codes: uniform {b}-bit", PMPD([b], quantizer="kmeans", max_new_tokens=n), False) for b in (4, 3)]
+    runs += [(f"k-means codes: uniform {b}-bit", PMPD([b], quantizer="kmeans", max_new_tokens=n), False)
+             for b in (4, 3)]
     runs.append((f"k-means codes: static 4→3, n_high={third}",
                  PMPD([4, 3], n_high=third, quantizer="kmeans", max_new_tokens=n), False))
     runs.append(("kv_cache 4→3 (learned)", PMPD([4, 3], scheduler="kv_cache", classifier=classifiers,

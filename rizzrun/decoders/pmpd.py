@@ -173,7 +173,9 @@ class SwitchClassifiers(nn.Module):
 class PMPDStepper:
     """The decode loop's stepper (see `rizzrun.decoders.loop.ModelStepper`) with the weight
     precision switched per forward: prefill at prefill_bits, decoding forward s at
-    `precision_schedule(precisions, switch_steps, ...)[s]`; one KV cache throughout."""
+    `precision_schedule(precisions, switch_steps, ...)[s]`; one KV cache throughout. It leaves the
+    last precision's weights in the model: PMPD.generate restores them (used alone, call
+    `decoder.nested_weights(model).restore()` afterwards)."""
 
     def __init__(self, decoder: "PMPD", weights: NestedWeights, model, batch_size: int, max_len: int, device):
         self.decoder, self.weights, self.model = decoder, weights, model
