@@ -310,7 +310,7 @@ def test_generate_errors(capsys, tmp_path, run_folder):
                               "train longer than trainer.checkpoint_every steps, or pick another run\n")
     (run_folder / "checkpoints" / "latest").write_text("step-000010\n")
     code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedyy")
-    assert (code, err) == (2, "error: --decoder greedyy: no such decoder; did you mean 'greedy'? decoders: greedy, sample, typical\n")
+    assert (code, err) == (2, "error: --decoder greedyy: no such decoder; did you mean 'greedy'? decoders: greedy, pmpd, principle_guided, sample, think, typical\n")
     code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedy", "--top-k", "5")
     assert (code, err) == (2, "error: --top-k 5: the decoder rizzrun.decoders.greedy.Greedy takes no top_k; its settings: "
                               "max_new_tokens, min_new_tokens, repetition_penalty; "

@@ -18,6 +18,7 @@ _EXPORTS = {
     "Typical": "rizzrun.decoders.typical",
     "PrincipleGuided": "rizzrun.decoders.principle_guided",
     "ThinK": "rizzrun.decoders.think",
+    "PMPD": "rizzrun.decoders.pmpd",
     "apply_repetition_penalty": "rizzrun.decoders.processors",
     "min_new_tokens_filter": "rizzrun.decoders.processors",
     "apply_temperature": "rizzrun.decoders.processors",
