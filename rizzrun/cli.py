@@ -4,14 +4,20 @@
     rizzrun list [GROUP]              the config groups and their options
     rizzrun show [OVERRIDES...]       the composed config as YAML
     rizzrun validate [OVERRIDES...]   compose + validate: "ok" or every problem (exit 2)
-    rizzrun generate RUN_DIR --prompt TEXT ...
+    rizzrun generate RUN_DIR --prompt TEXT [decoder=NAME] [decoder.KEY=VALUE ...]
+    rizzrun generate --model HF_DIR --prompt TEXT [decoder=NAME] [decoder.KEY=VALUE ...]
     rizzrun export RUN_DIR OUT_DIR [--force]   a run's latest checkpoint as a Hugging Face Llama folder
-    rizzrun eval RUN_DIR [--documents train|val|PATH]   memorization + held-out loss -> eval.json
+    rizzrun eval RUN_DIR [decoder=NAME] [decoder.KEY=VALUE ...] [--documents train|val|PATH]
+                                      memorization + held-out loss (+ a task's accuracy) -> eval.json
     rizzrun compare PATH... | --wandb ENTITY/PROJECT   runs side by side (rizzrun.compare)
 
 generate, eval and export load the checkpoint `checkpoints/latest` names (or `--checkpoint
 step-N`) after checking its files against the digests in its meta.json, and refuse a damaged
 one; their bad input is one `error:` line and exit 2, found before torch where it can be.
+generate and eval take any decoder option with its own knobs as overrides, the runner's way
+(`decoder=typical decoder.typical_p=0.9`), composed and checked by the validator's rules before
+torch (rizzrun.runner.generate.compose_decoder); generate's base is the run's own decoder (greedy
+with --model), eval's is greedy, on which its metrics are defined.
 
 A first argument that is a subcommand or a help flag goes to the typer app; anything else is a
 job's command line for Hydra. Nothing here imports torch, Lightning or W&B: the runner is
@@ -216,8 +222,9 @@ def generate(
 ) -> None:
     """Continue PROMPT with the latest checkpoint of RUN_DIR (or a Hugging Face folder given by
     --model) and print the text. The decoder is the run's own (greedy with --model); decoder=NAME
-    picks another, decoder.KEY=VALUE sets its knobs (`rizzrun show decoder=NAME` lists them);
-    every value is checked against the decoder's ranges before the model loads."""
+    picks another (`rizzrun list decoder`), decoder.KEY=VALUE sets its knobs (those of
+    conf/decoder/NAME.yaml); every value is checked by the validator's rules before the model
+    loads. A sampling decoder without decoder.seed takes the run's seed."""
     folder, overrides = _split_positionals("generate", [run_dir] if run_dir is not None else [], ctx.args,
                                            ("--prompt", "-p", "--model", "--checkpoint"))
     if (folder is None) == (model is None):
