@@ -51,13 +51,6 @@ def test_help_says_bare_overrides_run_a_job(capsys):
         assert re.search(rf"^\s+{command}\s+\S", out, re.M), command
 
 
-def test_generate_help(capsys):
-    code, out, _ = cli(capsys, "generate", "--help")
-    assert code == 0
-    for flag in ("RUN_DIR", "--prompt", "--max-new-tokens", "--decoder", "--temperature", "--top-k", "--top-p", "--seed"):
-        assert flag in out, flag
-
-
 def test_list_every_group_one_line_each(capsys):
     code, out, _ = cli(capsys, "list")
     assert code == 0
