@@ -4,14 +4,20 @@
     rizzrun list [GROUP]              the config groups and their options
     rizzrun show [OVERRIDES...]       the composed config as YAML
     rizzrun validate [OVERRIDES...]   compose + validate: "ok" or every problem (exit 2)
-    rizzrun generate RUN_DIR --prompt TEXT ...
+    rizzrun generate RUN_DIR --prompt TEXT [decoder=NAME] [decoder.KEY=VALUE ...]
+    rizzrun generate --model HF_DIR --prompt TEXT [decoder=NAME] [decoder.KEY=VALUE ...]
     rizzrun export RUN_DIR OUT_DIR [--force]   a run's latest checkpoint as a Hugging Face Llama folder
-    rizzrun eval RUN_DIR [--documents train|val|PATH]   memorization + held-out loss -> eval.json
+    rizzrun eval RUN_DIR [decoder=NAME] [decoder.KEY=VALUE ...] [--documents train|val|PATH]
+                                      memorization + held-out loss (+ a task's accuracy) -> eval.json
     rizzrun compare PATH... | --wandb ENTITY/PROJECT   runs side by side (rizzrun.compare)
 
 generate, eval and export load the checkpoint `checkpoints/latest` names (or `--checkpoint
 step-N`) after checking its files against the digests in its meta.json, and refuse a damaged
 one; their bad input is one `error:` line and exit 2, found before torch where it can be.
+generate and eval take any decoder option with its own knobs as overrides, the runner's way
+(`decoder=typical decoder.typical_p=0.9`), composed and checked by the validator's rules before
+torch (rizzrun.runner.generate.compose_decoder); generate's base is the run's own decoder (greedy
+with --model), eval's is greedy, on which its metrics are defined.
 
 A first argument that is a subcommand or a help flag goes to the typer app; anything else is a
 job's command line for Hydra. Nothing here imports torch, Lightning or W&B: the runner is
@@ -20,6 +26,7 @@ imported only inside the job (and by `generate`).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -192,53 +199,114 @@ class _OneLineUsageErrors(TyperCommand):
 
 
 CHECKPOINT_HELP = "a checkpoint of RUN_DIR (step-NNNNNN or a step number); default: the one checkpoints/latest names"
+# Extra arguments (decoder=NAME, decoder.KEY=VALUE) reach the command as ctx.args.
+OVERRIDE_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+# The flags `generate` had before decoder settings became overrides -> what to write instead.
+MOVED_FLAGS = {"--decoder": "decoder", "--temperature": "decoder.temperature", "--top-k": "decoder.top_k",
+               "--top-p": "decoder.top_p", "--repetition-penalty": "decoder.repetition_penalty",
+               "--min-new-tokens": "decoder.min_new_tokens", "--seed": "decoder.seed",
+               "--max-new-tokens": "decoder.max_new_tokens", "-n": "decoder.max_new_tokens"}
 
 
-@app.command(cls=_OneLineUsageErrors)
+@app.command(cls=_OneLineUsageErrors, context_settings=OVERRIDE_ARGS)
 def generate(
-    run_dir: Optional[Path] = typer.Argument(None, help="a run folder (outputs/<date>/<time>-<name>)"),
+    ctx: typer.Context,
+    run_dir: Optional[str] = typer.Argument(None, metavar="[RUN_DIR] [decoder=NAME] [decoder.KEY=VALUE]...",
+                                            help="a run folder (outputs/<date>/<time>-<name>), then overrides of "
+                                                 "its decoder: decoder=NAME (an option of `rizzrun list decoder`) "
+                                                 "and decoder.KEY=VALUE, e.g. decoder=typical decoder.typical_p=0.9"),
     prompt: str = typer.Option(..., "--prompt", "-p", help="the text to continue"),
     model: Optional[Path] = typer.Option(None, "--model", help="instead of RUN_DIR: a local Hugging Face Llama "
                                          "folder (config.json, safetensors, tokenizer files)"),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help="default: the decoder's"),
-    decoder: Optional[str] = typer.Option(None, "--decoder",
-                                          help="a decoder option (greedy, sample, ...); default: the run's (greedy with --model)"),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="sampling temperature"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="keep the k most likely tokens (0 = off)"),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus mass (1.0 = off)"),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="CTRL penalty (1.0 = off)"),
-    min_new_tokens: Optional[int] = typer.Option(None, "--min-new-tokens", help="no EOS before this many tokens"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="sampling seed"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Continue PROMPT with the latest checkpoint of RUN_DIR (or a Hugging Face folder given by
-    --model) and print the text."""
-    settings = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                                      repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens).items()
-                if v is not None}
-    if (run_dir is None) == (model is None):
+    --model) and print the text. The decoder is the run's own (greedy with --model); decoder=NAME
+    picks another (`rizzrun list decoder`), decoder.KEY=VALUE sets its knobs (those of
+    conf/decoder/NAME.yaml); every value is checked by the validator's rules before the model
+    loads. A sampling decoder without decoder.seed takes the run's seed."""
+    folder, overrides = _split_positionals("generate", [run_dir] if run_dir is not None else [], ctx.args,
+                                           ("--prompt", "-p", "--model", "--checkpoint"))
+    if (folder is None) == (model is None):
         raise _fail("give a run folder (RUN_DIR) or a Hugging Face model folder (--model PATH), not both or neither")
-    ranges = _decoder_range_problem({"max_new_tokens": max_new_tokens, **settings})
     if model is not None:
         problem = (("--checkpoint: only with RUN_DIR, not with --model" if checkpoint is not None else None)
-                   or _hf_model_problem(model) or _decoder_settings_problem(decoder or "greedy", settings) or ranges)
+                   or _hf_model_problem(model) or _decoder_problem(overrides, None))
         if problem:
             raise _fail(problem)
         from rizzrun.runner.generate import generate_from_hf
 
         with _input_errors():
-            text = generate_from_hf(model, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **settings)
+            text = generate_from_hf(model, prompt, overrides)
         print(text)
         return
-    problem = _run_problem(run_dir, checkpoint) or _decoder_settings_problem(decoder, settings, run_dir) or ranges
+    problem = _run_problem(folder, checkpoint) or _decoder_problem(overrides, folder)
     if problem:
         raise _fail(problem)
     from rizzrun.runner.generate import generate_from_run
 
-    extra = {"checkpoint": checkpoint} if checkpoint is not None else {}
     with _input_errors():
-        text = generate_from_run(run_dir, prompt, max_new_tokens=max_new_tokens, decoder=decoder, **extra, **settings)
+        text = generate_from_run(folder, prompt, overrides, checkpoint=checkpoint)
     print(text)
+
+
+def _split_positionals(command: str, given: list[str], extra: list[str],
+                       flags: tuple[str, ...]) -> tuple[Optional[Path], list[str]]:
+    """(RUN_DIR, overrides) from a command's positional arguments, in any order: an argument of
+    the form KEY=VALUE or ~KEY that is not an existing path is an override, the other one the run
+    folder. An unknown flag is one `error:` line (a flag that became an override says which)."""
+    from rizzrun.config.errors import message, suggest
+
+    from rizzrun.config.errors import closest
+
+    args = [*given, *extra]
+    for i, arg in enumerate(extra):
+        if arg.startswith("-") and not _is_number(arg):
+            flag, _, value = arg.partition("=")
+            after = extra[i + 1] if i + 1 < len(extra) else ""
+            value = value or ("" if after.startswith("-") and not _is_number(after) or "=" in after else after)
+            moved = MOVED_FLAGS.get(flag)
+            near = closest(flag, MOVED_FLAGS) if moved is None and command == "generate" else None
+            shown = value or ("NAME" if (moved or MOVED_FLAGS.get(near)) == "decoder" else "VALUE")
+            if moved is not None and command == "generate":
+                raise _fail(message(f"{flag} {value}".rstrip(), "decoder settings are overrides now",
+                                    f"write {moved}={shown} (see rizzrun {command} --help)"))
+            hint = (f"did you mean {MOVED_FLAGS[near]}={shown}?" if near is not None and not suggest(flag, flags)
+                    else suggest(flag, flags))
+            raise _fail(message(flag, "no such option", hint,
+                                f"options: {', '.join(flags)}; decoder settings: decoder=NAME decoder.KEY=VALUE; "
+                                f"see rizzrun {command} --help"))
+    folders, overrides = [], []
+    for arg in args:
+        is_override = ("=" in arg or arg.startswith("~")) and not Path(arg).exists()
+        (overrides if is_override else folders).append(arg)
+    if len(folders) > 1:
+        raise _fail(message(" ".join(folders), "more than one run folder",
+                            "give one RUN_DIR, then decoder=NAME / decoder.KEY=VALUE overrides"))
+    return (Path(folders[0]) if folders else None), overrides
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _decoder_problem(overrides: list[str], run_dir: Optional[Path], refused: dict | None = None,
+                     base_name: Optional[str] = None) -> str | None:
+    """The decoder the overrides compose (on the run's own, or on `base_name`/greedy), checked by
+    the validator's rules, before torch: None, or every problem (rizzrun.runner.generate.compose_decoder)."""
+    from rizzrun.config import ConfigError
+    from rizzrun.runner.generate import compose_decoder, run_decoder_node
+
+    base = run_decoder_node(run_dir) if run_dir is not None else None
+    try:
+        compose_decoder(overrides, base=base, base_name=base_name, refused=refused)
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 @contextmanager
@@ -289,49 +357,6 @@ def _run_problem(run_dir: Path, checkpoint: Optional[str]) -> str | None:
     return None
 
 
-def _decoder_settings_problem(decoder: Optional[str], settings: dict, run_dir: Optional[Path] = None) -> str | None:
-    """An unknown --decoder, or a flag that decoder does not take (the run's own decoder when
-    --decoder is not given)."""
-    from rizzrun.config import catalog
-    from rizzrun.config.errors import listing, message, suggest
-    from rizzrun.config.validate import option_target
-
-    if decoder is not None:
-        names = catalog.options("decoder")
-        if decoder not in names:
-            return message(f"--decoder {decoder}", "no such decoder", suggest(decoder, names),
-                           f"decoders: {listing(names)}")
-        target = option_target("decoder", decoder)
-    else:
-        target = _run_decoder(run_dir) if run_dir is not None else None
-    if target is not None and target.params is not None and not target.takes_any_keyword():
-        accepted = {p.name for p in target.keyword_params()}
-        for key in settings:
-            if key not in accepted:
-                flag = "--" + key.replace("_", "-")
-                return message(f"{flag} {settings[key]}", f"the decoder {target.target} takes no {key}",
-                               f"its settings: {listing(sorted(accepted))}; pick a sampling decoder with --decoder")
-    return None
-
-
-# What to do instead of a value a decoder flag cannot take, beside its range.
-_RANGE_HINTS = {"temperature": "for greedy decoding use --decoder greedy"}
-
-
-def _decoder_range_problem(settings: dict) -> str | None:
-    """A decoder flag outside the range the validator holds for `decoder.<key>`
-    (rizzrun.config.schema.COMPONENT_RANGES, the decoders' own rules), or a float that is inf/nan."""
-    from rizzrun.config.schema import COMPONENT_RANGES
-
-    for key, value in settings.items():
-        if value is not None:
-            problem = _range_problem("--" + key.replace("_", "-"), value, COMPONENT_RANGES.get(f"decoder.{key}", ()),
-                                     _RANGE_HINTS.get(key, ""))
-            if problem:
-                return problem
-    return None
-
-
 def _range_problem(flag: str, value: float, bounds, hint: str = "") -> str | None:
     from rizzrun.config.errors import message
 
@@ -355,22 +380,12 @@ def _schema_bounds(schema: type, name: str) -> tuple:
     return bounds_of({f.name: f.metadata for f in dataclasses.fields(schema)}[name])
 
 
-def _run_decoder(run_dir: Path):
-    from omegaconf import OmegaConf
-
-    from rizzrun.config import signatures
-    from rizzrun.layout import HYDRA_CONFIG
-
-    try:
-        saved = OmegaConf.load(run_dir / HYDRA_CONFIG)
-        return signatures.resolve(str(saved.decoder._target_))
-    except Exception:  # noqa: BLE001 - no saved config or target: the runner will say
-        return None
-
-
-@app.command("eval", cls=_OneLineUsageErrors)
+@app.command("eval", cls=_OneLineUsageErrors, context_settings=OVERRIDE_ARGS)
 def eval_(
-    run_dir: Path = typer.Argument(..., help="a run folder (outputs/<date>/<time>-<name>)"),
+    ctx: typer.Context,
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR [decoder=NAME] [decoder.KEY=VALUE]...",
+                                  help="a run folder (outputs/<date>/<time>-<name>), then the decoder the "
+                                       "metrics decode with: greedy unless decoder=NAME / decoder.KEY=VALUE say"),
     documents: Optional[str] = typer.Option(None, "--documents", help="train | val | PATH (.jsonl/.txt); default: the run's eval.documents"),
     max_documents: Optional[int] = typer.Option(None, "--max-documents", help="evaluate the first N documents"),
     prefix_len: Optional[int] = typer.Option(None, "--prefix-len", help="prompt tokens taken from each document"),
@@ -378,25 +393,37 @@ def eval_(
     output: str = typer.Option(EVAL_FILE, "--output", "-o", help="file name in RUN_DIR for the results"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
-    """Memorization (greedy extraction: exact match, token match, RougeL) on a named set of
-    documents, and held-out loss, for the latest checkpoint of RUN_DIR; writes RUN_DIR/eval.json
-    (or --output)."""
-    problem = _run_problem(run_dir, checkpoint) or _eval_problem(run_dir, documents, output, dict(
-        max_documents=max_documents, prefix_len=prefix_len, continuation_len=continuation_len))
+    """Memorization (extraction: exact match, token match, RougeL) on a named set of documents,
+    held-out loss, and a verifiable task's accuracy, for the latest checkpoint of RUN_DIR; writes
+    RUN_DIR/eval.json (or --output), which records the decoder. The metrics are defined on greedy
+    decoding, the default; decoder=NAME decoder.KEY=VALUE measure them under another decoder
+    (logged apart: mem_by_NAME/*, task_by_NAME/*)."""
+    folder, overrides = _split_positionals("eval", [run_dir], ctx.args, (
+        "--documents", "--max-documents", "--prefix-len", "--continuation-len", "--output", "-o", "--checkpoint"))
+    if folder is None:
+        raise _fail("RUN_DIR: required; see rizzrun eval --help")
+    from rizzrun.runner.evaluate import EVAL_REFUSED
+
+    problem = _run_problem(folder, checkpoint) or _eval_problem(folder, documents, output, dict(
+        max_documents=max_documents, prefix_len=prefix_len, continuation_len=continuation_len)) or _decoder_problem(
+        overrides, None, refused=EVAL_REFUSED)
     if problem:
         raise _fail(problem)
     from rizzrun.runner.evaluate import evaluate_run
 
     with _input_errors():
-        result = evaluate_run(run_dir, documents=documents, max_documents=max_documents, prefix_len=prefix_len,
-                              continuation_len=continuation_len, output=output, checkpoint=checkpoint)
-    _print_eval(result)
-    print(f"written: {run_dir / output}")
+        result = evaluate_run(folder, documents=documents, max_documents=max_documents, prefix_len=prefix_len,
+                              continuation_len=continuation_len, output=output, checkpoint=checkpoint,
+                              decoder=overrides)
+    _print_eval(result, decoder_shown=bool(overrides))
+    print(f"written: {folder / output}")
 
 
-def _print_eval(result: dict) -> None:
+def _print_eval(result: dict, decoder_shown: bool = False) -> None:
     """What `rizzrun eval` found, by what the run's data is (see rizzrun.runner.evaluate.evaluate)."""
     mem, val = result.get("memorization"), result["val"]
+    if decoder_shown:
+        print(f"decoder: {_decoded_by(result)} {json.dumps(result['decoder'])}")
     if mem is not None:
         print(f"documents: {result['documents']} ({mem['documents']} evaluated, {mem['skipped_short']} too short)")
         print(f"exact match {mem['exact_match_rate']:.3f} ({mem['exact_matches']}/{mem['documents']})  "
@@ -411,8 +438,15 @@ def _print_eval(result: dict) -> None:
         print(f"val loss {val['loss']:.4f}  ppl {val['ppl']:.2f}")
     task = result.get("task")
     if task is not None:
-        print(f"task: {task['correct_rate']:.3f} correct of {task['n']} held-out prompts (greedy), "
+        print(f"task: {task['correct_rate']:.3f} correct of {task['n']} held-out prompts ({_decoded_by(result)}), "
               f"{task['eos_rate']:.3f} stopped, {task['mean_new_tokens']:.1f} new tokens on average")
+
+
+DEFAULT_EVAL_DECODER = "greedy"
+
+
+def _decoded_by(result: dict) -> str:
+    return str(result.get("decoder_option") or DEFAULT_EVAL_DECODER)
 
 
 def _eval_problem(run_dir: Path, documents: Optional[str], output: str, counts: dict) -> str | None:

@@ -51,13 +51,6 @@ def test_help_says_bare_overrides_run_a_job(capsys):
         assert re.search(rf"^\s+{command}\s+\S", out, re.M), command
 
 
-def test_generate_help(capsys):
-    code, out, _ = cli(capsys, "generate", "--help")
-    assert code == 0
-    for flag in ("RUN_DIR", "--prompt", "--max-new-tokens", "--decoder", "--temperature", "--top-k", "--top-p", "--seed"):
-        assert flag in out, flag
-
-
 def test_list_every_group_one_line_each(capsys):
     code, out, _ = cli(capsys, "list")
     assert code == 0
@@ -268,8 +261,8 @@ def test_resume_true_reuses_the_latest_run_folder(tmp_path):
 
 @pytest.fixture
 def run_folder(tmp_path):
-    """A run folder as far as the commands check it before torch: config.yaml, the saved Hydra
-    config (the run's decoder), and a checkpoint whose files match the digests in its meta.json."""
+    """A run folder as far as the commands check it before torch: config.yaml (with the run's
+    decoder), and a checkpoint whose files match the digests in its meta.json."""
     folder = tmp_path / "2024-05-01" / "10-00-00-tiny"
     checkpoint = folder / "checkpoints" / "step-000010"
     checkpoint.mkdir(parents=True)
@@ -279,29 +272,70 @@ def run_folder(tmp_path):
         files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (checkpoint / "meta.json").write_text(json.dumps({"step": 10, "format": 2, "files": files}))
     (folder / "checkpoints" / "latest").write_text("step-000010\n")
-    (folder / "config.yaml").write_text("seed: 0\n")
-    (folder / ".hydra").mkdir()
-    (folder / ".hydra" / "config.yaml").write_text("decoder:\n  _target_: rizzrun.decoders.sample.Sample\n")
+    (folder / "config.yaml").write_text("seed: 0\ndecoder:\n  _target_: rizzrun.decoders.sample.Sample\n"
+                                        "  max_new_tokens: 16\n  temperature: 0.7\n  seed: null\n")
     return folder
 
 
+DECODERS = ", ".join(sorted(p.stem for p in (REPO / "conf" / "decoder").glob("*.yaml")))
+
+
+def test_generate_help(capsys):
+    code, out, _ = cli(capsys, "generate", "--help")
+    assert code == 0
+    for word in ("RUN_DIR", "decoder=NAME", "decoder.KEY=VALUE", "--prompt", "--model", "--checkpoint",
+                 "decoder=typical decoder.typical_p=0.9"):
+        assert word in " ".join(out.split()), word
+    for gone in ("--temperature", "--top-k", "--top-p", "--seed", "--max-new-tokens", "--decoder"):
+        assert gone not in out, gone  # decoder settings are overrides, not a fixed list of flags
+
+
 def test_generate_calls_the_runner(capsys, monkeypatch, run_folder):
+    import rizzrun.runner.generate as generate
+
     calls = []
 
-    class FakeGenerate:
-        @staticmethod
-        def generate_from_run(run_dir, prompt, max_new_tokens=None, decoder=None, **overrides):
-            calls.append((run_dir, prompt, max_new_tokens, decoder, overrides))
-            return prompt + " world"
+    def fake(run_dir, prompt, overrides=(), checkpoint=None):
+        calls.append((run_dir, prompt, list(overrides), checkpoint))
+        return prompt + " world"
 
-    monkeypatch.setitem(sys.modules, "rizzrun.runner.generate", FakeGenerate)
-    code, out, _ = cli(capsys, "generate", str(run_folder), "--prompt", "hello", "-n", "5", "--temperature", "0.5",
-                       "--seed", "3")
+    monkeypatch.setattr(generate, "generate_from_run", fake)
+    code, out, err = cli(capsys, "generate", str(run_folder), "--prompt", "hello", "decoder.max_new_tokens=5",
+                         "decoder.temperature=0.5", "decoder.seed=3")
+    assert (code, out, err) == (0, "hello world\n", "")
+    # overrides before RUN_DIR and between the flags: the same
+    code, out, _ = cli(capsys, "generate", "decoder=typical", str(run_folder), "-p", "hello", "decoder.typical_p=0.2",
+                       "--checkpoint", "10")
     assert (code, out) == (0, "hello world\n")
-    assert calls == [(run_folder, "hello", 5, None, {"temperature": 0.5, "seed": 3})]
+    assert calls == [(run_folder, "hello", ["decoder.max_new_tokens=5", "decoder.temperature=0.5", "decoder.seed=3"], None),
+                     (run_folder, "hello", ["decoder=typical", "decoder.typical_p=0.2"], "10")]
+
+
+def test_the_decoder_is_the_runs_own_then_the_option_then_the_overrides(run_folder):
+    """compose_decoder: the run's saved node as the base; decoder=NAME replaces it with
+    conf/decoder/NAME.yaml; decoder.KEY=VALUE values are parsed as Hydra parses them."""
+    from rizzrun.runner.generate import compose_decoder, run_decoder_node
+
+    base = run_decoder_node(run_folder)
+    own = compose_decoder(["decoder.top_k=5"], base=base)
+    assert OmegaConf.to_container(own.node) == {"_target_": "rizzrun.decoders.sample.Sample", "max_new_tokens": 16,
+                                                "temperature": 0.7, "seed": None, "top_k": 5}
+    assert (own.option, own.given) == (None, {"top_k"})
+    typical = compose_decoder(["decoder=typical", "decoder.typical_p=0.25", "decoder.seed=1", "~decoder.top_p",
+                               "decoder.min_new_tokens=2"], base=base)
+    expected = dict(OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "decoder" / "typical.yaml")))
+    expected.update(typical_p=0.25, seed=1, min_new_tokens=2)
+    del expected["top_p"]
+    assert OmegaConf.to_container(typical.node) == expected and typical.option == "typical"
+    values = compose_decoder(["decoder=sample", "decoder.seed=null", "decoder.temperature=1e-1", "decoder.top_k=+3"])
+    assert (values.node.seed, values.node.temperature, values.node.top_k) == (None, 0.1, 3)
+    assert OmegaConf.to_container(compose_decoder([]).node) == OmegaConf.to_container(
+        OmegaConf.load(REPO / "conf" / "decoder" / "greedy.yaml"))  # no run: greedy
 
 
 def test_generate_errors(capsys, tmp_path, run_folder):
+    from rizzrun.config import signatures
+
     code, _, err = cli(capsys, "generate", str(tmp_path / "nope"), "--prompt", "x")
     assert (code, err) == (2, f"error: {tmp_path / 'nope'}: no such run folder; give a folder under outputs/<date>/\n")
     (run_folder / "checkpoints" / "latest").unlink()
@@ -309,12 +343,33 @@ def test_generate_errors(capsys, tmp_path, run_folder):
     assert (code, err) == (2, f"error: {run_folder}: holds no checkpoints/latest: the run saved no checkpoint (yet); "
                               "train longer than trainer.checkpoint_every steps, or pick another run\n")
     (run_folder / "checkpoints" / "latest").write_text("step-000010\n")
-    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedyy")
-    assert (code, err) == (2, "error: --decoder greedyy: no such decoder; did you mean 'greedy'? decoders: greedy, pmpd, principle_guided, sample, think, typical\n")
-    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "--decoder", "greedy", "--top-k", "5")
-    assert (code, err) == (2, "error: --top-k 5: the decoder rizzrun.decoders.greedy.Greedy takes no top_k; its settings: "
-                              "max_new_tokens, min_new_tokens, repetition_penalty; "
-                              "pick a sampling decoder with --decoder\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder=greedyy")
+    assert (code, err) == (2, f"error: decoder=greedyy: no option 'greedyy' in group 'decoder'; did you mean "
+                              f"'greedy'? options: {DECODERS}\n")
+    greedy = signatures.resolve("rizzrun.decoders.greedy.Greedy").file
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder=greedy", "decoder.top_k=5")
+    assert (code, err) == (2, f"error: decoder.top_k=5: rizzrun.decoders.greedy.Greedy has no parameter 'top_k' "
+                              f"({greedy}); parameters: max_new_tokens, repetition_penalty, min_new_tokens\n")
+    # without decoder=NAME the run's own decoder (Sample) is the one the keys are checked against
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder.temprature=0.5")
+    assert code == 2 and err.startswith("error: decoder.temprature=0.5: rizzrun.decoders.sample.Sample has no "
+                                        "parameter 'temprature' (") and "did you mean 'decoder.temperature'?" in err
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "seed=3")
+    assert (code, err) == (2, "error: seed=3: not a decoder setting; give decoder=NAME and decoder.KEY=VALUE "
+                              "(see rizzrun list decoder)\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder.seed=1,2")
+    assert (code, err) == (2, "error: decoder.seed=1,2: a sweep is not one decoder; give one value\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder=sample", "decoder=typical")
+    assert (code, err) == (2, "error: decoder=typical: decoder=sample is already given; pick one decoder\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder=typical", "decoder.typical_p=2",
+                       "decoder.top_k=-1")
+    assert (code, err) == (2, "error: 2 problems:\n- decoder.typical_p=2: out of range; allowed: typical_p > 0 and <= 1\n"
+                              "- decoder.top_k=-1: out of range; allowed: top_k >= 0\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder.top_k=2.5")
+    assert (code, err) == (2, "error: decoder.top_k=2.5: expected int, got float\n")
+    code, _, err = cli(capsys, "generate", str(run_folder), str(tmp_path), "--prompt", "x")
+    assert (code, err) == (2, f"error: {run_folder} {tmp_path}: more than one run folder; give one RUN_DIR, then "
+                              "decoder=NAME / decoder.KEY=VALUE overrides\n")
     (run_folder / "config.yaml").unlink()
     code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x")
     assert (code, err) == (2, f"error: {run_folder}: not a rizzrun run folder (no config.yaml); give a folder under "
@@ -322,30 +377,51 @@ def test_generate_errors(capsys, tmp_path, run_folder):
 
 
 @pytest.mark.parametrize("flags, line", [
-    (["--temperature", "0"], "--temperature 0: out of range; allowed: > 0 (for greedy decoding use --decoder greedy)"),
-    (["--temperature", "-0.5"], "--temperature -0.5: out of range; allowed: > 0 (for greedy decoding use --decoder greedy)"),
-    (["--temperature", "nan"], "--temperature nan: not a finite number; allowed: > 0; for greedy decoding use --decoder greedy"),
-    (["--top-p", "1.5"], "--top-p 1.5: out of range; allowed: > 0 and <= 1"),
-    (["--top-p", "0"], "--top-p 0: out of range; allowed: > 0 and <= 1"),
-    (["--top-k", "-1"], "--top-k -1: out of range; allowed: >= 0"),
-    (["--repetition-penalty", "0"], "--repetition-penalty 0: out of range; allowed: > 0"),
-    (["--repetition-penalty", "inf"], "--repetition-penalty inf: not a finite number; allowed: > 0"),
-    (["--min-new-tokens", "-2"], "--min-new-tokens -2: out of range; allowed: >= 0"),
-    (["--seed", "-1"], "--seed -1: out of range; allowed: >= 0"),
-    (["-n", "-1"], "--max-new-tokens -1: out of range; allowed: >= 0"),
+    (["--temperature", "0.5"], "--temperature 0.5: decoder settings are overrides now; write decoder.temperature=0.5"),
+    (["--decoder", "greedy"], "--decoder greedy: decoder settings are overrides now; write decoder=greedy"),
+    (["-n", "5"], "-n 5: decoder settings are overrides now; write decoder.max_new_tokens=5"),
+    (["--top-p=0.9"], "--top-p 0.9: decoder settings are overrides now; write decoder.top_p=0.9"),
+    (["--seed"], "--seed: decoder settings are overrides now; write decoder.seed=VALUE"),
+    (["--temprature", "1"], "--temprature: no such option; did you mean decoder.temperature=1? options: --prompt, "
+                            "-p, --model, --checkpoint; decoder settings: decoder=NAME decoder.KEY=VALUE"),
 ])
-def test_generate_flag_out_of_the_decoders_range(capsys, run_folder, flags, line):
-    """The ranges are the decoders' own (Sample/Greedy raise for each of these values; the
-    validator holds them as decoder.<key>), checked before torch."""
+def test_the_old_decoder_flags_say_what_to_write(capsys, run_folder, flags, line):
     code, out, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", *flags)
+    assert (code, out, err) == (2, "", f"error: {line} (see rizzrun generate --help)\n" if "no such" not in line
+                                else f"error: {line}; see rizzrun generate --help\n")
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["decoder.temperature=0"],
+     "decoder.temperature=0: out of range; allowed: temperature > 0 (for greedy decoding use decoder=greedy)"),
+    (["decoder.temperature=-0.5"],
+     "decoder.temperature=-0.5: out of range; allowed: temperature > 0 (for greedy decoding use decoder=greedy)"),
+    (["decoder.temperature=nan"], "decoder.temperature=nan: not a finite number; allowed: temperature > 0"),
+    (["decoder.top_p=1.5"], "decoder.top_p=1.5: out of range; allowed: top_p > 0 and <= 1"),
+    (["decoder.top_p=0"], "decoder.top_p=0: out of range; allowed: top_p > 0 and <= 1"),
+    (["decoder.top_k=-1"], "decoder.top_k=-1: out of range; allowed: top_k >= 0"),
+    (["decoder.repetition_penalty=0"], "decoder.repetition_penalty=0: out of range; allowed: repetition_penalty > 0"),
+    (["decoder.repetition_penalty=inf"],
+     "decoder.repetition_penalty=inf: not a finite number; allowed: repetition_penalty > 0"),
+    (["decoder.min_new_tokens=-2"], "decoder.min_new_tokens=-2: out of range; allowed: min_new_tokens >= 0"),
+    (["decoder.seed=-1"], "decoder.seed=-1: out of range; allowed: seed >= 0"),
+    (["decoder.max_new_tokens=-1"], "decoder.max_new_tokens=-1: out of range; allowed: max_new_tokens >= 0"),
+    (["decoder=typical", "decoder.typical_p=1.5"], "decoder.typical_p=1.5: out of range; allowed: typical_p > 0 and <= 1"),
+    (["decoder=typical", "decoder.typical_p=0"], "decoder.typical_p=0: out of range; allowed: typical_p > 0 and <= 1"),
+])
+def test_generate_value_out_of_the_decoders_range(capsys, run_folder, overrides, line):
+    """The ranges are the decoders' own (each decoder raises for each of these values:
+    test_decoder_options.py; the validator holds them as decoder.<key>), checked before torch."""
+    code, out, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", *overrides)
     assert (code, out, err) == (2, "", f"error: {line}\n")
 
 
 def test_decoder_ranges_agree_with_the_decoders_own_checks():
     """Each value refused above is one Sample itself refuses, and each bound value it accepts
-    passes the CLI's check (an independent statement of the same rules)."""
-    from rizzrun.cli import _decoder_range_problem
+    passes the command's check (an independent statement of the same rules)."""
     from rizzrun.decoders.sample import Sample
+    from rizzrun.runner.generate import compose_decoder
+    from rizzrun.config import ConfigError
 
     for key, bad, good in (("temperature", 0.0, 1e-3), ("top_p", 0.0, 1.0), ("top_k", -1, 0), ("seed", -1, 0),
                            ("repetition_penalty", 0.0, 1e-3), ("min_new_tokens", -1, 0), ("max_new_tokens", -1, 0),
@@ -353,8 +429,9 @@ def test_decoder_ranges_agree_with_the_decoders_own_checks():
         with pytest.raises(ValueError):
             Sample(**{key: bad})
         Sample(**{key: good})
-        assert _decoder_range_problem({key: bad}) is not None, key
-        assert _decoder_range_problem({key: good}) is None, key
+        with pytest.raises(ConfigError, match=f"^decoder.{key}="):
+            compose_decoder(["decoder=sample", f"decoder.{key}={bad}"])
+        compose_decoder(["decoder=sample", f"decoder.{key}={good}"])
 
 
 def _one_line(done: subprocess.CompletedProcess, starts: str) -> None:
@@ -369,15 +446,26 @@ def test_bad_options_are_one_line_from_the_real_command(tmp_path, run_folder):
     def run(*argv):
         return subprocess.run([rizzrun, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
-    _one_line(run("generate", str(run_folder), "--prompt", "x", "--temperature", "0"), "--temperature 0: out of range")
-    _one_line(run("generate", str(run_folder), "--prompt", "x", "--temperature", "abc"), "--temperature: ")
+    _one_line(run("generate", str(run_folder), "--prompt", "x", "decoder.temperature=0"),
+              "decoder.temperature=0: out of range")
+    _one_line(run("generate", str(run_folder), "--prompt", "x", "decoder.temperature=abc"),
+              "decoder.temperature='abc': expected float, got str")
     _one_line(run("generate", str(run_folder)), "--prompt / -p: required; see rizzrun generate --help")
-    _one_line(run("generate", str(run_folder), "-p", "x", "--temprature", "1"), "No such option: --temprature")
+    _one_line(run("generate", str(run_folder), "-p", "x", "--temprature", "1"), "--temprature: no such option")
+    _one_line(run("generate", str(run_folder), "-p", "x", "decoder.x=["), "decoder.x=[: not a valid override")
     _one_line(run("eval", str(run_folder), "--prefix-len", "0"), "--prefix-len 0: out of range; allowed: >= 1")
     _one_line(run("eval", str(run_folder), "--max-documents", "many"), "--max-documents: ")
     _one_line(run("eval", str(run_folder), "--documents", str(tmp_path / "nope.jsonl")),
               f"--documents {tmp_path / 'nope.jsonl'}: no such file; allowed: train, val, or a .jsonl/.txt file")
     _one_line(run("eval", str(run_folder), "--output", "../eval.json"), "--output ../eval.json: not a file name")
+    _one_line(run("eval", str(run_folder), "decoder=nope"), "decoder=nope: no option 'nope' in group 'decoder'")
+    _one_line(run("eval", str(run_folder), "decoder.max_new_tokens=3"),
+              "decoder.max_new_tokens=3: eval decodes exactly --continuation-len tokens (eval.continuation_len); "
+              "set that instead")
+    _one_line(run("eval", str(run_folder), "decoder.seed=0"),  # eval's base is greedy, not the run's sampler
+              "decoder.seed=0: rizzrun.decoders.greedy.Greedy has no parameter 'seed'")
+    _one_line(run("eval", str(run_folder), "--prefix-lenn", "3"),
+              "--prefix-lenn: no such option; did you mean '--prefix-len'?")
     _one_line(run("export", str(run_folder)), "OUT_DIR: required")
     _one_line(run("export", str(tmp_path / "nope"), str(tmp_path / "hf")), f"{tmp_path / 'nope'}: no such run folder")
     # /sys refuses new entries even to root, where a chmod-ed folder would not
@@ -426,8 +514,11 @@ REFUSAL_PROBE = """
 import sys
 from rizzrun.cli import main
 run, out = sys.argv[1], sys.argv[2]
-for argv in (["generate", run, "-p", "x", "--temperature", "0"], ["generate", run, "-p", "x", "--checkpoint", "9"],
-             ["eval", run, "--prefix-len", "0"], ["export", run, "/sys/rizzrun-export"], ["export", run + "x", out]):
+for argv in (["generate", run, "-p", "x", "decoder.temperature=0"], ["generate", run, "-p", "x", "--checkpoint", "9"],
+             ["generate", run, "-p", "x", "decoder=typical", "decoder.typical_p=1.5"],
+             ["generate", run, "-p", "x", "decoder.temprature=1"], ["generate", run, "-p", "x", "decoder=nope"],
+             ["eval", run, "--prefix-len", "0"], ["eval", run, "decoder=sample", "decoder.seed=-1"],
+             ["export", run, "/sys/rizzrun-export"], ["export", run + "x", out]):
     try:
         main(argv)
     except SystemExit as e:
@@ -442,4 +533,97 @@ def test_generate_eval_export_refuse_before_importing_torch(tmp_path, run_folder
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "HEAVY []"
-    assert len(result.stderr.splitlines()) == 5 and all(line.startswith("error: ") for line in result.stderr.splitlines())
+    assert len(result.stderr.splitlines()) == 9 and all(line.startswith("error: ") for line in result.stderr.splitlines())
+
+
+# --- decoders on a real run, as users run the command -------------------------------------------------------
+
+RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))  # the installed console script
+# A tiny run that samples with locally typical sampling at its one validation (step 2).
+TYPICAL_RUN = ["+recipe=tiny", "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1",
+               "model.d_ff=64", "data.seq_len=32", "data.batch_size=4", "data.max_docs=300", "trainer.max_steps=2",
+               "trainer.val_every=2", "trainer.checkpoint_every=2", "trainer.log_every=1", "trainer.val_batches=1",
+               "trainer.samples_per_val=2", "decoder=typical", "decoder.typical_p=0.5", "decoder.max_new_tokens=8",
+               "scheduler.warmup_steps=1", "logger=none", "trainer.num_threads=1"]
+
+
+def _rizzrun(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([RIZZRUN, *argv], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RIZZRUN_OUTPUTS": str(cwd / "outputs"), "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def typical_run(tmp_path_factory, shared_cache):
+    root = tmp_path_factory.mktemp("typical")
+    done = _rizzrun(*TYPICAL_RUN, f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def typical_loaded(typical_run):
+    """(config, tokenizer, model) of the typical run's checkpoint, loaded once, on one thread."""
+    import torch
+
+    from rizzrun.runner.generate import load_run
+
+    torch.set_num_threads(1)
+    return load_run(typical_run)
+
+
+def test_a_run_with_decoder_typical_trains_and_writes_its_samples(typical_run, typical_loaded):
+    """The samples at step 2 are locally typical samples of the step-2 checkpoint: recomputed
+    here with a Typical built by hand (not from the config), seeded as the runner seeds them."""
+    from rizzrun.decoders.typical import Typical
+    from rizzrun.runner.task import sample_texts
+
+    rows = [json.loads(line) for line in (typical_run / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in rows] == [(2, "Return the"), (2, "This function")]
+    cfg, tokenizer, model = typical_loaded
+    assert cfg.decoder._target_ == "rizzrun.decoders.typical.Typical" and cfg.decoder.typical_p == 0.5
+    texts = sample_texts(model, Typical(max_new_tokens=8, typical_p=0.5), tokenizer, ["Return the", "This function"],
+                         seed=int(cfg.seed) * 1_000_003 + 2)
+    assert [r["text"] for r in rows] == texts
+    assert all(len(t) > len(p) for t, p in zip(texts, ["Return the", "This function"]))
+
+
+def test_generate_with_decoder_overrides_from_the_real_command(typical_run, typical_loaded, tmp_path):
+    """`rizzrun generate RUN decoder=typical decoder.typical_p=0.9 decoder.seed=1` prints what a
+    Typical(typical_p=0.9, seed=1) built by hand continues the prompt with (the overrides reached
+    the decoder; another process, the same text); a bad value is one line before the model loads."""
+    from rizzrun.decoders.typical import Typical
+    from rizzrun.runner.task import sample_texts
+
+    done = _rizzrun("generate", str(typical_run), "--prompt", "Return the", "decoder=typical",
+                    "decoder.typical_p=0.9", "decoder.seed=1", "decoder.max_new_tokens=12", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cfg, tokenizer, model = typical_loaded
+    [text] = sample_texts(model, Typical(max_new_tokens=12, typical_p=0.9, seed=1), tokenizer, ["Return the"],
+                          seed=int(cfg.seed))
+    assert done.stdout == text + "\n" and len(text) > len("Return the")
+    # the run's own decoder (Typical, typical_p=0.5) is the base without decoder=NAME
+    bad = _rizzrun("generate", str(typical_run), "--prompt", "x", "decoder.typical_p=1.5", cwd=tmp_path)
+    _one_line(bad, "decoder.typical_p=1.5: out of range; allowed: typical_p > 0 and <= 1")
+
+
+def test_eval_with_a_sampling_decoder_from_the_real_command(typical_run, tmp_path):
+    """`rizzrun eval RUN decoder=sample decoder.seed=0`: eval.json records the decoder it used
+    (max_new_tokens = the continuation length), the metrics are logged apart from greedy's, and
+    the same call in-process gives the same rows (seeded: reproducible)."""
+    from rizzrun.runner.evaluate import evaluate_run
+    from rizzrun.runner.metrics import read_metrics
+
+    window = ["--max-documents", "3", "--prefix-len", "8", "--continuation-len", "6"]
+    done = _rizzrun("eval", str(typical_run), "decoder=sample", "decoder.seed=0", *window, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((typical_run / "eval.json").read_text())
+    sample = dict(OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "decoder" / "sample.yaml")))
+    assert saved["decoder"] == {**sample, "seed": 0, "max_new_tokens": 6} and saved["decoder_option"] == "sample"
+    assert done.stdout.splitlines()[0] == f"decoder: sample {json.dumps(saved['decoder'])}"
+    assert saved["memorization"]["documents"] == 3
+    logged = read_metrics(typical_run / "metrics.jsonl")[-1]
+    assert logged["mem_by_sample/rougeL"] == saved["memorization"]["rougeL"] and "mem/rougeL" not in logged
+    again = evaluate_run(typical_run, output="again.json", decoder=["decoder=sample", "decoder.seed=0"],
+                         max_documents=3, prefix_len=8, continuation_len=6)
+    assert again["memorization"]["rows"] == saved["memorization"]["rows"] and again["decoder"] == saved["decoder"]
+    # (greedy, the default, is logged as mem/*: test_memorization.py)

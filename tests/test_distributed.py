@@ -184,7 +184,7 @@ def test_fsdp_trains_like_one_process_resumes_and_saves_unsharded_checkpoints(tm
         assert sharded[name].shape == plain[name].shape
         torch.testing.assert_close(sharded[name], plain[name], rtol=1e-4, atol=1e-5)
     # The checkpoint loads where no process group exists: `rizzrun generate` on the run folder.
-    text = ok(subprocess.run([RIZZRUN, "generate", str(run_dir), "--prompt", "Return the", "--max-new-tokens", "3"],
+    text = ok(subprocess.run([RIZZRUN, "generate", str(run_dir), "--prompt", "Return the", "decoder.max_new_tokens=3"],
                              env=env(cache, tmp_path), capture_output=True, text=True, timeout=120)).stdout
     assert text.startswith("Return the")
 

@@ -48,7 +48,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
 
 def greedy_by_hand(run_dir: Path, prompt: str, n: int) -> str:
     """The step-4 checkpoint's greedy continuation, recomputed with full forward passes (no KV
-    cache, no decoder): a second formulation of what `rizzrun generate --decoder greedy` prints."""
+    cache, no decoder): a second formulation of what `rizzrun generate decoder=greedy` prints."""
     from rizzrun.runner.generate import load_run
 
     _, tokenizer, model = load_run(run_dir)
@@ -69,7 +69,8 @@ def test_rizzrun_trains_writes_its_run_folder_and_generates(tmp_path, shared_cac
     assert f"run folder: {run_dir}" in out
 
     # `rizzrun generate` in the background while the same run is repeated in-process below.
-    generate = rizzrun("generate", str(run_dir), "--prompt", PROMPT, "-n", "5", "--decoder", "greedy", cwd=tmp_path)
+    generate = rizzrun("generate", str(run_dir), "--prompt", PROMPT, "decoder=greedy", "decoder.max_new_tokens=5",
+                       cwd=tmp_path)
 
     for name in (layout.CONFIG, layout.ENV, layout.METRICS, layout.SUMMARY, layout.HYDRA_OVERRIDES):
         assert (run_dir / name).is_file(), name

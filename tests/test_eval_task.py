@@ -1,5 +1,6 @@
-"""Evaluation of a verifiable task (rizzrun/eval/task.py): greedy answers to held-out prompts,
-checked by the data's verifier, against a scripted model whose answers are known in advance."""
+"""Evaluation of a verifiable task (rizzrun/eval/task.py): greedy answers to held-out prompts (or
+another decoder's), checked by the data's verifier, against a scripted model whose answers are
+known in advance."""
 
 from __future__ import annotations
 
@@ -62,6 +63,24 @@ def test_text_after_the_answer_is_counted_not_judged():
     assert got["mean_new_tokens"] == 4.0 and got["eos_rate"] == 1.0  # "5 ok" then EOS
     cut = task_accuracy(Bigram(" ok"), TOK, data, held_out_prompts(data, TOK, 3), max_new_tokens=2)
     assert cut["eos_rate"] == 0.0 and cut["mean_new_tokens"] == 2.0
+
+
+def test_answers_come_from_the_decoder_given():
+    """Greedy by default; a decoder given writes the answers, with max_new_tokens from the task
+    (not the decoder's own). Sampling with top_k=1 is greedy; at temperature 10 the script's
+    logits (10 on one of 259 ids) become 1 vs 0, so '5' follows '=' with p = e / (e + 258) = 0.01."""
+    from rizzrun.decoders import Greedy, Sample
+
+    data = Data()
+    prompts = held_out_prompts(data, TOK, 5)
+    greedy = task_accuracy(Bigram(" ok"), TOK, data, prompts, max_new_tokens=8)
+    for decoder in (Greedy(max_new_tokens=1), Sample(top_k=1, seed=0)):
+        assert task_accuracy(Bigram(" ok"), TOK, data, prompts, max_new_tokens=8, decoder=decoder) == greedy
+    assert greedy["mean_new_tokens"] == 4.0
+    hot = task_accuracy(Bigram(), TOK, data, prompts, max_new_tokens=4, decoder=Sample(temperature=10.0, seed=0))
+    assert hot["correct_rate"] == 0.0 and hot["n"] == 5
+    assert task_accuracy(Bigram(), TOK, data, prompts, max_new_tokens=4,
+                         decoder=Sample(temperature=10.0, seed=0))["examples"] == hot["examples"]
 
 
 def test_prompts_are_given_as_the_data_gives_them(tmp_path):

@@ -45,9 +45,10 @@ def reference(folder: Path, prompt: str, n: int, **knobs) -> str:
 
 @pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 1.3}])
 def test_generate_from_an_hf_folder_equals_transformers(model_folder, knobs):
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
-    done = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "the cat", "-n", "12",
-                           "--decoder", "greedy", *flags], capture_output=True, text=True, cwd=REPO)
+    overrides = [f"decoder.{k}={v}" for k, v in knobs.items()]
+    done = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "the cat",
+                           "decoder.max_new_tokens=12", "decoder=greedy", *overrides], capture_output=True, text=True,
+                          cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip("\n") == reference(model_folder, "the cat", 12, **knobs)
 
@@ -59,22 +60,24 @@ def test_generate_needs_exactly_one_source(model_folder, tmp_path):
     missing = subprocess.run([RIZZRUN, "generate", "--model", str(tmp_path / "nope"), "--prompt", "x"],
                              capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and f"--model {tmp_path / 'nope'}: no such folder" in missing.stderr
-    wrong = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "x", "--top-k", "3"],
-                           capture_output=True, text=True, cwd=REPO)
-    assert wrong.returncode == 2 and "takes no top_k" in wrong.stderr
+    wrong = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "x", "decoder.top_k=3"],
+                           capture_output=True, text=True, cwd=REPO)  # greedy, the default with --model
+    assert wrong.returncode == 2 and "rizzrun.decoders.greedy.Greedy has no parameter 'top_k'" in wrong.stderr
 
 
 def test_generate_with_an_hf_folder_refuses_bad_values_in_one_line(model_folder):
-    """Out-of-range flags before torch; a prompt + --max-new-tokens longer than the folder's
+    """Out-of-range values before torch; a prompt + decoder.max_new_tokens longer than the folder's
     max_position_embeddings (128) once the prompt is tokenized: one line, exit 2, no traceback."""
     prompt_len = len(transformers.AutoTokenizer.from_pretrained(model_folder)("the cat")["input_ids"])
     cases = [
-        (["--decoder", "sample", "--temperature", "0"],
-         "error: --temperature 0: out of range; allowed: > 0 (for greedy decoding use --decoder greedy)\n"),
+        (["decoder=sample", "decoder.temperature=0"],
+         "error: decoder.temperature=0: out of range; allowed: temperature > 0 (for greedy decoding use "
+         "decoder=greedy)\n"),
         (["--checkpoint", "2"], "error: --checkpoint: only with RUN_DIR, not with --model\n"),
-        (["-n", "200"], f"error: --max-new-tokens 200: the prompt ({prompt_len} tokens) + 200 new tokens = "
-                        f"{prompt_len + 200} exceeds the model's max_seq_len=128; allowed: --max-new-tokens <= "
-                        f"{128 - prompt_len} for this prompt, or a shorter --prompt\n"),
+        (["decoder.max_new_tokens=200"], f"error: decoder.max_new_tokens=200: the prompt ({prompt_len} tokens) + 200 "
+                                         f"new tokens = {prompt_len + 200} exceeds the model's max_seq_len=128; "
+                                         f"allowed: decoder.max_new_tokens <= {128 - prompt_len} for this prompt, "
+                                         "or a shorter --prompt\n"),
     ]
     for flags, line in cases:
         done = subprocess.run([RIZZRUN, "generate", "--model", str(model_folder), "--prompt", "the cat", *flags],
@@ -87,8 +90,8 @@ def test_the_length_check_accepts_exactly_what_fits():
     from rizzrun.runner.generate import check_length
 
     check_length(5, 123, 128, given=True)  # 128 tokens: fits
-    with pytest.raises(InputError, match=r"^--max-new-tokens 124: .* = 129 exceeds .*max_seq_len=128; allowed: "
-                                         r"--max-new-tokens <= 123 for this prompt"):
+    with pytest.raises(InputError, match=r"^decoder.max_new_tokens=124: .* = 129 exceeds .*max_seq_len=128; "
+                                         r"allowed: decoder.max_new_tokens <= 123 for this prompt"):
         check_length(5, 124, 128, given=True)
     with pytest.raises(InputError, match=r"^--prompt \(the decoder's max_new_tokens=64\): the prompt \(130 tokens\).*; "
                                          r"shorten --prompt$"):

@@ -80,6 +80,41 @@ def test_memorization_counts_a_memorized_and_an_unseen_document():
     assert out["rougeL"] == pytest.approx(0.5)
 
 
+def test_memorization_decodes_with_the_decoder_it_is_given():
+    """The metric is greedy's by default; a decoder given is the one used, for exactly
+    continuation_len tokens. Sampling with top_k=1 is greedy (the same rows); at temperature 5 the
+    parrot's logits (10 on the right token, 0 on 300 others) become 2 vs 0, so each token is right
+    with p = e^2 / (e^2 + 300) = 0.024: the memorized document is no longer extracted."""
+    from rizzrun.decoders import Greedy, Sample
+
+    tok = Bytes()
+    seen = "abcdefghijklmnopqrstuvwxyz0123456789"
+    model = Parrot(tok.encode(seen), vocab=301)
+    greedy = memorization(model, tok, [seen], prefix_len=8, continuation_len=16)
+    assert greedy["rows"] == [{"exact": True, "token_match": 1.0, "rougeL": 1.0}]
+    assert memorization(model, tok, [seen], 8, 16, decoder=Greedy(max_new_tokens=1))["rows"] == greedy["rows"]
+    assert memorization(model, tok, [seen], 8, 16, decoder=Sample(top_k=1, seed=0))["rows"] == greedy["rows"]
+    hot = memorization(model, tok, [seen], 8, 16, decoder=Sample(temperature=5.0, seed=0))
+    assert hot["exact_matches"] == 0 and hot["token_match"] < 0.25
+    assert memorization(model, tok, [seen], 8, 16, decoder=Sample(temperature=5.0, seed=0))["rows"] == hot["rows"]
+
+
+def test_the_eval_decoder_by_default_is_plain_greedy():
+    """What eval decodes with unless told otherwise: conf/decoder/greedy.yaml, which is argmax with
+    no repetition penalty and no minimum length (the metric's definition), continuation_len tokens."""
+    from rizzrun.decoders import Greedy
+    from rizzrun.runner.build import build_decoder
+    from rizzrun.runner.evaluate import eval_decoder_node
+
+    node = eval_decoder_node(None, 8)
+    assert node == {"_target_": "rizzrun.decoders.greedy.Greedy", "max_new_tokens": 8, "repetition_penalty": 1.0,
+                    "min_new_tokens": 0}
+    built = build_decoder(node)
+    assert type(built) is Greedy and built.settings() == Greedy(max_new_tokens=8).settings()
+    assert eval_decoder_node({"_target_": "rizzrun.decoders.sample.Sample", "seed": 3, "max_new_tokens": 1}, 5) == {
+        "_target_": "rizzrun.decoders.sample.Sample", "seed": 3, "max_new_tokens": 5}
+
+
 def test_memorization_rejects_a_window_longer_than_the_model():
     with pytest.raises(ValueError, match="max_seq_len=16"):
         memorization(Parrot([1, 2], 301, max_seq_len=16), Bytes(), ["x" * 40], prefix_len=8, continuation_len=8)
@@ -109,11 +144,15 @@ def test_eval_at_end_and_rizzrun_eval_agree(tmp_path, shared_cache):
     summary = run(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["memorization"]["documents"] == 5 == summary["eval"]["documents"]
+    # eval.at_end decodes greedily, and says so
+    assert saved["decoder"] == {"_target_": "rizzrun.decoders.greedy.Greedy", "max_new_tokens": 8,
+                                "repetition_penalty": 1.0, "min_new_tokens": 0}
     logged = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "mem/rougeL" in r]
     assert len(logged) == 1 and logged[0]["step"] == 3
     assert logged[0]["eval/val_loss"] == pytest.approx(saved["val"]["loss"])
     again = evaluate_run(tmp_path / "run")  # from the folder, the same numbers
     assert again["memorization"]["rows"] == saved["memorization"]["rows"]
+    assert (again["decoder"], again["decoder_option"]) == (saved["decoder"], "greedy")
     assert again["val"]["loss"] == pytest.approx(saved["val"]["loss"], rel=1e-6)
     other = evaluate_run(tmp_path / "run", documents="val", max_documents=3)
     assert other["documents"] == "val" and other["memorization"]["documents"] <= 3

@@ -309,7 +309,8 @@ def test_cli_trains_generates_and_export_refuses(tmp_path, capsys):
     assert summary["status"] == "completed" and summary["step"] == 3
     assert math.isfinite(summary["train_loss"]) and math.isfinite(summary["val_loss"])
     assert OmegaConf.load(run_dir / "config.yaml").model._target_ == "rizzrun.models.rwkv.RWKV"
-    code, out, err = cli(capsys, "generate", str(run_dir), "--prompt", "def f", "-n", "6", "--decoder", "greedy")
+    code, out, err = cli(capsys, "generate", str(run_dir), "--prompt", "def f", "decoder=greedy",
+                         "decoder.max_new_tokens=6")
     assert code == 0, err
     assert out.startswith("def f") and len(out.rstrip("\n")) > len("def f")
     code, out, err = cli(capsys, "export", str(run_dir), str(tmp_path / "hf"))

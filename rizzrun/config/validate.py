@@ -502,3 +502,43 @@ def option_target(group: str, option: str) -> signatures.Target | None:
         return None
 
 
+
+
+# --- one component on its own ------------------------------------------------------------------------
+
+def check_component(group: str, node: Any) -> list[str]:
+    """Every problem of one component node of `group` on its own, one line each (`group.KEY=VALUE:
+    ...`), by the rules `problems` applies to that node inside a full config: its target's
+    signature (unknown keys with the nearest one, required arguments, `???` values, types), the
+    ranges (`schema.COMPONENT_RANGES`, its spec's `RANGES`) and its spec's `check`; and a number
+    with a range must be finite (inf/nan). For a node a command composes without a full config,
+    e.g. `rizzrun generate RUN_DIR decoder=typical decoder.typical_p=0.9`. Relations with other
+    components (the model's max_seq_len, its vocabulary) need the full config: not checked here."""
+    out: list[str] = []
+    interpolated: dict[str, str] = {}
+    values = _plain(node, group, out, interpolated) if isinstance(node, (DictConfig, ListConfig)) else node
+    if not isinstance(values, dict):
+        return [message(f"{group}={show(values)}", f"expected a {group} node (a mapping)",
+                        f"pick an option with {group}=OPTION (options: {listing(catalog.options(group))})")]
+    targets: dict[str, signatures.Target | None] = {}
+    out += _check_component_tree(group, group, values, targets)
+    infinite = _non_finite(group, values, targets.get(group))
+    if infinite:  # said once, as not finite, instead of also out of range
+        keys = {p.split("=", 1)[0] for p in infinite}
+        out = [p for p in out if p.split("=", 1)[0] not in keys]
+    found, _ = _check_specs({group: values}, targets, {})
+    return [_with_origin(p, interpolated) for p in [*infinite, *out, *found]]
+
+
+def _non_finite(path: str, node: dict, target: signatures.Target | None) -> list[str]:
+    """`path.KEY=inf: not a finite number` for each float argument with a range that is inf or nan."""
+    import math
+
+    out = []
+    ranged = specs.ranges(target) if target is not None else {}
+    for key, value in node.items():
+        bounds = schema.COMPONENT_RANGES.get(f"{path}.{key}", ()) + ranged.get(key, ())
+        if bounds and isinstance(value, float) and not math.isfinite(value):
+            allowed = " and ".join(f"{op} {bound}" for op, bound in bounds)
+            out.append(message(f"{path}.{key}={show(value)}", "not a finite number", f"allowed: {key} {allowed}"))
+    return out

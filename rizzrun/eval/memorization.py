@@ -2,6 +2,10 @@
 loss, Hans et al., arXiv 2406.10209): prompt with a document's first `prefix_len` tokens,
 greedy-decode `continuation_len` tokens, compare them with the document's true continuation.
 
+The metric is defined on greedy decoding (the papers' extraction), the default; another decoder
+(`decoder=`, any `rizzrun.decoders.Decoder`) measures what that decoder extracts instead, which
+is not the same number (a sampler with a seed: reproducible, one draw per document).
+
 Per document: `exact` (all continuation tokens equal), `token_match` (fraction of positions
 equal), `rougeL` (F-measure of the longest common subsequence of the two token sequences,
 Lin 2004). Aggregates are means over documents. Documents shorter than prefix + continuation
@@ -53,8 +57,11 @@ def memorization(
     prefix_len: int = 32,
     continuation_len: int = 64,
     batch_size: int = 32,
+    decoder=None,
 ) -> dict:
-    """Greedy extraction on `documents`. Returns aggregate metrics, counts and per-document rows."""
+    """Extraction on `documents` with `decoder` (None: greedy, which defines the metric), decoding
+    exactly `continuation_len` tokens (its own max_new_tokens is not used). Returns aggregate
+    metrics, counts and per-document rows."""
     from rizzrun.decoders.greedy import Greedy
 
     for name, value in (("prefix_len", prefix_len), ("continuation_len", continuation_len), ("batch_size", batch_size)):
@@ -68,13 +75,14 @@ def memorization(
         )
     encoded = [tokenizer.encode(doc) for doc in documents]
     usable = [ids for ids in encoded if len(ids) >= prefix_len + continuation_len]
-    decoder = Greedy(max_new_tokens=continuation_len)
+    decoder = Greedy(max_new_tokens=continuation_len) if decoder is None else decoder
     device = next(model.parameters()).device
     rows = []
     for start in range(0, len(usable), batch_size):
         chunk = usable[start : start + batch_size]
         prompts = torch.tensor([[tokenizer.eos_id, *ids[:prefix_len]] for ids in chunk], device=device)
-        out = decoder.generate(model, prompts, eos_token_id=None)[:, prompts.shape[1]:].tolist()
+        out = decoder.generate(model, prompts, eos_token_id=None,
+                               max_new_tokens=continuation_len)[:, prompts.shape[1]:].tolist()
         for ids, generated in zip(chunk, out):
             reference = ids[prefix_len : prefix_len + continuation_len]
             rows.append({

@@ -1,5 +1,7 @@
 """Evaluation of a verifiable task (the built-in arithmetic data): greedy answers to held-out
 prompts checked by the data's own verifier, and an objective's metrics over sets of pairs.
+The accuracy is defined on greedy answers, the default; `task_accuracy(decoder=...)` measures
+another decoder's answers instead (a different number).
 
 `task_accuracy` is what "DPO raises the rate of correct answers over the SFT model" is measured
 with; `objective_metrics` is held-out preference accuracy (DPO's `rewards/accuracies`, a reward
@@ -25,16 +27,17 @@ def held_out_prompts(data: Any, tokenizer: Any, n: int) -> list[tuple[str, list[
 
 @torch.no_grad()
 def task_accuracy(model, tokenizer, data: Any, prompts: list[tuple[str, list[int]]], max_new_tokens: int,
-                  batch_size: int = 64) -> dict:
-    """Greedy completions of `prompts` ((text, ids) pairs, `held_out_prompts`), each checked by
-    `data.verify(text, completion)`.
+                  batch_size: int = 64, decoder=None) -> dict:
+    """Completions of `prompts` ((text, ids) pairs, `held_out_prompts`) by `decoder` (None: greedy,
+    which defines the metric; any `rizzrun.decoders.Decoder`, with max_new_tokens new tokens at
+    most whatever its own says), each checked by `data.verify(text, completion)`.
 
     Returns correct_rate (fraction verified), eos_rate (fraction that stopped with EOS within
     max_new_tokens), mean_new_tokens (tokens before EOS), extra_text_rate (fraction with text after
     the answer, when the data can tell: `data.extra_text`), n, and the first rows as examples."""
     from rizzrun.decoders.greedy import Greedy
 
-    decoder = Greedy(max_new_tokens=max_new_tokens)
+    decoder = Greedy(max_new_tokens=max_new_tokens) if decoder is None else decoder
     was_training = model.training
     model.eval()
     rows = []
@@ -42,7 +45,7 @@ def task_accuracy(model, tokenizer, data: Any, prompts: list[tuple[str, list[int
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             ids = [list(i) for _, i in chunk]
-            out = decoder.generate(model, ids, eos_token_id=tokenizer.eos_id)
+            out = decoder.generate(model, ids, eos_token_id=tokenizer.eos_id, max_new_tokens=max_new_tokens)
             width = max(len(i) for i in ids)
             for (text, _), generated in zip(chunk, out[:, width:].tolist()):
                 stopped = tokenizer.eos_id in generated

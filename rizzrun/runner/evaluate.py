@@ -6,13 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig
 
 from rizzrun import layout
 from rizzrun.config.schema import EvalConfig
 from rizzrun.errors import InputError
+
+# Decoder keys eval sets itself -> what to write instead (`compose_decoder(refused=...)`).
+EVAL_REFUSED = {"max_new_tokens": "eval decodes exactly --continuation-len tokens (eval.continuation_len); "
+                                  "set that instead"}
 
 
 def named_documents(data: Any, documents: str, max_documents: int, key: str = "eval.documents=") -> list[str]:
@@ -45,7 +49,7 @@ def named_documents(data: Any, documents: str, max_documents: int, key: str = "e
 
 
 def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "eval.documents=", objective=None,
-             extra_models: dict | None = None) -> dict:
+             extra_models: dict | None = None, decoder: Any = None) -> dict:
     """What a trained model is judged by, by the data it trained on:
 
     - a corpus (`lm` data): memorization on the named documents + held-out loss over the data's
@@ -55,12 +59,28 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
     - a verifiable task (data with `verify`, e.g. the built-in arithmetic): greedy answers to the
       first `eval.max_documents` held-out prompts, `eval.continuation_len` new tokens at most,
       checked by the data (`task`); a task's corpus is not judged by memorization.
+
+    Memorization and the task are defined on greedy decoding: `decoder` None is
+    conf/decoder/greedy.yaml; a decoder node (`rizzrun.runner.generate.compose_decoder(...).node`)
+    measures them under that decoder instead, built with `build_decoder` and with max_new_tokens
+    set to `eval.continuation_len`. The result records the node as `decoder`. (`eval.at_end`
+    during training always evaluates greedily: the run's metrics stay the papers'.)
     """
     from rizzrun.eval.memorization import heldout_loss, memorization
     from rizzrun.eval.task import held_out_prompts, objective_metrics, task_accuracy
 
+    from rizzrun.runner.build import build_decoder
+
     e = dict(eval_cfg)
-    result: dict = {}
+    node = eval_decoder_node(decoder, int(e["continuation_len"]))
+    result: dict = {"decoder": node}
+    built = []
+
+    def dec():  # built once, only when something decodes
+        if not built:
+            built.append(build_decoder(node, tokenizer))
+        return built[0]
+
     if getattr(data, "batch_kind", "lm") == "preference":
         if objective is None:
             raise ValueError("evaluating preference data needs the run's objective")
@@ -72,23 +92,36 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
             docs = named_documents(data, str(e["documents"]), int(e["max_documents"]), key)
             result["documents"] = str(e["documents"])
             result["memorization"] = memorization(model, tokenizer, docs, int(e["prefix_len"]),
-                                                  int(e["continuation_len"]))
+                                                  int(e["continuation_len"]), decoder=dec())
         result["val"] = heldout_loss(model, data.val_batches())
     if hasattr(data, "verify") and getattr(objective, "policy_generates", True):
         prompts = held_out_prompts(data, tokenizer, int(e["max_documents"]))
-        result["task"] = task_accuracy(model, tokenizer, data, prompts, int(e["continuation_len"]))
+        result["task"] = task_accuracy(model, tokenizer, data, prompts, int(e["continuation_len"]), decoder=dec())
     return result
 
 
-def flat_metrics(result: dict, prefix: str = "mem") -> dict[str, float]:
+def eval_decoder_node(decoder: Any, continuation_len: int) -> dict:
+    """The decoder node eval decodes with, as plain data: `decoder` (a node; None: greedy) with
+    max_new_tokens = continuation_len."""
+    from omegaconf import OmegaConf
+
+    from rizzrun.runner.generate import DEFAULT_DECODER, decoder_option
+
+    node = decoder_option(DEFAULT_DECODER) if decoder is None else decoder
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    return {**node, "max_new_tokens": int(continuation_len)}
+
+
+def flat_metrics(result: dict, prefix: str = "mem", by: str = "") -> dict[str, float]:
     """The scalars of `evaluate` under logger names: `mem/*` for the run's own eval.documents
     (another set of documents gets another prefix, e.g. `mem_val/*`, so the two never mix),
     `eval/val_loss`, `eval/val_ppl` (lm), `eval/val/<metric>` and `eval/<set>/<metric>`
-    (preference), `task/<metric>` (a verifiable task)."""
+    (preference), `task/<metric>` (a verifiable task). `by` (`_by_sample`) follows `mem*` and
+    `task` for metrics decoded with another decoder than greedy, so they never mix either."""
     out: dict[str, float] = {}
     mem = result.get("memorization")
     if mem is not None:
-        out.update({f"{prefix}/{k}": mem[k] for k in ("exact_match_rate", "token_match", "rougeL")})
+        out.update({f"{prefix}{by}/{k}": mem[k] for k in ("exact_match_rate", "token_match", "rougeL")})
     val = result["val"]
     if "sets" in result:
         out.update({f"eval/val/{k}": v for k, v in val.items()})
@@ -97,7 +130,7 @@ def flat_metrics(result: dict, prefix: str = "mem") -> dict[str, float]:
     else:
         out.update({"eval/val_loss": val["loss"], "eval/val_ppl": val["ppl"]})
     if "task" in result:
-        out.update({f"task/{k}": v for k, v in result["task"].items() if isinstance(v, (int, float))})
+        out.update({f"task{by}/{k}": v for k, v in result["task"].items() if isinstance(v, (int, float))})
     return out
 
 
@@ -109,10 +142,15 @@ def write(run_dir: Path, result: dict, name: str = layout.EVAL) -> Path:
     return path
 
 
-def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | None = None, **overrides: Any) -> dict:
+def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | None = None,
+                 decoder: Sequence[str] = (), **overrides: Any) -> dict:
     """Evaluate the latest checkpoint of a run folder (or the one `checkpoint` names: a step-N
     folder name or a step number) into `run_dir/output`; `overrides` replace keys of its `eval`
-    config. A damaged run folder or checkpoint raises InputError (see `load_run_checkpoint`)."""
+    config. `decoder`: `decoder=NAME decoder.KEY=VALUE` overrides composed on greedy
+    (`compose_decoder`; ConfigError when bad); a sampling decoder without a seed takes the run's
+    seed, so the file is reproducible. The result also says `decoder_option` (the option's name);
+    metrics decoded otherwise than by plain greedy are logged as `mem_by_NAME/*`, `task_by_NAME/*`.
+    A damaged run folder or checkpoint raises InputError (see `load_run_checkpoint`)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -120,7 +158,14 @@ def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | Non
     from rizzrun.runner.checkpoint import read_meta
     from rizzrun.runner.generate import load_run_checkpoint
 
+    from rizzrun.runner.generate import DEFAULT_DECODER, compose_decoder, decoder_option
+
+    composed = compose_decoder(decoder, refused=EVAL_REFUSED)
     cfg, tokenizer, model, folder = load_run_checkpoint(run_dir, checkpoint)
+    node = composed.node
+    if "seed" in node and node.seed is None:
+        node.seed = int(cfg.seed)
+    plain = OmegaConf.to_container(decoder_option(DEFAULT_DECODER)) == OmegaConf.to_container(node)
     defaults = dataclasses.asdict(EvalConfig())  # runs made before `eval` existed
     eval_cfg = OmegaConf.merge(defaults, cfg.get("eval") or {}, {k: v for k, v in overrides.items() if v is not None})
     _check_window(eval_cfg, overrides, model.config.max_seq_len)
@@ -128,11 +173,13 @@ def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | Non
     data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
     objective, extra = run_objective(cfg, tokenizer, data, folder, model)
     result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=",
-                      objective=objective, extra_models=extra)
+                      objective=objective, extra_models=extra, decoder=node)
+    result["decoder_option"] = composed.option
     write(run_dir, result, output)
     own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)
     prefix = "mem" if own else "mem_" + "".join(c if c.isalnum() else "_" for c in Path(str(eval_cfg.documents)).stem)
-    log_to_run(run_dir, cfg, flat_metrics(result, prefix), read_meta(folder).get("step"))
+    by = "" if plain else f"_by_{composed.option}"
+    log_to_run(run_dir, cfg, flat_metrics(result, prefix, by), read_meta(folder).get("step"))
     return result
 
 

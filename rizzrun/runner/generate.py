@@ -1,12 +1,140 @@
-"""`rizzrun generate RUN_DIR --prompt ...`: rebuild a run's model from its folder and decode;
-`rizzrun generate --model HF_FOLDER --prompt ...`: the same decoders on a model trained elsewhere."""
+"""`rizzrun generate RUN_DIR --prompt ... [decoder=NAME] [decoder.KEY=VALUE ...]`: rebuild a run's
+model from its folder and decode; `rizzrun generate --model HF_FOLDER --prompt ...`: the same
+decoders on a model trained elsewhere. `compose_decoder` turns those overrides into one checked
+decoder node (also for `rizzrun eval`), before torch is imported: this module imports only
+omegaconf at the top."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, NamedTuple, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+DECODER_GROUP = "decoder"
+# The decoder without decoder=NAME when there is no run's own (--model; eval's metrics).
+DEFAULT_DECODER = "greedy"
+# What to do instead of a value out of range, beside the range itself.
+_HINTS = {"temperature": "for greedy decoding use decoder=greedy"}
+
+
+class ComposedDecoder(NamedTuple):
+    """A decoder node composed from overrides: `node` (a DictConfig to build with
+    `rizzrun.runner.build.build_decoder`), `option` (the decoder=NAME picked, else the base's
+    name or None), `given` (the top-level keys the overrides set)."""
+
+    node: DictConfig
+    option: str | None
+    given: frozenset
+
+
+def decoder_option(name: str) -> DictConfig:
+    """conf/decoder/NAME.yaml; ConfigError naming the options when there is none."""
+    from rizzrun.config import catalog
+    from rizzrun.config.compose import option_message
+    from rizzrun.config.errors import ConfigError
+
+    names = catalog.options(DECODER_GROUP)
+    if name not in names:
+        raise ConfigError(option_message(f"{DECODER_GROUP}={name}", DECODER_GROUP, name, names))
+    return OmegaConf.load(catalog.option_file(DECODER_GROUP, name))
+
+
+def compose_decoder(overrides: Sequence[str] = (), base: Any = None, settings: Mapping | None = None,
+                    base_name: str | None = None, refused: Mapping[str, str] | None = None) -> ComposedDecoder:
+    """The decoder node that `decoder=NAME decoder.KEY=VALUE ...` (Hydra's override syntax and value
+    parsing: ints, floats, true/false, null, 'quoted text', [lists]; `~decoder.KEY` drops a key,
+    so the decoder's default applies) make of `base`, checked by the validator's own rules
+    (`rizzrun.config.validate.check_component`: unknown keys with the nearest one, `???` values,
+    types, each decoder's ranges) without importing torch.
+
+    base: the node used without decoder=NAME (a run's saved decoder; None: conf/decoder/greedy.yaml);
+    with decoder=NAME, conf/decoder/NAME.yaml replaces it. settings: decoder keys as Python
+    values, applied after the overrides (the Python API's `max_new_tokens=5`). refused: keys the
+    caller sets itself -> what to do instead (eval decodes --continuation-len tokens).
+    Raises ConfigError listing every problem; anything but decoder=... / decoder.KEY=... is one."""
+    from rizzrun.config.compose import parse_overrides
+    from rizzrun.config.errors import ConfigError, message
+    from rizzrun.config.validate import check_component
+
+    parsed = parse_overrides(list(overrides))
+    problems: list[str] = []
+    option, edits = None, []
+    for o in parsed:
+        key = o.key_or_group
+        if o.package is not None or not (key == DECODER_GROUP or key.startswith(DECODER_GROUP + ".")):
+            problems.append(message(o.input_line, "not a decoder setting",
+                                    "give decoder=NAME and decoder.KEY=VALUE (see rizzrun list decoder)"))
+        elif o.is_sweep_override():
+            problems.append(message(o.input_line, "a sweep is not one decoder", "give one value"))
+        elif key == DECODER_GROUP:
+            if o.is_delete() or not isinstance(o.value(), str):
+                problems.append(message(o.input_line, "decoder=NAME picks a decoder option",
+                                        "see rizzrun list decoder"))
+            elif option is not None and option != o.value():
+                problems.append(message(o.input_line, f"decoder={option} is already given", "pick one decoder"))
+            else:
+                option = o.value()
+        else:
+            edits.append(o)
+    node = None
+    if option is not None:
+        try:
+            node = decoder_option(option)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    elif base is None:
+        node, base_name = decoder_option(base_name or DEFAULT_DECODER), base_name or DEFAULT_DECODER
+    else:
+        node = OmegaConf.create(OmegaConf.to_container(base) if isinstance(base, DictConfig) else dict(base))
+    given: set[str] = set()
+    for o in edits:
+        key = o.key_or_group[len(DECODER_GROUP) + 1:]
+        top = key.split(".", 1)[0]
+        if refused and top in refused:
+            problems.append(message(o.input_line, refused[top]))
+            continue
+        given.add(top)
+        if node is None:
+            continue
+        if o.is_delete():
+            if OmegaConf.select(node, key, default=_ABSENT) is _ABSENT:
+                problems.append(message(o.input_line, f"the decoder has no key {key} to drop"))
+            else:
+                parent, _, leaf = key.rpartition(".")
+                del (OmegaConf.select(node, parent) if parent else node)[leaf]
+        else:
+            OmegaConf.update(node, key, o.value(), merge=True, force_add=True)
+    for key, value in (settings or {}).items():
+        if refused and key in refused:
+            problems.append(message(f"{DECODER_GROUP}.{key}", refused[key]))
+        elif node is not None:
+            given.add(key)
+            node[key] = value
+    if node is not None:
+        problems += [_hinted(p) for p in check_component(DECODER_GROUP, node)]
+    if problems:
+        raise ConfigError(problems)
+    return ComposedDecoder(node, option if option is not None else base_name, frozenset(given))
+
+
+_ABSENT = object()
+
+
+def _hinted(problem: str) -> str:
+    key = problem.split("=", 1)[0].rsplit(".", 1)[-1]
+    return f"{problem} ({_HINTS[key]})" if key in _HINTS and ": out of range;" in problem else problem
+
+
+def run_decoder_node(run_dir: Path) -> DictConfig | None:
+    """The decoder a run trained with (its config.yaml's `decoder`), or None (none saved)."""
+    from rizzrun.layout import CONFIG
+
+    try:
+        node = OmegaConf.load(Path(run_dir) / CONFIG).get(DECODER_GROUP)
+    except Exception:  # noqa: BLE001 - an unreadable config.yaml: loading the run says so
+        return None
+    return node if isinstance(node, DictConfig) else None
 
 
 def load_run(run_dir: Path, checkpoint: str | None = None):
@@ -109,70 +237,79 @@ def _first_line(error: Exception) -> str:
 
 def check_length(prompt_len: int, max_new_tokens: int, max_seq_len: int, given: bool) -> None:
     """The prompt and the tokens to generate must fit the model's context; InputError otherwise,
-    naming the flag that sets them."""
+    naming what sets them (`decoder.max_new_tokens=N` when the command line gave it)."""
     from rizzrun.errors import InputError
 
     total = prompt_len + max_new_tokens
     if total <= max_seq_len:
         return
     room = max_seq_len - prompt_len
-    fix = (f"allowed: --max-new-tokens <= {room} for this prompt, or a shorter --prompt" if room >= 0
+    fix = (f"allowed: decoder.max_new_tokens <= {room} for this prompt, or a shorter --prompt" if room >= 0
            else "shorten --prompt")
-    head = f"--max-new-tokens {max_new_tokens}" if given else f"--prompt (the decoder's max_new_tokens={max_new_tokens})"
+    head = (f"decoder.max_new_tokens={max_new_tokens}" if given
+            else f"--prompt (the decoder's max_new_tokens={max_new_tokens})")
     raise InputError(f"{head}: the prompt ({prompt_len} tokens) + {max_new_tokens} new tokens = {total} exceeds "
                      f"the model's max_seq_len={max_seq_len}; {fix}")
 
 
-def generate_from_run(
-    run_dir: Path, prompt: str, max_new_tokens: int | None = None, decoder: str | None = None,
-    checkpoint: str | None = None, **overrides: Any
-) -> str:
-    from hydra.utils import instantiate
-
+def generate_from_run(run_dir: Path, prompt: str, overrides: Sequence[str] = (), checkpoint: str | None = None,
+                      decoder: str | None = None, **settings: Any) -> str:
+    """PROMPT continued by a run's checkpoint (the latest, or the one `checkpoint` names) with the
+    decoder `overrides` compose (`decoder=NAME decoder.KEY=VALUE ...`, see `compose_decoder`) on
+    the run's own decoder; `decoder` (a name) and `settings` (decoder keys as Python values,
+    e.g. max_new_tokens=5) are the same in Python. A sampling decoder without a seed takes the
+    run's seed. Bad settings raise ConfigError (the command checks them before torch)."""
     from rizzrun.runner.task import sample_texts
 
+    overrides = [*overrides, *([f"{DECODER_GROUP}={decoder}"] if decoder is not None else [])]
+    composed = compose_decoder(overrides, base=run_decoder_node(run_dir), settings=settings)
     cfg, tokenizer, model = load_run(run_dir, checkpoint)
-    node = cfg.decoder if decoder is None else _decoder_option(decoder)
-    given = {k: v for k, v in {"max_new_tokens": max_new_tokens, **overrides}.items() if v is not None}
-    dec = instantiate(OmegaConf.merge(node, given))
+    dec = _build(composed, tokenizer)
     # sample_texts starts the prompt after an EOS, as documents start in the training stream
     check_length(1 + len(tokenizer.encode(prompt)), dec.max_new_tokens, model.config.max_seq_len,
-                 max_new_tokens is not None)
-    seed = given.get("seed", int(cfg.seed))
-    return sample_texts(model, dec, tokenizer, [prompt], seed=seed)[0]
+                 "max_new_tokens" in composed.given)
+    return sample_texts(model, dec, tokenizer, [prompt], seed=int(cfg.seed))[0]
 
 
-def generate_from_hf(
-    model_dir: Path, prompt: str, max_new_tokens: int | None = None, decoder: str | None = None, **overrides: Any
-) -> str:
-    """Decode with a local Hugging Face Llama folder (config.json + safetensors + tokenizer files).
+def generate_from_hf(model_dir: Path, prompt: str, overrides: Sequence[str] = (), decoder: str | None = None,
+                     **settings: Any) -> str:
+    """Decode with a local Hugging Face Llama folder (config.json + safetensors + tokenizer files),
+    with the decoder `overrides` compose on greedy (as `generate_from_run`; a sampling decoder
+    without a seed draws a fresh one).
 
     The prompt is encoded as `transformers` does by default (with the tokenizer's own special
     tokens, e.g. Llama's BOS), and decoding stops at any of the folder's EOS ids, so the text
     equals `AutoModelForCausalLM.generate` for the same decoder settings (greedy: token for token).
     """
+    overrides = [*overrides, *([f"{DECODER_GROUP}={decoder}"] if decoder is not None else [])]
+    composed = compose_decoder(overrides, settings=settings)
     import torch
-    from hydra.utils import instantiate
 
     from rizzrun.models.hf_llama import load_llama
     from rizzrun.tokenizers.hf import HFTokenizer
 
     tokenizer = HFTokenizer(str(model_dir))
     model = load_llama(model_dir).eval()
-    given = {k: v for k, v in {"max_new_tokens": max_new_tokens, **overrides}.items() if v is not None}
-    dec = instantiate(OmegaConf.merge(_decoder_option(decoder or "greedy"), given))
+    dec = _build(composed, tokenizer)
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=True)])
-    check_length(ids.shape[1], dec.max_new_tokens, model.config.max_seq_len, max_new_tokens is not None)
+    check_length(ids.shape[1], dec.max_new_tokens, model.config.max_seq_len, "max_new_tokens" in composed.given)
     out = dec.generate(model, ids, eos_token_id=list(tokenizer.eos_ids))
     new = [i for i in out[0, ids.shape[1]:].tolist() if i < tokenizer.vocab_size]
     return prompt + tokenizer.decode(new)
 
 
-def _decoder_option(name: str):
-    from rizzrun.paths import conf_dir
+def _build(composed: ComposedDecoder, tokenizer):
+    """The decoder (`build_decoder`); a value its constructor refuses that the validator could not
+    see (a rule between two knobs, say) -> InputError, one line."""
+    from rizzrun.errors import InputError
+    from rizzrun.runner.build import build_decoder
 
-    path = Path(conf_dir()) / "decoder" / f"{name}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"--decoder {name}: no such decoder; valid: {', '.join(options)}")
-    return OmegaConf.load(path)
+    try:
+        return build_decoder(composed.node, tokenizer)
+    except ValueError as e:
+        raise InputError(f"{DECODER_GROUP}: {_first_line(e)}") from e
+    except Exception as e:  # hydra wraps a constructor's error in InstantiationException
+        cause = e.__cause__ if isinstance(e.__cause__, ValueError) else None
+        if cause is None:
+            raise
+        raise InputError(f"{DECODER_GROUP}: {_first_line(cause)}") from e
