@@ -23,7 +23,7 @@ OPTIONS = catalog.options("decoder")
 # option -> a value for each of its yaml's mandatory (`???`) keys
 REQUIRED: dict[str, dict] = {}
 # option -> how its error on RWKV starts (a decoder that needs a key/value cache, say)
-RWKV_REFUSES: dict[str, str] = {}
+RWKV_REFUSES: dict[str, str] = {"think": "RWKV keeps a fixed-size recurrent state, not a key/value cache"}
 TOK = ByteTokenizer()
 NEW = 6  # tokens generated per call
 PROMPTS = [[TOK.eos_id, *TOK.encode("def f(x):")], [TOK.eos_id, *TOK.encode("a")]]  # unequal lengths: padding
