@@ -63,8 +63,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FASTTokenizer", "QuantileNormalizer", "dct", "dct_matrix", "flatten_coefficients", "idct",
-           "unflatten_coefficients"]
+__all__ = ["FASTQuantizer", "FASTTokenizer", "QuantileNormalizer", "dct", "dct_matrix", "flatten_coefficients", "idct",
+           "train_bpe", "unflatten_coefficients"]
 
 CONFIG_FILE = "fast.json"
 BPE_FILE = "tokenizer.json"
@@ -203,6 +203,173 @@ def _byte_level_alphabet(span: int) -> list[str]:
     return sorted(seen & set(symbols))
 
 
+def train_bpe(strings: Iterable[str], vocab_size: int, min_frequency: int, span: int):
+    """Byte-level BPE on FAST chunk strings (step 6): initial alphabet = every character of
+    chr(0)..chr(span) in byte-level form, no special tokens. Returns a `tokenizers.Tokenizer`."""
+    from tokenizers import trainers
+
+    tok = _bpe_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[],
+        initial_alphabet=_byte_level_alphabet(span),
+        max_token_length=10000,
+        show_progress=False,
+    )
+    tok.train_from_iterator(strings, trainer=trainer)
+    return tok
+
+
+class FASTQuantizer:
+    """FAST's continuous half: chunk (H, D) <-> string of chr(z), z the shifted, rounded,
+    frequency-major DCT coefficients (steps 1-5 and their inverse; module docstring). The BPE
+    half is any byte-level BPE over these strings: `FASTTokenizer`'s own, or a run's text
+    tokenizer (`rizzrun.data.actions`).
+
+    scale: gamma (10). max_range: `fit` refuses a coefficient range max - min above it (the
+        BPE vocabulary size, as the reference asserts). normalize, clip: the quantile normaliser.
+
+    Counters: `decoded` (decode calls), `failures` (Counter by reason), `clamped` (coefficients
+    clamped into the fitted range by `to_text`). `failure_rate` = sum(failures) / decoded.
+    """
+
+    def __init__(self, scale: float = 10.0, max_range: int = 1024, normalize: bool = True, clip: bool = False):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"FASTQuantizer: scale={scale!r} must be a finite number > 0")
+        if isinstance(max_range, bool) or int(max_range) != max_range or max_range < 1:
+            raise ValueError(f"FASTQuantizer: max_range={max_range!r} must be an integer >= 1 (the vocab_size)")
+        self.scale, self.max_range = float(scale), int(max_range)
+        self.normalizer = QuantileNormalizer(clip=clip) if normalize else None
+        self.dims: int | None = None
+        self.min_token: int | None = None
+        self.max_token: int | None = None
+        self.reset_counters()
+
+    def _ready(self) -> int:
+        if self.dims is None:
+            raise RuntimeError("FAST is not fitted: call fit(chunks), or load a saved one")
+        return self.dims
+
+    @property
+    def span(self) -> int:
+        """max_token - min_token: characters are chr(0)..chr(span)."""
+        self._ready()
+        return self.max_token - self.min_token
+
+    # -- chunk <-> integers ------------------------------------------------------------------
+
+    def _integers(self, a: torch.Tensor) -> torch.Tensor:
+        x = self.normalizer.normalize(a) if self.normalizer is not None else a
+        return flatten_coefficients(torch.round(dct(x, dim=0) * self.scale).to(torch.int64))
+
+    def coefficients(self, chunk) -> torch.Tensor:
+        """scale * DCT-II of the (normalised) chunk, not rounded: (H, D) float64."""
+        a = _check_chunk(chunk, self._ready(), "FAST encode")
+        x = self.normalizer.normalize(a) if self.normalizer is not None else a
+        return dct(x, dim=0) * self.scale
+
+    def to_integers(self, chunk) -> torch.Tensor:
+        """round(scale * DCT(chunk)), frequency-major flattened: (H*D,) int64, before shift and clamp."""
+        return self._integers(_check_chunk(chunk, self._ready(), "FAST encode"))
+
+    def from_integers(self, q: torch.Tensor, horizon: int) -> torch.Tensor:
+        """Inverse of `to_integers` (floats accepted): (H*D,) -> (H, D) float64 chunk, de-normalised."""
+        c = unflatten_coefficients(q.to(torch.float64), horizon, self._ready()) / self.scale
+        a = idct(c, dim=0)
+        return self.normalizer.denormalize(a) if self.normalizer is not None else a
+
+    # -- fitting ----------------------------------------------------------------------------
+
+    def fit(self, chunks: Sequence) -> list[str]:
+        """Fit the normaliser (if any) and the coefficient range on `chunks` ((H_i, D) each, H_i
+        may differ); returns their strings (what BPE trains on). ValueError when max - min >
+        max_range."""
+        chunks = [_check_chunk(c, None, "FAST fit") for c in chunks]
+        if not chunks:
+            raise ValueError("FAST fit: no chunks given")
+        dims = {c.shape[1] for c in chunks}
+        if len(dims) > 1:
+            raise ValueError(f"FAST fit: chunks differ in D (action dims): {sorted(dims)}")
+        self.dims = None
+        if self.normalizer is not None:
+            self.normalizer.fit(chunks)
+        ints = [self._integers(c) for c in chunks]
+        flat = torch.cat(ints)
+        lo, hi = int(flat.min()), int(flat.max())
+        if hi - lo > min(self.max_range, MAX_RANGE):
+            raise ValueError(f"FAST fit: the rounded coefficients span {lo}..{hi} ({hi - lo} values apart), more "
+                             f"than vocab_size={self.max_range}; raise vocab_size or lower scale={self.scale}")
+        self.dims, self.min_token, self.max_token = dims.pop(), lo, hi
+        return [self._chars(q) for q in ints]
+
+    def _chars(self, q: torch.Tensor) -> str:
+        return "".join(map(chr, (q - self.min_token).tolist()))
+
+    # -- chunk <-> string ---------------------------------------------------------------------
+
+    def to_text(self, chunk) -> str:
+        """The string for `chunk`: chr(z) per shifted coefficient, clamped to the fitted range
+        (counted in `clamped`)."""
+        q = self.to_integers(chunk)
+        clamped = q.clamp(self.min_token, self.max_token)
+        self.clamped += int((clamped != q).sum())
+        return self._chars(clamped)
+
+    def from_text(self, text: str, horizon: int, on_failure: str = "none") -> torch.Tensor | None:
+        """A decoded string -> (H, D) float64 chunk. A malformed string (a character outside
+        chr(0)..chr(span), or not H*D characters) is counted in `failures` and gives None
+        ("none"), the reference's zero chunk ("zeros") or a ValueError ("raise")."""
+        dims = self._ready()
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"FAST decode: on_failure={on_failure!r}; valid: {', '.join(ON_FAILURE)}")
+        if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+            raise ValueError(f"FAST decode: horizon={horizon!r} must be an integer >= 1")
+        horizon = int(horizon)
+        self.decoded += 1
+        z = torch.tensor([ord(ch) for ch in text], dtype=torch.int64)
+        if len(z) and (z.min() < 0 or z.max() > self.span):
+            return self.fail("bad_char", f"a character outside chr(0)..chr({self.span})", horizon, on_failure)
+        if len(z) != horizon * dims:
+            return self.fail("length", f"{len(z)} coefficients, expected H*D={horizon * dims}", horizon, on_failure)
+        return self.from_integers(z + self.min_token, horizon)
+
+    def fail(self, reason: str, detail: str, horizon: int, on_failure: str) -> torch.Tensor | None:
+        """Count a malformed stream and answer as `on_failure` says."""
+        self.failures[reason] += 1
+        if on_failure == "raise":
+            raise ValueError(f"FAST decode: malformed token stream ({reason}): {detail}")
+        if on_failure == "zeros":
+            return torch.zeros(horizon, self._ready(), dtype=torch.float64)
+        return None
+
+    @property
+    def failure_rate(self) -> float:
+        return sum(self.failures.values()) / self.decoded if self.decoded else 0.0
+
+    def reset_counters(self) -> None:
+        self.decoded, self.clamped = 0, 0
+        self.failures: Counter = Counter()
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        self._ready()
+        return {"format": FORMAT_VERSION, "scale": self.scale, "vocab_size": self.max_range,
+                "min_token": self.min_token, "max_token": self.max_token, "dims": self.dims,
+                "normalizer": self.normalizer.state() if self.normalizer is not None else None}
+
+    @classmethod
+    def from_state(cls, state: dict, source: str = "FAST state") -> FASTQuantizer:
+        if state.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{source}: format {state.get('format')!r}, this version reads {FORMAT_VERSION}")
+        q = cls(state["scale"], state["vocab_size"], normalize=False)
+        if state["normalizer"] is not None:
+            q.normalizer = QuantileNormalizer.from_state(state["normalizer"])
+        q.min_token, q.max_token, q.dims = state["min_token"], state["max_token"], state["dims"]
+        return q
+
+
 class FASTTokenizer:
     """FAST action tokenizer (module docstring): `fit` on training chunks, then
     `encode(chunk (H, D)) -> list[int]` and `decode(ids, H) -> (H, D) float64 tensor | None`.
@@ -213,169 +380,98 @@ class FASTTokenizer:
         encode/decode (True); False: chunks are taken as already normalised.
         clip: the normaliser's clip (False).
 
-    Counters: `decoded` (decode calls), `failures` (Counter by reason), `clamped` (coefficients
-    clamped into the fitted range by encode). `failure_rate` = sum(failures) / decoded.
+    Counters (kept by `quantizer`): `decoded`, `failures` (Counter by reason: unknown_id,
+    bad_char, length), `clamped`, `failure_rate`.
     """
 
     def __init__(self, scale: float = 10.0, vocab_size: int = 1024, min_frequency: int = 2, normalize: bool = True,
                  clip: bool = False):
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-            raise ValueError(f"FASTTokenizer: scale={scale!r} must be a finite number > 0")
         if isinstance(vocab_size, bool) or int(vocab_size) != vocab_size or vocab_size < 1:
             raise ValueError(f"FASTTokenizer: vocab_size={vocab_size!r} must be an integer >= 1")
         if isinstance(min_frequency, bool) or int(min_frequency) != min_frequency or min_frequency < 1:
             raise ValueError(f"FASTTokenizer: min_frequency={min_frequency!r} must be an integer >= 1")
-        self.scale, self.vocab_size, self.min_frequency = float(scale), int(vocab_size), int(min_frequency)
-        self.normalizer = QuantileNormalizer(clip=clip) if normalize else None
-        self.dims: int | None = None
-        self.min_token: int | None = None
-        self.max_token: int | None = None
+        self.quantizer = FASTQuantizer(scale, int(vocab_size), normalize, clip)
+        self.vocab_size, self.min_frequency = int(vocab_size), int(min_frequency)
         self._bpe = None
-        self.decoded = 0
-        self.failures: Counter = Counter()
-        self.clamped = 0
 
-    # -- the continuous half: chunk <-> integer coefficients --------------------------------
+    # The quantizer's settings and counters, read through the tokenizer.
+    scale = property(lambda self: self.quantizer.scale)
+    dims = property(lambda self: self.quantizer.dims)
+    min_token = property(lambda self: self.quantizer.min_token)
+    max_token = property(lambda self: self.quantizer.max_token)
+    normalizer = property(lambda self: self.quantizer.normalizer)
+    decoded = property(lambda self: self.quantizer.decoded)
+    failures = property(lambda self: self.quantizer.failures)
+    clamped = property(lambda self: self.quantizer.clamped)
+    failure_rate = property(lambda self: self.quantizer.failure_rate)
 
-    def _normalised(self, chunk) -> torch.Tensor:
-        a = _check_chunk(chunk, self.dims, "FASTTokenizer.encode")
-        return self.normalizer.normalize(a) if self.normalizer is not None else a
+    def reset_counters(self) -> None:
+        self.quantizer.reset_counters()
 
     def coefficients(self, chunk) -> torch.Tensor:
-        """scale * DCT-II of the (normalised) chunk, not rounded: (H, D) float64."""
-        return dct(self._normalised(chunk), dim=0) * self.scale
+        return self.quantizer.coefficients(chunk)
 
     def to_integers(self, chunk) -> torch.Tensor:
-        """round(scale * DCT(chunk)), frequency-major flattened: (H*D,) int64, before the shift."""
-        return flatten_coefficients(torch.round(self.coefficients(chunk)).to(torch.int64))
+        return self.quantizer.to_integers(chunk)
 
     def from_integers(self, q: torch.Tensor, horizon: int) -> torch.Tensor:
-        """Inverse of `to_integers`: (H*D,) integers -> (H, D) chunk (de-normalised)."""
-        dims = self._ready_dims()
-        c = unflatten_coefficients(q.to(torch.float64), horizon, dims) / self.scale
-        a = idct(c, dim=0)
-        return self.normalizer.denormalize(a) if self.normalizer is not None else a
+        return self.quantizer.from_integers(q, horizon)
 
-    def _ready_dims(self) -> int:
-        if self.dims is None or self._bpe is None:
+    def chunk_string(self, chunk) -> str:
+        """The string BPE sees for `chunk` (`FASTQuantizer.to_text`)."""
+        return self.quantizer.to_text(chunk)
+
+    def _ready(self):
+        if self._bpe is None:
             raise RuntimeError("FASTTokenizer is not fitted: call fit(chunks) or FASTTokenizer.load(directory)")
-        return self.dims
+        return self._bpe
 
     # -- fitting ----------------------------------------------------------------------------
 
     def fit(self, chunks: Sequence) -> FASTTokenizer:
         """Fit the normaliser (if any), the coefficient range and the BPE on `chunks`
         ((H_i, D) each, H_i may differ). ValueError when max - min > vocab_size."""
-        chunks = [_check_chunk(c, None, "FASTTokenizer.fit") for c in chunks]
-        if not chunks:
-            raise ValueError("FASTTokenizer.fit: no chunks given")
-        dims = {c.shape[1] for c in chunks}
-        if len(dims) > 1:
-            raise ValueError(f"FASTTokenizer.fit: chunks differ in D (action dims): {sorted(dims)}")
-        self.dims = dims.pop()
         self._bpe = None
-        if self.normalizer is not None:
-            self.normalizer.fit(chunks)
-        ints = [self._to_integers_unfitted(c) for c in chunks]
-        flat = torch.cat(ints)
-        lo, hi = int(flat.min()), int(flat.max())
-        span = hi - lo
-        if span > self.vocab_size or span > MAX_RANGE:
-            self.dims = None
-            raise ValueError(f"FASTTokenizer.fit: the rounded coefficients span {lo}..{hi} ({span} values apart), "
-                             f"more than vocab_size={self.vocab_size}; raise vocab_size or lower scale={self.scale}")
-        self.min_token, self.max_token = lo, hi
-        self._bpe = self._train([self._chars(q) for q in ints])
+        strings = self.quantizer.fit(chunks)
+        self._bpe = train_bpe(strings, self.vocab_size, self.min_frequency, self.quantizer.span)
         return self
-
-    def _to_integers_unfitted(self, a: torch.Tensor) -> torch.Tensor:
-        x = self.normalizer.normalize(a) if self.normalizer is not None else a
-        return flatten_coefficients(torch.round(dct(x, dim=0) * self.scale).to(torch.int64))
-
-    def _train(self, strings: list[str]):
-        from tokenizers import trainers
-
-        tok = _bpe_tokenizer()
-        trainer = trainers.BpeTrainer(
-            vocab_size=self.vocab_size,
-            min_frequency=self.min_frequency,
-            special_tokens=[],
-            initial_alphabet=_byte_level_alphabet(self.max_token - self.min_token),
-            max_token_length=10000,
-            show_progress=False,
-        )
-        tok.train_from_iterator(strings, trainer=trainer)
-        return tok
-
-    def _chars(self, q: torch.Tensor) -> str:
-        z = q - self.min_token
-        return "".join(map(chr, z.tolist()))
 
     # -- the tokenizer interface -------------------------------------------------------------
 
     @property
     def trained_vocab_size(self) -> int:
-        """Ids the trained BPE has (can exceed vocab_size by the alphabet; ids are 0..this-1)."""
-        self._ready_dims()
-        return self._bpe.get_vocab_size()
-
-    def chunk_string(self, chunk) -> str:
-        """The string BPE sees for `chunk`: chr(z) per shifted, clamped coefficient."""
-        self._ready_dims()
-        q = self.to_integers(chunk)
-        clamped = q.clamp(self.min_token, self.max_token)
-        self.clamped += int((clamped != q).sum())
-        return self._chars(clamped)
+        """Ids the trained BPE has (ids are 0..this-1; can exceed vocab_size by the alphabet)."""
+        return self._ready().get_vocab_size()
 
     def encode(self, chunk) -> list[int]:
         """(H, D) chunk -> token ids (variable length)."""
-        text = self.chunk_string(chunk)
-        return self._bpe.encode(text, add_special_tokens=False).ids
+        bpe = self._ready()
+        return bpe.encode(self.quantizer.to_text(chunk), add_special_tokens=False).ids
 
     def encode_batch(self, chunks: Iterable) -> list[list[int]]:
-        strings = [self.chunk_string(c) for c in chunks]
-        self._ready_dims()
-        return [e.ids for e in self._bpe.encode_batch(strings, add_special_tokens=False)]
+        bpe = self._ready()
+        strings = [self.quantizer.to_text(c) for c in chunks]
+        return [e.ids for e in bpe.encode_batch(strings, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], horizon: int, dims: int | None = None,
                on_failure: str = "none") -> torch.Tensor | None:
-        """Token ids -> (H, D) float64 chunk. A malformed stream (unknown id, a character
-        outside the alphabet, or not H*D coefficients) is counted in `failures` and gives
-        None (`on_failure="none"`), the reference's zero chunk ("zeros") or a ValueError ("raise")."""
-        own = self._ready_dims()
-        if on_failure not in ON_FAILURE:
-            raise ValueError(f"FASTTokenizer.decode: on_failure={on_failure!r}; valid: {', '.join(ON_FAILURE)}")
-        if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
-            raise ValueError(f"FASTTokenizer.decode: horizon={horizon!r} must be an integer >= 1")
-        if dims is not None and dims != own:
-            raise ValueError(f"FASTTokenizer.decode: dims={dims} but the tokenizer was fitted on D={own}")
-        horizon = int(horizon)
-        self.decoded += 1
-        reason, detail = self._parse(ids, horizon * own)
-        if reason is None:
-            return self.from_integers(detail, horizon)
-        self.failures[reason] += 1
-        if on_failure == "raise":
-            raise ValueError(f"FASTTokenizer.decode: malformed token stream ({reason}): {detail}")
-        if on_failure == "zeros":
-            return torch.zeros(horizon, own, dtype=torch.float64)
-        return None
-
-    def _parse(self, ids: Iterable[int], expected: int):
-        """(None, integers (H*D,)) for a well-formed stream, else (reason, message)."""
+        """Token ids -> (H, D) float64 chunk. A malformed stream (an id outside the trained
+        vocabulary, a character outside the alphabet, or not H*D coefficients) is counted in
+        `failures` and gives None (`on_failure="none"`), the reference's zero chunk ("zeros")
+        or a ValueError ("raise")."""
+        bpe = self._ready()
+        if dims is not None and dims != self.dims:
+            raise ValueError(f"FASTTokenizer.decode: dims={dims} but the tokenizer was fitted on D={self.dims}")
         ids = [int(i) for i in ids]
-        n = self._bpe.get_vocab_size()
+        n = bpe.get_vocab_size()
         bad = [i for i in ids if not 0 <= i < n]
         if bad:
-            return "unknown_id", f"id {bad[0]} is not in the vocabulary 0..{n - 1}"
-        text = self._bpe.decode(ids, skip_special_tokens=False)
-        z = torch.tensor([ord(ch) for ch in text], dtype=torch.int64)
-        span = self.max_token - self.min_token
-        if len(z) and (z.min() < 0 or z.max() > span):
-            return "bad_char", f"decoded a character outside chr(0)..chr({span})"
-        if len(z) != expected:
-            return "length", f"{len(z)} coefficients, expected H*D={expected}"
-        return None, z + self.min_token
+            if on_failure not in ON_FAILURE:  # the same check from_text makes, before counting
+                raise ValueError(f"FAST decode: on_failure={on_failure!r}; valid: {', '.join(ON_FAILURE)}")
+            self.quantizer.decoded += 1
+            return self.quantizer.fail("unknown_id", f"id {bad[0]} is not in the vocabulary 0..{n - 1}",
+                                       int(horizon), on_failure)
+        return self.quantizer.from_text(bpe.decode(ids, skip_special_tokens=False), horizon, on_failure)
 
     def decode_batch(self, sequences: Iterable[Iterable[int]], horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode many streams: ((B, H, D) chunks with zeros where malformed, (B,) bool ok).
@@ -387,14 +483,6 @@ class FASTTokenizer:
             chunks.append(a if a is not None else torch.zeros(horizon, self.dims, dtype=torch.float64))
         return torch.stack(chunks), torch.tensor(ok, dtype=torch.bool)
 
-    @property
-    def failure_rate(self) -> float:
-        return sum(self.failures.values()) / self.decoded if self.decoded else 0.0
-
-    def reset_counters(self) -> None:
-        self.decoded, self.clamped = 0, 0
-        self.failures = Counter()
-
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -402,19 +490,10 @@ class FASTTokenizer:
         fast.json (scale, min/max token, dims, vocab settings, quantiles)."""
         from rizzrun.files import write_atomic
 
-        self._ready_dims()
+        bpe = self._ready()
         directory = Path(directory)
-        write_atomic(directory / BPE_FILE, self._bpe.to_str())
-        config = {
-            "format": FORMAT_VERSION,
-            "scale": self.scale,
-            "vocab_size": self.vocab_size,
-            "min_frequency": self.min_frequency,
-            "min_token": self.min_token,
-            "max_token": self.max_token,
-            "dims": self.dims,
-            "normalizer": self.normalizer.state() if self.normalizer is not None else None,
-        }
+        write_atomic(directory / BPE_FILE, bpe.to_str())
+        config = {**self.quantizer.state(), "min_frequency": self.min_frequency}
         write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
     @classmethod
@@ -427,13 +506,8 @@ class FASTTokenizer:
                 raise FileNotFoundError(f"{directory / name} not found: FASTTokenizer.save writes {CONFIG_FILE} "
                                         f"and {BPE_FILE}")
         config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        if config.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory / CONFIG_FILE}: format {config.get('format')!r}, this version reads "
-                             f"{FORMAT_VERSION}")
         tok = cls(config["scale"], config["vocab_size"], config["min_frequency"], normalize=False)
-        if config["normalizer"] is not None:
-            tok.normalizer = QuantileNormalizer.from_state(config["normalizer"])
-        tok.min_token, tok.max_token, tok.dims = config["min_token"], config["max_token"], config["dims"]
+        tok.quantizer = FASTQuantizer.from_state(config, source=str(directory / CONFIG_FILE))
         tok._bpe = Tokenizer.from_file(str(directory / BPE_FILE))
         return tok
 
