@@ -311,3 +311,108 @@ def test_bad_inputs_are_one_line_value_errors(fitted):
         assert "\n" not in str(info.value)
     with pytest.raises(RuntimeError, match="not fitted"):
         FASTTokenizer().encode(torch.zeros(4, 2))
+
+
+# -- data=actions: FAST through the runner -------------------------------------------------
+
+from rizzrun.data.actions import (  # noqa: E402
+    ActionChunks,
+    chunk_trajectory,
+    load_run_actions,
+    min_jerk,
+    next_chunk_rollout,
+    reach_trajectories,
+)
+from rizzrun.errors import InputError  # noqa: E402
+
+
+def test_min_jerk_profile():
+    x0, x1 = torch.tensor([0.0, 1.0], dtype=F64), torch.tensor([2.0, -1.0], dtype=F64)
+    path = min_jerk(x0, x1, 4)
+    # s = 1/4, 1/2, 3/4, 1: 10 s^3 - 15 s^4 + 6 s^5 = 0.103515625, 0.5, 0.896484375, 1 (by hand)
+    blend = torch.tensor([0.103515625, 0.5, 0.896484375, 1.0], dtype=F64)[:, None]
+    torch.testing.assert_close(path, x0 + (x1 - x0) * blend, rtol=0, atol=1e-15)
+    fine = min_jerk(x0, x1, 1000)
+    assert (fine[1] - fine[0]).abs().max() < 1e-6 and (fine[-1] - fine[-2]).abs().max() < 1e-6  # rests at both ends
+
+
+def test_trajectories_are_deterministic_and_split_apart():
+    a = reach_trajectories(3, 2, 20, 5, trajectory_seed=1, split="train")
+    assert [t.shape for t in a] == [(100, 2)] * 3
+    assert all(torch.equal(x, y) for x, y in zip(a, reach_trajectories(3, 2, 20, 5, trajectory_seed=1)))
+    assert not torch.equal(a[0], reach_trajectories(3, 2, 20, 5, trajectory_seed=1, split="val")[0])
+    chunks = chunk_trajectory(a[0][:45], 20)
+    assert len(chunks) == 2 and torch.equal(chunks[1], a[0][20:40])
+
+
+def _actions(tmp_path, **kw):
+    from rizzrun.tokenizers.bpe import BPETokenizer
+
+    data = ActionChunks(**{"n_train": 30, "n_val": 4, "dims": 2, "hz": 20, "seconds": 5, "seq_len": 64,
+                           "batch_size": 4, "cache_dir": str(tmp_path), **kw})
+    tok = BPETokenizer(vocab_size=300, cache_dir=str(tmp_path))
+    tok.prepare(data.train_texts, data.fingerprint)
+    return data, tok
+
+
+def test_action_documents_round_trip_through_the_run_tokenizer(tmp_path):
+    data, tok = _actions(tmp_path)
+    q = data.quantizer
+    assert len(data.documents("train")) == 30 * 5 and data.horizon == 20
+    bound = math.sqrt(20 * 2) / (2 * q.scale)
+    for traj in data.chunks("val"):
+        for c in traj:
+            ids = data.encode_chunk(tok, c)
+            assert len(ids) < 20 * 2  # BPE compresses the 40 coefficients
+            back = data.decode_ids(tok, ids + [tok.eos_id, 7, 7])  # what follows EOS is not the chunk's
+            ints = q.to_integers(c)
+            clamp = torch.linalg.norm((ints - ints.clamp(q.min_token, q.max_token)).to(F64)) / q.scale
+            err = torch.linalg.norm(q.normalizer.normalize(c) - q.normalizer.normalize(back))
+            assert err <= bound + clamp + 1e-9
+    assert q.failures == {}
+
+
+def test_action_decode_counts_malformed_streams(tmp_path):
+    data, tok = _actions(tmp_path)
+    q = data.quantizer
+    q.reset_counters()
+    ids = data.encode_chunk(tok, data.chunks("val")[0][0])
+    assert data.decode_ids(tok, ids[:-1]) is None
+    assert data.decode_ids(tok, [tok.pad_id, *ids]) is None
+    assert data.decode_ids(tok, [*ids, tok.trained_vocab_size]) is None
+    assert data.decode_ids(tok, ids + ids) is None
+    assert q.failures == {"length": 2, "special_id": 1, "unknown_id": 1} and q.decoded == 4
+    assert torch.equal(data.decode_ids(tok, ids[:-1], on_failure="zeros"), torch.zeros(20, 2, dtype=F64))
+
+
+def test_action_options_are_checked():
+    with pytest.raises(InputError, match="data.chunk_seconds=20"):
+        ActionChunks(chunk_seconds=20)
+    with pytest.raises(InputError, match="data.noise=-1"):
+        ActionChunks(noise=-1)
+    with pytest.raises(InputError, match="data.scale=1000.0.*vocab_size=1024"):
+        ActionChunks(n_train=2, scale=1000.0).quantizer
+
+
+def test_actions_train_through_the_runner_and_decode_from_the_run(tmp_path, shared_cache):
+    from rizzrun.config import compose
+    from rizzrun.runner.generate import load_run_model
+    from rizzrun.runner.train import run
+
+    cfg = compose(["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
+                   "logger=none", f"cache_dir={shared_cache}", "data=actions", "data.n_train=20", "data.n_val=2",
+                   "data.seconds=4", "data.seq_len=32", "data.batch_size=4", "tokenizer=bpe",
+                   "tokenizer.vocab_size=300", "trainer.max_steps=2", "trainer.val_every=2", "trainer.val_batches=1",
+                   "trainer.samples_per_val=0"])
+    assert run(cfg, tmp_path / "run")["status"] == "completed"
+    data, tok = load_run_actions(tmp_path / "run")
+    model, run_tok = load_run_model(tmp_path / "run")
+    assert tok.fingerprint == run_tok.fingerprint
+    rolled = next_chunk_rollout(model, tok, data, limit=3)
+    assert rolled["pairs"] == 3 and 0 <= rolled["failure_rate"] <= 1
+    assert sum(rolled["failures"].values()) == round(rolled["failure_rate"] * 3)
+    assert rolled["floor_mse"] < 0.05
+    with pytest.raises(ValueError, match="load_run_actions reads runs of data=actions"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "config.yaml").write_text("data:\n  _target_: rizzrun.data.pydoc.PyDocCorpus\n")
+        load_run_actions(tmp_path / "other")
