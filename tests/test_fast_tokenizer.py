@@ -211,6 +211,29 @@ def test_malformed_streams_are_counted_not_zeroed(fitted):
     assert torch.equal(chunks_out[1], torch.zeros(20, 3, dtype=F64))
 
 
+def test_repair_cuts_or_zero_pads_the_highest_frequencies_and_still_counts():
+    scale = 10
+    q = torch.zeros(8, 2, dtype=torch.int64)
+    q[:3] = torch.tensor([[9, -4], [3, 5], [-2, 1]])  # frequencies 3.. are zero
+    a = idct(q.to(F64) / scale, dim=0)
+    tok = FASTTokenizer(scale=scale, vocab_size=64, normalize=False).fit([a, -a])
+    quant = tok.quantizer
+    text = quant.to_text(a)
+    zero = chr(-tok.min_token)
+    # Missing zeros are padded back; extra coefficients (zero or not) are cut off.
+    for bad in (text[:7], text[:-1], text + zero * 3, text + chr(0)):
+        assert quant.from_text(bad, 8) is None
+        torch.testing.assert_close(quant.from_text(bad, 8, on_failure="repair"), a, rtol=0, atol=1e-12)
+    assert quant.failures == {"length": 8}
+    # The repaired chunk of a stream cut inside the non-zero part is the low-pass guess.
+    cut = quant.from_text(text[:4], 8, on_failure="repair")
+    want = q.clone()
+    want[2:] = 0
+    torch.testing.assert_close(cut, idct(want.to(F64) / scale, dim=0), rtol=0, atol=1e-12)
+    assert quant.from_text(text[:-1] + chr(500), 8, on_failure="repair") is None  # a bad char is not repaired
+    assert quant.failures == {"length": 9, "bad_char": 1}
+
+
 def test_invalid_utf8_is_a_bad_char_failure():
     """Code points >= 128 are two UTF-8 bytes; a lone byte decodes to U+FFFD, outside the alphabet."""
     chunks = _smooth_chunks(30, 16, 2, seed=7, amplitude=3.0)

@@ -27,7 +27,9 @@ the paper leave it open, or where rizzrun differs on purpose:
   failure by reason in `FASTTokenizer.failures` (`length`: wrong number of coefficients;
   `unknown_id`: an id outside the trained vocabulary; `bad_char`: a decoded character outside the
   fitted alphabet, e.g. U+FFFD from invalid UTF-8 bytes). `on_failure="zeros"` gives the
-  reference's zero chunk (still counted); `on_failure="raise"` raises ValueError.
+  reference's zero chunk (still counted); `on_failure="raise"` raises ValueError;
+  `on_failure="repair"` cuts or zero-pads a wrong-length stream to H*D coefficients (the
+  missing tail is the highest frequencies, so this is a low-pass guess), still counted.
 - The initial alphabet is the byte-level form of chr(0)..chr(max - min). The reference (as the
   spec describes it) passes the raw characters, but the byte-level pre-tokenizer never emits
   most of them (chr(0..32), chr(127..160), chr(173) and every 2-byte character become other
@@ -69,7 +71,7 @@ __all__ = ["FASTQuantizer", "FASTTokenizer", "QuantileNormalizer", "dct", "dct_m
 CONFIG_FILE = "fast.json"
 BPE_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
-ON_FAILURE = ("none", "zeros", "raise")
+ON_FAILURE = ("none", "zeros", "raise", "repair")
 # Characters are code points chr(z); above this the range would reach the UTF-16 surrogates,
 # which have no UTF-8 encoding.
 MAX_RANGE = 0xD7FF
@@ -319,7 +321,10 @@ class FASTQuantizer:
     def from_text(self, text: str, horizon: int, on_failure: str = "none") -> torch.Tensor | None:
         """A decoded string -> (H, D) float64 chunk. A malformed string (a character outside
         chr(0)..chr(span), or not H*D characters) is counted in `failures` and gives None
-        ("none"), the reference's zero chunk ("zeros") or a ValueError ("raise")."""
+        ("none"), the reference's zero chunk ("zeros"), a ValueError ("raise"), or, for a
+        wrong length only, the chunk with the coefficient stream cut or zero-padded to H*D
+        ("repair": frequency-major, so that drops or zeroes the highest frequencies; still
+        counted as a failure, and None for a stream that has a bad character)."""
         dims = self._ready()
         if on_failure not in ON_FAILURE:
             raise ValueError(f"FAST decode: on_failure={on_failure!r}; valid: {', '.join(ON_FAILURE)}")
@@ -331,11 +336,16 @@ class FASTQuantizer:
         if len(z) and (z.min() < 0 or z.max() > self.span):
             return self.fail("bad_char", f"a character outside chr(0)..chr({self.span})", horizon, on_failure)
         if len(z) != horizon * dims:
-            return self.fail("length", f"{len(z)} coefficients, expected H*D={horizon * dims}", horizon, on_failure)
+            out = self.fail("length", f"{len(z)} coefficients, expected H*D={horizon * dims}", horizon, on_failure)
+            if on_failure != "repair":
+                return out
+            # Frequency-major: the missing (or extra) tail is the highest frequencies; zero them.
+            z = torch.cat([z[: horizon * dims], torch.full((max(0, horizon * dims - len(z)),), -self.min_token)])
         return self.from_integers(z + self.min_token, horizon)
 
     def fail(self, reason: str, detail: str, horizon: int, on_failure: str) -> torch.Tensor | None:
-        """Count a malformed stream and answer as `on_failure` says."""
+        """Count a malformed stream and answer as `on_failure` says ("repair" of a stream that
+        cannot be repaired gives None)."""
         self.failures[reason] += 1
         if on_failure == "raise":
             raise ValueError(f"FAST decode: malformed token stream ({reason}): {detail}")
@@ -457,8 +467,9 @@ class FASTTokenizer:
                on_failure: str = "none") -> torch.Tensor | None:
         """Token ids -> (H, D) float64 chunk. A malformed stream (an id outside the trained
         vocabulary, a character outside the alphabet, or not H*D coefficients) is counted in
-        `failures` and gives None (`on_failure="none"`), the reference's zero chunk ("zeros")
-        or a ValueError ("raise")."""
+        `failures` and gives None (`on_failure="none"`), the reference's zero chunk ("zeros"),
+        a ValueError ("raise") or, for a wrong length, the cut or zero-padded stream
+        ("repair", `FASTQuantizer.from_text`)."""
         bpe = self._ready()
         if dims is not None and dims != self.dims:
             raise ValueError(f"FASTTokenizer.decode: dims={dims} but the tokenizer was fitted on D={self.dims}")
