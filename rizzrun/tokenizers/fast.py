@@ -47,9 +47,13 @@ the paper leave it open, or where rizzrun differs on purpose:
 - Quantiles: `torch.quantile` (linear interpolation, as `numpy.quantile`) over every timestep
   of every training chunk, per dim.
 
-Not a text tokenizer: rizzrun's tokenizer contract (docs/contracts.md) is text <-> ids with
-bos/eos/pad; this maps float tensors to ids and has no specials (as the reference). It is a
-plain component used by data and evaluation code (see repro/fast.py).
+Not a run tokenizer: rizzrun's tokenizer contract (docs/contracts.md) is text <-> ids with
+bos/eos/pad, and `FASTTokenizer` maps float tensors to ids with no specials (as the reference).
+Rather than bend that contract, a run splits FAST in two: the data option `data=actions`
+(rizzrun.data.actions) owns the continuous half (`FASTQuantizer`: chunk <-> the string of
+chr(z)), and the run's own text tokenizer does the BPE half on those strings (`tokenizer=bpe`,
+trained on the training split as FAST's fit does). `FASTTokenizer` is the whole of it as one
+plain component (repro/fast.py).
 
 Shapes: a chunk is (H, D); `fit` takes chunks of different H (same D).
 """
