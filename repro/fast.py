@@ -25,7 +25,6 @@ trajectories (`rizzrun.data.actions.reach_trajectories`, 1 s chunks):
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections import Counter

@@ -413,7 +413,7 @@ def test_action_options_are_checked():
         ActionChunks(chunk_seconds=20)
     with pytest.raises(InputError, match="data.noise=-1"):
         ActionChunks(noise=-1)
-    with pytest.raises(InputError, match="data.scale=1000.0.*vocab_size=1024"):
+    with pytest.raises(InputError, match="data.scale=1000.0, data.max_range=1024: .* more than vocab_size=1024"):
         ActionChunks(n_train=2, scale=1000.0).quantizer
 
 

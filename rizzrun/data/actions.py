@@ -196,7 +196,8 @@ class ActionChunks(LMCorpus):
             try:
                 texts = q.fit([c for traj in self.chunks("train") for c in traj])
             except ValueError as err:
-                raise InputError(f"data.scale={self.scale}: {err} (data.max_range)") from err
+                raise InputError(f"data.scale={self.scale}, data.max_range={self.max_range}: {err} (here vocab_size "
+                                 f"is data.max_range; keep it <= the tokenizer's vocabulary)") from err
             self._quantizer, self._texts["train"] = q, texts
         return self._quantizer
 
@@ -277,7 +278,6 @@ def next_chunk_rollout(model, tokenizer, data: ActionChunks, split: str = "val",
     limit_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     if limit_len is not None:
         max_new_tokens = min(max_new_tokens, limit_len - max(len(p) for p in prompts))
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     errors, floor = [], []
