@@ -16,8 +16,9 @@ trajectories (`rizzrun.data.actions.reach_trajectories`, 1 s chunks):
    held-out chunk pairs; reported: the rate of malformed streams (counted by the tokenizer,
    never zero-filled), the MSE of the well-formed predictions, the MSE over all pairs (FAST
    repairs wrong-length streams, explicitly; anything still undecodable holds the previous
-   chunk), and the steps until the rollout is usable (<= 10% malformed, well-formed MSE below
-   repeating the previous chunk).
+   chunk), the teacher-forced loss per chunk (nats; per token is not comparable), and the steps
+   until the rollout is usable (<= 10% malformed, well-formed MSE below both repeating the
+   previous chunk and predicting the middle of the range).
 
     python repro/fast.py [--steps 800 --seeds 0 1 2]
 """
@@ -136,6 +137,7 @@ class Task:
         self.train = [(tok.encode(a), tok.encode(b)) for a, b in pairs]
         self.val = [(tok.encode(a), b) for a, b in val_pairs]
         self.val_prev = [a for a, _ in val_pairs]
+        self.val_pairs = [(tok.encode(a), tok.encode(b)) for a, b in val_pairs]
         self.max_len = max(len(a) + len(b) for a, b in self.train) + 3
 
     def batch(self, idx: list[int]):
@@ -175,6 +177,23 @@ class Task:
         model.train()
         return (sum(strict) / len(strict) if strict else None), bad / len(prompts), sum(every) / len(every)
 
+    @torch.no_grad()
+    def nll_per_chunk(self, model, limit: int) -> float:
+        """Teacher-forced -log p(next chunk's tokens + EOS | prev) in nats, mean over the first
+        `limit` val pairs: the loss per chunk, comparable across tokenizers (per token is not)."""
+        model.eval()
+        pairs = self.val_pairs[:limit]
+        rows = [[self.bos, *a, self.sep, *b, self.eos] for a, b in pairs]
+        width = max(map(len, rows))
+        x = torch.full((len(rows), width), self.pad)
+        y = torch.full((len(rows), width), -100)
+        for r, (row, (a, _)) in enumerate(zip(rows, pairs)):
+            x[r, : len(row)] = torch.tensor(row)
+            y[r, len(a) + 1 : len(row) - 1] = torch.tensor(row[len(a) + 2 :])
+        nll = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="sum")
+        model.train()
+        return nll.item() / len(rows)
+
 
 def train_one(task: Task, steps: int, seed: int, eval_every: int, baseline: float, limit: int, lr: float = 3e-3,
               batch_size: int = 32):
@@ -194,10 +213,10 @@ def train_one(task: Task, steps: int, seed: int, eval_every: int, baseline: floa
         loss.backward()
         opt.step()
         if step % eval_every == 0 or step == steps:
-            last = task.rollout(model, limit)
-            strict, bad, every = last
+            last = (*task.rollout(model, limit), task.nll_per_chunk(model, limit))
+            strict, bad, every, nll = last
             print(f"  step {step}: loss {loss.item():.3f}, well-formed MSE {strict}, malformed {bad:.2f}, "
-                  f"all-pairs MSE {every:.3f}", file=sys.stderr, flush=True)
+                  f"all-pairs MSE {every:.3f}, val NLL/chunk {nll:.1f}", file=sys.stderr, flush=True)
             if reached is None and strict is not None and bad <= 0.1 and strict < baseline:
                 reached = step
     return last, reached
@@ -222,26 +241,28 @@ def learning_table(args) -> None:
         task = Task(tok, pairs, val_pairs, h)
         for seed in args.seeds:
             start = time.time()
-            (strict, bad, every), reached = train_one(task, args.steps, seed, args.eval_every, copy, args.rollouts)
-            results.setdefault(name, []).append((strict, bad, every, reached, task.max_len))
+            (strict, bad, every, nll), reached = train_one(task, args.steps, seed, args.eval_every,
+                                                           min(copy, middle), args.rollouts)
+            results.setdefault(name, []).append((strict, bad, every, reached, task.max_len, nll))
             print(f"{name} seed {seed}: well-formed MSE {strict}, malformed {bad:.2f}, all-pairs MSE {every:.3f}, "
                   f"reached {reached} ({time.time() - start:.0f}s)", file=sys.stderr, flush=True)
     print(f"\nNext-chunk prediction, {dims}-D at {hz} Hz (H={h}): {len(pairs)} training pairs, {args.steps} steps, "
           f"greedy rollout on {n_val} held-out pairs every {args.eval_every} steps, {len(args.seeds)} seeds "
           f"(mean ± sd). Repeating the previous chunk scores MSE {copy:.3f}, predicting the middle of the range "
           f"(0 in normalised units) {middle:.3f}. 'Steps to usable': the first "
-          f"evaluation with <= 10% malformed streams and a well-formed MSE below that. 'All pairs': FAST "
+          f"evaluation with <= 10% malformed streams and a well-formed MSE below both. 'All pairs': FAST "
           f"repairs wrong-length streams (on_failure='repair'), anything still undecodable holds the previous "
           f"chunk.\n")
-    print("| tokenizer | tokens / sequence (max) | malformed streams | MSE, well-formed (normalised) | "
-          "MSE, all pairs | steps to usable |")
-    print("|---|---|---|---|---|---|")
+    print("| tokenizer | tokens / sequence (max) | val NLL / chunk (nats) | malformed streams | "
+          "MSE, well-formed (normalised) | MSE, all pairs | steps to usable |")
+    print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         strict = [r[0] for r in rows if r[0] is not None]
         got = [r[3] for r in rows if r[3] is not None]
         steps = (mean_sd([float(r) for r in got], ".0f") if got else "never") + (
             f" ({len(got)}/{len(rows)} seeds)" if len(got) < len(rows) else "")
-        print(f"| {name} | {rows[0][4]} | {mean_sd([r[1] for r in rows], '.2f')} | "
+        print(f"| {name} | {rows[0][4]} | {mean_sd([r[5] for r in rows], '.1f')} | "
+              f"{mean_sd([r[1] for r in rows], '.2f')} | "
               f"{mean_sd(strict) if strict else '-'} | {mean_sd([r[2] for r in rows])} | {steps} |")
 
 

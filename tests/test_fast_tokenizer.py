@@ -1,5 +1,6 @@
 """FAST action tokenizer (arXiv 2501.09747): DCT against the cosine formulas, the round-trip
-bound, flatten order, malformed-stream counting, compression, persistence, the normaliser."""
+bound, flatten order, malformed-stream counting, compression, persistence, the normaliser; and
+data=actions (FAST-quantized chunks, the run's BPE as FAST's BPE half) through the runner."""
 
 import math
 
@@ -7,6 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from rizzrun.data.actions import (
+    ActionChunks,
+    chunk_trajectory,
+    load_run_actions,
+    min_jerk,
+    next_chunk_rollout,
+    reach_trajectories,
+)
+from rizzrun.errors import InputError
 from rizzrun.tokenizers.fast import (
     FASTTokenizer,
     QuantileNormalizer,
@@ -337,17 +347,6 @@ def test_bad_inputs_are_one_line_value_errors(fitted):
 
 
 # -- data=actions: FAST through the runner -------------------------------------------------
-
-from rizzrun.data.actions import (  # noqa: E402
-    ActionChunks,
-    chunk_trajectory,
-    load_run_actions,
-    min_jerk,
-    next_chunk_rollout,
-    reach_trajectories,
-)
-from rizzrun.errors import InputError  # noqa: E402
-
 
 def test_min_jerk_profile():
     x0, x1 = torch.tensor([0.0, 1.0], dtype=F64), torch.tensor([2.0, -1.0], dtype=F64)
