@@ -163,13 +163,17 @@ class Task:
         out = decode_loop(model, prompts, lambda s: s.argmax(dim=-1), new, self.eos, pad_token_id=self.pad)
         width = max(map(len, prompts))
         strict, every, bad = [], [], 0
+        self.reasons = Counter()  # why the streams of this rollout were malformed (one reason per stream)
         norm = self.tok.normalizer
         repair = isinstance(self.tok, FASTTokenizer)
         for row, (_, target), prev in zip(out[:, width:].tolist(), self.val[:limit], self.val_prev):
             stream = row[: row.index(self.eos)] if self.eos in row else row
-            before = sum(self.tok.failures.values())
+            before = Counter(self.tok.failures)
             pred = self.tok.decode(stream, self.horizon, **({"on_failure": "repair"} if repair else {}))
-            malformed = self.eos not in row or sum(self.tok.failures.values()) > before
+            new_failures = Counter(self.tok.failures) - before
+            malformed = self.eos not in row or bool(new_failures)
+            if malformed:
+                self.reasons["no_eos" if self.eos not in row else next(iter(new_failures))] += 1
             bad += malformed
             every.append(normalised_mse(norm, prev if pred is None else pred, target))
             if not malformed:
@@ -222,6 +226,11 @@ def train_one(task: Task, steps: int, seed: int, eval_every: int, baseline: floa
     return last, reached
 
 
+def why(rows) -> str:
+    total = sum((r[6] for r in rows), Counter())
+    return ", ".join(f"{k} {v}" for k, v in total.most_common()) or "-"
+
+
 def learning_table(args) -> None:
     dims, hz = 2, 20
     h = round(hz)
@@ -243,7 +252,7 @@ def learning_table(args) -> None:
             start = time.time()
             (strict, bad, every, nll), reached = train_one(task, args.steps, seed, args.eval_every,
                                                            min(copy, middle), args.rollouts)
-            results.setdefault(name, []).append((strict, bad, every, reached, task.max_len, nll))
+            results.setdefault(name, []).append((strict, bad, every, reached, task.max_len, nll, task.reasons))
             print(f"{name} seed {seed}: well-formed MSE {strict}, malformed {bad:.2f}, all-pairs MSE {every:.3f}, "
                   f"reached {reached} ({time.time() - start:.0f}s)", file=sys.stderr, flush=True)
     print(f"\nNext-chunk prediction, {dims}-D at {hz} Hz (H={h}): {len(pairs)} training pairs, {args.steps} steps, "
@@ -253,16 +262,16 @@ def learning_table(args) -> None:
           f"evaluation with <= 10% malformed streams and a well-formed MSE below both. 'All pairs': FAST "
           f"repairs wrong-length streams (on_failure='repair'), anything still undecodable holds the previous "
           f"chunk.\n")
-    print("| tokenizer | tokens / sequence (max) | val NLL / chunk (nats) | malformed streams | "
+    print("| tokenizer | tokens / sequence (max) | val NLL / chunk (nats) | malformed streams | why (all seeds) | "
           "MSE, well-formed (normalised) | MSE, all pairs | steps to usable |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         strict = [r[0] for r in rows if r[0] is not None]
         got = [r[3] for r in rows if r[3] is not None]
         steps = (mean_sd([float(r) for r in got], ".0f") if got else "never") + (
             f" ({len(got)}/{len(rows)} seeds)" if len(got) < len(rows) else "")
         print(f"| {name} | {rows[0][4]} | {mean_sd([r[5] for r in rows], '.1f')} | "
-              f"{mean_sd([r[1] for r in rows], '.2f')} | "
+              f"{mean_sd([r[1] for r in rows], '.2f')} | {why(rows)} | "
               f"{mean_sd(strict) if strict else '-'} | {mean_sd([r[2] for r in rows])} | {steps} |")
 
 
