@@ -405,6 +405,8 @@ def test_action_decode_counts_malformed_streams(tmp_path):
     assert data.decode_ids(tok, ids + ids) is None
     assert q.failures == {"length": 2, "special_id": 1, "unknown_id": 1} and q.decoded == 4
     assert torch.equal(data.decode_ids(tok, ids[:-1], on_failure="zeros"), torch.zeros(20, 2, dtype=F64))
+    with pytest.raises(ValueError, match="on_failure='skip'"):
+        data.decode_ids(tok, [tok.pad_id], on_failure="skip")
 
 
 def test_action_options_are_checked():

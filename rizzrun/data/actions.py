@@ -238,6 +238,10 @@ class ActionChunks(LMCorpus):
         original units, or None for a malformed stream, counted in `quantizer.failures`:
         `special_id` (BOS/PAD inside the stream), `unknown_id` (an id the tokenizer cannot
         decode), `bad_char`, `length` (rizzrun.tokenizers.fast.FASTQuantizer.from_text)."""
+        from rizzrun.tokenizers.fast import ON_FAILURE
+
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"decode_ids: on_failure={on_failure!r}; valid: {', '.join(ON_FAILURE)}")
         q = self.quantizer
         ids = [int(i) for i in ids]
         eos = getattr(tokenizer, "eos_id", None)
