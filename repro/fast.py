@@ -289,7 +289,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
-    cmd = "python repro/fast.py " + " ".join(sys.argv[1:])
+    cmd = " ".join(["python repro/fast.py", *sys.argv[1:]])
     print(f"`{cmd}`\n")
     tokenization_table(args.train_trajectories, args.test_trajectories)
     if not args.skip_learning:
