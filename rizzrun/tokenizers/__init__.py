@@ -4,6 +4,7 @@
 run's own training split, cached on disk) and `HFTokenizer` (a local Hugging Face tokenizer
 folder, ids as `transformers.AutoTokenizer`). This package imports no torch: the config
 validator imports it to learn vocabulary sizes before anything heavy is loaded.
+`FASTTokenizer` (fast.py, arXiv 2501.09747) maps action chunks, not text, to ids: see its docstring.
 """
 
 from __future__ import annotations
