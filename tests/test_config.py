@@ -418,7 +418,7 @@ def test_dataclass_data_target():
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=arithmetic_sft or data=hf or data=pydoc or data=text, or an objective that consumes 'preference'"]
+        "pick data=actions or data=arithmetic_sft or data=hf or data=pydoc or data=text, or an objective that consumes 'preference'"]
 
 
 def test_deleting_keys():

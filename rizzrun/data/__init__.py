@@ -8,13 +8,14 @@ hf_fingerprint.py, holdout.py (which rows validate), hf_stream.py (the streaming
 resume bookkeeping), hf_views.py (stream adapters). Pairs for preference objectives: pairs.py
 (`PairData`: tokenize, truncate as TRL, filter, batch), preference.py (`PreferencePairs`: files,
 a save_to_disk folder or a Hub dataset) and arithmetic.py (the built-in verifiable task:
-`ArithmeticSFT` corpus, `ArithmeticPairs`). Imported lazily: importing this package costs nothing
+`ArithmeticSFT` corpus, `ArithmeticPairs`). actions.py: `ActionChunks`, synthetic robot trajectories
+cut into chunks and turned into FAST coefficient strings (arXiv 2501.09747). Imported lazily: importing this package costs nothing
 and pulls in neither torch nor datasets.
 """
 
-__all__ = ["ArithmeticPairs", "ArithmeticSFT", "PairData", "PreferencePairs", "PyDocCorpus", "TextFiles"]
+__all__ = ["ActionChunks", "ArithmeticPairs", "ArithmeticSFT", "PairData", "PreferencePairs", "PyDocCorpus", "TextFiles"]
 
-_MODULES = {"ArithmeticPairs": "arithmetic", "ArithmeticSFT": "arithmetic", "PairData": "pairs",
+_MODULES = {"ActionChunks": "actions", "ArithmeticPairs": "arithmetic", "ArithmeticSFT": "arithmetic", "PairData": "pairs",
             "PreferencePairs": "preference"}
 
 
