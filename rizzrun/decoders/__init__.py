@@ -16,6 +16,7 @@ _EXPORTS = {
     "Greedy": "rizzrun.decoders.greedy",
     "Sample": "rizzrun.decoders.sample",
     "Typical": "rizzrun.decoders.typical",
+    "DynamicTemperature": "rizzrun.decoders.dynamic_temperature",
     "apply_repetition_penalty": "rizzrun.decoders.processors",
     "min_new_tokens_filter": "rizzrun.decoders.processors",
     "apply_temperature": "rizzrun.decoders.processors",
