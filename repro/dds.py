@@ -120,7 +120,7 @@ def judge(decoder, model, tok, chat_samples):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--lm-steps", type=int, default=600)
+    parser.add_argument("--lm-steps", type=int, default=1000)
     parser.add_argument("--head-steps", type=int, default=150)
     parser.add_argument("--docs", type=int, default=4000)
     parser.add_argument("--d-model", type=int, default=64)
@@ -139,25 +139,26 @@ def main() -> None:
         model = train_lm(args, tok, seed)
         heads = {"true labels": train_head(args, model, tok, DialogueContexts(n_train=256, n_val=0, batch_size=32,
                                                                               seed=seed), seed)}
-        # sampled-proxy labels on the same kind of contexts (each context once)
+        # sampled-proxy labels of the same contexts (computed once per distinct context)
         contexts = [p for p, _, _ in DialogueContexts(n_train=256, n_val=0).rows("train")]
-        rows = label_contexts(model, tok, sorted(set(contexts)), n=args.label_samples, max_new_tokens=12, seed=seed)
-        path = write_label_rows(Path(args.out) / f"labels-s{seed}.jsonl", rows)
+        rows = label_contexts(model, tok, sorted(set(contexts)), n=args.label_samples, max_new_tokens=24, seed=seed)
+        by_text = {r["text"]: r for r in rows}
+        path = write_label_rows(Path(args.out) / f"labels-s{seed}.jsonl", [by_text[c] for c in contexts])
         labelled = {r["text"]: r["diversity"] for r in rows}
         log(f"  sampled labels: fact mean {statistics.mean(v for k, v in labelled.items() if '+' in k):.2f}, "
             f"chat mean {statistics.mean(v for k, v in labelled.items() if '+' not in k):.2f}")
         heads["ROUGE-L labels"] = train_head(args, model, tok, DiversityLabels(str(path), val_fraction=0.0,
                                                                                batch_size=32, seed=seed), seed)
-        decoders = {"greedy": Greedy(max_new_tokens=12)}
+        decoders = {"greedy": Greedy(max_new_tokens=24)}
         for t in (0.1, 0.7, 1.0, 1.5):
-            decoders[f"sample T={t}"] = Sample(temperature=t, max_new_tokens=12, seed=seed)
-        decoders["DDS constant d=0.5 (T=0.8)"] = DynamicTemperature(score=0.5, max_new_tokens=12, seed=seed)
+            decoders[f"sample T={t}"] = Sample(temperature=t, max_new_tokens=24, seed=seed)
+        decoders["DDS constant d=0.5 (T=0.8)"] = DynamicTemperature(score=0.5, max_new_tokens=24, seed=seed)
         for name, head in heads.items():
             for granularity in ("sequence", "token"):
                 decoders[f"DDS {granularity}, {name}"] = DynamicTemperature(
-                    granularity=granularity, head=head, max_new_tokens=12, seed=seed)
+                    granularity=granularity, head=head, max_new_tokens=24, seed=seed)
         decoders["DDS sequence, true labels, inverse_sigmoid"] = DynamicTemperature(
-            mapping="inverse_sigmoid", head=heads["true labels"], max_new_tokens=12, seed=seed)
+            mapping="inverse_sigmoid", head=heads["true labels"], max_new_tokens=24, seed=seed)
         for name, decoder in decoders.items():
             results.setdefault(name, []).append(judge(decoder, model, tok, args.chat_samples))
         log(f"  ({time.time() - started:.0f}s)")

@@ -310,9 +310,10 @@ class DynamicTemperature(Decoder):
             out = super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id)
             if self._active is not None and self._active.scores:
                 self.last_scores = torch.stack(self._active.scores, dim=1).clone()
-            else:
-                b = out.shape[0]
-                self.last_scores = torch.full((b, 1), self.score)
+            elif self.head is None:
+                self.last_scores = torch.full((out.shape[0], 1), self.score)
+            else:  # nothing generated (max_new_tokens=0): no temperature was used
+                self.last_scores = torch.empty(out.shape[0], 0)
             self.last_temperatures = self.temperature_for(self.last_scores)
         finally:
             self._active = None
