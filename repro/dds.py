@@ -159,6 +159,8 @@ def main() -> None:
                     granularity=granularity, head=head, max_new_tokens=24, seed=seed)
         decoders["DDS sequence, true labels, inverse_sigmoid"] = DynamicTemperature(
             mapping="inverse_sigmoid", head=heads["true labels"], max_new_tokens=24, seed=seed)
+        decoders["DDS sequence, true labels, t_max=1.0"] = DynamicTemperature(
+            t_max=1.0, head=heads["true labels"], max_new_tokens=24, seed=seed)
         for name, decoder in decoders.items():
             results.setdefault(name, []).append(judge(decoder, model, tok, args.chat_samples))
         log(f"  ({time.time() - started:.0f}s)")
