@@ -195,7 +195,8 @@ def test_pool_prompt_and_head_shapes():
     head = DiversityHead(4, hidden=6)
     d = head(torch.randn(5, 7, 4))
     assert d.shape == (5, 7) and d.dtype == torch.float32 and bool(((d > 0) & (d < 1)).all())
-    assert torch.equal(head_from_state({f"objective.head.{k}": v for k, v in head.state_dict().items()})(hidden), head(hidden))
+    saved = {f"objective.head.{k}": v for k, v in head.state_dict().items()}  # a checkpoint's keys
+    assert torch.equal(head_from_state(saved)(hidden), head(hidden))
     with pytest.raises(ValueError, match="width 4"):
         head(torch.randn(2, 5))
 
@@ -335,14 +336,15 @@ def test_unfrozen_backbone_gets_gradients():
     data = DialogueContexts(n_train=8, n_val=0, batch_size=8)
     data.setup(tok)
     model = tiny_llama(seed=0, vocab=258, d_model=16).train()
-    loss, _ = DiversityRegression(d_model=16, granularity="both", freeze_backbone=False)(model, next(data.train_batches()))
+    objective = DiversityRegression(d_model=16, granularity="both", freeze_backbone=False)
+    loss, _ = objective(model, next(data.train_batches()))
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-@pytest.mark.parametrize("kwargs, needle", [({}, "d_model=None"), ({"d_model": 4, "granularity": "x"}, "granularity='x'"),
-                                            ({"d_model": 4, "freeze_backbone": 1}, "freeze_backbone=1"),
-                                            ({"d_model": 4, "hidden": 0}, "hidden=0")])
+@pytest.mark.parametrize("kwargs, needle", [
+    ({}, "d_model=None"), ({"d_model": 4, "granularity": "x"}, "granularity='x'"),
+    ({"d_model": 4, "freeze_backbone": 1}, "freeze_backbone=1"), ({"d_model": 4, "hidden": 0}, "hidden=0")])
 def test_objective_bad_arguments(kwargs, needle):
     with pytest.raises(ValueError, match="^" + needle):
         DiversityRegression(**kwargs)

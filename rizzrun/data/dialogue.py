@@ -82,7 +82,8 @@ class DialogueSFT(LMCorpus):
     batch_kind = "lm"
 
     def __init__(self, n_train: int = 4000, n_val: int = 200, problem_seed: int = 0, seq_len: int = 64,
-                 batch_size: int = 32, seed: int = 0, packing: Literal["concat", "document"] = "concat", cache_dir: str | None = None):
+                 batch_size: int = 32, seed: int = 0, packing: Literal["concat", "document"] = "concat",
+                 cache_dir: str | None = None):
         super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         _check(n_train, n_val, problem_seed)
         if packing not in PACKINGS:
