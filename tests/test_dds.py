@@ -97,8 +97,7 @@ def test_bad_knobs_name_the_key(kwargs, needle):
 
 # --- decoder equivalences (decoders README 2, 4) -----------------------------------------------------
 
-@pytest.mark.parametrize("mapping", MAPPINGS)
-@pytest.mark.parametrize("d", [0.0, 0.7])
+@pytest.mark.parametrize("mapping, d", [("linear", 0.0), ("exponential", 0.7), ("inverse_sigmoid", 1.0)])
 def test_constant_score_is_sampling_at_the_mapped_temperature(mapping, d):
     model, prompts = tiny_llama(), torch.randint(0, 32, (3, 5), generator=torch.Generator().manual_seed(1))
     knobs = dict(max_new_tokens=12, seed=7, top_p=0.9, repetition_penalty=1.3)
@@ -295,16 +294,25 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
 
 
-@pytest.mark.parametrize("granularity", ["sequence", "token"])
-def test_head_training_separates_fact_from_chat(granularity):
+def test_head_training_separates_fact_from_chat():
     """The spec's test 6: on the synthetic fact-vs-chat contexts, a head on a frozen random tiny
-    model reaches AUC > 0.95 on held-out contexts; the backbone is left exactly as it was."""
+    model reaches AUC > 0.95 on held-out contexts at both levels; the backbone is left exactly as
+    it was (no gradient, so AdamW's weight decay does not touch it either)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: a second thread only waits (10x slower on a busy 2-core box)
+    try:
+        _train_head_and_check()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_head_and_check():
     tok = ByteTokenizer()
     data = DialogueContexts(n_train=64, n_val=64, batch_size=64)
     data.setup(tok)
     model = tiny_llama(seed=0, vocab=258, d_model=32).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    obj = DiversityRegression(d_model=32, granularity=granularity)
+    obj = DiversityRegression(d_model=32, granularity="both")
     opt = torch.optim.AdamW([*model.parameters(), *obj.parameters()], lr=1e-2, weight_decay=0.1)
     val = next(data.val_batches())  # all 64
     with torch.no_grad():
@@ -319,13 +327,10 @@ def test_head_training_separates_fact_from_chat(granularity):
     with torch.no_grad():
         end, metrics = obj(model, val)
         scores = obj.scores(model, val)
-    if granularity == "sequence":
-        d = scores["sequence"]
-    else:
-        # the state the decoder reads for the first reply token: the context's last position
-        last = val["prompt_mask"].long().cumsum(1).argmax(1)
-        d = scores["token"][torch.arange(64), last]
-    assert auc(d, val["diversity"]) > 0.95
+    # token level: the state the decoder reads for the first reply token, the context's last position
+    last = val["prompt_mask"].long().cumsum(1).argmax(1)
+    assert auc(scores["sequence"], val["diversity"]) > 0.95
+    assert auc(scores["token"][torch.arange(64), last], val["diversity"]) > 0.95
     assert end < 0.5 * start and metrics["accuracy"] > 0.9 and metrics["contexts"] == 64
 
 
