@@ -20,6 +20,7 @@ from rizzrun.decoders.dynamic_temperature import (GREEDY_BELOW, DiversityHead, D
                                                   pool_prompt, temperature_of)
 from rizzrun.decoders.greedy import Greedy
 from rizzrun.decoders.sample import Sample
+from rizzrun.errors import InputError
 from rizzrun.eval.diversity import bigram_jaccard, distinct_n, diversity_label, label_contexts, rouge_l
 from rizzrun.models.llama import Llama
 from rizzrun.objectives.diversity import DiversityRegression, predicting_positions
@@ -253,7 +254,7 @@ def test_sampled_proxy_labels_round_trip_through_a_label_file(tmp_path):
     assert sorted(batch["diversity"].tolist()) == pytest.approx(sorted(r["diversity"] for r in rows))
     # out-of-range labels: refused unless normalized (min-max over the training split)
     path.write_text('{"text": "a", "diversity": 3}\n{"text": "b", "diversity": 5}\n')
-    with pytest.raises(Exception, match="must be in \\[0, 1\\]"):
+    with pytest.raises(InputError, match="must be in \\[0, 1\\]"):
         DiversityLabels(str(path), val_fraction=0.0).setup(tok)
     normed = DiversityLabels(str(path), val_fraction=0.0, normalize=True)
     normed.setup(tok)
