@@ -115,7 +115,7 @@ RUNNER_READ: dict[str, dict[str, object]] = {
     "objective": {"models": Optional[dict], "precompute": Optional[list[str]]},
 }
 
-BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts")
+BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts", "diversity")
 
 # What the model gives every token mixer it builds (rizzrun.attention): not for a config to set.
 MODEL_SUPPLIED: dict[str, tuple[str, ...]] = {

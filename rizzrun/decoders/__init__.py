@@ -19,6 +19,7 @@ _EXPORTS = {
     "PrincipleGuided": "rizzrun.decoders.principle_guided",
     "ThinK": "rizzrun.decoders.think",
     "PMPD": "rizzrun.decoders.pmpd",
+    "DynamicTemperature": "rizzrun.decoders.dynamic_temperature",
     "apply_repetition_penalty": "rizzrun.decoders.processors",
     "min_new_tokens_filter": "rizzrun.decoders.processors",
     "apply_temperature": "rizzrun.decoders.processors",

@@ -257,13 +257,14 @@ class LanguageModelTask(L.LightningModule):
 
 
 # Metrics that are counts (summed over micro-batches, ranks and validation batches), not means.
-COUNT_KEYS = ("tokens", "pairs")
+COUNT_KEYS = ("tokens", "pairs", "contexts")
 
 
 def batch_weight_key(kind: str) -> str:
     """The count an objective's per-batch means are over, by its batch kind: an lm objective's
-    loss is a mean over target tokens, a preference objective's metrics are means over pairs."""
-    return "pairs" if kind == "preference" else "tokens"
+    loss is a mean over target tokens, a preference objective's metrics are means over pairs, a
+    diversity objective's (the DDS head) over contexts."""
+    return {"preference": "pairs", "diversity": "contexts"}.get(kind, "tokens")
 
 
 def batch_rows(batch: dict) -> int:
