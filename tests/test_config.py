@@ -92,6 +92,11 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
              ("data", "arithmetic_pairs"): ["objective=dpo"]}
     for objective in ("dpo", "smpo", "reward_model"):  # ... and the other way round
         extra[("objective", objective)] = ["data=arithmetic_pairs"]
+    # Contexts with diversity labels are for the DDS head's objective, and it needs them.
+    (tmp_path / "labels.jsonl").write_text('{"text": "Q: 1+1? A:", "diversity": 0.0}\n')
+    extra[("data", "dialogue_contexts")] = ["objective=dds_head"]
+    extra[("data", "diversity_labels")] = [f"data.path={tmp_path / 'labels.jsonl'}", "objective=dds_head"]
+    extra[("objective", "dds_head")] = ["data=dialogue_contexts"]
     # A group the default config's defaults list does not pick (hparams_search) is added with '+'.
     picked = {str(k) for e in OmegaConf.load(REPO / "conf" / "config.yaml").defaults if hasattr(e, "keys") for k in e}
     return [f"{'' if group in picked else '+'}{group}={option}", *extra.get((group, option), [])]
@@ -418,7 +423,8 @@ def test_dataclass_data_target():
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=actions or data=arithmetic_sft or data=hf or data=pydoc or data=text, or an objective that consumes 'preference'"]
+        "pick data=actions or data=arithmetic_sft or data=dialogue_sft or data=hf or data=pydoc or data=text, or an objective "
+        "that consumes 'preference'"]
 
 
 def test_deleting_keys():
@@ -430,10 +436,10 @@ def test_deleting_keys():
 def test_missing_and_invalid_batch_kind():
     assert only_error(["objective._target_=fake_components.NoKind", "~objective.ignore_index"]) == (
         "objective._target_=fake_components.NoKind: declares no batch_kind; the class must say which batch it "
-        "consumes: batch_kind = 'lm' | 'preference' | 'prompts'")
+        "consumes: batch_kind = 'lm' | 'preference' | 'prompts' | 'diversity'")
     assert only_error(["objective._target_=fake_components.BadKind", "~objective.ignore_index"]) == (
         "objective._target_=fake_components.BadKind: batch_kind='pairs' is not a batch kind; "
-        "allowed: 'lm', 'preference', 'prompts'")
+        "allowed: 'lm', 'preference', 'prompts', 'diversity'")
 
 
 def test_function_target_with_partial():

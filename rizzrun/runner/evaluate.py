@@ -54,8 +54,9 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
 
     - a corpus (`lm` data): memorization on the named documents + held-out loss over the data's
       validation split (`key` heads a message about the documents, see `named_documents`);
-    - pairs (`preference` data): the objective's metrics (`objective.evaluate`, with its extra
-      models) over the validation pairs (`val`) and each of the data's `eval_sets()` (`sets`);
+    - pairs (`preference` data) and labelled contexts (`diversity` data: the DDS head): the
+      objective's metrics (`objective.evaluate`, with its extra models) over the validation
+      examples (`val`) and each of the data's `eval_sets()` (`sets`);
     - a verifiable task (data with `verify`, e.g. the built-in arithmetic): greedy answers to the
       first `eval.max_documents` held-out prompts, `eval.continuation_len` new tokens at most,
       checked by the data (`task`); a task's corpus is not judged by memorization.
@@ -81,9 +82,9 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
             built.append(build_decoder(node, tokenizer))
         return built[0]
 
-    if getattr(data, "batch_kind", "lm") == "preference":
+    if getattr(data, "batch_kind", "lm") in ("preference", "diversity"):
         if objective is None:
-            raise ValueError("evaluating preference data needs the run's objective")
+            raise ValueError(f"evaluating {data.batch_kind} data needs the run's objective")
         result["val"] = objective_metrics(objective, model, data.val_batches(), extra_models)
         result["sets"] = {name: objective_metrics(objective, model, batches(), extra_models)
                           for name, batches in getattr(data, "eval_sets", dict)().items()}
