@@ -256,3 +256,17 @@ def test_a_bad_data_row_is_one_line_with_the_traceback_kept(tmp_path, cache):
     assert "row 30" in lines[0] and "data.on_bad_row=skip" in lines[0]
     assert "Traceback" in (run_dir / "error.txt").read_text()
     assert json.loads((run_dir / SUMMARY).read_text())["status"] == "bad input"
+
+
+def test_a_decoder_that_cannot_decode_the_model_is_refused_before_training(tmp_path, cache):
+    """decoder=think needs softmax key caches; a lightning model has none: one line naming the
+    layer and the way out, before any step (no checkpoint), status 'bad input'."""
+    run_dir = tmp_path / "think-on-lightning"
+    done = rizzrun(cache, *TINY, "attention=lightning", "decoder=think", "trainer.max_steps=2",
+                   f"hydra.run.dir={run_dir}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: decoder (ThinK): layer 0's token mixer "), done.stderr
+    assert "trainer.samples_per_val=0" in lines[0]
+    assert not (run_dir / "checkpoints").exists()
+    assert json.loads((run_dir / SUMMARY).read_text())["status"] == "bad input"

@@ -127,6 +127,11 @@ class Decoder:
     def use_tokenizer(self, tokenizer) -> None:
         """Called with the run's tokenizer before generating; a decoder that reads text keeps it."""
 
+    def check_model(self, model) -> None:
+        """Raise ValueError, naming what is missing, when this decoder cannot decode `model` (a
+        decoder that needs a key/value cache, say); cheap, so a run calls it before training
+        rather than failing at its first sample. Default: every model with init_cache/step."""
+
     # --- the loop --------------------------------------------------------------------------------
 
     def generate(

@@ -53,3 +53,8 @@ class ThinK(Decoder):
 
     def stepper(self, model, batch_size: int, max_len: int, device):
         return ModelStepper(model, batch_size, max_len, device, key_pruning=self._key_pruning)
+
+    def check_model(self, model) -> None:
+        """Every layer must keep a softmax key cache it can prune: a one-position cache is asked for
+        (ValueError naming the first layer that cannot)."""
+        model.init_cache(1, max_len=1, key_pruning=self._key_pruning)

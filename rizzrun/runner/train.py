@@ -134,12 +134,15 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
                                                          resume_meta=meta if resume_from else None)
         if tcfg.compile:
             model.compile()
+        decoder = build_decoder(cfg.decoder, tokenizer)
+        if int(tcfg.samples_per_val) and cfg.prompts:
+            _check_decoder_fits(decoder, model, cfg)
         task = LanguageModelTask(
             model=model,
             objective=objective,
             optimizer=instantiate(cfg.optimizer),
             scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            decoder=build_decoder(cfg.decoder, tokenizer),
+            decoder=decoder,
             tokenizer=tokenizer,
             prompts=list(cfg.prompts or []),
             samples_per_val=int(tcfg.samples_per_val),
@@ -184,6 +187,19 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     if lead:
         _print_summary(summary)
     return summary
+
+
+def _check_decoder_fits(decoder, model, cfg: DictConfig) -> None:
+    """The decoder that samples at validation must be able to decode this model (decoder=think
+    needs softmax key caches): found before training, not at the first validation."""
+    check = getattr(decoder, "check_model", None)
+    if check is None:
+        return
+    try:
+        check(model)
+    except ValueError as e:
+        option = str(cfg.decoder.get("_target_", "")).rsplit(".", 1)[-1]
+        raise InputError(f"decoder ({option}): {e}; pick another decoder, or trainer.samples_per_val=0") from None
 
 
 def _check_pairs_fit(data, model) -> None:
