@@ -406,3 +406,18 @@ def test_a_run_with_trainer_gpu_and_no_gpu_is_refused_before_it_starts(tmp_path)
     assert (done.returncode, done.stderr) == (2, "error: trainer.accelerator=gpu: CUDA_VISIBLE_DEVICES='' hides every "
                                                  "GPU; train on the CPU with trainer=cpu\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_ranged_number_must_be_finite():
+    # inf passes "> 0"; the run would fail only when the component is built
+    from omegaconf import OmegaConf
+
+    from rizzrun.config.compose import compose
+    from rizzrun.config.validate import problems
+
+    cfg = compose(["decoder.temperature=inf", "decoder.top_p=nan", "optimizer.lr=inf"])
+    found = problems(cfg)
+    assert "decoder.temperature=inf: not a finite number; allowed: temperature > 0" in found
+    assert "decoder.top_p=nan: not a finite number; allowed: top_p > 0 and <= 1" in found
+    assert "optimizer.lr=inf: not a finite number; allowed: lr > 0" in found
+    assert OmegaConf.is_config(cfg)

@@ -22,6 +22,7 @@ Every message reads `KEY=VALUE: what is wrong; what is allowed`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from typing import Any
@@ -193,6 +194,9 @@ def _check_value(key: str, value: Any, spec: typespec.Spec, bounds=(), pattern: 
         return [message(f"{key}={show(value)}", f"expected {typespec.describe(spec)}, got {typespec.type_name(value)}",
                         hint)]
     out = []
+    if bounds and isinstance(value, float) and not math.isfinite(value):
+        allowed = " and ".join(f"{op} {bound}" for op, bound in bounds)
+        return [message(f"{key}={show(value)}", "not a finite number", f"allowed: {key.rsplit('.', 1)[-1]} {allowed}")]
     if bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
         failed = [f"{op} {bound}" for op, bound in bounds if not holds(value, op, bound)]
         if failed:
