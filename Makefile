@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical repro-opad repro-dds repro-pmpd repro-fast lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical
+repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical repro-opad repro-dds repro-pmpd repro-fast
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
@@ -59,6 +59,18 @@ repro-preference: $(STAMP)
 
 repro-typical: $(STAMP)
 	$(BIN)/python repro/typical.py
+
+repro-opad: $(STAMP)
+	$(BIN)/python repro/opad.py
+
+repro-dds: $(STAMP)
+	$(BIN)/python repro/dds.py
+
+repro-pmpd: $(STAMP)
+	$(BIN)/python repro/pmpd.py
+
+repro-fast: $(STAMP)
+	$(BIN)/python repro/fast.py --record
 
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import record  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rizzrun.data.contexts import DiversityLabels, write_label_rows  # noqa: E402
 from rizzrun.data.dialogue import TOPICS, WORDS, DialogueContexts, DialogueSFT, fact_answer  # noqa: E402
@@ -170,15 +173,17 @@ def main() -> None:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
 
-    cmd = "python repro/dds.py " + " ".join(sys.argv[1:])
-    print(f"\n`{cmd.strip()}` — {len(args.seeds)} seeds (mean ± sd); LM {args.lm_steps} steps on {args.docs} "
-          f"documents, head {args.head_steps} steps; t_min 0.1, t_max 1.5, linear unless named; "
-          f"{time.time() - started:.0f} s\n")
-    print("| decoder | fact accuracy | chat distinct-2 | chat well-formed | mean T fact | mean T chat |")
-    print("|---|---|---|---|---|---|")
-    for name in results:
-        print(f"| {name} | {cell(name, 'fact_acc')} | {cell(name, 'distinct2')} | {cell(name, 'well_formed')} | "
-              f"{cell(name, 't_fact')} | {cell(name, 't_chat')} |")
+    with record(Path(__file__).resolve().parents[1] / "docs" / "results.md", "dds",
+                "## DDS: dynamic stochastic decoding (Li et al., arXiv 2406.07850) — `make repro-dds`"):
+        cmd = "python repro/dds.py " + " ".join(sys.argv[1:])
+        print(f"\n`{cmd.strip()}` — {len(args.seeds)} seeds (mean ± sd); LM {args.lm_steps} steps on {args.docs} "
+              f"documents, head {args.head_steps} steps; t_min 0.1, t_max 1.5, linear unless named; "
+              f"{time.time() - started:.0f} s\n")
+        print("| decoder | fact accuracy | chat distinct-2 | chat well-formed | mean T fact | mean T chat |")
+        print("|---|---|---|---|---|---|")
+        for name in results:
+            print(f"| {name} | {cell(name, 'fact_acc')} | {cell(name, 'distinct2')} | {cell(name, 'well_formed')} | "
+                  f"{cell(name, 't_fact')} | {cell(name, 't_chat')} |")
 
 
 if __name__ == "__main__":

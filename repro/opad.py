@@ -35,7 +35,7 @@ from rizzrun.decoders import Greedy, PrincipleGuided, Sample  # noqa: E402
 from rizzrun.models.llama import Llama  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import mean_sd  # noqa: E402
+from results import mean_sd, record  # noqa: E402
 
 N_CAT, N_NEUTRAL, N_POLITE = 8, 4, 2
 PER_CAT = N_NEUTRAL + N_POLITE
@@ -159,24 +159,27 @@ def main() -> None:
         rates.append([*speed(model, 1), *speed(model, 32)])
         print(f"seed {seed} done at {time.time() - start:.0f} s", file=sys.stderr)
 
-    print(f"Tiny Llama (2 layers, d_model 64), {args.steps} steps on the style language; {N_PROMPTS} prompts "
-          f"(BOS + {PROMPT_WORDS} neutral words), {NEW} words sampled at temperature 1; seeds "
-          f"{' '.join(map(str, args.seeds))} (mean ± sd). Training data: polite-word rate 0.5 after <polite>, "
-          "0.1 without.\n")
-    print("| decoding | adherence (polite words) | grammatical transitions | NLL under pi (nats/token) | "
-          "distinct bigrams |")
-    print("|---|---|---|---|---|")
-    for name, rows in results.items():
-        cells = [mean_sd([r[k] for r in rows], f) for k, f in
-                 (("adherence", ".3f"), ("grammatical", ".3f"), ("nll", ".2f"), ("bigrams", ".0f"))]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    g1, o1, g32, o32 = (list(x) for x in zip(*rates))
-    print("\n| batch | Greedy tokens/s | OPAD tokens/s | OPAD / Greedy |")
-    print("|---|---|---|---|")
-    print(f"| 1 | {mean_sd(g1, '.0f')} | {mean_sd(o1, '.0f')} | {mean_sd([o / g for o, g in zip(o1, g1)], '.2f')} |")
-    print(f"| 32 | {mean_sd(g32, '.0f')} | {mean_sd(o32, '.0f')} | "
-          f"{mean_sd([o / g for o, g in zip(o32, g32)], '.2f')} |")
-    print(f"\n({time.time() - start:.0f} s, 1 thread)")
+    with record(Path(__file__).resolve().parents[1] / "docs" / "results.md", "opad",
+                "## OPAD: principle-guided decoding (Zhu et al., arXiv 2502.14204) — `make repro-opad`"):
+        print(f"Tiny Llama (2 layers, d_model 64), {args.steps} steps on the style language; {N_PROMPTS} prompts "
+              f"(BOS + {PROMPT_WORDS} neutral words), {NEW} words sampled at temperature 1; seeds "
+              f"{' '.join(map(str, args.seeds))} (mean ± sd). Training data: polite-word rate 0.5 after <polite>, "
+              "0.1 without.\n")
+        print("| decoding | adherence (polite words) | grammatical transitions | NLL under pi (nats/token) | "
+              "distinct bigrams |")
+        print("|---|---|---|---|---|")
+        for name, rows in results.items():
+            cells = [mean_sd([r[k] for r in rows], f) for k, f in
+                     (("adherence", ".3f"), ("grammatical", ".3f"), ("nll", ".2f"), ("bigrams", ".0f"))]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        g1, o1, g32, o32 = (list(x) for x in zip(*rates))
+        print("\n| batch | Greedy tokens/s | OPAD tokens/s | OPAD / Greedy |")
+        print("|---|---|---|---|")
+        print(f"| 1 | {mean_sd(g1, '.0f')} | {mean_sd(o1, '.0f')} | {mean_sd([o / g for o, g in zip(o1, g1)], '.2f')} |")
+        print(f"| 32 | {mean_sd(g32, '.0f')} | {mean_sd(o32, '.0f')} | "
+              f"{mean_sd([o / g for o, g in zip(o32, g32)], '.2f')} |")
+        print(f"\nCommand: `python repro/opad.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))}` "
+              f"({time.time() - start:.0f} s, 1 thread).")
 
 
 if __name__ == "__main__":
