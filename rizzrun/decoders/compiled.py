@@ -1,0 +1,225 @@
+"""`CompiledStepper`: the decode step of a softmax-attention Llama as one shape-static compiled
+graph (`torch.compile`), for decoders built with `compile=True`.
+
+Batch-1 decoding of a small model is overhead-bound: the eager step launches ~110 small kernels
+(norms, RoPE, SwiGLU, cache writes, attention), each costing more in dispatch than in
+arithmetic. Compiled, the elementwise chains fuse into a few loops and the per-op dispatch is
+gone. To compile the step once and never again, every shape in it is fixed for a given
+(batch, cache length): the position is a tensor, not a Python int; the new key/value go into
+the static buffers with `index_copy_`; and attention reads the whole buffer under a mask
+(position <= the current one, and the row's padding mask), instead of a slice that would grow
+every step.
+
+The prompt is prefilled by the model's own eager `step` (its length varies between calls), into
+the same cache the compiled step then reads and writes, so a cache filled either way is the
+same. Cache lengths are rounded up to a power of two (at least 64, at most max_seq_len), so
+prompts of different lengths reuse one graph; each new (batch, length, dtype) compiles once
+(`torch.compile(dynamic=False)`; the compile cache then holds a few shapes).
+
+What the compiled step computes is the eager step's math, op for op: the model's own norms,
+projections (`project`, RoPE included) and MLP modules are called; only the cache write and the
+attention kernel are rewritten (softmax over the masked full buffer: masked keys get weight
+exactly 0). Floating-point rounding may differ in the last bits (fused loops sum in another
+order), which changes a greedy token only at an exact near-tie; the tests check identical
+tokens against the eager step and `transformers`.
+
+Supported: `rizzrun.models.llama.Llama` whose every mixer is plain softmax attention
+(`SDPAttention` or `NaiveAttention`, the base `forward`, a `KVState` cache); anything else
+(recurrent mixers, SSMax, selective attention, a pruned ThinK cache) raises ValueError naming
+the layer, and the eager `ModelStepper` stays the way to decode it.
+
+Shapes: B batch, L cache length, H heads, Hkv KV heads, D head_dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+from rizzrun.attention.naive import NaiveAttention
+from rizzrun.attention.sdpa import SDPAttention
+from rizzrun.attention.softmax import KVState, SoftmaxAttention
+
+__all__ = ["CompiledStepper", "check_compilable", "compiled_cache_len"]
+
+_MIN_CACHE = 64
+_PLAIN_KERNELS = (SDPAttention.attend, NaiveAttention.attend)
+
+
+def compiled_cache_len(max_len: int, max_seq_len: int) -> int:
+    """The cache length the compiled step uses for max_len positions: the next power of two
+    >= max(max_len, 64), capped at max_seq_len (never below max_len)."""
+    length = max(_MIN_CACHE, 1 << (max(max_len, 1) - 1).bit_length())
+    return max(max_len, min(length, max_seq_len))
+
+
+def check_compilable(model) -> None:
+    """ValueError (one line) unless `model` is a Llama whose every mixer is plain softmax
+    attention with the base forward: the compiled step rewrites only that mixer's cache write
+    and kernel."""
+    from rizzrun.models.llama import Llama, RMSNorm, SwiGLU
+
+    if not isinstance(model, Llama):
+        raise ValueError(f"decoder compile=true needs a rizzrun Llama with softmax attention, got "
+                         f"{type(model).__name__}; use compile=false (the eager step) for this model")
+    for i, block in enumerate(model.blocks):
+        attn = block.attn
+        kind = type(attn)
+        if (not isinstance(attn, SoftmaxAttention) or kind.attend not in _PLAIN_KERNELS
+                or kind.forward is not SoftmaxAttention.forward or kind.init_state is not SoftmaxAttention.init_state):
+            raise ValueError(f"decoder compile=true supports plain softmax attention (SDPAttention, NaiveAttention) "
+                             f"only; layer {i}'s token mixer is {kind.__name__}: use compile=false for this model")
+        if type(block.mlp) is not SwiGLU:
+            raise ValueError(f"decoder compile=true supports the SwiGLU MLP only; layer {i}'s MLP is "
+                             f"{type(block.mlp).__name__}: use compile=false for this model")
+        if type(block.attn_norm) is not RMSNorm or type(block.mlp_norm) is not RMSNorm:
+            raise ValueError(f"decoder compile=true supports RMSNorm only; layer {i} has "
+                             f"{type(block.attn_norm).__name__}/{type(block.mlp_norm).__name__}: use compile=false")
+
+
+def _attend_full(q, k, v, visible):
+    """Softmax attention of one query per row over the whole static buffer; q (B, H, 1, D),
+    k/v (B, Hkv, L, D), visible (B, L) bool -> (B, H, 1, D). Invisible keys get weight 0."""
+    B, H, _, D = q.shape
+    Hkv = k.shape[1]
+    q = q.reshape(B, Hkv, H // Hkv, D)  # query head h reads key/value head h // (H / Hkv)
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # (B, Hkv, G, L)
+    scores = scores.masked_fill(~visible[:, None, None, :], -math.inf)
+    o = scores.softmax(dim=-1) @ v  # (B, Hkv, G, D)
+    return o.reshape(B, H, 1, D)
+
+
+def _rms_norm(x, weight, eps: float):
+    """`rizzrun.models.llama.RMSNorm`'s math: statistics in fp32."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def _rope(x, cos, sin):
+    """`rizzrun.attention.softmax.apply_rope`'s math; x (B, H, 1, D), cos/sin (1, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
+
+
+def _decode_step(weights, ids, pos, mask, keys, values, dims):
+    """One decode step, pure over tensors (no module in the graph: nothing to flatten or guard
+    per parameter). weights: `_Weights.tensors`; ids (B, 1) long at position pos (1,) long,
+    advanced by one in place; mask (B, L) bool (the rows' padding); keys/values: each layer's
+    buffers (B, Hkv, L, D), written in place at pos. -> logits (B, V)."""
+    H, Hkv, D, eps = dims
+    embed, rope_cos, rope_sin, norm, lm_head = weights[:5]
+    B = ids.shape[0]
+    cos = rope_cos.index_select(0, pos)
+    sin = rope_sin.index_select(0, pos)
+    visible = mask & (torch.arange(mask.shape[1], device=mask.device) <= pos)
+    x = F.embedding(ids, embed)  # (B, 1, C)
+    for i, (k_buf, v_buf) in enumerate(zip(keys, values)):
+        attn_norm, qkv, out, mlp_norm, gate_up, down = weights[5 + 6 * i: 11 + 6 * i]
+        h = F.linear(_rms_norm(x, attn_norm, eps), qkv)  # (B, 1, (H + 2 Hkv) D)
+        q, k, v = h.split((H * D, Hkv * D, Hkv * D), dim=-1)
+        q = _rope(q.view(B, 1, H, D).transpose(1, 2), cos, sin)
+        k = _rope(k.view(B, 1, Hkv, D).transpose(1, 2), cos, sin)
+        v = v.view(B, 1, Hkv, D).transpose(1, 2)
+        k_buf.index_copy_(2, pos, k.to(k_buf.dtype))
+        v_buf.index_copy_(2, pos, v.to(v_buf.dtype))
+        o = _attend_full(q, k_buf.to(q.dtype), v_buf.to(q.dtype), visible)
+        x = x + F.linear(o.transpose(1, 2).reshape(B, 1, H * D), out)
+        g, u = F.linear(_rms_norm(x, mlp_norm, eps), gate_up).chunk(2, dim=-1)
+        x = x + F.linear(F.silu(g) * u, down)
+    pos.add_(1)
+    return F.linear(_rms_norm(x, norm, eps), lm_head)[:, -1]
+
+
+class _Weights:
+    """The tensors the compiled step reads, q/k/v and gate/up concatenated (one matmul each),
+    built once per model and rebuilt only when a parameter was replaced or changed in place
+    (an optimizer step between two generate calls)."""
+
+    def __init__(self, model):
+        self.sources = [model.embed.weight, model.norm.weight, model.lm_head.weight]
+        for block in model.blocks:
+            a, m = block.attn, block.mlp
+            self.sources += [block.attn_norm.weight, a.q.weight, a.k.weight, a.v.weight, a.out.weight,
+                             block.mlp_norm.weight, m.gate.weight, m.up.weight, m.down.weight]
+        self.key = self._key(model)
+        with torch.no_grad():
+            tensors = [model.embed.weight, model.rope_cos, model.rope_sin, model.norm.weight, model.lm_head.weight]
+            for block in model.blocks:
+                a, m = block.attn, block.mlp
+                tensors += [block.attn_norm.weight, torch.cat((a.q.weight, a.k.weight, a.v.weight)),
+                            a.out.weight, block.mlp_norm.weight, torch.cat((m.gate.weight, m.up.weight)),
+                            m.down.weight]
+        self.tensors = [t.detach() for t in tensors]
+
+    @staticmethod
+    def _key(model):
+        return tuple((p.data_ptr(), p._version) for p in model.parameters()) + (
+            model.rope_cos.data_ptr(), model.rope_cos._version)
+
+
+_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _weights(model) -> list:
+    cached = _WEIGHTS.get(model)
+    if cached is None or cached.key != _Weights._key(model):
+        cached = _WEIGHTS[model] = _Weights(model)
+    return cached.tensors
+
+
+_OPTIONS = {"cpp_wrapper": os.environ.get("RZ_CPPW", "1") == "1"}
+_compiled_step = None
+
+
+def _get_compiled():
+    global _compiled_step
+    if _compiled_step is None:
+        _compiled_step = torch.compile(_decode_step, dynamic=False, fullgraph=True, options=_OPTIONS)
+    return _compiled_step
+
+
+class CompiledStepper:
+    """A `ModelStepper` whose decode steps run as one compiled graph (see the module docstring);
+    same interface: prefill(ids (B, T), padding (B, T) bool or None) -> logits (B, V),
+    step(tokens (B, 1)) -> logits (B, V)."""
+
+    def __init__(self, model, batch_size: int, max_len: int, device=None, **state_options):
+        check_compilable(model)
+        if state_options:
+            raise ValueError(f"decoder compile=true takes no decoding state options, got "
+                             f"{', '.join(sorted(state_options))}; use compile=false")
+        self.model = model
+        length = compiled_cache_len(max_len, model.config.max_seq_len)
+        self.cache = model.init_cache(batch_size, max_len=length, device=device)
+        for i, state in enumerate(self.cache.layers):
+            if type(state) is not KVState:
+                raise ValueError(f"decoder compile=true needs a plain key/value cache; layer {i} keeps "
+                                 f"{type(state).__name__}: use compile=false")
+        self._keys = [s.k for s in self.cache.layers]
+        self._values = [s.v for s in self.cache.layers]
+        self._pos = torch.zeros(1, dtype=torch.long, device=self.cache.mask.device)
+        cfg = model.config
+        self._dims = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, float(cfg.norm_eps))
+        self._weights = _weights(model)
+        self._step = _get_compiled()
+
+    def prefill(self, ids: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        if padding is None:
+            logits = self.model.step(ids, self.cache)[:, -1]
+        else:
+            logits = self.model.step(ids, self.cache, key_padding_mask=padding)[:, -1]
+        self._pos.fill_(self.cache.pos)
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        cache = self.cache
+        if cache.pos >= cache.max_len:
+            raise ValueError(f"decoding cache overflow: {cache.pos} positions filled, max_len={cache.max_len}")
+        logits = self._step(self._weights, tokens, self._pos, cache.mask, self._keys, self._values, self._dims)
+        cache.pos += 1
+        return logits
