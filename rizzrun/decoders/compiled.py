@@ -173,22 +173,27 @@ def _weights(model) -> list:
 
 
 _OPTIONS = {"cpp_wrapper": os.environ.get("RZ_CPPW", "1") == "1"}
-_compiled_step = None
+_COMPILED: dict = {}  # backend -> the compiled step, shared by every stepper (one compile cache)
 
 
-def _get_compiled():
-    global _compiled_step
-    if _compiled_step is None:
-        _compiled_step = torch.compile(_decode_step, dynamic=False, fullgraph=True, options=_OPTIONS)
-    return _compiled_step
+def _get_compiled(backend):
+    if backend is None:  # the same function run eagerly (tests check its math without compiling)
+        return _decode_step
+    if backend not in _COMPILED:
+        options = _OPTIONS if backend == "inductor" else None
+        _COMPILED[backend] = torch.compile(_decode_step, backend=backend, dynamic=False, fullgraph=True,
+                                           options=options)
+    return _COMPILED[backend]
 
 
 class CompiledStepper:
     """A `ModelStepper` whose decode steps run as one compiled graph (see the module docstring);
     same interface: prefill(ids (B, T), padding (B, T) bool or None) -> logits (B, V),
-    step(tokens (B, 1)) -> logits (B, V)."""
+    step(tokens (B, 1)) -> logits (B, V). backend: torch.compile's ("inductor"), or None to run
+    the same step function uncompiled."""
 
-    def __init__(self, model, batch_size: int, max_len: int, device=None, **state_options):
+    def __init__(self, model, batch_size: int, max_len: int, device=None, backend: str | None = "inductor",
+                 **state_options):
         check_compilable(model)
         if state_options:
             raise ValueError(f"decoder compile=true takes no decoding state options, got "
@@ -206,7 +211,7 @@ class CompiledStepper:
         cfg = model.config
         self._dims = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, float(cfg.norm_eps))
         self._weights = _weights(model)
-        self._step = _get_compiled()
+        self._step = _get_compiled(backend)
 
     def prefill(self, ids: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         if padding is None:
