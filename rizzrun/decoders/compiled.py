@@ -6,7 +6,7 @@ Batch-1 decoding of a small model is overhead-bound: the eager step launches ~11
 arithmetic. Compiled, the elementwise chains fuse into a few loops and the per-op dispatch is
 gone. To compile the step once and never again, every shape in it is fixed for a given
 (batch, cache length): the position is a tensor, not a Python int; the new key/value go into
-the static buffers with `index_copy_`; and attention reads the whole buffer under a mask
+the static buffers by an index write; and attention reads the whole buffer under a mask
 (position <= the current one, and the row's padding mask), instead of a slice that would grow
 every step.
 
@@ -34,7 +34,6 @@ Shapes: B batch, L cache length, H heads, Hkv KV heads, D head_dim, V vocab.
 from __future__ import annotations
 
 import math
-import os
 import weakref
 
 import torch
@@ -107,54 +106,58 @@ def _rope(x, cos, sin):
 
 
 def _decode_step(weights, ids, pos, mask, keys, values, dims):
-    """One decode step, pure over tensors (no module in the graph: nothing to flatten or guard
-    per parameter). weights: `_Weights.tensors`; ids (B, 1) long at position pos (1,) long,
-    advanced by one in place; mask (B, L) bool (the rows' padding); keys/values: each layer's
-    buffers (B, Hkv, L, D), written in place at pos. -> logits (B, V)."""
+    """One decode step, pure over a few tensors (no module in the graph, so nothing to flatten or
+    guard per parameter). weights: `_Weights.tensors` (per-layer weights stacked on dim 0);
+    ids (B, 1) long at position pos (1,) long, advanced by one in place; mask (B, L) bool (the
+    rows' padding); keys/values: each layer's buffers (B, Hkv, L, D), written in place at pos.
+    -> logits (B, V)."""
     H, Hkv, D, eps = dims
-    embed, rope_cos, rope_sin, norm, lm_head = weights[:5]
+    embed, rope_cos, rope_sin, norm, lm_head, attn_norms, qkvs, outs, mlp_norms, gate_ups, downs = weights
     B = ids.shape[0]
     cos = rope_cos.index_select(0, pos)
     sin = rope_sin.index_select(0, pos)
     visible = mask & (torch.arange(mask.shape[1], device=mask.device) <= pos)
-    x = F.embedding(ids, embed)  # (B, 1, C)
-    for i, (k_buf, v_buf) in enumerate(zip(keys, values)):
-        attn_norm, qkv, out, mlp_norm, gate_up, down = weights[5 + 6 * i: 11 + 6 * i]
-        h = F.linear(_rms_norm(x, attn_norm, eps), qkv)  # (B, 1, (H + 2 Hkv) D)
+    x = F.embedding(ids[:, 0], embed)  # (B, C): one token per row, kept 2-D
+    for i in range(qkvs.shape[0]):
+        h = F.linear(_rms_norm(x, attn_norms[i], eps), qkvs[i])  # (B, (H + 2 Hkv) D)
         q, k, v = h.split((H * D, Hkv * D, Hkv * D), dim=-1)
-        q = _rope(q.view(B, 1, H, D).transpose(1, 2), cos, sin)
-        k = _rope(k.view(B, 1, Hkv, D).transpose(1, 2), cos, sin)
-        v = v.view(B, 1, Hkv, D).transpose(1, 2)
-        k_buf.index_copy_(2, pos, k.to(k_buf.dtype))
-        v_buf.index_copy_(2, pos, v.to(v_buf.dtype))
+        q = _rope(q.reshape(B, H, 1, D), cos, sin)
+        k = _rope(k.reshape(B, Hkv, 1, D), cos, sin)
+        v = v.reshape(B, Hkv, 1, D)
+        k_buf, v_buf = keys[i], values[i]
+        k_buf[:, :, pos] = k.to(k_buf.dtype)
+        v_buf[:, :, pos] = v.to(v_buf.dtype)
         o = _attend_full(q, k_buf.to(q.dtype), v_buf.to(q.dtype), visible)
-        x = x + F.linear(o.transpose(1, 2).reshape(B, 1, H * D), out)
-        g, u = F.linear(_rms_norm(x, mlp_norm, eps), gate_up).chunk(2, dim=-1)
-        x = x + F.linear(F.silu(g) * u, down)
+        x = x + F.linear(o.reshape(B, H * D), outs[i])
+        g, u = F.linear(_rms_norm(x, mlp_norms[i], eps), gate_ups[i]).chunk(2, dim=-1)
+        x = x + F.linear(F.silu(g) * u, downs[i])
     pos.add_(1)
-    return F.linear(_rms_norm(x, norm, eps), lm_head)[:, -1]
+    return F.linear(_rms_norm(x, norm, eps), lm_head)
 
 
 class _Weights:
-    """The tensors the compiled step reads, q/k/v and gate/up concatenated (one matmul each),
-    built once per model and rebuilt only when a parameter was replaced or changed in place
-    (an optimizer step between two generate calls)."""
+    """The tensors the compiled step reads: q/k/v and gate/up concatenated (one matmul each) and
+    every per-layer weight stacked over the layers (a few graph inputs instead of one per
+    parameter). Built once per model, rebuilt only when a parameter was replaced or changed in
+    place (an optimizer step between two generate calls): a copy of the weights, kept while the
+    model lives."""
 
     def __init__(self, model):
-        self.sources = [model.embed.weight, model.norm.weight, model.lm_head.weight]
-        for block in model.blocks:
-            a, m = block.attn, block.mlp
-            self.sources += [block.attn_norm.weight, a.q.weight, a.k.weight, a.v.weight, a.out.weight,
-                             block.mlp_norm.weight, m.gate.weight, m.up.weight, m.down.weight]
         self.key = self._key(model)
+        blocks = model.blocks
         with torch.no_grad():
-            tensors = [model.embed.weight, model.rope_cos, model.rope_sin, model.norm.weight, model.lm_head.weight]
-            for block in model.blocks:
-                a, m = block.attn, block.mlp
-                tensors += [block.attn_norm.weight, torch.cat((a.q.weight, a.k.weight, a.v.weight)),
-                            a.out.weight, block.mlp_norm.weight, torch.cat((m.gate.weight, m.up.weight)),
-                            m.down.weight]
-        self.tensors = [t.detach() for t in tensors]
+            def stack(get):
+                return torch.stack([get(b) for b in blocks])
+
+            self.tensors = [t.detach() for t in (
+                model.embed.weight, model.rope_cos, model.rope_sin, model.norm.weight, model.lm_head.weight,
+                stack(lambda b: b.attn_norm.weight),
+                stack(lambda b: torch.cat((b.attn.q.weight, b.attn.k.weight, b.attn.v.weight))),
+                stack(lambda b: b.attn.out.weight),
+                stack(lambda b: b.mlp_norm.weight),
+                stack(lambda b: torch.cat((b.mlp.gate.weight, b.mlp.up.weight))),
+                stack(lambda b: b.mlp.down.weight),
+            )]
 
     @staticmethod
     def _key(model):
@@ -172,7 +175,9 @@ def _weights(model) -> list:
     return cached.tensors
 
 
-_OPTIONS = {"cpp_wrapper": os.environ.get("RZ_CPPW", "1") == "1"}
+# The C++ wrapper calls the kernels without a Python line per kernel (measured faster at batch 1
+# on the CPU, for a few more seconds of compile).
+_OPTIONS = {"cpp_wrapper": True}
 _COMPILED: dict = {}  # backend -> the compiled step, shared by every stepper (one compile cache)
 
 
