@@ -646,9 +646,9 @@ def main() -> None:
 
             results["preference"] = preference(args.repeats, args.cache)
         else:
-            results["repeats_generation"] = 3
-            results["generation"] = generation(repeats=3)
-            results["decoders"] = decoder_overheads(repeats=3)
+            results["repeats_generation"] = 5
+            results["generation"] = generation(repeats=results["repeats_generation"])
+            results["decoders"] = decoder_overheads(repeats=results["repeats_generation"])
         write_report(args.out, results)
         (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=2, default=str))
         print(args.out.read_text())
@@ -667,9 +667,9 @@ def main() -> None:
         per_process = [o for o in overrides if not o.startswith("data.batch_size=")] + ["data.batch_size=8"]
         results["distributed"] = distributed_training(per_process, steps, warmup, args.repeats, args.cache,
                                                       rizzrun_tokens_per_s, _components)
-    results["repeats_generation"] = 3
-    results["generation"] = generation(repeats=3)
-    results["decoders"] = decoder_overheads(repeats=3)
+    results["repeats_generation"] = 5
+    results["generation"] = generation(repeats=results["repeats_generation"])
+    results["decoders"] = decoder_overheads(repeats=results["repeats_generation"])
     from mixers_bench import mixers
 
     results["mixers"] = mixers()

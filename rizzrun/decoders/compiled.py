@@ -1,34 +1,34 @@
-"""`CompiledStepper`: the decode step of a softmax-attention Llama as one shape-static compiled
-graph (`torch.compile`), for decoders built with `compile=True`.
+"""`CompiledStepper`: the decode step of a softmax-attention Llama as one compiled graph
+(`torch.compile`, inductor), for decoders built with `compile=True`.
 
 Batch-1 decoding of a small model is overhead-bound: the eager step launches ~110 small kernels
 (norms, RoPE, SwiGLU, cache writes, attention), each costing more in dispatch than in
-arithmetic. Compiled, the elementwise chains fuse into a few loops and the per-op dispatch is
-gone. To compile the step once and never again, every shape in it is fixed for a given
-(batch, cache length): the position is a tensor, not a Python int; the new key/value go into
-the static buffers by an index write; and attention reads the whole buffer under a mask
-(position <= the current one, and the row's padding mask), instead of a slice that would grow
-every step.
+arithmetic. Compiled, the elementwise chains fuse into a few C++ loops, the per-op dispatch is
+gone (a C++ wrapper calls the kernels), q/k/v and gate/up are one matmul each (weights
+concatenated once per model and stacked over the layers, so the graph has a dozen inputs, not
+one per parameter), and the activations stay 2-D (B, C).
+
+One graph per (batch, cache length, dtype), compiled once and never again while decoding: the
+number of positions filled, n, is a symbolic size (the rows' padding mask (B, n) is marked
+dynamic in that dimension), so every step of every call reuses the graph; the new key and value
+are written in place into the static buffers at n - 1 and attention reads the first n
+positions, as the eager step does. Cache lengths are rounded up to a power of two (at least 64,
+at most max_seq_len), so prompts of different lengths share the graph.
 
 The prompt is prefilled by the model's own eager `step` (its length varies between calls), into
-the same cache the compiled step then reads and writes, so a cache filled either way is the
-same. Cache lengths are rounded up to a power of two (at least 64, at most max_seq_len), so
-prompts of different lengths reuse one graph; each new (batch, length, dtype) compiles once
-(`torch.compile(dynamic=False)`; the compile cache then holds a few shapes).
+the same cache the compiled step then reads and writes. The compiled step is the eager step's
+math (RMSNorm in fp32, RoPE rotate-half, SDPA with the padding mask, SwiGLU); fused loops and
+the fused matmuls may round the last bits differently, which changes a greedy token only at an
+exact near-tie; the tests check identical tokens against the eager step and `transformers`.
 
-What the compiled step computes is the eager step's math, op for op: the model's own norms,
-projections (`project`, RoPE included) and MLP modules are called; only the cache write and the
-attention kernel are rewritten (softmax over the masked full buffer: masked keys get weight
-exactly 0). Floating-point rounding may differ in the last bits (fused loops sum in another
-order), which changes a greedy token only at an exact near-tie; the tests check identical
-tokens against the eager step and `transformers`.
+Supported: `rizzrun.models.llama.Llama` whose every layer is plain softmax attention
+(`SDPAttention` or `NaiveAttention`, the base `forward`, a `KVState` cache), RMSNorm and the
+SwiGLU MLP; anything else (recurrent mixers, SSMax, selective attention, a pruned ThinK cache)
+raises ValueError naming the layer, and the eager `ModelStepper` stays the way to decode it.
+The fused weights are a copy (the model's weight memory once more), rebuilt when a parameter
+changes in place (an optimizer step between two generate calls).
 
-Supported: `rizzrun.models.llama.Llama` whose every mixer is plain softmax attention
-(`SDPAttention` or `NaiveAttention`, the base `forward`, a `KVState` cache); anything else
-(recurrent mixers, SSMax, selective attention, a pruned ThinK cache) raises ValueError naming
-the layer, and the eager `ModelStepper` stays the way to decode it.
-
-Shapes: B batch, L cache length, H heads, Hkv KV heads, D head_dim, V vocab.
+Shapes: B batch, L cache length, n positions filled, H heads, Hkv KV heads, D head_dim, V vocab.
 """
 
 from __future__ import annotations
@@ -81,15 +81,11 @@ def check_compilable(model) -> None:
 
 
 def _attend_full(q, k, v, visible):
-    """Softmax attention of one query per row over the whole static buffer; q (B, H, 1, D),
-    k/v (B, Hkv, L, D), visible (B, L) bool -> (B, H, 1, D). Invisible keys get weight 0."""
-    B, H, _, D = q.shape
-    Hkv = k.shape[1]
-    q = q.reshape(B, Hkv, H // Hkv, D)  # query head h reads key/value head h // (H / Hkv)
-    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # (B, Hkv, G, L)
-    scores = scores.masked_fill(~visible[:, None, None, :], -math.inf)
-    o = scores.softmax(dim=-1) @ v  # (B, Hkv, G, D)
-    return o.reshape(B, H, 1, D)
+    """Softmax attention of the newest query over the n filled positions; q (B, H, 1, D), k/v
+    (B, Hkv, n, D), visible (B, n) bool (False = left padding) -> (B, H, 1, D): torch's fused
+    SDPA kernel, the eager step's."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :],
+                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 def _rms_norm(x, weight, eps: float):
@@ -105,18 +101,17 @@ def _rope(x, cos, sin):
     return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
 
 
-def _decode_step(weights, ids, pos, mask, keys, values, dims):
-    """One decode step, pure over a few tensors (no module in the graph, so nothing to flatten or
-    guard per parameter). weights: `_Weights.tensors` (per-layer weights stacked on dim 0);
-    ids (B, 1) long at position pos (1,) long, advanced by one in place; mask (B, L) bool (the
-    rows' padding); keys/values: each layer's buffers (B, Hkv, L, D), written in place at pos.
+def _decode_step(weights, ids, visible, keys, values, dims):
+    """One decode step, pure over a few tensors. ids (B, 1) long; visible (B, n) bool: the rows'
+    padding mask over the n positions filled after this step (n is symbolic: one graph for every
+    length); keys/values: each layer's buffers (B, Hkv, L, D), written in place at n - 1.
     -> logits (B, V)."""
     H, Hkv, D, eps = dims
     embed, rope_cos, rope_sin, norm, lm_head, attn_norms, qkvs, outs, mlp_norms, gate_ups, downs = weights
     B = ids.shape[0]
-    cos = rope_cos.index_select(0, pos)
-    sin = rope_sin.index_select(0, pos)
-    visible = mask & (torch.arange(mask.shape[1], device=mask.device) <= pos)
+    n = visible.shape[1]
+    cos = rope_cos[n - 1:n]
+    sin = rope_sin[n - 1:n]
     x = F.embedding(ids[:, 0], embed)  # (B, C): one token per row, kept 2-D
     for i in range(qkvs.shape[0]):
         h = F.linear(_rms_norm(x, attn_norms[i], eps), qkvs[i])  # (B, (H + 2 Hkv) D)
@@ -125,13 +120,12 @@ def _decode_step(weights, ids, pos, mask, keys, values, dims):
         k = _rope(k.reshape(B, Hkv, 1, D), cos, sin)
         v = v.reshape(B, Hkv, 1, D)
         k_buf, v_buf = keys[i], values[i]
-        k_buf[:, :, pos] = k.to(k_buf.dtype)
-        v_buf[:, :, pos] = v.to(v_buf.dtype)
-        o = _attend_full(q, k_buf.to(q.dtype), v_buf.to(q.dtype), visible)
+        k_buf[:, :, n - 1:n] = k.to(k_buf.dtype)
+        v_buf[:, :, n - 1:n] = v.to(v_buf.dtype)
+        o = _attend_full(q, k_buf[:, :, :n].to(q.dtype), v_buf[:, :, :n].to(q.dtype), visible)
         x = x + F.linear(o.reshape(B, H * D), outs[i])
         g, u = F.linear(_rms_norm(x, mlp_norms[i], eps), gate_ups[i]).chunk(2, dim=-1)
         x = x + F.linear(F.silu(g) * u, downs[i])
-    pos.add_(1)
     return F.linear(_rms_norm(x, norm, eps), lm_head)
 
 
@@ -212,7 +206,6 @@ class CompiledStepper:
                                  f"{type(state).__name__}: use compile=false")
         self._keys = [s.k for s in self.cache.layers]
         self._values = [s.v for s in self.cache.layers]
-        self._pos = torch.zeros(1, dtype=torch.long, device=self.cache.mask.device)
         cfg = model.config
         self._dims = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, float(cfg.norm_eps))
         self._weights = _weights(model)
@@ -223,13 +216,14 @@ class CompiledStepper:
             logits = self.model.step(ids, self.cache)[:, -1]
         else:
             logits = self.model.step(ids, self.cache, key_padding_mask=padding)[:, -1]
-        self._pos.fill_(self.cache.pos)
         return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         cache = self.cache
         if cache.pos >= cache.max_len:
             raise ValueError(f"decoding cache overflow: {cache.pos} positions filled, max_len={cache.max_len}")
-        logits = self._step(self._weights, tokens, self._pos, cache.mask, self._keys, self._values, self._dims)
+        visible = cache.mask[:, :cache.pos + 1]
+        torch._dynamo.mark_dynamic(visible, 1)
+        logits = self._step(self._weights, tokens, visible, self._keys, self._values, self._dims)
         cache.pos += 1
         return logits
