@@ -17,9 +17,11 @@ at most max_seq_len), so prompts of different lengths share the graph.
 
 The prompt is prefilled by the model's own eager `step` (its length varies between calls), into
 the same cache the compiled step then reads and writes. The compiled step is the eager step's
-math (RMSNorm in fp32, RoPE rotate-half, SDPA with the padding mask, SwiGLU); fused loops and
-the fused matmuls may round the last bits differently, which changes a greedy token only at an
-exact near-tie; the tests check identical tokens against the eager step and `transformers`.
+math (RMSNorm in fp32, RoPE rotate-half, SwiGLU, softmax attention with the padding mask, here
+written out: two batched matmuls around a masked softmax, measured faster than the fused SDPA
+call for one query per row). Fused loops and fused matmuls may round the last bits differently,
+which changes a greedy token only at an exact near-tie; the tests check identical tokens
+against the eager step and `transformers`.
 
 Supported: `rizzrun.models.llama.Llama` whose every layer is plain softmax attention
 (`SDPAttention` or `NaiveAttention`, the base `forward`, a `KVState` cache), RMSNorm and the
@@ -82,10 +84,13 @@ def check_compilable(model) -> None:
 
 def _attend_full(q, k, v, visible):
     """Softmax attention of the newest query over the n filled positions; q (B, H, 1, D), k/v
-    (B, Hkv, n, D), visible (B, n) bool (False = left padding) -> (B, H, 1, D): torch's fused
-    SDPA kernel, the eager step's."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :],
-                                          enable_gqa=k.shape[1] != q.shape[1])
+    (B, Hkv, n, D), visible (B, n) bool (False = left padding) -> (B, H, 1, D)."""
+    B, H, _, D = q.shape
+    Hkv = k.shape[1]
+    q = q.reshape(B, Hkv, H // Hkv, D)  # query head h reads key/value head h // (H / Hkv)
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # (B, Hkv, G, n)
+    scores = scores.masked_fill(~visible[:, None, None, :], -math.inf)
+    return (scores.softmax(dim=-1) @ v).reshape(B, H, 1, D)
 
 
 def _rms_norm(x, weight, eps: float):
