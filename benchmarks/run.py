@@ -9,8 +9,9 @@ process, interleaved, best of `--repeats`, warm-up excluded (see ../shared/BENCH
   logging, checkpoint callback) vs a bare hand-written PyTorch loop on the same model and
   batches, vs `transformers.LlamaForCausalLM` (sdpa) with the same config trained by a bare loop;
   each as a fraction of the machine's dense fp32 matmul rate measured in the same run;
-- greedy generation tokens/s, batch 1 and 8: rizzrun's decoder vs `transformers` generate on
-  the same weights, with the per-op floor of the decode step as the limit;
+- greedy generation tokens/s, batch 1 and 8: rizzrun's decoder, eager and compiled, vs
+  `transformers` generate (dynamic cache; static cache + compiled forward) on the same weights,
+  with the per-op floor of the decode step as the limit; every decoder option against greedy;
 - token mixers against length (mixers_bench.py); a DPO step against an SFT step on the same
   pairs, with a live and a precomputed reference (preference_bench.py).
 """
@@ -46,6 +47,14 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def best_times(fn) -> tuple[float, float]:
+    """(wall seconds, this thread's CPU seconds) of one call. With one torch thread the CPU time
+    leaves out the time the shared machine's scheduler gave to other processes."""
+    w, c = time.perf_counter(), time.thread_time()
+    fn()
+    return time.perf_counter() - w, time.thread_time() - c
 
 
 def matmul_gflops(repeats: int = 5, n: int = 2048) -> float:
@@ -264,9 +273,37 @@ def ops_per_step(model, batch: int) -> int:
                and not e.name.startswith(free))
 
 
-def generation(repeats: int, new_tokens: int = 128, prompt_len: int = 32) -> list[dict]:
-    """Greedy decoding tokens/s: rizzrun's Greedy (static KV cache) vs `transformers` generate,
-    same weights, eval + inference_mode, min_new_tokens = max_new_tokens, batch 1 and 8."""
+def _hf_static_compiled_kwargs():
+    """transformers' own fast path: a static cache and its `torch.compile`d forward (on the CPU
+    only when asked: `CompileConfig._compile_all_devices`); None where this transformers lacks it."""
+    try:
+        from transformers import CompileConfig
+    except ImportError:
+        return None
+    config = CompileConfig(fullgraph=False, dynamic=False, backend="inductor", mode="default")
+    config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": config}
+
+
+def generation(repeats: int, new_tokens: int = 128, prompt_len: int = 32, batches=(1, 8),
+               threads: int = 1) -> list[dict]:
+    """Greedy decoding tokens/s, batch 1 and 8, same weights, eval + inference_mode,
+    min_new_tokens = max_new_tokens, identical tokens checked first: rizzrun's Greedy eager
+    (static KV cache) and compiled (`compile=True`), `transformers` generate with its dynamic
+    cache and with its static cache + compiled forward. The first call of each (compile and
+    warm-up) is timed apart and reported as `first_call_s`. One torch thread for every side: on
+    the shared 2-core machine a second thread spins waiting for a descheduled peer at every op
+    and makes decoding many times slower; rates come from this thread's CPU time (best of
+    `repeats`, interleaved), the wall-clock rates are kept too (`tokens_per_s_wall`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _generation(repeats, new_tokens, prompt_len, batches, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _generation(repeats, new_tokens, prompt_len, batches, threads):
     from rizzrun.decoders.greedy import Greedy
     from rizzrun.models.llama import Llama
 
@@ -274,35 +311,119 @@ def generation(repeats: int, new_tokens: int = 128, prompt_len: int = 32) -> lis
     model = Llama(259, size="tiny").eval()
     hf = hf_twin(model).eval()
     floor = op_floor_us()
+    static = _hf_static_compiled_kwargs()
     out = []
-    for batch in (1, 8):
+    for batch in batches:
         prompts = torch.randint(0, 256, (batch, prompt_len))
-        greedy = Greedy(max_new_tokens=new_tokens)
+        eager, compiled = Greedy(max_new_tokens=new_tokens), Greedy(max_new_tokens=new_tokens, compile=True)
 
-        def ours():
-            return greedy.generate(model, prompts, eos_token_id=None)
-
-        def theirs():
+        def hf_generate(**extra):
             with torch.inference_mode():
                 return hf.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
                                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None,
-                                   pad_token_id=0)
+                                   pad_token_id=0, **extra)
 
-        a, b = ours(), theirs()
-        assert torch.equal(a, b), "not the same work: greedy tokens differ from transformers"
-        best = {"rizzrun": float("inf"), "transformers": float("inf")}
+        methods = {
+            "rizzrun": lambda: eager.generate(model, prompts, eos_token_id=None),
+            "rizzrun compiled": lambda: compiled.generate(model, prompts, eos_token_id=None),
+            "transformers": hf_generate,
+        }
+        if static is not None:
+            methods["transformers static+compiled"] = lambda: hf_generate(**static)
+        first, skipped, reference = {}, {}, None
+        for name, fn in list(methods.items()):
+            t = time.perf_counter()
+            try:
+                tokens = fn()
+            except Exception as e:  # a baseline this transformers/torch cannot run: say why
+                skipped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                del methods[name]
+                continue
+            first[name] = time.perf_counter() - t
+            reference = tokens if reference is None else reference
+            assert torch.equal(tokens, reference), f"not the same work: {name}'s greedy tokens differ from rizzrun's"
+        best = {k: float("inf") for k in methods}
+        wall = dict(best)
         for _ in range(repeats):  # interleaved
-            best["rizzrun"] = min(best["rizzrun"], best_time(ours, 1))
-            best["transformers"] = min(best["transformers"], best_time(theirs, 1))
+            for name, fn in methods.items():
+                w, c = best_times(fn)
+                best[name], wall[name] = min(best[name], c), min(wall[name], w)
         ops = ops_per_step(model, batch)
         per_token_us = best["rizzrun"] / new_tokens * 1e6
         out.append({
-            "batch": batch, "new_tokens": new_tokens, "prompt_len": prompt_len,
+            "batch": batch, "new_tokens": new_tokens, "prompt_len": prompt_len, "threads": threads,
             "tokens_per_s": {k: batch * new_tokens / v for k, v in best.items()},
+            "tokens_per_s_wall": {k: batch * new_tokens / v for k, v in wall.items()},
             "ms_per_step": {k: v / new_tokens * 1e3 for k, v in best.items()},
+            "first_call_s": first, "skipped": skipped,
             "ops_per_step": ops, "op_floor_us": floor, "floor_fraction": ops * floor / per_token_us,
         })
     return out
+
+
+def decoder_overheads(repeats: int, new_tokens: int = 64, prompt_len: int = 32, batches=(1, 8),
+                      threads: int = 1) -> list[dict]:
+    """Tokens/s of every `conf/decoder` option relative to greedy on the same model and prompts
+    (what each method costs per token), eager and, where the option takes it, `compile=true`.
+    Each option is built from its own yaml (`build_decoder`, the byte tokenizer) with
+    max_new_tokens set and no EOS, so every row generates the same number of tokens; an option
+    that cannot be built or run on this model is listed with the reason."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _decoder_overheads(repeats, new_tokens, prompt_len, batches)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _decoder_overheads(repeats, new_tokens, prompt_len, batches):
+    from omegaconf import OmegaConf
+
+    from rizzrun.config.catalog import option_file, options
+    from rizzrun.models.llama import Llama
+    from rizzrun.runner.build import build_decoder
+    from rizzrun.tokenizers.byte import ByteTokenizer
+
+    torch.manual_seed(0)
+    model = Llama(259, size="tiny").eval()
+    tokenizer = ByteTokenizer()
+    rows = []
+    for batch in batches:
+        prompts = torch.randint(0, 256, (batch, prompt_len))
+        runs, reasons = {}, {}
+        for name in options("decoder"):
+            for compiled in (False, True):
+                label = f"{name} compiled" if compiled else name
+                try:
+                    node = OmegaConf.load(option_file("decoder", name))
+                    if compiled and "compile" not in node:
+                        continue
+                    node.max_new_tokens = new_tokens
+                    if "compile" in node:
+                        node.compile = compiled
+                    decoder = build_decoder(node, tokenizer)
+                    fn = (lambda d: lambda: d.generate(model, prompts, eos_token_id=None))(decoder)
+                    t = time.perf_counter()
+                    fn()
+                    runs[label] = (fn, time.perf_counter() - t)
+                except Exception as e:
+                    reasons[label] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+        best = {k: float("inf") for k in runs}
+        for _ in range(repeats):  # interleaved
+            for name, (fn, _) in runs.items():
+                best[name] = min(best[name], best_times(fn)[1])
+        base = best.get("greedy")
+        base_compiled = best.get("greedy compiled")
+        for name in sorted(set(runs) | set(reasons)):
+            row = {"decoder": name, "batch": batch, "new_tokens": new_tokens}
+            if name in runs:
+                ref = base_compiled if name.endswith(" compiled") else base
+                row |= {"tokens_per_s": batch * new_tokens / best[name], "first_call_s": runs[name][1],
+                        "vs_greedy": (ref / best[name]) if ref else None}
+            else:
+                row["skipped"] = reasons[name]
+            rows.append(row)
+    return rows
 
 
 def cpu_name() -> str:
@@ -313,6 +434,81 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def generation_report(gen: list[dict], repeats: int, decoders: list[dict]) -> list[str]:
+    """The markdown of the generation section (greedy speed, then each decoder against greedy)."""
+    names = [n for n in ("rizzrun", "rizzrun compiled", "transformers", "transformers static+compiled")
+             if n in gen[0]["tokens_per_s"]]
+    lines = [
+        "## Greedy generation (tiny model, prompt %d, %d new tokens, %d torch thread, best of %d interleaved)"
+        % (gen[0]["prompt_len"], gen[0]["new_tokens"], gen[0].get("threads", torch.get_num_threads()), repeats),
+        "",
+        "| batch | " + " | ".join(f"{n} tokens/s" for n in names) + " | rizzrun / transformers | compiled / transformers "
+        "| compiled / transformers static+compiled | compiled / rizzrun eager | kernels per eager step | "
+        "op floor / eager step |",
+        "| ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for g in gen:
+        t = g["tokens_per_s"]
+        ratio = (lambda a, b: f"{t[a] / t[b]:.2f}×" if a in t and b in t else "—")
+        lines.append(
+            f"| {g['batch']} | " + " | ".join(f"{t[n]:.0f}" for n in names) + " | "
+            f"{ratio('rizzrun', 'transformers')} | {ratio('rizzrun compiled', 'transformers')} | "
+            f"{ratio('rizzrun compiled', 'transformers static+compiled')} | {ratio('rizzrun compiled', 'rizzrun')} | "
+            f"{g['ops_per_step']} | {g['floor_fraction']:.0%} |"
+        )
+    lines += [
+        "",
+        "First call (compile + warm-up, excluded from the rates above), seconds: "
+        + "; ".join(f"batch {g['batch']}: " + ", ".join(f"{k} {v:.1f}" for k, v in g.get("first_call_s", {}).items())
+                    for g in gen) + ".",
+    ]
+    for g in gen:
+        for name, why in (g.get("skipped") or {}).items():
+            lines.append(f"Not measured at batch {g['batch']}: {name} ({why}).")
+    lines += [
+        "",
+        "Rates from the process's CPU time with one torch thread (what the shared machine's other jobs do not",
+        "change); wall-clock rates of the same calls are in the .json (`tokens_per_s_wall`).",
+        "Same work checked before timing: every side produces identical token ids. All run in eval mode under",
+        "`torch.inference_mode()`, with `min_new_tokens = max_new_tokens` and no EOS. `rizzrun compiled` is",
+        "`decoder.compile=true` (rizzrun/decoders/compiled.py: the decode step as one `torch.compile` graph",
+        "per batch size and cache length); `transformers static+compiled` is `generate(cache_implementation=\"static\")`",
+        "with its `CompileConfig` (inductor) forced on for the CPU. Batch-1 decoding of a model this small is",
+        "overhead-bound (its weights stay in cache), so the eager limit is the per-op floor: the aten ops one",
+        "eager step launches times the cost of one tiny op, measured in the same run.",
+        "",
+    ]
+    if decoders:
+        batches = sorted({r["batch"] for r in decoders})
+        names = sorted({r["decoder"] for r in decoders}, key=lambda n: (n.removesuffix(" compiled"), n))
+        by = {(r["decoder"], r["batch"]): r for r in decoders}
+        lines += [
+            "### Each decoder against greedy (tiny model, prompt 32, %d new tokens, best of %d interleaved)"
+            % (decoders[0]["new_tokens"], repeats),
+            "",
+            "Tokens/s of every `conf/decoder` option built from its own yaml (`build_decoder`, byte tokenizer), no",
+            "EOS, relative to greedy in the same mode (eager rows to eager greedy, compiled rows to compiled greedy).",
+            "",
+            "| decoder | " + " | ".join(f"batch {b} tokens/s | vs greedy" for b in batches) + " |",
+            "| --- | " + " | ".join("---: | ---:" for _ in batches) + " |",
+        ]
+        notes = []
+        for n in names:
+            cells = []
+            for b in batches:
+                r = by.get((n, b))
+                if r is None or "skipped" in r:
+                    cells.append("— | —")
+                    if r is not None and b == batches[0]:
+                        notes.append(f"`{n}` not measured: {r['skipped']}")
+                else:
+                    vs = f"{r['vs_greedy']:.2f}×" if r.get("vs_greedy") else "—"
+                    cells.append(f"{r['tokens_per_s']:.0f} | {vs}")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines += [""] + [f"- {x}" for x in notes] + ([""] if notes else [])
+    return lines
 
 
 def write_report(path: Path, results: dict) -> None:
@@ -409,28 +605,7 @@ def write_report(path: Path, results: dict) -> None:
         ]
     gen = results.get("generation") or []
     if gen:
-        lines += [
-            "## Greedy generation (tiny model, prompt %d, %d new tokens, best of %d interleaved)"
-            % (gen[0]["prompt_len"], gen[0]["new_tokens"], results["repeats_generation"]),
-            "",
-            "| batch | rizzrun tokens/s | transformers `generate` tokens/s | ratio | rizzrun ms/step | transformers ms/step | "
-            "kernels per rizzrun step | op floor (kernels × %.1f µs) / step time |" % gen[0]["op_floor_us"],
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for g in gen:
-            t, ms = g["tokens_per_s"], g["ms_per_step"]
-            lines.append(
-                f"| {g['batch']} | {t['rizzrun']:.0f} | {t['transformers']:.0f} | {t['rizzrun'] / t['transformers']:.2f}× | "
-                f"{ms['rizzrun']:.2f} | {ms['transformers']:.2f} | {g['ops_per_step']} | {g['floor_fraction']:.0%} |"
-            )
-        lines += [
-            "",
-            "Same work checked before timing: both sides produce identical token ids. Both run in eval mode under",
-            "`torch.inference_mode()`, with `min_new_tokens = max_new_tokens` and no EOS. Batch-1 decoding of a",
-            "model this small is overhead-bound (its weights stay in cache), so the limit is the per-op floor:",
-            "the aten ops one step launches times the cost of one tiny op, measured in the same run.",
-            "",
-        ]
+        lines += generation_report(gen, results.get("repeats_generation", 3), results.get("decoders") or [])
     mixers = results.get("mixers")
     if mixers:
         from mixers_bench import report
@@ -471,7 +646,9 @@ def main() -> None:
 
             results["preference"] = preference(args.repeats, args.cache)
         else:
-            results["generation"] = generation(repeats=3)
+            results["repeats_generation"] = 5
+            results["generation"] = generation(repeats=results["repeats_generation"])
+            results["decoders"] = decoder_overheads(repeats=results["repeats_generation"])
         write_report(args.out, results)
         (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=2, default=str))
         print(args.out.read_text())
@@ -490,8 +667,9 @@ def main() -> None:
         per_process = [o for o in overrides if not o.startswith("data.batch_size=")] + ["data.batch_size=8"]
         results["distributed"] = distributed_training(per_process, steps, warmup, args.repeats, args.cache,
                                                       rizzrun_tokens_per_s, _components)
-    results["repeats_generation"] = 3
-    results["generation"] = generation(repeats=3)
+    results["repeats_generation"] = 5
+    results["generation"] = generation(repeats=results["repeats_generation"])
+    results["decoders"] = decoder_overheads(repeats=results["repeats_generation"])
     from mixers_bench import mixers
 
     results["mixers"] = mixers()

@@ -12,11 +12,13 @@ class Greedy(Decoder):
 
     repetition_penalty (CTRL, Keskar et al., arXiv 1909.05858; 1.0 = off) and min_new_tokens
     (EOS forbidden until that many tokens are generated; 0 = off) act on the logits before the
-    argmax, as in `transformers.generate(do_sample=False)`. See `Decoder` for generate().
+    argmax, as in `transformers.generate(do_sample=False)`. compile: see `Decoder`. See `Decoder`
+    for generate().
     """
 
-    def __init__(self, max_new_tokens: int = 64, repetition_penalty: float = 1.0, min_new_tokens: int = 0):
-        super().__init__(max_new_tokens, repetition_penalty, min_new_tokens)
+    def __init__(self, max_new_tokens: int = 64, repetition_penalty: float = 1.0, min_new_tokens: int = 0,
+                 compile: bool = False):
+        super().__init__(max_new_tokens, repetition_penalty, min_new_tokens, compile=compile)
 
     def settings(self) -> dict:
-        return {k: getattr(self, k) for k in ("max_new_tokens", "repetition_penalty", "min_new_tokens")}
+        return {k: getattr(self, k) for k in ("max_new_tokens", "repetition_penalty", "min_new_tokens", "compile")}

@@ -8,7 +8,7 @@ from rizzrun.decoders.base import Decoder
 __all__ = ["Sample"]
 
 _KNOBS = ("max_new_tokens", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "min_new_tokens",
-          "seed")
+          "seed", "compile")
 
 
 class Sample(Decoder):
@@ -18,7 +18,7 @@ class Sample(Decoder):
     arXiv 1909.05858; 1.0 = off) and min-new-tokens (EOS forbidden until that many tokens are
     generated; 0 = off), applied by `decode_loop`; then come the warpers, temperature, top-k
     (0 = off), top-p (1.0 = off), typical (1.0 = off), in that order: the order of
-    `transformers.generate(do_sample=True)`. Seeding as `Decoder` says.
+    `transformers.generate(do_sample=True)`. Seeding and compile as `Decoder` says.
     """
 
     def __init__(
@@ -31,9 +31,10 @@ class Sample(Decoder):
         min_new_tokens: int = 0,
         seed: int | None = None,
         typical_p: float = 1.0,
+        compile: bool = False,
     ):
         super().__init__(max_new_tokens, repetition_penalty, min_new_tokens, do_sample=True, temperature=temperature,
-                         top_k=top_k, top_p=top_p, typical_p=typical_p, seed=seed)
+                         top_k=top_k, top_p=top_p, typical_p=typical_p, seed=seed, compile=compile)
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in _KNOBS}

@@ -26,6 +26,7 @@ class Typical(Sample):
         repetition_penalty: float = 1.0,
         min_new_tokens: int = 0,
         seed: int | None = None,
+        compile: bool = False,
     ):
         super().__init__(max_new_tokens, temperature, top_k, top_p, repetition_penalty, min_new_tokens, seed,
-                         typical_p=typical_p)
+                         typical_p=typical_p, compile=compile)
