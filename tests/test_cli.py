@@ -349,7 +349,7 @@ def test_generate_errors(capsys, tmp_path, run_folder):
     greedy = signatures.resolve("rizzrun.decoders.greedy.Greedy").file
     code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder=greedy", "decoder.top_k=5")
     assert (code, err) == (2, f"error: decoder.top_k=5: rizzrun.decoders.greedy.Greedy has no parameter 'top_k' "
-                              f"({greedy}); parameters: max_new_tokens, repetition_penalty, min_new_tokens\n")
+                              f"({greedy}); parameters: max_new_tokens, repetition_penalty, min_new_tokens, compile\n")
     # without decoder=NAME the run's own decoder (Sample) is the one the keys are checked against
     code, _, err = cli(capsys, "generate", str(run_folder), "--prompt", "x", "decoder.temprature=0.5")
     assert code == 2 and err.startswith("error: decoder.temprature=0.5: rizzrun.decoders.sample.Sample has no "
