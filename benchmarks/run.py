@@ -649,6 +649,8 @@ def main() -> None:
             results["repeats_generation"] = 5
             results["generation"] = generation(repeats=results["repeats_generation"])
             results["decoders"] = decoder_overheads(repeats=results["repeats_generation"])
+        notes = Path(args.notes)  # the prose beside the tables follows the notes file
+        results["notes"] = notes.read_text().strip() if notes.exists() else results.get("notes", "")
         write_report(args.out, results)
         (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=2, default=str))
         print(args.out.read_text())
