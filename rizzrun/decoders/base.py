@@ -106,6 +106,10 @@ class Decoder:
         `transformers.generate(do_sample=True)`; the ones that are off are skipped."""
         if self.temperature != 1.0:
             scores = apply_temperature(scores, self.temperature)
+        return self.truncate(scores)
+
+    def truncate(self, scores: torch.Tensor) -> torch.Tensor:
+        """The truncation warpers after the temperature, (B, V) -> (B, V): top-k, top-p, typical."""
         if self.top_k:
             scores = top_k_filter(scores, self.top_k)
         if self.top_p < 1.0:

@@ -43,7 +43,6 @@ from torch import nn
 
 from rizzrun.decoders.base import Decoder
 from rizzrun.decoders.loop import ModelStepper
-from rizzrun.decoders.processors import top_k_filter, top_p_filter, typical_filter
 
 __all__ = ["DynamicTemperature", "DiversityHead", "DDSStepper", "temperature_of", "pool_prompt",
            "head_from_state", "load_head", "MAPPINGS", "GRANULARITIES", "GREEDY_BELOW"]
@@ -296,13 +295,7 @@ class DynamicTemperature(Decoder):
         if bool(cold.any()):
             onehot = torch.full_like(scores, -math.inf).scatter_(-1, scores.argmax(-1, keepdim=True), 0.0)
             scores = torch.where(cold[:, None], onehot, scores)
-        if self.top_k:
-            scores = top_k_filter(scores, self.top_k)
-        if self.top_p < 1.0:
-            scores = top_p_filter(scores, self.top_p)
-        if self.typical_p < 1.0:
-            scores = typical_filter(scores, self.typical_p)
-        return scores
+        return self.truncate(scores)
 
     def generate(self, model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None,
                  pad_token_id=None) -> torch.Tensor:

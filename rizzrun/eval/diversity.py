@@ -21,17 +21,9 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Callable, Sequence
 
+from rizzrun.eval.memorization import lcs_length
+
 __all__ = ["rouge_l", "bigram_jaccard", "diversity_label", "distinct_n", "label_contexts", "SIMILARITIES"]
-
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
 
 
 def rouge_l(a: str, b: str) -> float:
@@ -39,7 +31,7 @@ def rouge_l(a: str, b: str) -> float:
     x, y = a.split(), b.split()
     if not x and not y:
         return 1.0
-    lcs = _lcs(x, y)
+    lcs = lcs_length(x, y)
     if lcs == 0:
         return 0.0
     p, r = lcs / len(x), lcs / len(y)
