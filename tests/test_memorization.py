@@ -108,7 +108,7 @@ def test_the_eval_decoder_by_default_is_plain_greedy():
 
     node = eval_decoder_node(None, 8)
     assert node == {"_target_": "rizzrun.decoders.greedy.Greedy", "max_new_tokens": 8, "repetition_penalty": 1.0,
-                    "min_new_tokens": 0}
+                    "min_new_tokens": 0, "compile": False}
     built = build_decoder(node)
     assert type(built) is Greedy and built.settings() == Greedy(max_new_tokens=8).settings()
     assert eval_decoder_node({"_target_": "rizzrun.decoders.sample.Sample", "seed": 3, "max_new_tokens": 1}, 5) == {
@@ -146,7 +146,7 @@ def test_eval_at_end_and_rizzrun_eval_agree(tmp_path, shared_cache):
     assert saved["memorization"]["documents"] == 5 == summary["eval"]["documents"]
     # eval.at_end decodes greedily, and says so
     assert saved["decoder"] == {"_target_": "rizzrun.decoders.greedy.Greedy", "max_new_tokens": 8,
-                                "repetition_penalty": 1.0, "min_new_tokens": 0}
+                                "repetition_penalty": 1.0, "min_new_tokens": 0, "compile": False}
     logged = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "mem/rougeL" in r]
     assert len(logged) == 1 and logged[0]["step"] == 3
     assert logged[0]["eval/val_loss"] == pytest.approx(saved["val"]["loss"])

@@ -24,6 +24,7 @@ comparable across checkpoints). With seed=None each call draws a fresh nondeterm
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import torch
@@ -179,8 +180,10 @@ class Decoder:
         )
 
     def settings(self) -> dict:
-        """The knobs, as a config would set them (`__repr__` shows them)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        """The knobs, as a config would set them: the constructor's parameters of this class, in
+        their order, with their values (`__repr__` shows them)."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"

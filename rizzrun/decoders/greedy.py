@@ -19,6 +19,3 @@ class Greedy(Decoder):
     def __init__(self, max_new_tokens: int = 64, repetition_penalty: float = 1.0, min_new_tokens: int = 0,
                  compile: bool = False):
         super().__init__(max_new_tokens, repetition_penalty, min_new_tokens, compile=compile)
-
-    def settings(self) -> dict:
-        return {k: getattr(self, k) for k in ("max_new_tokens", "repetition_penalty", "min_new_tokens", "compile")}

@@ -7,8 +7,6 @@ from rizzrun.decoders.base import Decoder
 
 __all__ = ["Sample"]
 
-_KNOBS = ("max_new_tokens", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "min_new_tokens",
-          "seed", "compile")
 
 
 class Sample(Decoder):
@@ -35,6 +33,3 @@ class Sample(Decoder):
     ):
         super().__init__(max_new_tokens, repetition_penalty, min_new_tokens, do_sample=True, temperature=temperature,
                          top_k=top_k, top_p=top_p, typical_p=typical_p, seed=seed, compile=compile)
-
-    def settings(self) -> dict:
-        return {k: getattr(self, k) for k in _KNOBS}
