@@ -444,6 +444,8 @@ def generation_report(gen: list[dict], repeats: int, decoders: list[dict]) -> li
         "## Greedy generation (tiny model, prompt %d, %d new tokens, %d torch thread, best of %d interleaved)"
         % (gen[0]["prompt_len"], gen[0]["new_tokens"], gen[0].get("threads", torch.get_num_threads()), repeats),
         "",
+        "Command: `python benchmarks/run.py --only generation` (or `make bench`); the machine above.",
+        "",
         "| batch | " + " | ".join(f"{n} tokens/s" for n in names) + " | rizzrun / transformers | compiled / transformers "
         "| compiled / transformers static+compiled | compiled / rizzrun eager | kernels per eager step | "
         "op floor / eager step |",
