@@ -1,0 +1,33 @@
+"""Rewards (issue 16: on-policy training): functions that score completions, and their weighted sum.
+
+A reward function has the signature of TRL's GRPOTrainer reward functions, so the same callables
+serve both:
+
+    fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]
+
+one value per (prompt, completion) pair; `columns` are the data's per-row fields (e.g. `answer`),
+repeated per completion; None means "does not apply to this row" (not zero). `RewardSet` runs
+several with weights and sums them as TRL does (`rizzrun.rewards.combine`). Built-in functions
+for verifiable tasks are in `rizzrun.rewards.verifiable`.
+
+Imported lazily: importing this package does not import torch.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "RewardSet": "rizzrun.rewards.combine",
+    "RewardScores": "rizzrun.rewards.combine",
+    "nanstd": "rizzrun.rewards.combine",
+    "exact_match": "rizzrun.rewards.verifiable",
+    "format_match": "rizzrun.rewards.verifiable",
+    "leading_integer_match": "rizzrun.rewards.verifiable",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
