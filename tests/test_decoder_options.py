@@ -19,6 +19,8 @@ from rizzrun.config.validate import check_component
 from rizzrun.runner.build import build_decoder
 from rizzrun.tokenizers.byte import ByteTokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 OPTIONS = catalog.options("decoder")
 # option -> a value for each of its yaml's mandatory (`???`) keys
 REQUIRED: dict[str, dict] = {}
@@ -27,14 +29,6 @@ RWKV_REFUSES: dict[str, str] = {"think": "RWKV keeps a fixed-size recurrent stat
 TOK = ByteTokenizer()
 NEW = 6  # tokens generated per call
 PROMPTS = [[TOK.eos_id, *TOK.encode("def f(x):")], [TOK.eos_id, *TOK.encode("a")]]  # unequal lengths: padding
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def option_node(name: str, **extra):

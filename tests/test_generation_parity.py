@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import transformers
 from transformers.generation import logits_process as hf_lp
 
 from rizzrun.decoders import (  # noqa: E402
@@ -24,42 +23,16 @@ from rizzrun.decoders import (  # noqa: E402
     left_pad,
     min_new_tokens_filter,
 )
-from rizzrun.models.hf_llama import from_hf_state_dict  # noqa: E402
-from rizzrun.models.llama import Llama  # noqa: E402
+from llama_twins import hf_and_rizzrun_llamas
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 V, MAX_LEN, N = 61, 64, 24
-DIMS = dict(d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=64, max_seq_len=MAX_LEN, rope_theta=10000.0,
-            norm_eps=1e-5, tie_embeddings=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Models this small gain nothing from intra-op threads, and on a shared, busy machine the
-    # threads' spinning makes every step many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def models():
-    cfg = transformers.LlamaConfig(
-        vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=MAX_LEN, rms_norm_eps=1e-5, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        # no special ids: generate must use exactly the ones each test passes
-        bos_token_id=None, eos_token_id=None, pad_token_id=None,
-    )
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
-    with torch.no_grad():
-        # Large weights: logits far apart, so greedy has no near-ties that fp32 rounding
-        # differences between two implementations could flip; and varied continuations.
-        for p in hf.parameters():
-            p.normal_(0.0, 0.3) if p.ndim == 2 else p.normal_(1.0, 0.1)
-    ours = from_hf_state_dict(Llama(V, **DIMS), hf.state_dict())
-    return hf, ours
+    return hf_and_rizzrun_llamas(V, MAX_LEN)
 
 
 def _prompts(lengths, seed=1):

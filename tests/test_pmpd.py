@@ -32,16 +32,9 @@ from rizzrun.decoders.pmpd import (
 from rizzrun.runner.build import build_decoder
 from sampling_checks import chi2_pvalue, draw_counts
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 T, N = 13, 10  # prompt length, new tokens
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

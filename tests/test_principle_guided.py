@@ -19,18 +19,12 @@ from rizzrun.decoders import Greedy, PrincipleGuided
 from rizzrun.decoders.principle_guided import guided_log_probs
 from tests.sampling_checks import chi2_pvalue, draw_counts
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 V = 37
 P = [5, 6, 7]  # the principle's ids in most tests
 OPEN = 36  # an id that opens a document (start_ids) where a test needs one
 PROMPTS = [[1, 2, 3, 4, 11], [9, 8], [OPEN, 12, 13, 14]]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def llama(seed: int = 0, max_seq_len: int = 64):

@@ -21,20 +21,12 @@ from rizzrun.models.rwkv import RWKV, ChannelMix, mix, rwkv_init_vectors, token_
 from rizzrun.models.rwkv_sizes import RWKV_SIZES, resolve_rwkv_dims
 from rizzrun.runner.build import build_model, factories_for
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RIZZRUN = str(Path(sys.executable).with_name("rizzrun"))
 REPO = Path(__file__).resolve().parents[1]
 TOL = dict(atol=1e-5, rtol=1e-5)
 V = 40
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared CPU: intra-op threads only wait for each other (a (2, 1, 16) LayerNorm
-    took 16 ms with 2 threads, 0.04 ms with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def randomized(model: RWKV, seed: int = 0, scale: float = 0.3) -> RWKV:
