@@ -141,7 +141,8 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from rizzrun.runner.build import build_decoder
-    from rizzrun.runner.generate import _decoder_option, load_run
+    from rizzrun.config.catalog import option_file
+    from rizzrun.runner.generate import load_run
 
     torch.set_num_threads(1)
     folder = train(args.out, args.steps)
@@ -155,7 +156,7 @@ def main() -> None:
     for name, option, knobs in SETTINGS:
         rows[name] = []
         for seed in (args.seeds if option != "greedy" else args.seeds[:1]):
-            node = OmegaConf.merge(_decoder_option(option), {"max_new_tokens": NEW, "min_new_tokens": NEW, **knobs},
+            node = OmegaConf.merge(OmegaConf.load(option_file("decoder", option)), {"max_new_tokens": NEW, "min_new_tokens": NEW, **knobs},
                                    {"seed": seed} if option != "greedy" else {})
             decoder = build_decoder(node, tokenizer)
             out = decoder.generate(model, prompt_ids, eos_token_id=None)[:, PROMPT:].tolist()
