@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from rizzrun.attention.naive import NaiveAttention
 from rizzrun.attention.sdpa import SDPAttention
 from rizzrun.attention.softmax import KVState, SoftmaxAttention
+from rizzrun.decoders.loop import ModelStepper
 
 __all__ = ["CompiledStepper", "check_compilable", "compiled_cache_len"]
 
@@ -190,7 +191,7 @@ def _get_compiled(backend):
     return _COMPILED[backend]
 
 
-class CompiledStepper:
+class CompiledStepper(ModelStepper):
     """A `ModelStepper` whose decode steps run as one compiled graph (see the module docstring);
     same interface: prefill(ids (B, T), padding (B, T) bool or None) -> logits (B, V),
     step(tokens (B, 1)) -> logits (B, V). backend: torch.compile's ("inductor"), or None to run
@@ -216,12 +217,7 @@ class CompiledStepper:
         self._weights = _weights(model)
         self._step = _get_compiled(backend)
 
-    def prefill(self, ids: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
-        if padding is None:
-            logits = self.model.step(ids, self.cache)[:, -1]
-        else:
-            logits = self.model.step(ids, self.cache, key_padding_mask=padding)[:, -1]
-        return logits
+    # prefill: ModelStepper's, the model's own eager step into the same buffers
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         cache = self.cache

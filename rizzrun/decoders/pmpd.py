@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rizzrun.decoders.base import Decoder
+from rizzrun.decoders.loop import ModelStepper
 from rizzrun.decoders.nested_quant import NestedWeights
 from rizzrun.decoders.pmpd_spec import problems
 
@@ -170,7 +171,7 @@ class SwitchClassifiers(nn.Module):
 # --- the decoder ----------------------------------------------------------------------------------
 
 
-class PMPDStepper:
+class PMPDStepper(ModelStepper):
     """The decode loop's stepper (see `rizzrun.decoders.loop.ModelStepper`) with the weight
     precision switched per forward: prefill at prefill_bits, decoding forward s at
     `precision_schedule(precisions, switch_steps, ...)[s]`; one KV cache throughout. It leaves the
@@ -178,8 +179,8 @@ class PMPDStepper:
     `decoder.nested_weights(model).restore()` afterwards)."""
 
     def __init__(self, decoder: "PMPD", weights: NestedWeights, model, batch_size: int, max_len: int, device):
-        self.decoder, self.weights, self.model = decoder, weights, model
-        self.cache = model.init_cache(batch_size, max_len=max_len, device=device)
+        super().__init__(model, batch_size, max_len, device)
+        self.decoder, self.weights = decoder, weights
         self.max_len = max_len
         self.switch_steps: list[int] = []
         self.forwards: list[int] = []
@@ -188,7 +189,7 @@ class PMPDStepper:
         d = self.decoder
         self.weights.set_bits(d.prefill_bits)
         self.forwards = [d.prefill_bits]
-        logits = self.model.step(ids, self.cache, key_padding_mask=padding)[:, -1]
+        logits = super().prefill(ids, padding)
         n = self.max_len - ids.shape[1]
         self.switch_steps = d.switch_steps(n, self.cache, padding)
         return logits
@@ -199,7 +200,7 @@ class PMPDStepper:
         bits = d.precisions[sum(step <= s for step in self.switch_steps)]
         self.weights.set_bits(bits)
         self.forwards.append(bits)
-        return self.model.step(tokens, self.cache)[:, -1]
+        return super().step(tokens)
 
 
 class PMPD(Decoder):
