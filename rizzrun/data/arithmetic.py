@@ -28,6 +28,8 @@ Components:
   val_artifact=true (then the training rate). eval_sets(): "clean" (no artifact anywhere) and
   "flipped" (the artifact on every rejected, never on the chosen), both over the validation
   problems, with row ids after the validation rows.
+- ArithmeticPrompts (`data=arithmetic_prompts`): the prompts "37+48=" with their sums (column
+  `answer`) as `prompts` batches, for on-policy objectives (GRPO, ReST), same problems and hold-out.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from typing import Literal
 
 from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
 from rizzrun.data.pairs import PairData, rows_dataset
+from rizzrun.data.prompts import PromptData
 from rizzrun.errors import InputError
 
-__all__ = ["ArithmeticPairs", "ArithmeticSFT", "answer_of", "extra_text", "generate_problems", "is_held_out",
+__all__ = ["ArithmeticPairs", "ArithmeticPrompts", "ArithmeticSFT", "answer_of", "extra_text", "generate_problems", "is_held_out",
            "prompt_of", "verify", "wrong_answer"]
 
 # Bump when the generator or the pairs change for the same options.
@@ -319,6 +322,66 @@ class ArithmeticPairs(PairData):
     def _split_origin(self, part: str) -> tuple[str, str]:
         key = "n_train" if part == "train" else "n_val"
         return f"data.{key}={getattr(self, key)}", f"raise data.{key}"
+
+    verify = staticmethod(verify)
+    extra_text = staticmethod(extra_text)
+
+
+class ArithmeticPrompts(PromptData):
+    """Addition prompts "a+b=" with their answer column (`answer`: the sum, an int) as `prompts`
+    batches, for on-policy training: the same problems and hold-out as ArithmeticSFT with the same
+    options, so a policy fine-tuned there is trained here on problems it saw and validated on the
+    held-out ones. Its own reward (objective.rewards=null): `correct`, 1.0 when the completion's
+    leading integer is the sum (rizzrun.rewards.verifiable.leading_integer_match, as `verify`).
+
+    n_train, n_val, digits, val_fraction, problem_seed: as ArithmeticSFT.
+    batch_size, seed, max_prompt_length, cache_dir: rizzrun.data.prompts.PromptData.
+    """
+
+    batch_kind = "prompts"
+
+    def __init__(
+        self,
+        n_train: int = 5000,
+        n_val: int = 200,
+        digits: int = 2,
+        val_fraction: float = 0.1,
+        problem_seed: int = 0,
+        batch_size: int = 16,
+        seed: int = 0,
+        max_prompt_length: int | None = None,
+        cache_dir: str | None = None,
+    ):
+        super().__init__(batch_size=batch_size, seed=seed, cache_dir=cache_dir, max_prompt_length=max_prompt_length)
+        _check_options(n_train, n_val, digits, val_fraction, problem_seed)
+        self.n_train, self.n_val, self.digits = n_train, n_val, digits
+        self.val_fraction, self.problem_seed = float(val_fraction), problem_seed
+        self._cached = None
+
+    @property
+    def fingerprint(self) -> str:
+        key = ["arith-prompts", GENERATOR_VERSION, self.n_train, self.n_val, self.digits, self.val_fraction,
+               self.problem_seed]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+    def _rows(self) -> dict[str, list[dict]]:
+        if self._cached is None:
+            train, val = generate_problems(self.n_train, self.n_val, self.digits, self.val_fraction,
+                                           self.problem_seed)
+            rows = {"train": [{"prompt": prompt_of(a, b), "answer": a + b} for a, b in train]}
+            if self.n_val:
+                rows["val"] = [{"prompt": prompt_of(a, b), "answer": a + b} for a, b in val]
+            self._cached = rows
+        return self._cached
+
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        key = "n_train" if split == "train" else "n_val"
+        return f"data.{key}={getattr(self, key)}", f"raise data.{key}"
+
+    def default_rewards(self):
+        from rizzrun.rewards.verifiable import leading_integer_match
+
+        return {"correct": (leading_integer_match, 1.0)}
 
     verify = staticmethod(verify)
     extra_text = staticmethod(extra_text)

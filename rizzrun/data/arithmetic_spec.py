@@ -1,4 +1,4 @@
-"""Config rules of `rizzrun.data.arithmetic` (ArithmeticSFT, ArithmeticPairs), with no torch
+"""Config rules of `rizzrun.data.arithmetic` (ArithmeticSFT, ArithmeticPairs, ArithmeticPrompts), with no torch
 import (see rizzrun.config.specs): option ranges, max_prompt_length < max_length, and an
 artifact text whenever artifact_rate > 0."""
 
@@ -17,6 +17,7 @@ _PROBLEMS = {
 RANGES = {
     "ArithmeticSFT": dict(_PROBLEMS),
     "ArithmeticPairs": {**_PROBLEMS, **PAIR_RANGES, "artifact_rate": ((">=", 0), ("<=", 1))},
+    "ArithmeticPrompts": {**_PROBLEMS, "batch_size": ((">=", 1),), "max_prompt_length": ((">=", 1),)},
 }
 
 

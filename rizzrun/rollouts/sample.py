@@ -1,0 +1,110 @@
+"""Generate a group of completions per prompt with any decoder, score them, summarise them
+(docs/contracts.md "Rollouts" gives the rollout's tensors)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from rizzrun.rewards.combine import RewardSet, nanstd
+
+__all__ = ["completion_texts", "rollout_metrics", "sample_rollout", "score_rollout"]
+
+
+@torch.no_grad()
+def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: int, pad_id: int = 0) -> dict:
+    """`num_generations` completions of every prompt of a `prompts` batch (prompt_ids (B, P) left-padded,
+    prompt_mask (B, P), row (B,)) by `decoder.generate` (eval mode, the model's own cache; draws from the
+    decoder's seed as set). Returns the rollout without rewards: input_ids, attention_mask,
+    completion_mask, truncated, group, row, temperature (see the module docstring of rizzrun.rollouts)."""
+    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 1:
+        raise ValueError(f"num_generations={num_generations!r}: must be an integer >= 1")
+    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].bool()
+    B, P = prompt_ids.shape
+    G = num_generations
+    ids = prompt_ids.repeat_interleave(G, dim=0)
+    mask = prompt_mask.repeat_interleave(G, dim=0)
+    out = decoder.generate(model, ids, eos_token_id=eos_id, attention_mask=mask.long(), pad_token_id=pad_id)
+    completion = out[:, P:]
+    if completion.shape[1] == 0:  # max_new_tokens = 0: one empty position keeps shapes regular
+        completion = completion.new_full((B * G, 1), pad_id)
+        completion_mask = torch.zeros_like(completion, dtype=torch.bool)
+        truncated = torch.ones(B * G, dtype=torch.bool, device=out.device)
+    else:
+        is_eos = completion == eos_id
+        seen = is_eos.cumsum(dim=1)
+        # up to and including the first EOS (TRL): positions where no EOS came before
+        completion_mask = (seen - is_eos.long()) == 0
+        truncated = ~is_eos.any(dim=1)
+        completion = completion.masked_fill(~completion_mask, pad_id)
+    return {
+        "input_ids": torch.cat([ids, completion], dim=1),
+        "attention_mask": torch.cat([mask, completion_mask], dim=1),
+        "completion_mask": completion_mask,
+        "truncated": truncated,
+        "group": torch.arange(B, device=ids.device).repeat_interleave(G),
+        "row": batch["row"].repeat_interleave(G),
+        "temperature": torch.tensor(float(getattr(decoder, "temperature", 1.0) if getattr(decoder, "do_sample", True)
+                                          else 1.0)),
+    }
+
+
+def completion_texts(rollout: dict, tokenizer) -> list[str]:
+    """The completions' text: tokens before the first EOS (EOS and padding dropped), ids the
+    tokenizer does not have (a vocabulary padded past it) skipped."""
+    texts = []
+    eos = tokenizer.eos_id
+    C = rollout["completion_mask"].shape[1]
+    for ids, keep in zip(rollout["input_ids"][:, -C:].tolist(), rollout["completion_mask"].tolist()):
+        toks = [t for t, k in zip(ids, keep) if k and t != eos and t < tokenizer.vocab_size]
+        texts.append(tokenizer.decode(toks))
+    return texts
+
+
+def score_rollout(rollout: dict, tokenizer, rewards: RewardSet, prompts: Sequence[str],
+                  columns: dict[str, Sequence[Any]] | None = None) -> tuple[list[str], dict]:
+    """Score a rollout in place: `rewards` (N,) and `reward_per_function` (N, F) from the reward
+    functions on (prompt, completion text) pairs. `prompts` and each of `columns` hold one value per
+    prompt of the batch (B) and are repeated per completion here. Returns (completion texts, rollout)."""
+    N = rollout["completion_mask"].shape[0]
+    B = len(prompts)
+    if B == 0 or N % B:
+        raise ValueError(f"{B} prompts for {N} completions; give one prompt per row of the prompts batch")
+    G = N // B
+    texts = completion_texts(rollout, tokenizer)
+    per_prompt = {k: list(v) for k, v in (columns or {}).items()}
+    for key, values in per_prompt.items():
+        if len(values) != B:
+            raise ValueError(f"column {key!r} has {len(values)} values for {B} prompts")
+    scores = rewards([p for p in prompts for _ in range(G)], texts,
+                     **{k: [x for x in v for _ in range(G)] for k, v in per_prompt.items()})
+    device = rollout["completion_mask"].device
+    rollout["rewards"] = scores.total.to(device)
+    rollout["reward_per_function"] = scores.per_function.to(device)
+    return texts, rollout
+
+
+def rollout_metrics(rollout: dict, names: Sequence[str], num_generations: int) -> dict[str, torch.Tensor]:
+    """TRL's rollout metrics of a scored rollout (contracts "Rollouts"); rewards NaN-aware."""
+    rewards = rollout["rewards"].float().cpu()
+    per_fn = rollout["reward_per_function"].float().cpu()
+    lengths = rollout["completion_mask"].sum(dim=1).float().cpu()
+    truncated = rollout["truncated"].cpu()
+    groups = rewards.view(-1, num_generations)
+    group_std = nanstd(groups, dim=1) if num_generations > 1 else torch.zeros(groups.shape[0])
+    out = {
+        "reward": torch.nanmean(rewards),
+        "reward_std": torch.nanmean(group_std),
+        "frac_reward_zero_std": (torch.nan_to_num(group_std, nan=0.0) < 1e-12).float().mean(),
+        "completions/mean_length": lengths.mean(),
+        "completions/min_length": lengths.min(),
+        "completions/max_length": lengths.max(),
+        "completions/clipped_ratio": truncated.float().mean(),
+        "completions/mean_terminated_length": lengths[~truncated].mean() if bool((~truncated).any())
+        else torch.tensor(0.0),
+    }
+    for j, name in enumerate(names):
+        out[f"rewards/{name}/mean"] = torch.nanmean(per_fn[:, j])
+        out[f"rewards/{name}/std"] = nanstd(per_fn[:, j])
+    return {k: torch.nan_to_num(v.float(), nan=0.0) for k, v in out.items()}
