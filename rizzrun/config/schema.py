@@ -109,10 +109,11 @@ RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attentio
 # types: model.from_pretrained=PATH loads a Hugging Face folder or a run folder's model
 # (rizzrun.runner.build); objective.models.NAME=SOURCE builds the extra models an objective declares
 # (`extra_models`) and objective.precompute=[NAME] precomputes their outputs
-# (rizzrun.runner.extra_models).
+# (rizzrun.runner.extra_models); objective.rewards={NAME: node} scores an on-policy objective's
+# rollouts (rizzrun.runner.on_policy.build_rewards).
 RUNNER_READ: dict[str, dict[str, object]] = {
     "model": {"from_pretrained": Optional[str]},
-    "objective": {"models": Optional[dict], "precompute": Optional[list[str]]},
+    "objective": {"models": Optional[dict], "precompute": Optional[list[str]], "rewards": Optional[dict]},
 }
 
 BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts", "diversity")

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rizzrun.config import catalog, schema, signatures, specs, typespec
 from rizzrun.config.errors import ConfigError, listing, message, show, suggest
 from rizzrun.config.extra_models import check_extra_models
+from rizzrun.config.rewards import check_rewards
 from rizzrun.config.specs import BROKEN, MISSING
 
 
@@ -71,6 +72,7 @@ def problems(cfg: DictConfig) -> list[str]:
     out += _check_optimization(values, interpolated)
     out += _check_batch_kinds(values, targets, choices)
     out += check_extra_models(values, targets)
+    out += check_rewards(values, targets, lambda path, node: _check_component("objective", path, node, {}))
     return [_with_origin(p, interpolated) for p in out]
 
 

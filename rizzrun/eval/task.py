@@ -86,3 +86,29 @@ def objective_metrics(objective, model, batches: Iterable[dict], extra_models: d
     finally:
         model.train(was_training)
     return {k[len("val/"):]: v for k, v in validation_metrics(sums, key).items()}
+
+
+@torch.no_grad()
+def reward_metrics(model, decoder, tokenizer, data: Any, rewards, max_prompts: int, batch_size: int = 64) -> dict:
+    """Rewards of one completion by `decoder` for each of the first `max_prompts` validation prompts of
+    `prompts` data, scored by `rewards` (a RewardSet): the rollout metrics (rizzrun.rollouts.
+    rollout_metrics) averaged over prompts, plus `completions` (how many)."""
+    from rizzrun.data.prompts import left_padded
+    from rizzrun.rollouts.sample import rollout_metrics, sample_rollout, score_rollout
+
+    rows = list(data.split_rows("val"))[:max_prompts]
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    for start in range(0, len(rows), batch_size):
+        chunk = torch.tensor(rows[start:start + batch_size])
+        ids = [data.prompt_token_ids("val")[r - rows[0]] for r in chunk.tolist()]
+        batch = {k: v.to(device) for k, v in left_padded(ids).items()} | {"row": chunk.to(device)}
+        rollout = sample_rollout(model, decoder, batch, 1, tokenizer.eos_id)
+        texts, cols = data.columns(chunk)
+        score_rollout(rollout, tokenizer, rewards, texts, cols)
+        for key, value in rollout_metrics(rollout, rewards.names, 1).items():
+            if key in ("reward_std", "frac_reward_zero_std") or key.endswith("/std"):
+                continue  # one completion per prompt: no group statistics
+            sums[key] = sums.get(key, 0.0) + float(value) * len(chunk)
+    n = len(rows)
+    return {**{k: v / max(n, 1) for k, v in sums.items()}, "completions": n}

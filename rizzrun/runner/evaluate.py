@@ -49,7 +49,7 @@ def named_documents(data: Any, documents: str, max_documents: int, key: str = "e
 
 
 def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "eval.documents=", objective=None,
-             extra_models: dict | None = None, decoder: Any = None) -> dict:
+             extra_models: dict | None = None, decoder: Any = None, rewards: Any = None) -> dict:
     """What a trained model is judged by, by the data it trained on:
 
     - a corpus (`lm` data): memorization on the named documents + held-out loss over the data's
@@ -57,6 +57,8 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
     - pairs (`preference` data) and labelled contexts (`diversity` data: the DDS head): the
       objective's metrics (`objective.evaluate`, with its extra models) over the validation
       examples (`val`) and each of the data's `eval_sets()` (`sets`);
+    - prompts (`prompts` data, an on-policy run): the `rewards` (a RewardSet) of one completion per
+      held-out prompt (the first `eval.max_documents`), as `val` (`eval/val/reward`, ...);
     - a verifiable task (data with `verify`, e.g. the built-in arithmetic): greedy answers to the
       first `eval.max_documents` held-out prompts, `eval.continuation_len` new tokens at most,
       checked by the data (`task`); a task's corpus is not judged by memorization.
@@ -68,7 +70,7 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
     during training always evaluates greedily: the run's metrics stay the papers'.)
     """
     from rizzrun.eval.memorization import heldout_loss, memorization
-    from rizzrun.eval.task import held_out_prompts, objective_metrics, task_accuracy
+    from rizzrun.eval.task import held_out_prompts, objective_metrics, reward_metrics, task_accuracy
 
     from rizzrun.runner.build import build_decoder
 
@@ -82,7 +84,12 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
             built.append(build_decoder(node, tokenizer))
         return built[0]
 
-    if getattr(data, "batch_kind", "lm") in ("preference", "diversity"):
+    if getattr(data, "batch_kind", "lm") == "prompts":
+        if rewards is None:
+            raise ValueError("evaluating prompts data needs the run's rewards (rizzrun.runner.on_policy.build_rewards)")
+        result["val"] = reward_metrics(model, dec(), tokenizer, data, rewards, int(e["max_documents"]))
+        result["sets"] = {}
+    elif getattr(data, "batch_kind", "lm") in ("preference", "diversity"):
         if objective is None:
             raise ValueError(f"evaluating {data.batch_kind} data needs the run's objective")
         result["val"] = objective_metrics(objective, model, data.val_batches(), extra_models)
@@ -173,8 +180,13 @@ def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | Non
     data = instantiate(cfg.data)
     data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))
     objective, extra = run_objective(cfg, tokenizer, data, folder, model)
+    rewards = None
+    if getattr(data, "batch_kind", "lm") == "prompts":
+        from rizzrun.runner.on_policy import build_rewards
+
+        rewards = build_rewards(cfg.objective.get("rewards"), data)
     result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=",
-                      objective=objective, extra_models=extra, decoder=node)
+                      objective=objective, extra_models=extra, decoder=node, rewards=rewards)
     result["decoder_option"] = composed.option
     write(run_dir, result, output)
     own = cfg.get("eval") is None or str(eval_cfg.documents) == str(cfg.eval.documents)

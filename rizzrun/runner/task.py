@@ -45,6 +45,7 @@ class LanguageModelTask(L.LightningModule):
         guard: Any = None,
         extra_models: dict[str, Any] | None = None,
         extra_records: dict[str, dict] | None = None,
+        on_policy: Any = None,
     ):
         super().__init__()
         self.model = model
@@ -63,7 +64,9 @@ class LanguageModelTask(L.LightningModule):
         # A plain dict, not a ModuleDict: extra models are no submodules (never in a checkpoint).
         self.extra_models = dict(extra_models or {})
         self.extra_records = dict(extra_records or {})
+        self.on_policy = on_policy  # rizzrun.runner.on_policy.OnPolicy for a `prompts` objective
         self.weight_key = batch_weight_key(getattr(objective, "batch_kind", "lm"))
+        self._rollout_seconds = 0.0
         self._window: list[dict[str, torch.Tensor]] = []
         self._step_started: float | None = None
         self._val_sums: dict[str, float] = {}
@@ -105,8 +108,15 @@ class LanguageModelTask(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if hasattr(self.objective, "set_step"):  # e.g. SMPO's margin schedule: optimizer steps done
             self.objective.set_step(self.trainer.global_step)
+        rollout_metrics = {}
+        if self.on_policy is not None:  # prompts -> scored, prepared rollouts (made or reused)
+            batch, rollout_metrics, seconds = self.on_policy.batch_for(
+                self.model, batch, self.trainer.global_step, len(self._window), self.global_rank, self.extra_models)
+            self._rollout_seconds += seconds
+            self._tokens_in_window += batch_tokens(batch)
         loss, metrics = self.objective(self.model, batch, **self.extra_models)
-        self._window.append({"loss": loss.detach().float(), **{k: v.detach().float() for k, v in metrics.items()}})
+        self._window.append({"loss": loss.detach().float(), **{k: v.detach().float() for k, v in metrics.items()},
+                             **{k: v.detach().float().to(loss.device) for k, v in rollout_metrics.items()}})
         # Lightning divides by `accumulate_grad_batches` itself.
         return loss
 
@@ -118,10 +128,14 @@ class LanguageModelTask(L.LightningModule):
         alone, so a resumed run logs the same rows as an uninterrupted one)."""
         step = self.trainer.global_step + 1  # the step this update makes
         grads = [p.grad for p in self.trainable().parameters() if p.grad is not None]
-        now = time.perf_counter()
-        rate = self._tokens_in_window / max(now - self._step_started, 1e-9)
+        now, started = time.perf_counter(), self._step_started
+        rate = self._tokens_in_window / max(now - started, 1e-9)
         self._step_started, self._tokens_in_window = now, 0
         metrics = self._window_metrics(rate)
+        if self.on_policy is not None:  # generation (and scoring, prepare) vs the rest of the step
+            metrics["perf/rollout_s"] = torch.tensor(self._rollout_seconds)
+            metrics["perf/update_s"] = torch.tensor(max(now - started - self._rollout_seconds, 0.0))
+            self._rollout_seconds = 0.0
         metrics["train/grad_norm"] = full_value(torch.nn.utils.get_total_norm(grads)) if grads else torch.zeros(())
         if self.guard is not None:
             self.guard.check(step, metrics, self.model)
@@ -182,6 +196,10 @@ class LanguageModelTask(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         if batch_rows(batch) == 0:  # this rank's share of a last, small batch
             return
+        if self.on_policy is not None:  # a prompts objective is judged by the rewards of its completions
+            metrics = self.on_policy.validate(self.model, batch, self.trainer.global_step, batch_idx, self.global_rank)
+            accumulate_means(self._val_sums, metrics, self.weight_key)
+            return
         evaluate = getattr(self.objective, "evaluate", self.objective)
         with torch.no_grad():
             loss, metrics = evaluate(self.model, batch, **self.extra_models)
@@ -239,6 +257,10 @@ class LanguageModelTask(L.LightningModule):
             checkpoint["objective"] = self.objective.state_dict() if hasattr(self.objective, "state_dict") else {}
         if self.guard is not None:
             checkpoint["guard"] = self.guard.state_dict()
+        if self.on_policy is not None:  # rollouts a resume inside a block of num_iterations steps reuses
+            held = self.on_policy.state_dict(self.trainer.global_step)
+            if held:
+                checkpoint["rollouts"] = held
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng")
@@ -246,6 +268,8 @@ class LanguageModelTask(L.LightningModule):
             self.objective.load_state_dict(checkpoint.get("objective", {}))
         if self.guard is not None:
             self.guard.load_state_dict(checkpoint.get("guard", {}))
+        if self.on_policy is not None:
+            self.on_policy.load_state_dict(checkpoint.get("rollouts", {}), rank=self.global_rank)
 
     def on_train_start(self) -> None:
         rng = getattr(self, "_rng_to_restore", None)
@@ -257,14 +281,14 @@ class LanguageModelTask(L.LightningModule):
 
 
 # Metrics that are counts (summed over micro-batches, ranks and validation batches), not means.
-COUNT_KEYS = ("tokens", "pairs", "contexts")
+COUNT_KEYS = ("tokens", "pairs", "contexts", "completions")
 
 
 def batch_weight_key(kind: str) -> str:
     """The count an objective's per-batch means are over, by its batch kind: an lm objective's
     loss is a mean over target tokens, a preference objective's metrics are means over pairs, a
-    diversity objective's (the DDS head) over contexts."""
-    return {"preference": "pairs", "diversity": "contexts"}.get(kind, "tokens")
+    diversity objective's (the DDS head) over contexts, an on-policy objective's over completions."""
+    return {"preference": "pairs", "diversity": "contexts", "prompts": "completions"}.get(kind, "tokens")
 
 
 def batch_rows(batch: dict) -> int:
@@ -276,7 +300,13 @@ def batch_rows(batch: dict) -> int:
 
 def batch_tokens(batch: dict) -> int:
     """Tokens the policy reads for a batch (the throughput's numerator): every position of an lm
-    batch; for a preference batch the real tokens of prompt + chosen and prompt + rejected."""
+    batch; for a preference batch the real tokens of prompt + chosen and prompt + rejected; for a
+    rollout the real tokens of every prompt ++ completion (a prompts batch counts none: its rollout
+    is counted once made)."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    if "prompt_ids" in batch and "chosen_mask" not in batch:
+        return 0
     if "input_ids" in batch:
         return int(batch["input_ids"].numel())
     prompt = int(batch["prompt_mask"].sum())

@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -72,6 +73,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
     from rizzrun.runner.distributed import RankShard, end_process_group
     from rizzrun.runner.extra_models import build_extra_models, build_objective
     from rizzrun.runner.loggers import build_loggers, finish_loggers
+    from rizzrun.rollouts.schedule import repeat_blocks
     from rizzrun.runner.task import LanguageModelTask
 
     quiet_lightning()
@@ -125,6 +127,7 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
             _log_data(data)
         shard = RankShard(processes)
         shard.check_training_rows(data.train_batch_size, cfg.data.batch_size)
+        rewards = _rewards(cfg, data)  # before the model: a missing reward is found early
 
         model = build_model(cfg, tokenizer)
         _check_pairs_fit(data, model)
@@ -135,7 +138,8 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
         if tcfg.compile:
             model.compile()
         decoder = build_decoder(cfg.decoder, tokenizer)
-        if int(tcfg.samples_per_val) and cfg.prompts:
+        on_policy = _on_policy(cfg, objective, decoder, tokenizer, data, model, rewards)
+        if on_policy is not None or (int(tcfg.samples_per_val) and cfg.prompts):
             _check_decoder_fits(decoder, model, cfg)
         task = LanguageModelTask(
             model=model,
@@ -154,11 +158,14 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
                                  check_grads=str(tcfg.precision) != "16-mixed"),
             extra_models=extra_models,
             extra_records=extra_records,
+            on_policy=on_policy,
         )
 
-        train_loader = torch.utils.data.DataLoader(
-            shard.stream(data.train_batches, start=int(meta.get("data_position", 0))), batch_size=None
-        )
+        # An on-policy objective trains num_iterations steps on each block of prompt batches.
+        stream = partial(repeat_blocks, data.train_batches, accumulate=int(tcfg.accumulate),
+                         iterations=on_policy.iterations if on_policy is not None else 1)
+        train_loader = torch.utils.data.DataLoader(shard.stream(stream, start=int(meta.get("data_position", 0))),
+                                                   batch_size=None)
         val = list(itertools.islice(data.val_batches(), tcfg.val_batches or None))
         val_loader = torch.utils.data.DataLoader(shard.batches(val), batch_size=None)
         with handing_over(run_dir, resume_from):  # ranks Lightning starts join this run (rizzrun.ranks)
@@ -166,7 +173,8 @@ def _train(cfg: DictConfig, run_dir: Path, lead: bool, resume_from: Path | None 
                 task, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
             )
         summary["eval"] = _evaluate_at_end(cfg, task.model, tokenizer, data, loggers, run_dir, trainer.global_step,
-                                           lead, task.objective, task.extra_models)
+                                           lead, task.objective, task.extra_models,
+                                           on_policy.rewards if on_policy is not None else None)
         summary["status"] = "completed"
     except RunEnded as e:
         summary.update(status=e.status, reason=str(e))
@@ -200,6 +208,30 @@ def _check_decoder_fits(decoder, model, cfg: DictConfig) -> None:
     except ValueError as e:
         option = str(cfg.decoder.get("_target_", "")).rsplit(".", 1)[-1]
         raise InputError(f"decoder ({option}): {e}; pick another decoder, or trainer.samples_per_val=0") from None
+
+
+def _rewards(cfg: DictConfig, data):
+    """The RewardSet that scores rollouts of `prompts` data (objective.rewards, else the data's own), else None."""
+    if getattr(data, "batch_kind", "lm") != "prompts":
+        return None
+    from rizzrun.runner.on_policy import build_rewards
+
+    return build_rewards(cfg.objective.get("rewards"), data)
+
+
+def _on_policy(cfg: DictConfig, objective, decoder, tokenizer, data, model, rewards):
+    """The rollout machinery of a `prompts` objective (rizzrun.runner.on_policy.OnPolicy), else None.
+    Refuses, before training, prompts that cannot fit the model with the decoder's new tokens."""
+    if getattr(objective, "batch_kind", "lm") != "prompts":
+        return None
+    from rizzrun.runner.on_policy import OnPolicy
+    limit = getattr(getattr(model, "config", None), "max_seq_len", None)
+    longest, new = data.longest_prompt(), int(getattr(decoder, "max_new_tokens", 0))
+    if limit is not None and longest + new > limit:
+        raise InputError(f"decoder.max_new_tokens={new}: the longest prompt has {longest} tokens, and {longest} + {new} "
+                         f"is more than the model's max_seq_len={limit}; lower decoder.max_new_tokens to "
+                         f"{max(limit - longest, 0)} or set data.max_prompt_length={max(limit - new, 1)}")
+    return OnPolicy(objective, decoder, tokenizer, rewards, data.columns, seed=int(cfg.seed))
 
 
 def _check_pairs_fit(data, model) -> None:
@@ -291,7 +323,8 @@ def _resume_record(run_dir: Path, checkpoint: Path, step: int) -> list[dict]:
 
 
 def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: Path, step: int,
-                     lead: bool = True, objective=None, extra_models: dict | None = None) -> dict | None:
+                     lead: bool = True, objective=None, extra_models: dict | None = None,
+                     rewards=None) -> dict | None:
     """`eval.at_end`: memorization + held-out loss of the final model, logged at the last step
     and written to eval.json (the same as `rizzrun eval RUN_DIR` afterwards). Every rank
     evaluates (a sharded model needs all of them); the lead writes."""
@@ -299,7 +332,7 @@ def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: 
         return None
     from rizzrun.runner.evaluate import evaluate, flat_metrics, write
 
-    result = evaluate(model, tokenizer, data, cfg.eval, objective=objective, extra_models=extra_models)
+    result = evaluate(model, tokenizer, data, cfg.eval, objective=objective, extra_models=extra_models, rewards=rewards)
     if not lead:
         return None
     write(run_dir, result)
@@ -362,7 +395,11 @@ def _log_data(data) -> None:
         if split not in stats:
             continue
         s = stats[split]
-        if "pairs" in s:  # preference data
+        if "prompts" in s:  # prompts data (on-policy objectives)
+            dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "none"
+            log.info("data %s: %s prompts, %s tokens, %s truncated, dropped: %s", split, s.get("prompts"),
+                     s.get("tokens"), s.get("truncated"), dropped)
+        elif "pairs" in s:  # preference data
             dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "none"
             log.info("data %s: %s pairs, %s tokens, %s truncated, dropped: %s", split, s.get("pairs"), s.get("tokens"),
                      s.get("truncated"), dropped)
