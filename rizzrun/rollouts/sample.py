@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -69,16 +70,23 @@ def score_rollout(rollout: dict, tokenizer, rewards: RewardSet, prompts: Sequenc
     prompt of the batch (B) and are repeated per completion here. Returns (completion texts, rollout)."""
     N = rollout["completion_mask"].shape[0]
     B = len(prompts)
-    if B == 0 or N % B:
-        raise ValueError(f"{B} prompts for {N} completions; give one prompt per row of the prompts batch")
-    G = N // B
+    # The prompt of every row: from `group` when the rollout has it (so 2B prompts for B prompts x G
+    # completions are refused, not spread over the rows), else row n belongs to prompt n // G.
+    if "group" in rollout:
+        group = [int(g) for g in rollout["group"].tolist()]
+        have = max(group) + 1 if group else 0
+    else:
+        have = B if B and N % B == 0 else -1
+        group = [n // (N // B) for n in range(N)] if have > 0 else []
+    if B == 0 or B != have:
+        raise ValueError(f"{B} prompts for {N} completions" + (f" of {have} prompts" if have > 0 else "")
+                         + "; give one prompt per row of the prompts batch")
     texts = completion_texts(rollout, tokenizer)
     per_prompt = {k: list(v) for k, v in (columns or {}).items()}
     for key, values in per_prompt.items():
         if len(values) != B:
             raise ValueError(f"column {key!r} has {len(values)} values for {B} prompts")
-    scores = rewards([p for p in prompts for _ in range(G)], texts,
-                     **{k: [x for x in v for _ in range(G)] for k, v in per_prompt.items()})
+    scores = rewards([prompts[g] for g in group], texts, **{k: [v[g] for g in group] for k, v in per_prompt.items()})
     device = rollout["completion_mask"].device
     rollout["rewards"] = scores.total.to(device)
     rollout["reward_per_function"] = scores.per_function.to(device)
@@ -96,7 +104,9 @@ def rollout_metrics(rollout: dict, names: Sequence[str], num_generations: int) -
     out = {
         "reward": torch.nanmean(rewards),
         "reward_std": torch.nanmean(group_std),
-        "frac_reward_zero_std": (torch.nan_to_num(group_std, nan=0.0) < 1e-12).float().mean(),
+        # A group without spread: its scored rewards all equal (or fewer than two scored). Compared
+        # exactly, not by the float std, which is ~1e-8, not 0, for 8 rewards of 0.7.
+        "frac_reward_zero_std": (_spread(groups) <= 0).float().mean(),
         "completions/mean_length": lengths.mean(),
         "completions/min_length": lengths.min(),
         "completions/max_length": lengths.max(),
@@ -108,3 +118,9 @@ def rollout_metrics(rollout: dict, names: Sequence[str], num_generations: int) -
         out[f"rewards/{name}/mean"] = torch.nanmean(per_fn[:, j])
         out[f"rewards/{name}/std"] = nanstd(per_fn[:, j])
     return {k: torch.nan_to_num(v.float(), nan=0.0) for k, v in out.items()}
+
+
+def _spread(groups: torch.Tensor) -> torch.Tensor:
+    """(B, G) rewards -> (B,) max - min over the non-NaN ones (-inf when none, 0 when one)."""
+    nan = torch.isnan(groups)
+    return groups.masked_fill(nan, -math.inf).amax(dim=1) - groups.masked_fill(nan, math.inf).amin(dim=1)

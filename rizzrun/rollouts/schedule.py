@@ -17,6 +17,8 @@ def repeat_blocks(batches: Callable[..., Iterator[dict]], start: int, accumulate
     for key, value in (("accumulate", accumulate), ("iterations", iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value!r}: must be an integer >= 1")
+    if isinstance(start, bool) or int(start) != start or start < 0:
+        raise ValueError(f"start={start!r}: must be an integer >= 0 (micro-batches done)")
     if iterations == 1:
         yield from batches(start=start)
         return
