@@ -465,11 +465,10 @@ def test_rollout_metrics_by_hand():
     r = metrics_rollout()
     m = rollout_metrics(r, ["a", "b"], num_generations=3)
     scored = [1.0, 0.0, 2.0, 2.0, 2.0, 3.0]
-    group_stds = [statistics.stdev([1.0, 0.0]), statistics.stdev([2.0, 2.0, 2.0])]  # group 2: undefined
     want = {
         "reward": statistics.mean(scored),
-        "reward_std": statistics.mean(group_stds),                     # mean of the defined group stds
-        "frac_reward_zero_std": 2 / 3,                                 # group 1, and group 2 (no spread)
+        "reward_std": statistics.stdev(scored),                        # TRL 1.16: the batch's std
+        "frac_reward_zero_std": 1 / 3,                                 # group 1; group 2 has one score
         "rewards/a/mean": statistics.mean([1, 0, 1, 1, 2, 3]),
         "rewards/a/std": statistics.stdev([1, 0, 1, 1, 2, 3]),
         "rewards/b/mean": statistics.mean([0, 0.5, 2, 0, 1]),
@@ -497,22 +496,21 @@ def trl_reward_std_and_zero_frac(rewards: torch.Tensor, G: int) -> tuple[float, 
 
 
 def test_rollout_metrics_against_trl_definitions():
-    """Documents where rollout_metrics departs from TRL 1.16 (see notes): reward_std is the mean of the
-    group stds (the contract; TRL 1.16 logs the whole batch's std), and a group with fewer than two scored
-    completions counts as zero-std (TRL's isclose(NaN, 0) does not count it)."""
+    """reward_std and frac_reward_zero_std are TRL 1.16's: the batch's std, and groups whose std is
+    defined (two scored rewards at least) and zero."""
     r = metrics_rollout()
     m = rollout_metrics(r, ["a", "b"], num_generations=3)
     trl_std, trl_zero = trl_reward_std_and_zero_frac(r["rewards"], 3)
     assert trl_std == pytest.approx(statistics.stdev([1, 0, 2, 2, 2, 3]))
-    assert float(m["reward_std"]) != pytest.approx(trl_std)
-    assert trl_zero == pytest.approx(1 / 3) and float(m["frac_reward_zero_std"]) == pytest.approx(2 / 3)
-    # Without an undefined group std, frac_reward_zero_std is TRL's exactly.
+    assert float(m["reward_std"]) == pytest.approx(trl_std)
+    assert trl_zero == pytest.approx(1 / 3) and float(m["frac_reward_zero_std"]) == pytest.approx(trl_zero)
     rewards = torch.tensor([1.0, math.nan, 0.0, 2.0, 2.0, 2.0, 0.5, 0.5, 1.5, 4.0, 4.0, 4.0])
     r2 = {"rewards": rewards, "reward_per_function": rewards[:, None],
           "completion_mask": torch.ones(12, 2, dtype=torch.bool), "truncated": torch.zeros(12, dtype=torch.bool)}
     m2 = rollout_metrics(r2, ["a"], num_generations=3)
-    _, trl_zero2 = trl_reward_std_and_zero_frac(rewards, 3)
+    trl_std2, trl_zero2 = trl_reward_std_and_zero_frac(rewards, 3)
     assert float(m2["frac_reward_zero_std"]) == pytest.approx(trl_zero2) == pytest.approx(0.5)
+    assert float(m2["reward_std"]) == pytest.approx(trl_std2)
 
 
 def test_frac_reward_zero_std_is_exact_for_equal_float_rewards():
@@ -528,17 +526,19 @@ def test_frac_reward_zero_std_is_exact_for_equal_float_rewards():
              "completion_mask": torch.ones(16, 1, dtype=torch.bool), "truncated": torch.zeros(16, dtype=torch.bool)}
         m = rollout_metrics(r, ["a"], num_generations=8)
         assert float(m["frac_reward_zero_std"]) == 0.5, value
-    # all NaN in a group: no spread either
+    # all NaN in a group: its std is undefined, not zero (TRL)
     r["rewards"] = torch.tensor([math.nan] * 8 + [0.0, 1.0] * 4)
-    assert float(rollout_metrics(r, ["a"], num_generations=8)["frac_reward_zero_std"]) == 0.5
+    assert float(rollout_metrics(r, ["a"], num_generations=8)["frac_reward_zero_std"]) == 0.0
 
 
 def test_rollout_metrics_edge_cases():
-    # G = 1: every group std is 0 (as TRL's zeros when num_generations == 1); all truncated: terminated 0
+    # G = 1: every group std is 0 (TRL's zeros when num_generations == 1), reward_std still the batch's;
+    # all truncated: terminated length 0
     r = {"rewards": torch.tensor([1.0, 0.0]), "reward_per_function": torch.tensor([[1.0], [0.0]]),
          "completion_mask": torch.tensor([[True, True], [True, True]]), "truncated": torch.tensor([True, True])}
     m = rollout_metrics(r, ["a"], num_generations=1)
-    assert float(m["reward_std"]) == 0.0 and float(m["frac_reward_zero_std"]) == 1.0
+    assert float(m["reward_std"]) == pytest.approx(statistics.stdev([1.0, 0.0]))
+    assert float(m["frac_reward_zero_std"]) == 1.0
     assert float(m["completions/mean_terminated_length"]) == 0.0 and float(m["completions/clipped_ratio"]) == 1.0
     # every reward NaN: the means are reported as 0, never NaN
     r["rewards"] = torch.tensor([math.nan, math.nan])

@@ -94,19 +94,24 @@ def score_rollout(rollout: dict, tokenizer, rewards: RewardSet, prompts: Sequenc
 
 
 def rollout_metrics(rollout: dict, names: Sequence[str], num_generations: int) -> dict[str, torch.Tensor]:
-    """TRL's rollout metrics of a scored rollout (contracts "Rollouts"); rewards NaN-aware."""
+    """TRL 1.16's rollout metrics of a scored rollout (contracts "Rollouts"), NaN-aware: reward (mean),
+    reward_std (unbiased std over the batch), frac_reward_zero_std (groups of at least two scored rewards,
+    all equal), rewards/<name>/mean|std, completions/*. A NaN left (nothing scored) is reported as 0."""
     rewards = rollout["rewards"].float().cpu()
     per_fn = rollout["reward_per_function"].float().cpu()
     lengths = rollout["completion_mask"].sum(dim=1).float().cpu()
     truncated = rollout["truncated"].cpu()
     groups = rewards.view(-1, num_generations)
-    group_std = nanstd(groups, dim=1) if num_generations > 1 else torch.zeros(groups.shape[0])
+    if num_generations > 1:  # TRL: a group's std is undefined (NaN, not zero) below two scored rewards
+        zero_std = (_spread(groups) <= 0) & ((~torch.isnan(groups)).sum(dim=1) >= 2)
+    else:  # TRL's zeros when num_generations == 1
+        zero_std = torch.ones(groups.shape[0], dtype=torch.bool)
     out = {
         "reward": torch.nanmean(rewards),
-        "reward_std": torch.nanmean(group_std),
-        # A group without spread: its scored rewards all equal (or fewer than two scored). Compared
-        # exactly, not by the float std, which is ~1e-8, not 0, for 8 rewards of 0.7.
-        "frac_reward_zero_std": (_spread(groups) <= 0).float().mean(),
+        "reward_std": nanstd(rewards) if rewards.numel() > 1 else torch.tensor(0.0),  # TRL: the batch's
+        # A group without spread, its scored rewards all equal: compared exactly, not by the float std,
+        # which is ~6e-8, not 0, for 8 rewards of 0.7 (TRL's isclose(std, 0) misses that one).
+        "frac_reward_zero_std": zero_std.float().mean(),
         "completions/mean_length": lengths.mean(),
         "completions/min_length": lengths.min(),
         "completions/max_length": lengths.max(),
