@@ -14,7 +14,7 @@ For N = B*G rollout rows (row b*G + g is prompt b's g-th completion), rewards r 
                                                          of mean and std and given A = 0
     rho_t = exp(log pi(o_t) - log pi_old(o_t))           pi_old = pi.detach() when mu = 1
     l_t = -min(min(rho_t, delta) A, clip(rho_t, 1 - eps_low, 1 + eps_high) A) + beta k3_t [* rho_t]
-    k3_t = exp(lref_t - l_t) - (lref_t - l_t) - 1        (>= 0; k3 of arXiv 2402.03300 eq. 4;
+    k3_t = exp(lref_t - lp_t) - (lref_t - lp_t) - 1      (lp = log pi, lref = log pi_ref; >= 0; eq. 4;
                                                          * rho_t with use_bias_correction_kl, TRL 1.16's
                                                          default, DeepSeek-V3.2 arXiv:2512.02556)
 

@@ -2,7 +2,7 @@
 
 Besides GRPO's own arguments, the objective node holds what the runner reads: `models.reference`
 (init | a run or Hugging Face folder | null), `precompute` (must stay []: rollouts are new every
-step) and `rewards` (null = the data's own reward functions)."""
+step; the generic check refuses it over prompts data) and `rewards` (null = the data's own reward functions)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def _number(value) -> bool:
 
 
 def check(node: dict, path: str) -> list[str]:
-    """Rules between keys: a reference model when beta > 0, nothing precomputed, delta above the
-    upper clip bound (the constructor and prepare raise the same)."""
+    """Rules between keys: a reference model when beta > 0, delta above the upper clip bound (the
+    constructor and prepare raise the same). `precompute` over prompts data is refused by the
+    generic extra-model check (rizzrun.config.extra_models)."""
     out = []
     beta = node.get("beta", 0.04)
     models = node.get("models")
@@ -32,10 +33,6 @@ def check(node: dict, path: str) -> list[str]:
         out.append(message(f"{path}.models.reference=null", f"GRPO with beta={show(beta)} needs a reference model "
                            "(the k3 KL term)", f"allowed: {path}.models.reference=init (the policy's starting weights) "
                            f"or a run or Hugging Face folder, or {path}.beta=0"))
-    precompute = node.get("precompute")
-    if readable(precompute) and isinstance(precompute, list) and precompute:
-        out.append(message(f"{path}.precompute={show(precompute)}", "GRPO scores new rollouts every step, there is "
-                           "nothing to precompute", f"set {path}.precompute=[]"))
     eps, high, delta = node.get("epsilon", 0.2), node.get("epsilon_high"), node.get("delta")
     if high is None:
         high = eps
