@@ -290,8 +290,8 @@ class GRPO:
             raise ValueError(f"GRPO with beta={self.beta:g} got a batch without ref_logps: it was prepared by another "
                              "objective, or without a reference")
         if self.num_iterations > 1 and "old_logps" not in batch:
-            raise ValueError(f"GRPO with num_iterations={self.num_iterations} got a batch without old_logps: prepare it "
-                             "with this objective")
+            raise ValueError(f"GRPO with num_iterations={self.num_iterations} got a batch without old_logps: "
+                             "prepare it with this objective")
         mask = batch["completion_mask"].bool()
         capture = _Capture(model)
         logps = completion_logps(capture, batch)  # (N, C) float32, with grad
