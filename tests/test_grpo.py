@@ -644,6 +644,8 @@ def test_yaml_pins_the_paper_defaults_and_matches_the_signature():
     assert node.pop("models") == {"reference": "init"} and node.pop("precompute") == [] and node.pop("rewards") is None
     params = inspect.signature(GRPO).parameters
     assert set(node) == set(params)  # every argument is pinned
+    # dr_grpo's denominator is the generation limit, as TRL's max_completion_length
+    assert node.pop("max_completion_length") == "${decoder.max_new_tokens}"
     assert {k: params[k].default for k in node} == node
     assert node["loss_type"] == "grpo" and node["beta"] == 0.04 and node["epsilon"] == 0.2
     assert node["scale_rewards"] == "group" and node["num_iterations"] == 1 and node["num_generations"] == 8

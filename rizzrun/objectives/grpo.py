@@ -186,8 +186,9 @@ class GRPO:
                             reverse-KL gradient of DeepSeek-V3.2 (arXiv:2512.02556); changes the gradient
                             even at mu = 1 (rho = 1 in value). TRL 1.16 defaults to true; the paper's
                             GRPO is false. The logged kl is the corrected term, as TRL logs it.
-      max_completion_length=None  dr_grpo's constant denominator per sequence (null: the batch's
-                            completion width C; set it to the decoder's max_new_tokens for TRL's).
+      max_completion_length=None  dr_grpo's constant denominator per sequence: the generation limit
+                            (conf: ${decoder.max_new_tokens}, as TRL's max_completion_length); null:
+                            the batch's completion width C (the longest completion, not constant).
 
     prepare(model, rollout, reference=None) -> the rollout plus advantages (N,) float32, old_logps
       (N, C) (num_iterations > 1), ref_logps (N, C) (beta > 0); completion_mask and attention_mask
