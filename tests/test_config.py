@@ -97,6 +97,9 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     extra[("data", "dialogue_contexts")] = ["objective=dds_head"]
     extra[("data", "diversity_labels")] = [f"data.path={tmp_path / 'labels.jsonl'}", "objective=dds_head"]
     extra[("objective", "dds_head")] = ["data=dialogue_contexts"]
+    # Prompts are for an on-policy objective (it scores rollouts of them), and it needs them.
+    extra[("data", "arithmetic_prompts")] = ["objective=grpo"]
+    extra[("objective", "grpo")] = ["data=arithmetic_prompts"]
     # A group the default config's defaults list does not pick (hparams_search) is added with '+'.
     picked = {str(k) for e in OmegaConf.load(REPO / "conf" / "config.yaml").defaults if hasattr(e, "keys") for k in e}
     return [f"{'' if group in picked else '+'}{group}={option}", *extra.get((group, option), [])]

@@ -77,7 +77,7 @@ def test_trains_on_scored_rollouts_validates_and_evaluates(objective, tmp_path, 
 def test_a_resume_inside_a_block_of_iterations_is_the_uninterrupted_run(tmp_path, shared_cache):
     """Step 3 is inside the block of steps 3-4 that share a rollout: its checkpoint keeps the
     prepared rollouts (old log-probs of the policy of step 2), and the resumed step 4 trains on them."""
-    options = ["objective.num_iterations=2", "trainer.checkpoint_every=3"]
+    options = ["objective.num_iterations=2", "trainer.checkpoint_every=3", "trainer.val_every=3"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(straight, *options, "trainer.max_steps=6", cache=shared_cache)
     train(split, *options, "trainer.max_steps=3", cache=shared_cache)

@@ -16,6 +16,8 @@ _EXPORTS = {
     "ScalarRewardModel": "rizzrun.objectives.reward_model",
     "SMPO": "rizzrun.objectives.smpo",
     "Goldfish": "rizzrun.objectives.goldfish",
+    "GRPO": "rizzrun.objectives.grpo",
+    "group_advantages": "rizzrun.objectives.grpo",
     "goldfish_mask": "rizzrun.objectives.goldfish",
 }
 
