@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rizzrun.data.tasks import TASKS, TaskPrompts, TaskSFT, generate_problems, parse, solve, verify  # noqa: E402
+from rizzrun.data.tasks import TASKS, TaskPrompts, TaskSFT, corrupt, generate_problems, parse, solve, verify  # noqa: E402
 from rizzrun.errors import InputError  # noqa: E402
 from rizzrun.rewards.tasks import char_accuracy, char_matches  # noqa: E402
 from rizzrun.rewards.verifiable import exact_match  # noqa: E402
@@ -187,6 +187,35 @@ def test_verify_and_the_rewards_agree():
             data.verify({"sort": "rev:ab=", "reverse": "count a:ab=", "count": "sort:ba="}[task], "ab")
         with pytest.raises(ValueError, match="is not a task prompt"):
             data.verify("37+48=", "85")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_noisy_demonstrations_corrupt_exactly_the_share_asked(task):
+    opts = dict(task=task, n_train=50, n_val=10, length=6, alphabet="abcdefgh", problem_seed=2)
+    clean, noisy = TaskSFT(**opts), TaskSFT(noise=0.3, **opts)
+    assert clean.noisy() == set() and len(noisy.noisy()) == 15  # round(0.3 * 50)
+    assert noisy.problems("train") == clean.problems("train") and noisy.documents("val") == clean.documents("val")
+    for k, (p, answer) in enumerate(clean.problems("train")):
+        doc = noisy.documents("train")[k]
+        assert doc.startswith(p)
+        given = doc[len(p):]
+        assert verify(p, given) == (k not in noisy.noisy()), k
+        if k in noisy.noisy():
+            if task == "count":
+                assert abs(int(given) - int(answer)) == 1 and int(given) >= 0
+            else:  # one character replaced by another of the alphabet
+                assert len(given) == 6 and sum(x != y for x, y in zip(given, answer)) == 1
+                assert set(given) <= set("abcdefgh")
+    # the noisy rows are the ones with the smallest hash (a second formulation of the rule)
+    units = {k: int(hashlib.sha256(f"noise:2:{p}".encode()).hexdigest()[:16], 16) for k, p in
+             enumerate(clean.prompts("train"))}
+    assert noisy.noisy() == set(sorted(units, key=units.get)[:15])
+    assert noisy.fingerprint != clean.fingerprint and TaskSFT(noise=0.0, **opts).fingerprint == clean.fingerprint
+    assert corrupt("count a:bbb=", "0", "ab") == "1"
+    with pytest.raises(InputError, match=r"^data.noise=1.5: must be in \[0, 1\]"):
+        TaskSFT(noise=1.5)
+    with pytest.raises(InputError, match=r"^data.noise=0.5: corrupting an answer needs an alphabet of 2 or more"):
+        TaskSFT(task="reverse", alphabet="a", n_train=1, n_val=0, noise=0.5)
 
 
 def test_extra_text():

@@ -29,7 +29,12 @@ when it holds.
 Components:
 - TaskSFT (`data=task_sft`): an `lm` corpus whose documents are prompt + answer ("rev:abcd=dcba";
   training problems in train, held-out ones in val), joined by EOS when packed: a model trained on
-  it answers EOS + prompt and stops with EOS, as the runner's prompts begin.
+  it answers EOS + prompt and stops with EOS, as the runner's prompts begin. `noise`: the share of
+  training documents whose answer is corrupted (noisy demonstrations, as ReST's tiny setup,
+  arXiv 2308.08998): exactly round(noise * n_train) of them, the ones with the smallest
+  stable_unit("noise:<problem_seed>:<prompt>"); a corrupted answer has one character replaced by
+  another of the alphabet (sort, reverse; position and character from sha256 of the prompt) or is
+  off by one (count: +1, or -1 when above 0 and the hash says so). Validation is never corrupted.
 - TaskPrompts (`data=task_prompts`): the prompts with their answers (column `answer`, a str) as
   `prompts` batches for on-policy objectives (GRPO, ReST), same problems and hold-out.
 """
@@ -48,7 +53,7 @@ from rizzrun.data.prompts import PromptData
 from rizzrun.data.tasks_spec import TASKS, alphabet_problem, space_size
 from rizzrun.errors import InputError
 
-__all__ = ["TASKS", "TaskPrompts", "TaskSFT", "generate_problems", "is_held_out", "parse", "prompt_of", "solve",
+__all__ = ["TASKS", "TaskPrompts", "TaskSFT", "corrupt", "generate_problems", "is_held_out", "parse", "prompt_of", "solve",
            "task_of", "verify"]
 
 # Bump when the generator changes for the same options.
@@ -176,6 +181,17 @@ def generate_problems(task: str, n_train: int, n_val: int, length: int = 5, alph
     return train, val
 
 
+def corrupt(prompt: str, answer: str, alphabet: str, problem_seed: int = 0) -> str:
+    """A wrong answer close to `answer`, fixed by (problem_seed, prompt) (module docstring)."""
+    h = int.from_bytes(hashlib.sha256(f"corrupt:{problem_seed}:{prompt}".encode()).digest()[:16], "big")
+    if task_of(prompt) == "count":
+        n = int(answer)
+        return str(n - 1 if n > 0 and h % 2 else n + 1)
+    pos = h % len(answer)
+    options = [c for c in alphabet if c != answer[pos]]
+    return answer[:pos] + options[(h >> 32) % len(options)] + answer[pos + 1:]
+
+
 def _check_options(task, n_train, n_val, length, alphabet, val_fraction, problem_seed) -> None:
     if task not in TASKS:
         raise InputError(f"data.task={task!r}: allowed: {', '.join(TASKS)}")
@@ -207,9 +223,9 @@ class _TaskProblems:
             self._problems = {"train": train, **({"val": val} if self.n_val else {})}
         return self._problems
 
-    def _key(self, kind: str) -> str:
+    def _key(self, kind: str, more: list = ()) -> str:
         key = [kind, GENERATOR_VERSION, self.task, self.n_train, self.n_val, self.length, self.alphabet,
-               self.val_fraction, self.problem_seed]
+               self.val_fraction, self.problem_seed, *more]
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
     def problems(self, split: str) -> list[tuple[str, str]]:
@@ -253,6 +269,7 @@ class TaskSFT(_TaskProblems, LMCorpus):
         strings are drawn from. val_fraction: the share of the problem space held out (use the
         same value in TaskPrompts). problem_seed: which problems are drawn.
     seq_len, batch_size, seed (block order), packing, cache_dir: as every lm corpus.
+    noise: the share of training documents with a corrupted answer (module docstring; 0: none).
     """
 
     batch_kind = "lm"
@@ -271,19 +288,35 @@ class TaskSFT(_TaskProblems, LMCorpus):
         seed: int = 0,
         packing: Literal["concat", "document"] = "concat",
         cache_dir: str | None = None,
+        noise: float = 0.0,
     ):
         LMCorpus.__init__(self, seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
         self._init_problems(task, n_train, n_val, length, alphabet, val_fraction, problem_seed)
         if packing not in PACKINGS:
             raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
-        self.packing = packing
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+            raise InputError(f"data.noise={noise!r}: must be in [0, 1] (the share of training answers corrupted)")
+        if noise > 0 and task != "count" and len(alphabet) < 2:
+            raise InputError(f"data.noise={noise}: corrupting an answer needs an alphabet of 2 or more characters "
+                             f"(data.alphabet={alphabet!r}); set data.noise=0 or give data.alphabet more characters")
+        self.packing, self.noise = packing, float(noise)
 
     @property
     def fingerprint(self) -> str:
-        return self._key("task-sft")
+        return self._key("task-sft", [self.noise] if self.noise else [])
+
+    def noisy(self) -> set[int]:
+        """Indices of the training problems whose document carries a corrupted answer (module docstring)."""
+        train = self.prompts("train")
+        n = round(self.noise * len(train))
+        units = [stable_unit(f"noise:{self.problem_seed}:{p}") for p in train]
+        return set(sorted(range(len(train)), key=units.__getitem__)[:n])
 
     def documents(self, split: str) -> list[str]:
-        return [p + answer for p, answer in self.problems(split)]
+        """prompt + answer of every problem of `split`; in train, a corrupted answer for `noisy()`."""
+        wrong = self.noisy() if split == "train" else set()
+        return [p + (corrupt(p, answer, self.alphabet, self.problem_seed) if k in wrong else answer)
+                for k, (p, answer) in enumerate(self.problems(split))]
 
     def train_texts(self):
         return iter(self.documents("train"))

@@ -18,7 +18,7 @@ _PROBLEMS = {
     "problem_seed": ((">=", 0),),
 }
 RANGES = {
-    "TaskSFT": {**_PROBLEMS, "seq_len": ((">=", 1),), "batch_size": ((">=", 1),)},
+    "TaskSFT": {**_PROBLEMS, "seq_len": ((">=", 1),), "batch_size": ((">=", 1),), "noise": ((">=", 0), ("<=", 1))},
     "TaskPrompts": {**_PROBLEMS, "batch_size": ((">=", 1),), "max_prompt_length": ((">=", 1),)},
 }
 
