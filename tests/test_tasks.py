@@ -14,7 +14,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rizzrun.data.tasks import TASKS, TaskPrompts, TaskSFT, corrupt, generate_problems, parse, solve, verify  # noqa: E402
+from rizzrun.data.tasks import (  # noqa: E402
+    TASKS,
+    TaskPrompts,
+    TaskSFT,
+    corrupt,
+    generate_problems,
+    parse,
+    solve,
+    verify,
+)
 from rizzrun.errors import InputError  # noqa: E402
 from rizzrun.rewards.tasks import char_accuracy, char_matches  # noqa: E402
 from rizzrun.rewards.verifiable import exact_match  # noqa: E402

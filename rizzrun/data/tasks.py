@@ -12,8 +12,9 @@ The string has `length` characters of `alphabet` (drawn with repetition; a chara
 alphabet is printable, not whitespace, ':' or '='); count's character is one of the alphabet too,
 so 0 is a possible answer.
 
-Problems: candidate k is read from sha256("task:<task>:<problem_seed>:<length>:<alphabet>:k:<i>")
-(i = 0, 1, ... for each 8 characters), so a problem set is a pure function of (task, problem_seed,
+Problems: candidate k is read from sha256("task:<task>:<problem_seed>:<length>:<alphabet>:<k>:<i>")
+(i = 0, 1, ... for each 8 characters, 4 bytes a character; count's first character is the one
+counted), so a problem set is a pure function of (task, problem_seed,
 length, alphabet, sizes). A problem is held out iff stable_unit(its prompt) < val_fraction: the rule
 depends on nothing but the problem, so every data option built with one val_fraction (TaskSFT,
 TaskPrompts) agrees on what is held out. A problem set takes the first n_train distinct training
@@ -53,8 +54,8 @@ from rizzrun.data.prompts import PromptData
 from rizzrun.data.tasks_spec import TASKS, alphabet_problem, space_size
 from rizzrun.errors import InputError
 
-__all__ = ["TASKS", "TaskPrompts", "TaskSFT", "corrupt", "generate_problems", "is_held_out", "parse", "prompt_of", "solve",
-           "task_of", "verify"]
+__all__ = ["TASKS", "TaskPrompts", "TaskSFT", "corrupt", "generate_problems", "is_held_out", "parse", "prompt_of",
+           "solve", "task_of", "verify"]
 
 # Bump when the generator changes for the same options.
 GENERATOR_VERSION = 1
