@@ -54,6 +54,9 @@ from typing import Any, Sequence
 from rizzrun.errors import InputError
 
 METHODS = ("slerp", "linear", "liti", "paramdelta")
+# The flags each method takes (besides its positional MODELs and OUT).
+TAKES = {"slerp": ("--init", "--lam", "--eta"), "linear": ("--init", "--weights"), "liti": ("--init", "--eta"),
+         "paramdelta": ("--new-base", "--post", "--base", "--alpha")}
 MERGE_FILE = "merge.json"
 RUN, HF = "run", "hf"
 # Config fields that change no weight: not compared across inputs (the template's are kept).
@@ -133,13 +136,10 @@ def plan(method: str, out_dir: str | os.PathLike, *, init=None, models: Sequence
     given = {"--init": init is not None, "--new-base": new_base is not None, "--post": bool(posts),
              "--base": bool(bases), "--alpha": bool(alphas), "--weights": weights is not None,
              "--lam": lam is not None, "--eta": eta is not None}
-    takes = {"slerp": ("--init", "--lam", "--eta"), "linear": ("--init", "--weights"), "liti": ("--init", "--eta"),
-             "paramdelta": ("--new-base", "--post", "--base", "--alpha")}[method]
+    takes = TAKES[method]
     for flag, present in given.items():
         if present and flag not in takes:
-            users = [m for m, t in (("slerp", ("--init", "--lam", "--eta")), ("linear", ("--init", "--weights")),
-                                    ("liti", ("--init", "--eta")),
-                                    ("paramdelta", ("--new-base", "--post", "--base", "--alpha"))) if flag in t]
+            users = [m for m, t in TAKES.items() if flag in t]
             raise InputError(f"{flag}: not an option of `merge {method}` (only of {', '.join(users)}); "
                              f"`merge {method}` takes {', '.join(takes)}")
     options: dict[str, Any] = {}
@@ -420,6 +420,7 @@ def _write(p: Plan, template: Path, model, record: dict) -> None:
         if weights_digest(back) != record["sha256"]:
             raise RuntimeError(f"{tmp}: the merged weights read back differ from those written")
         write_atomic(tmp / MERGE_FILE, json.dumps(record, indent=2) + "\n")
+        (tmp / MERGE_FILE).chmod(0o644)  # mkstemp's 0600, as config.yaml is readable
         _move_into(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
