@@ -10,6 +10,8 @@
     rizzrun eval RUN_DIR [decoder=NAME] [decoder.KEY=VALUE ...] [--documents train|val|PATH]
                                       memorization + held-out loss (+ a task's accuracy) -> eval.json
     rizzrun compare PATH... | --wandb ENTITY/PROJECT   runs side by side (rizzrun.compare)
+    rizzrun merge slerp|linear|liti|paramdelta ... OUT   models merged by weight arithmetic into a
+                                      new run folder (rizzrun.merge.command)
 
 generate, eval and export load the checkpoint `checkpoints/latest` names (or `--checkpoint
 step-N`) after checking its files against the digests in its meta.json, and refuse a damaged
@@ -39,7 +41,7 @@ from typer.core import TyperCommand
 
 from rizzrun.layout import EVAL as EVAL_FILE
 
-SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export", "compare")
+SUBCOMMANDS = ("list", "show", "validate", "generate", "eval", "export", "compare", "merge")
 HELP_FLAGS = ("--help", "-h")
 
 app = typer.Typer(
@@ -559,6 +561,56 @@ def compare(
                       out=out, per_run=per_run, ignore=tuple(ignore or ()))
     with _input_errors():
         run_compare(options)
+
+
+@app.command("merge", cls=_OneLineUsageErrors)
+def merge(
+    method: str = typer.Argument(..., metavar="METHOD", help="slerp | linear | liti | paramdelta"),
+    paths: Optional[list[str]] = typer.Argument(None, metavar="[MODEL...] OUT",
+                                                help="the models to merge (slerp: 2 or more, linear: 1 or more, "
+                                                     "liti: the merged model, paramdelta: none), then OUT, the run "
+                                                     "folder to write"),
+    init: Optional[str] = typer.Option(None, "--init", help="slerp, linear, liti: the model the task vectors "
+                                       "start from (a run folder or a Hugging Face Llama folder)"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="slerp of 2 models: λ in [0, 1] (0: the first, "
+                                        "1: the second); default 0.5"),
+    eta: Optional[float] = typer.Option(None, "--eta", help="slerp: LITI towards --init after SLERP, η in [0, 1], "
+                                        "default 1.0 (none); liti: required"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="linear: W1,W2,... one per MODEL; "
+                                          "default 1/M each"),
+    new_base: Optional[str] = typer.Option(None, "--new-base", help="paramdelta: the updated base model"),
+    post: Optional[list[str]] = typer.Option(None, "--post", help="paramdelta: a post-trained model (repeatable, "
+                                             "paired in order with --base)"),
+    base: Optional[list[str]] = typer.Option(None, "--base", help="paramdelta: the base that --post was trained "
+                                             "from (repeatable)"),
+    alpha: Optional[list[float]] = typer.Option(None, "--alpha", help="paramdelta: the weight of each "
+                                                "(--post - --base) delta (repeatable, one per pair); default 1.0"),
+    force: bool = typer.Option(False, "--force", help="replace OUT when it is an earlier merge's output"),
+) -> None:
+    """Merge models by weight arithmetic into a new run folder OUT (config.yaml and tokenizer of the
+    first run folder among the inputs), which `rizzrun eval OUT`, `rizzrun generate OUT -p ...` and
+    `model.from_pretrained=OUT` accept; OUT/merge.json records the method, options and each
+    input's weights digest.
+
+    \b
+    slerp       --init I MODEL MODEL [MODEL...] [--lam 0.5] [--eta 1.0] OUT   (WARP, arXiv:2406.16768)
+    linear      --init I MODEL [MODEL...] [--weights W1,W2,...] OUT
+    liti        --init I MERGED --eta 0.3 OUT
+    paramdelta  --new-base NB --post P --base B [--post P2 --base B2 ...] [--alpha A ...] OUT   (arXiv:2504.21023)
+
+    Inputs are run folders (their latest checkpoint, verified) or Hugging Face Llama folders."""
+    paths = list(paths or [])
+    if not paths:
+        raise _fail("OUT: required (the run folder to write, last); see rizzrun merge --help")
+    from rizzrun.merge.command import merge as run_merge
+
+    try:
+        with _input_errors():
+            lines = run_merge(method, paths[-1], init=init, models=paths[:-1], new_base=new_base, posts=post or [],
+                              bases=base or [], alphas=alpha or [], weights=weights, lam=lam, eta=eta, force=force)
+    except OSError as e:  # a write failed after the checks
+        raise _fail(f"{paths[-1]}: {e.strerror or e}") from None
+    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
