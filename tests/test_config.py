@@ -98,7 +98,10 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     extra[("data", "diversity_labels")] = [f"data.path={tmp_path / 'labels.jsonl'}", "objective=dds_head"]
     extra[("objective", "dds_head")] = ["data=dialogue_contexts"]
     # Prompts are for an on-policy objective (it scores rollouts of them), and it needs them.
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
     extra[("data", "arithmetic_prompts")] = ["objective=grpo"]
+    extra[("data", "task_prompts")] = ["objective=grpo"]
+    extra[("data", "prompt_file")] = [f"data.path={tmp_path / 'prompts.jsonl'}", "objective=grpo"]
     extra[("objective", "grpo")] = ["data=arithmetic_prompts"]
     # A group the default config's defaults list does not pick (hparams_search) is added with '+'.
     picked = {str(k) for e in OmegaConf.load(REPO / "conf" / "config.yaml").defaults if hasattr(e, "keys") for k in e}
@@ -426,7 +429,8 @@ def test_dataclass_data_target():
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=actions or data=arithmetic_sft or data=dialogue_sft or data=hf or data=pydoc or data=text, or an objective "
+        "pick data=actions or data=arithmetic_sft or data=dialogue_sft or data=hf or data=pydoc or data=task_sft or data=text, "
+        "or an objective "
         "that consumes 'preference'"]
 
 

@@ -257,8 +257,6 @@ def test_a_prompt_that_encodes_to_nothing_is_dropped_and_counted(tmp_path):
     assert data.columns([0])[1] == {"answer": ["0"], "level": [0]}  # row ids count the kept prompts
 
 
-@pytest.mark.xfail(strict=True, reason="rizzrun/data/prompts.py keeps an empty plain prompt as [EOS] with "
-                                       "byte/bpe tokenizers (notes/tasks.md, 'bug in prompts.py')")
 def test_an_empty_prompt_is_dropped_with_a_byte_tokenizer(tmp_path):
     data = make(write_jsonl(tmp_path / "e.jsonl", [{"prompt": "", "answer": "a"}, {"prompt": "  ", "answer": "b"},
                                                    *ROWS[:3]]), tmp_path)

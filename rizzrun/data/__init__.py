@@ -8,15 +8,20 @@ hf_fingerprint.py, holdout.py (which rows validate), hf_stream.py (the streaming
 resume bookkeeping), hf_views.py (stream adapters). Pairs for preference objectives: pairs.py
 (`PairData`: tokenize, truncate as TRL, filter, batch), preference.py (`PreferencePairs`: files,
 a save_to_disk folder or a Hub dataset) and arithmetic.py (the built-in verifiable task:
-`ArithmeticSFT` corpus, `ArithmeticPairs`). actions.py: `ActionChunks`, synthetic robot trajectories
+`ArithmeticSFT` corpus, `ArithmeticPairs`, `ArithmeticPrompts`). Prompts for on-policy objectives:
+prompts.py (`PromptData`: tokenize, left-pad, batch, hand rows' columns to the rewards), tasks.py
+(built-in string tasks sort / reverse / count: `TaskSFT`, `TaskPrompts`), prompt_file.py (`PromptFile`:
+prompts from files, a folder or the Hub). actions.py: `ActionChunks`, synthetic robot trajectories
 cut into chunks and turned into FAST coefficient strings (arXiv 2501.09747). Imported lazily: importing this package costs nothing
 and pulls in neither torch nor datasets.
 """
 
-__all__ = ["ActionChunks", "ArithmeticPairs", "ArithmeticSFT", "PairData", "PreferencePairs", "PyDocCorpus", "TextFiles"]
+__all__ = ["ActionChunks", "ArithmeticPairs", "ArithmeticPrompts", "ArithmeticSFT", "PairData", "PreferencePairs",
+           "PromptData", "PromptFile", "PyDocCorpus", "TaskPrompts", "TaskSFT", "TextFiles"]
 
-_MODULES = {"ActionChunks": "actions", "ArithmeticPairs": "arithmetic", "ArithmeticSFT": "arithmetic", "PairData": "pairs",
-            "PreferencePairs": "preference"}
+_MODULES = {"ActionChunks": "actions", "ArithmeticPairs": "arithmetic", "ArithmeticPrompts": "arithmetic",
+            "ArithmeticSFT": "arithmetic", "PairData": "pairs", "PreferencePairs": "preference", "PromptData": "prompts",
+            "PromptFile": "prompt_file", "TaskPrompts": "tasks", "TaskSFT": "tasks"}
 
 
 def __getattr__(name):

@@ -198,7 +198,7 @@ class PreferencePairs(PairData):
             except BadRow as err:
                 where = f"{self._what(split)}: row {r} (0-based): {err.detail}"
                 if self.on_bad_row == "error":
-                    column = (" set the data.*_field keys to the columns that hold the pair, or"
+                    column = (" set the data.*_field keys to the columns that hold the pair,"
                               if err.reason == "missing_field" else "")
                     raise InputError(f"{where}. Fix the data,{column} or set data.on_bad_row=skip to drop bad rows "
                                      f"and count them") from None

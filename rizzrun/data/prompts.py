@@ -11,7 +11,7 @@ prompt the runner samples from begins; with a Hugging Face tokenizer encode(prom
 add_special_tokens=True) without a trailing EOS a post-processor appends; chat prompts are
 rendered with apply_chat_template(add_generation_prompt=True) and encoded without added specials.
 `max_prompt_length` keeps a prompt's last tokens (TRL's left truncation; counted as truncated).
-A prompt that encodes to no token is dropped and counted (`stats[split]["dropped"]["empty_prompt"]`).
+A prompt that is empty or only whitespace, or encodes to no token, is dropped and counted (`stats[split]["dropped"]["empty_prompt"]`).
 
 Batches: prompt_ids (B, P) LEFT-padded with id 0, prompt_mask (B, P) bool (True = real), row (B,)
 long (train 0..N-1, then val). Training order as rizzrun.data.pairs: with n prompts and b =
@@ -93,9 +93,11 @@ class PromptData:
     def train_texts(self) -> Iterator[str]:
         """Texts to train a tokenizer on: the training prompts and any string columns."""
         for row in self._rows()["train"]:
-            for value in row.values():
+            for key, value in row.items():
                 if isinstance(value, str):
                     yield value
+                elif key == "prompt" and isinstance(value, list):  # chat messages
+                    yield from (str(m.get("content", "")) for m in value if isinstance(m, dict))
 
     def _encode(self, tokenizer, prompt) -> tuple[str, list[int]]:
         from rizzrun.data.pairs import hf_style
@@ -124,6 +126,9 @@ class PromptData:
                 continue
             kept, dropped, truncated, tokens = [], Counter(), 0, 0
             for row in rows[split]:
+                if isinstance(row["prompt"], str) and not row["prompt"].strip():
+                    dropped["empty_prompt"] += 1  # [EOS] / [BOS] alone is no prompt
+                    continue
                 text, ids = self._encode(tokenizer, row["prompt"])
                 if not ids:
                     dropped["empty_prompt"] += 1

@@ -8,7 +8,8 @@ serve both:
 one value per (prompt, completion) pair; `columns` are the data's per-row fields (e.g. `answer`),
 repeated per completion; None means "does not apply to this row" (not zero). `RewardSet` runs
 several with weights and sums them as TRL does (`rizzrun.rewards.combine`). Built-in functions
-for verifiable tasks are in `rizzrun.rewards.verifiable`.
+for verifiable tasks are in `rizzrun.rewards.verifiable`, partial credit for the built-in string
+tasks in `rizzrun.rewards.tasks`.
 
 Imported lazily: importing this package does not import torch.
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "RewardSet": "rizzrun.rewards.combine",
     "RewardScores": "rizzrun.rewards.combine",
     "nanstd": "rizzrun.rewards.combine",
+    "char_accuracy": "rizzrun.rewards.tasks",
     "exact_match": "rizzrun.rewards.verifiable",
     "format_match": "rizzrun.rewards.verifiable",
     "leading_integer_match": "rizzrun.rewards.verifiable",
