@@ -7,7 +7,6 @@ completions by their rewards; bad reward settings are refused before anything tr
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess

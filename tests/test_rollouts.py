@@ -715,20 +715,20 @@ class HandPrompts(PromptData):
 def test_prompt_data_left_padding_rows_and_columns():
     data = HandPrompts(batch_size=8, seed=0)
     data.setup(TOK)
-    assert data.stats["train"]["prompts"] == 4 and data.stats["train"]["dropped"] == {}
-    # "" still encodes to [EOS] (the document start), so it is kept
-    assert data.prompt_token_ids("train") == [[TOK.eos_id] + list(s.encode()) for s in ("ab", "hello", "", "xyz")]
+    # "" would encode to [EOS] alone (the document start): no prompt, dropped and counted
+    assert data.stats["train"]["prompts"] == 3 and data.stats["train"]["dropped"] == {"empty_prompt": 1}
+    assert data.prompt_token_ids("train") == [[TOK.eos_id] + list(s.encode()) for s in ("ab", "hello", "xyz")]
     batch = next(data.train_batches())
-    assert batch["prompt_ids"].shape == (4, 6)
+    assert batch["prompt_ids"].shape == (3, 6)
     for j, x in enumerate(batch["row"].tolist()):
         ids, mask = batch["prompt_ids"][j].tolist(), batch["prompt_mask"][j].tolist()
         want = data.prompt_token_ids("train")[x]
         pad = 6 - len(want)
         assert ids == [0] * pad + want and mask == [False] * pad + [True] * len(want)
     (vb,) = list(data.val_batches())
-    assert vb["row"].tolist() == [4]
+    assert vb["row"].tolist() == [3]
     assert vb["prompt_ids"][0].tolist() == [TOK.eos_id] + list(b"long prompt")
-    prompts, columns = data.columns([4, 1, 3])
+    prompts, columns = data.columns([3, 1, 2])
     assert prompts == ["long prompt", "hello", "xyz"]
     assert columns == {"answer": [9, 2, None], "tag": [None, "x", None]}
     truncated = HandPrompts(batch_size=2, max_prompt_length=3)

@@ -119,31 +119,6 @@ def aggregate(token_losses: torch.Tensor, mask: torch.Tensor, loss_type: str = "
     raise ValueError(f"loss_type={loss_type!r}: allowed are {', '.join(map(repr, LOSS_TYPES))}")
 
 
-class _Capture:
-    """Calls the model and keeps its logits, so the policy's entropy comes from the forward
-    `completion_logps` runs (no second forward)."""
-
-    def __init__(self, model):
-        self.model, self.logits = model, None
-
-    def __call__(self, *args, **kwargs):
-        self.logits = self.model(*args, **kwargs)
-        return self.logits
-
-
-def completion_entropy(logits: torch.Tensor, num_completion: int, temperature, chunk: int = 8) -> torch.Tensor:
-    """(N, C) float32 entropy (nats) of softmax(logits / temperature) at the C positions that predict the
-    completion tokens: the last C positions of the (N, P+C-1, V) logits completion_logps computes. No grad;
-    a few rows at a time (bounded memory)."""
-    with torch.no_grad():
-        t = 1.0 if temperature is None else float(temperature)
-        out = []
-        for rows in logits.detach()[:, -num_completion:].split(chunk, dim=0):
-            lp = torch.log_softmax(rows.float() / t, dim=-1)
-            out.append(-(lp.exp() * lp).sum(-1))
-        return torch.cat(out, dim=0) if out else logits.new_zeros(0, num_completion, dtype=torch.float32)
-
-
 def _integer(key: str, value, low: int, nullable: bool = False):
     if value is None and nullable:
         return None
@@ -294,8 +269,7 @@ class GRPO:
             raise ValueError(f"GRPO with num_iterations={self.num_iterations} got a batch without old_logps: "
                              "prepare it with this objective")
         mask = batch["completion_mask"].bool()
-        capture = _Capture(model)
-        logps = completion_logps(capture, batch)  # (N, C) float32, with grad
+        logps, entropy = completion_logps(model, batch, with_entropy=True)  # (N, C) float32, logps with grad
         old = batch.get("old_logps")
         old = logps.detach() if old is None else old.to(logps)
         advantages = batch["advantages"].to(logps)
@@ -310,7 +284,6 @@ class GRPO:
             def token_mean(x: torch.Tensor) -> torch.Tensor:
                 return (x.float() * m).sum() / tokens.clamp(min=1.0)
 
-            entropy = completion_entropy(capture.logits, mask.shape[1], batch.get("temperature"))
             metrics = {"loss": loss.detach()}
             if terms["kl"] is not None:
                 metrics["kl"] = token_mean(terms["kl"])
