@@ -192,3 +192,31 @@ def test_a_completion_budget_the_model_cannot_hold_is_refused_before_training(tm
               cache=shared_cache)
     assert json.loads(summary_path.read_text())["status"] == "bad input"
     assert not (tmp_path / "long" / layout.CHECKPOINTS).exists() or not any((tmp_path / "long" / layout.CHECKPOINTS).iterdir())
+
+
+# --- the objective's optional hooks ------------------------------------------------------------------
+
+def test_the_rollout_and_after_step_hooks_are_called_and_resume(tmp_path, shared_cache, monkeypatch):
+    """`rollout(model, decoder, prompts, score, eos_id, **extra)` replaces the default rollout (under
+    no_grad, at generation steps only, never for validation); `after_step(model)` runs once per
+    optimizer step, and its state resumes with the objective's state_dict."""
+    from hooked_objectives import HookedGRPO
+    from rizzrun.runner.task import LanguageModelTask
+
+    seen = {}
+    monkeypatch.setattr(LanguageModelTask, "on_train_end", lambda self: seen.update(objective=self.objective),
+                        raising=False)
+    hooked = ["objective._target_=hooked_objectives.HookedGRPO", "objective.beta=0.0", "objective.num_iterations=2",
+              "trainer.val_every=2", "trainer.checkpoint_every=2"]
+    straight = tmp_path / "straight"
+    train(straight, *hooked, "trainer.max_steps=4", cache=shared_cache)
+    whole = seen["objective"]
+    assert isinstance(whole, HookedGRPO)
+    assert whole.rollouts_made == 2 and whole.modes == [False, False]  # steps 1 and 3 generate
+    assert whole.after_steps == 4
+    split = tmp_path / "split"
+    train(split, *hooked, "trainer.max_steps=2", cache=shared_cache)
+    train(split, *hooked, "trainer.max_steps=4", "resume=true", cache=shared_cache)
+    resumed = seen["objective"]
+    assert resumed.after_steps == 4 and resumed.rollouts_made == 1
+    assert resumed.weight_sum == whole.weight_sum  # the same policies after each step

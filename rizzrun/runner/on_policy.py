@@ -48,18 +48,32 @@ class OnPolicy:
         self._held: dict[int, tuple[dict, dict]] = {}  # micro-batch index -> (prepared batch, metrics)
         self._restored: dict[int, tuple[dict, dict]] | None = None
 
-    def _rollout(self, model, prompts: dict, seed: int) -> tuple[dict, dict]:
-        """(the scored rollout, its metrics) of one prompt batch."""
+    def score(self, rollout: dict) -> dict:
+        """Add rewards to a rollout (in place, and returned): its completions scored against the data
+        rows of its prompts (`rollout["row"]`, one per group of num_generations rows)."""
+        rows = rollout["row"][:: self.num_generations] if self.num_generations > 1 else rollout["row"]
+        texts, cols = self.columns(rows)
+        score_rollout(rollout, self.tokenizer, self.rewards, texts, cols)
+        return rollout
+
+    def _rollout(self, model, prompts: dict, seed: int, extra: dict | None = None,
+                 own: bool = True) -> tuple[dict, dict]:
+        """(the scored rollout, its metrics) of one prompt batch: the objective's own `rollout` hook
+        when it has one (and `own`), else num_generations samples of each prompt by the decoder."""
         previous = getattr(self.decoder, "seed", None)
         if hasattr(self.decoder, "seed"):
             self.decoder.seed = seed
         try:
-            rollout = sample_rollout(model, self.decoder, prompts, self.num_generations, self.tokenizer.eos_id)
+            hook = getattr(self.objective, "rollout", None) if own else None
+            if hook is not None:
+                with torch.no_grad():
+                    rollout = hook(model, self.decoder, prompts, self.score, self.tokenizer.eos_id, **(extra or {}))
+            else:
+                rollout = self.score(sample_rollout(model, self.decoder, prompts, self.num_generations,
+                                                    self.tokenizer.eos_id))
         finally:
             if hasattr(self.decoder, "seed"):
                 self.decoder.seed = previous
-        texts, cols = self.columns(prompts["row"])
-        score_rollout(rollout, self.tokenizer, self.rewards, texts, cols)
         return rollout, rollout_metrics(rollout, self.rewards.names, self.num_generations)
 
     def batch_for(self, model, prompts: dict, step: int, micro: int, rank: int = 0,
@@ -77,7 +91,7 @@ class OnPolicy:
                                    "rollouts were made from (the stream must repeat each block: repeat_blocks)")
             return batch, metrics, 0.0
         started = time.perf_counter()
-        rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, micro, rank))
+        rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, micro, rank), extra)
         with torch.no_grad():
             batch = self.objective.prepare(model, rollout, **(extra or {}))
         if self.iterations > 1:
@@ -90,7 +104,8 @@ class OnPolicy:
         reward, rewards/<name>/mean, completions/mean_length, ... and `completions` (the count)."""
         G, self.num_generations = self.num_generations, 1
         try:
-            rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, index, rank, "val"))
+            rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, index, rank, "val"),
+                                             own=False)
         finally:
             self.num_generations = G
         keep = ("reward", "completions/mean_length", "completions/clipped_ratio")

@@ -184,6 +184,14 @@ class LanguageModelTask(L.LightningModule):
         stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in values]).to(self.device)
         return list(self.trainer.strategy.reduce(stacked, reduce_op="sum").cpu().unbind())
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """After the micro-batch that completed an optimizer step: the objective's `after_step(model)`
+        (e.g. WARP's EMA anchor follows the policy), once per step, resumed runs included."""
+        after = getattr(self.objective, "after_step", None)
+        if after is not None and self.trainer.global_step > self._steps_seen:
+            after(self.model)
+        self._steps_seen = self.trainer.global_step
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._step_started is None:
             self._step_started = time.perf_counter()
@@ -272,6 +280,7 @@ class LanguageModelTask(L.LightningModule):
             self.on_policy.load_state_dict(checkpoint.get("rollouts", {}), rank=self.global_rank)
 
     def on_train_start(self) -> None:
+        self._steps_seen = self.trainer.global_step  # optimizer steps done (a resume starts past 0)
         rng = getattr(self, "_rng_to_restore", None)
         if rng:
             random.setstate(rng["python"])
