@@ -205,7 +205,7 @@ def test_recipe_setting_keys_that_do_not_exist(recipes):
     recipes("typo", "# @package _global_\nname: typo\nsed: 3\nmodel:\n  n_layr: 2\n")
     found = errors_of(["+recipe=typo"])
     assert found[0] == ("sed=3: unknown top-level key; did you mean 'seed'? top-level keys: cache_dir, name, "
-                        "output_root, prompts, resume, seed; groups: attention, data, decoder, hparams_search, logger, mlp, model, "
+                        "output_root, prompts, resume, rewards, seed; groups: attention, data, decoder, hparams_search, logger, mlp, model, "
                         "objective, optimizer, scheduler, tokenizer, trainer")
     llama = REPO / "rizzrun" / "models" / "llama.py"
     assert found[1].startswith(f"model.n_layr=2: rizzrun.models.llama.Llama has no parameter 'n_layr' ({llama}); "

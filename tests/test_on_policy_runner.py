@@ -69,7 +69,7 @@ def test_trains_on_scored_rollouts_validates_and_evaluates(objective, tmp_path, 
     val = [r for r in rows if "val/reward" in r]
     assert [r["step"] for r in val] == [4] and val[0]["val/completions"] == 6
     judged = json.loads((run_dir / layout.EVAL).read_text())
-    assert judged["val"]["completions"] == 6 and 0 <= judged["val"]["reward"] <= 1
+    assert judged["rewards"]["completions"] == 6 and 0 <= judged["rewards"]["reward"] <= 1
     assert judged["task"]["n"] == 6  # greedy answers checked by the task's verifier
 
 
@@ -140,22 +140,22 @@ def test_a_signal_stops_an_on_policy_run_and_the_resume_is_the_same_run(tmp_path
 def test_reward_settings_are_checked_by_the_validator(tmp_path):
     fn = "rizzrun.rewards.verifiable.exact_match"
     with pytest.raises(ConfigError) as e:
-        load(["data=arithmetic_pairs", "objective=dpo", f"+objective.rewards={{c: {{_target_: {fn}, _partial_: true}}}}"])
-    assert "objective.rewards: rizzrun.objectives.dpo.DPO trains on 'preference' batches" in str(e.value)
+        load(["data=arithmetic_pairs", "objective=dpo", f"rewards={{c: {{_target_: {fn}, _partial_: true}}}}"])
+    assert "rewards: rizzrun.objectives.dpo.DPO trains on 'preference' batches" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load(["data=arithmetic_prompts", "objective=grpo",
-              f"objective.rewards={{c: {{_target_: {fn}, _partial_: true, weight: .inf}}, d: 3, "
+              f"rewards={{c: {{_target_: {fn}, _partial_: true, weight: .inf}}, d: 3, "
               "e: {_target_: rizzrun.rewards.verifiable.nowhere, _partial_: true}}"])
     text = str(e.value)
-    assert "objective.rewards.c.weight='.inf': expected a finite number" in text
-    assert "objective.rewards.d=3: expected a reward node with a _target_" in text
-    assert "objective.rewards.e._target_=rizzrun.rewards.verifiable.nowhere" in text
+    assert "rewards.c.weight='.inf': expected a finite number" in text
+    assert "rewards.d=3: expected a reward node with a _target_" in text
+    assert "rewards.e._target_=rizzrun.rewards.verifiable.nowhere" in text
     with pytest.raises(ConfigError) as e:
         load(["data=pydoc", "objective=grpo"])
     assert "consumes batch_kind 'prompts'" in str(e.value)
     cfg = load(["data=arithmetic_prompts", "objective=grpo",
-                f"objective.rewards={{c: {{_target_: {fn}, _partial_: true, weight: 0.5}}}}"])
-    assert cfg.objective.rewards.c.weight == 0.5
+                f"rewards={{c: {{_target_: {fn}, _partial_: true, weight: 0.5}}}}"])
+    assert cfg.rewards.c.weight == 0.5
 
 
 def test_rewards_build_from_the_config_or_the_data(tmp_path):
@@ -179,7 +179,7 @@ def test_rewards_build_from_the_config_or_the_data(tmp_path):
         def default_rewards(self):
             return None
 
-    with pytest.raises(InputError, match="objective.rewards=null: data NoRewards brings no reward of its own"):
+    with pytest.raises(InputError, match="rewards=null: data NoRewards brings no reward of its own"):
         build_rewards(None, NoRewards(n_train=4, n_val=0))
 
 

@@ -1,4 +1,4 @@
-"""The validator's rules for `objective.rewards` (torch-free), which the runner reads
+"""The validator's rules for the top-level `rewards` (torch-free), which the runner reads
 (rizzrun.runner.on_policy.build_rewards): only an on-policy (`prompts`) objective scores
 completions; each entry NAME is a component node (its target's signature checked as any
 component's, `_partial_: true` for a function) with an optional finite `weight`."""
@@ -14,25 +14,22 @@ WEIGHT = "weight"
 
 
 def check_rewards(values: dict, targets: dict, check_node: Callable[[str, dict], list[str]]) -> list[str]:
-    """Problems of objective.rewards; `check_node(path, node)` checks one component node (the
+    """Problems of rewards; `check_node(path, node)` checks one component node (the
     validator's own rules: target, signature, types)."""
-    node, target = values.get("objective"), targets.get("objective")
-    if not isinstance(node, dict) or "rewards" not in node or node["rewards"] is None:
-        return []
-    rewards = node["rewards"]
+    rewards, target = values.get("rewards"), targets.get("objective")
     if not isinstance(rewards, dict):
-        return []  # its type is reported with the node's keys
+        return []  # null (the data's own), or a type the top-level schema reports
     out = []
     kind = target.attrs.get("batch_kind") if target is not None else None
     if target is not None and kind != "prompts":
-        return [message("objective.rewards", f"{target.target} trains on '{kind}' batches: it scores no completions",
-                        "drop objective.rewards (only an on-policy objective, batch_kind 'prompts', takes rewards)")]
+        return [message("rewards", f"{target.target} trains on '{kind}' batches: it scores no completions",
+                        "drop rewards (only an on-policy objective, batch_kind 'prompts', takes rewards)")]
     if not rewards:
-        return [message("objective.rewards={}", "no reward function",
-                        "give objective.rewards.NAME._target_=<a function> (with _partial_: true), or null for "
+        return [message("rewards={}", "no reward function",
+                        "give rewards.NAME._target_=<a function> (with _partial_: true), or null for "
                         "the data's own rewards")]
     for name, entry in rewards.items():
-        path = f"objective.rewards.{name}"
+        path = f"rewards.{name}"
         if not isinstance(entry, dict) or "_target_" not in entry:
             out.append(message(f"{path}={show(entry)}", "expected a reward node with a _target_",
                                f"e.g. {path}._target_=rizzrun.rewards.verifiable.exact_match {path}._partial_=true"))

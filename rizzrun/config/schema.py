@@ -32,6 +32,8 @@ class RootConfig:
     resume: Union[bool, str] = _f(False, "false | true (latest run of this name) | PATH (that run folder)")
     prompts: list[str] = _f(["Return the", "This function", "The default"],
                             "prompts sampled at each validation")
+    rewards: Optional[dict] = _f(None, "what scores generated completions (on-policy objectives): {NAME: reward "
+                                 "node with _partial_: true and an optional weight}; null = the data's own")
 
 
 @dataclass
@@ -109,11 +111,10 @@ RUNNER_SUPPLIED: dict[str, tuple[str, ...]] = {"model": ("vocab_size", "attentio
 # types: model.from_pretrained=PATH loads a Hugging Face folder or a run folder's model
 # (rizzrun.runner.build); objective.models.NAME=SOURCE builds the extra models an objective declares
 # (`extra_models`) and objective.precompute=[NAME] precomputes their outputs
-# (rizzrun.runner.extra_models); objective.rewards={NAME: node} scores an on-policy objective's
-# rollouts (rizzrun.runner.on_policy.build_rewards).
+# (rizzrun.runner.extra_models).
 RUNNER_READ: dict[str, dict[str, object]] = {
     "model": {"from_pretrained": Optional[str]},
-    "objective": {"models": Optional[dict], "precompute": Optional[list[str]], "rewards": Optional[dict]},
+    "objective": {"models": Optional[dict], "precompute": Optional[list[str]]},
 }
 
 BATCH_KINDS: tuple[str, ...] = ("lm", "preference", "prompts", "diversity")

@@ -331,7 +331,7 @@ class ArithmeticPrompts(PromptData):
     """Addition prompts "a+b=" with their answer column (`answer`: the sum, an int) as `prompts`
     batches, for on-policy training: the same problems and hold-out as ArithmeticSFT with the same
     options, so a policy fine-tuned there is trained here on problems it saw and validated on the
-    held-out ones. Its own reward (objective.rewards=null): `correct`, 1.0 when the completion's
+    held-out ones. Its own reward (rewards=null): `correct`, 1.0 when the completion's
     leading integer is the sum (rizzrun.rewards.verifiable.leading_integer_match, as `verify`).
 
     n_train, n_val, digits, val_fraction, problem_seed: as ArithmeticSFT.

@@ -21,7 +21,7 @@ missing, null, neither a string nor a message list, or a malformed message list 
 on_bad_row="error" stops at the first one, naming the file, the split, the row (0-based) and the
 field; "skip" drops them and counts them by reason in stats[split]["skipped"] (the bad rows of
 data.split count under "train", before the hold-out; those of data.val_split under "val").
-A missing column is an error naming the closest column. No default rewards: objective.rewards
+A missing column is an error naming the closest column. No default rewards: rewards
 must name them.
 """
 

@@ -85,7 +85,7 @@ class PromptData:
 
     def default_rewards(self) -> dict[str, tuple[Callable, float]] | None:
         """{name: (reward function, weight)} that score this data's completions when
-        objective.rewards is null; None: the data brings none."""
+        rewards is null; None: the data brings none."""
         return None
 
     # -- setup -------------------------------------------------------------------------------

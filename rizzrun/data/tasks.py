@@ -331,9 +331,9 @@ class TaskSFT(_TaskProblems, LMCorpus):
 class TaskPrompts(_TaskProblems, PromptData):
     """Task prompts with their answers (column `answer`, a str) as `prompts` batches, for on-policy
     training: the same problems and hold-out as TaskSFT with the same options. Its own reward
-    (objective.rewards=null): `correct`, 1.0 when the stripped completion is the answer
+    (rewards=null): `correct`, 1.0 when the stripped completion is the answer
     (rizzrun.rewards.verifiable.exact_match, as `verify`). Partial credit for sort / reverse:
-    objective.rewards={chars: {_target_: rizzrun.rewards.tasks.char_accuracy, _partial_: true}}.
+    rewards={chars: {_target_: rizzrun.rewards.tasks.char_accuracy, _partial_: true}}.
 
     task, n_train, n_val, length, alphabet, val_fraction, problem_seed: as TaskSFT.
     batch_size, seed, max_prompt_length, cache_dir: rizzrun.data.prompts.PromptData.

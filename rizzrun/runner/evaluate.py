@@ -58,7 +58,7 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
       objective's metrics (`objective.evaluate`, with its extra models) over the validation
       examples (`val`) and each of the data's `eval_sets()` (`sets`);
     - prompts (`prompts` data, an on-policy run): the `rewards` (a RewardSet) of one completion per
-      held-out prompt (the first `eval.max_documents`), as `val` (`eval/val/reward`, ...);
+      held-out prompt (the first `eval.max_documents`), as `rewards` (logged `eval/val/reward`, ...);
     - a verifiable task (data with `verify`, e.g. the built-in arithmetic): greedy answers to the
       first `eval.max_documents` held-out prompts, `eval.continuation_len` new tokens at most,
       checked by the data (`task`); a task's corpus is not judged by memorization.
@@ -87,8 +87,7 @@ def evaluate(model, tokenizer, data, eval_cfg: DictConfig | dict, key: str = "ev
     if getattr(data, "batch_kind", "lm") == "prompts":
         if rewards is None:
             raise ValueError("evaluating prompts data needs the run's rewards (rizzrun.runner.on_policy.build_rewards)")
-        result["val"] = reward_metrics(model, dec(), tokenizer, data, rewards, int(e["max_documents"]))
-        result["sets"] = {}
+        result["rewards"] = reward_metrics(model, dec(), tokenizer, data, rewards, int(e["max_documents"]))
     elif getattr(data, "batch_kind", "lm") in ("preference", "diversity"):
         if objective is None:
             raise ValueError(f"evaluating {data.batch_kind} data needs the run's objective")
@@ -124,18 +123,20 @@ def flat_metrics(result: dict, prefix: str = "mem", by: str = "") -> dict[str, f
     """The scalars of `evaluate` under logger names: `mem/*` for the run's own eval.documents
     (another set of documents gets another prefix, e.g. `mem_val/*`, so the two never mix),
     `eval/val_loss`, `eval/val_ppl` (lm), `eval/val/<metric>` and `eval/<set>/<metric>`
-    (preference), `task/<metric>` (a verifiable task). `by` (`_by_sample`) follows `mem*` and
+    (preference; `eval/val/<metric>` also for the rewards of prompts data), `task/<metric>` (a verifiable task). `by` (`_by_sample`) follows `mem*` and
     `task` for metrics decoded with another decoder than greedy, so they never mix either."""
     out: dict[str, float] = {}
     mem = result.get("memorization")
     if mem is not None:
         out.update({f"{prefix}{by}/{k}": mem[k] for k in ("exact_match_rate", "token_match", "rougeL")})
-    val = result["val"]
-    if "sets" in result:
+    if "rewards" in result:  # prompts data: the rewards of held-out completions
+        out.update({f"eval/val/{k}": v for k, v in result["rewards"].items()})
+    val = result.get("val")
+    if val is not None and "sets" in result:
         out.update({f"eval/val/{k}": v for k, v in val.items()})
         for name, metrics in result["sets"].items():
             out.update({f"eval/{name}/{k}": v for k, v in metrics.items()})
-    else:
+    elif val is not None:
         out.update({"eval/val_loss": val["loss"], "eval/val_ppl": val["ppl"]})
     if "task" in result:
         out.update({f"task{by}/{k}": v for k, v in result["task"].items() if isinstance(v, (int, float))})
@@ -184,7 +185,7 @@ def evaluate_run(run_dir: Path, output: str = layout.EVAL, checkpoint: str | Non
     if getattr(data, "batch_kind", "lm") == "prompts":
         from rizzrun.runner.on_policy import build_rewards
 
-        rewards = build_rewards(cfg.objective.get("rewards"), data)
+        rewards = build_rewards(cfg.get("rewards"), data)
     result = evaluate(model, tokenizer, data, eval_cfg, "--documents " if overrides.get("documents") else "eval.documents=",
                       objective=objective, extra_models=extra, decoder=node, rewards=rewards)
     result["decoder_option"] = composed.option

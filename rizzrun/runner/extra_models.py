@@ -43,16 +43,14 @@ log = logging.getLogger("rizzrun")
 
 MODELS_KEY = "models"
 PRECOMPUTE_KEY = "precompute"
-REWARDS_KEY = "rewards"  # an on-policy objective's reward functions (rizzrun.runner.on_policy.build_rewards)
 INIT = "init"
 
 
 def objective_node(cfg: DictConfig) -> dict:
-    """The objective's node without the keys the runner reads (models, precompute, rewards)."""
+    """The objective's node without the keys the runner reads (models, precompute)."""
     node = OmegaConf.to_container(cfg.objective, resolve=True)
     node.pop(MODELS_KEY, None)
     node.pop(PRECOMPUTE_KEY, None)
-    node.pop(REWARDS_KEY, None)
     return node
 
 

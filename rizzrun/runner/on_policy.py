@@ -138,7 +138,7 @@ class OnPolicy:
 
 
 def build_rewards(node, data) -> RewardSet:
-    """The RewardSet of `objective.rewards` (a mapping NAME -> Hydra node with an optional `weight`;
+    """The RewardSet of `rewards` (a mapping NAME -> Hydra node with an optional `weight`;
     docs/contracts.md "Rollouts"), or the data's own (`data.default_rewards()`) when it is null."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -148,8 +148,8 @@ def build_rewards(node, data) -> RewardSet:
     if node is None:
         own = data.default_rewards() if hasattr(data, "default_rewards") else None
         if not own:
-            raise InputError(f"objective.rewards=null: data {type(data).__name__} brings no reward of its own; set "
-                             "objective.rewards.NAME._target_=<a reward function> (with _partial_: true), e.g. "
+            raise InputError(f"rewards=null: data {type(data).__name__} brings no reward of its own; set "
+                             "rewards.NAME._target_=<a reward function> (with _partial_: true), e.g. "
                              "rizzrun.rewards.verifiable.exact_match")
         return RewardSet({k: fn for k, (fn, _) in own.items()}, {k: w for k, (_, w) in own.items()})
     spec = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
@@ -159,7 +159,7 @@ def build_rewards(node, data) -> RewardSet:
         weights[name] = entry.pop("weight", 1.0)
         fn = instantiate(entry)
         if not callable(fn):
-            raise InputError(f"objective.rewards.{name}: {entry.get('_target_')} built {fn!r}, not a function; a reward "
+            raise InputError(f"rewards.{name}: {entry.get('_target_')} built {fn!r}, not a function; a reward "
                              "function needs _partial_: true (a class must build a callable instance)")
         functions[name] = fn
     return RewardSet(functions, weights)

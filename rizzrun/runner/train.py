@@ -211,12 +211,12 @@ def _check_decoder_fits(decoder, model, cfg: DictConfig) -> None:
 
 
 def _rewards(cfg: DictConfig, data):
-    """The RewardSet that scores rollouts of `prompts` data (objective.rewards, else the data's own), else None."""
+    """The RewardSet that scores rollouts of `prompts` data (rewards, else the data's own), else None."""
     if getattr(data, "batch_kind", "lm") != "prompts":
         return None
     from rizzrun.runner.on_policy import build_rewards
 
-    return build_rewards(cfg.objective.get("rewards"), data)
+    return build_rewards(cfg.get("rewards"), data)
 
 
 def _on_policy(cfg: DictConfig, objective, decoder, tokenizer, data, model, rewards):
@@ -297,6 +297,7 @@ def _results(trainer, task, data, started: float) -> dict:
         "step": trainer.global_step if trainer is not None else None,
         "train_loss": metrics.get("train/loss"),
         "val_loss": metrics.get("val/loss"),
+        **({"val_reward": metrics["val/reward"]} if "val/reward" in metrics else {}),  # an on-policy run
         "seconds": round(time.perf_counter() - started, 1),
         "samples": task.last_samples if task is not None else [],
         "skipped_nonfinite_steps": task.guard.skipped if task is not None and task.guard is not None else [],
@@ -339,7 +340,7 @@ def _evaluate_at_end(cfg: DictConfig, model, tokenizer, data, loggers, run_dir: 
     for logger in loggers:
         logger.log_metrics(flat_metrics(result), step=step)
     return {k: v for k, v in result.get("memorization", {}).items() if k != "rows"} | {
-        k: result[k] for k in ("val", "sets", "task") if k in result}
+        k: result[k] for k in ("val", "sets", "task", "rewards") if k in result}
 
 
 def _resume_value(cfg: DictConfig) -> str | None:
