@@ -21,9 +21,10 @@ def check_rewards(values: dict, targets: dict, check_node: Callable[[str, dict],
         return []  # null (the data's own), or a type the top-level schema reports
     out = []
     kind = target.attrs.get("batch_kind") if target is not None else None
-    if target is not None and kind != "prompts":
+    if target is not None and kind != "prompts" and values.get("job") != "sample":
         return [message("rewards", f"{target.target} trains on '{kind}' batches: it scores no completions",
-                        "drop rewards (only an on-policy objective, batch_kind 'prompts', takes rewards)")]
+                        "drop rewards (only an on-policy objective, batch_kind 'prompts', and job=sample score "
+                        "completions)")]
     if not rewards:
         return [message("rewards={}", "no reward function",
                         "give rewards.NAME._target_=<a function> (with _partial_: true), or null for "

@@ -32,6 +32,10 @@ class RootConfig:
     resume: Union[bool, str] = _f(False, "false | true (latest run of this name) | PATH (that run folder)")
     prompts: list[str] = _f(["Return the", "This function", "The default"],
                             "prompts sampled at each validation")
+    job: Literal["train", "sample"] = _f("train", "train: a training run; sample: generate completions of every "
+                                         "prompt into rollouts/<split>.jsonl (the `sample` node)")
+    stages: Optional[list] = _f(None, "a pipeline: runs one after another, each in its own folder under this "
+                                "run's (rizzrun.runner.pipeline); null = one run")
     rewards: Optional[dict] = _f(None, "what scores generated completions (on-policy objectives): {NAME: reward "
                                  "node with _partial_: true and an optional weight}; null = the data's own")
 
@@ -90,8 +94,21 @@ class EvalConfig:
     continuation_len: int = _f(64, "tokens greedy-decoded and compared with the document", ge=1)
 
 
+@dataclass
+class SampleConfig:
+    """A sample job (`job=sample`, rizzrun.runner.sample_job): completions of every prompt of the data's
+    splits by the run's decoder, scored by `rewards`, written to rollouts/<split>.jsonl."""
+
+    num_generations: int = _f(4, "completions per prompt", ge=1)
+    splits: list[str] = _f(["train"], "the data's splits to sample (train, val)")
+    max_prompts: Optional[int] = _f(None, "the first N prompts of each split (null: all)", ge=1, optional=True)
+    batch_size: Optional[int] = _f(None, "prompts generated together (null: data.batch_size)", ge=1, optional=True)
+    include_reference: bool = _f(False, "also score the data's `answer` column as one more completion per prompt")
+
+
 # top-level node -> schema (component groups not listed here are components with a _target_)
-GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig, "eval": EvalConfig}
+GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig, "eval": EvalConfig,
+                                  "sample": SampleConfig}
 
 # Component groups every run needs; `scheduler` may be removed (`~scheduler`: constant lr).
 REQUIRED_GROUPS: tuple[str, ...] = (

@@ -477,6 +477,13 @@ def _check_batch_kinds(values: dict, targets: dict, choices: dict) -> list[str]:
     consumed, out = _batch_kind("objective", "objective", values.get("objective"), targets.get("objective"))
     produced, more = _batch_kind("data", "data", values.get("data"), targets.get("data"))
     out += more
+    if values.get("job") == "sample":  # generates from prompts; the objective is not used
+        if produced is not None and produced != "prompts":
+            fitting = [o for o in catalog.options("data") if option_batch_kind("data", o) == "prompts"]
+            data = choices.get("data") or targets["data"].target
+            out.append(message(f"job=sample, data={data}", f"data '{data}' produces '{produced}' batches; a sample "
+                               "job generates completions of prompts", f"pick data={' or data='.join(fitting)}"))
+        return out
     if consumed is None or produced is None or consumed == produced:
         return out
     objective = choices.get("objective") or targets["objective"].target

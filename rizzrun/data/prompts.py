@@ -164,6 +164,13 @@ class PromptData:
         out["row"] = torch.tensor([part["first_row"] + i for i in idx], dtype=torch.long)
         return out
 
+    def batch_of_rows(self, rows) -> dict[str, torch.Tensor]:
+        """The `prompts` batch of the given row ids (any split), in that order."""
+        found = [self._row(int(r)) for r in rows]
+        out = left_padded([r["ids"] for r in found])
+        out["row"] = torch.tensor([int(r) for r in rows], dtype=torch.long)
+        return out
+
     @property
     def n_rows(self) -> int:
         return sum(len(p["rows"]) for p in self._require_setup().values())

@@ -45,6 +45,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if not resuming(cfg):
             refuse_taken(run_dir)
         (run_dir / layout.ERROR).unlink(missing_ok=True)  # left by an earlier attempt of this run
+        if cfg.get("stages"):  # a pipeline: its runs one after another in subfolders
+            from rizzrun.runner.pipeline import run_pipeline
+
+            return run_pipeline(cfg, run_dir)
+        if cfg.get("job", "train") == "sample":
+            from rizzrun.runner.sample_job import run_sample
+
+            return run_sample(cfg, run_dir, resume=resuming(cfg))
         return _train(cfg, run_dir, lead=True)
 
 
