@@ -39,6 +39,7 @@ How the resumed job is composed (`resumed_job`), Hydra-natively, from today's co
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def resume_folder(cfg: DictConfig) -> Path | None:
         raise ConfigError(message(f"resume={resume}", f"no such run folder ({folder.absolute()})",
                                   "give a run folder under output_root, or resume=true for the latest run "
                                   f"named '{cfg.name}'"))
-    if not (folder / LATEST).exists():
+    if not resumable(folder):
         raise ConfigError(message(f"resume={resume}", f"{folder} holds no {LATEST}: that run saved no checkpoint",
                                   "resume a run that did (trainer.checkpoint_every sets how often they are saved)"))
     return folder.absolute()
@@ -90,7 +91,8 @@ def resume_folder(cfg: DictConfig) -> Path | None:
 
 def latest_run(output_root: Path, name: str, key: str = "resume=true",
                fix: str = "start afresh with resume=false, or give the folder: resume=PATH") -> Path:
-    """The newest run folder of `name` under `output_root` that saved a checkpoint.
+    """The newest run folder of `name` under `output_root` that saved a checkpoint (or a sample job's
+    or a pipeline's folder: `resumable`).
 
     Folders are `<time>-<name>`, or `<time>-<name>-N` when runs of that name started in the same
     second (rizzrun.run_dirs.claim); a suffixed folder counts only when its saved config says
@@ -103,7 +105,7 @@ def latest_run(output_root: Path, name: str, key: str = "resume=true",
                 continue
             for run in day.iterdir():
                 match = run_name.fullmatch(run.name)
-                if not (match and (run / LATEST).exists()):
+                if not (match and resumable(run)):
                     continue
                 if match.group(2) is not None and _saved_name(run) != name:
                     continue
@@ -113,6 +115,18 @@ def latest_run(output_root: Path, name: str, key: str = "resume=true",
             key, f"no run named '{name}' with a checkpoint under {output_root}",
             f"looked for {output_root}/<date>/<time>-{name}/{LATEST.as_posix()}; {fix}"))
     return max(found)[3].absolute()
+
+
+def resumable(run: Path) -> bool:
+    """A training run that saved a checkpoint, or a run without checkpoints that continues from its
+    own files: a sample job (whole batches written) or a pipeline (finished stages) — summary.json's
+    `job`."""
+    if (run / LATEST).exists():
+        return True
+    try:
+        return json.loads((run / layout.SUMMARY).read_text()).get("job") in ("sample", "pipeline")
+    except (OSError, ValueError):
+        return False
 
 
 def _saved_name(run: Path) -> str | None:

@@ -73,7 +73,22 @@ def problems(cfg: DictConfig) -> list[str]:
     out += _check_batch_kinds(values, targets, choices)
     out += check_extra_models(values, targets)
     out += check_rewards(values, targets, lambda path, node: _check_component("objective", path, node, {}))
+    if values.get("stages"):  # a pipeline: each of its runs as it will be composed
+        out += _pipeline_problems(cfg)
     return [_with_origin(p, interpolated) for p in out]
+
+
+def _pipeline_problems(cfg: DictConfig) -> list[str]:
+    from pathlib import Path
+
+    from rizzrun.errors import InputError
+    from rizzrun.runner.pipeline import shared_overrides, stage_plan, stage_problems
+
+    try:
+        root = Path("/pipeline-run-folder")  # not known yet: every stage folder is still to be made
+        return stage_problems(stage_plan(cfg, root), root, shared_overrides(cfg))
+    except InputError as e:
+        return [str(e)]
 
 
 def _with_origin(problem: str, interpolated: dict[str, str]) -> str:

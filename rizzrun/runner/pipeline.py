@@ -1,0 +1,151 @@
+"""A pipeline: several runs one after another, each reading the folders of the runs before it — the
+self-improvement loops that alternate generating data with the model (a `job=sample` run) and
+training on it (ReST's Grow and Improve steps, arXiv 2308.08998; recipes/rest_tiny.yaml).
+
+A config with `stages` is a pipeline (`rizzrun +recipe=rest_tiny`):
+
+    stages:
+      - name: sft                       # the stage's folder: <the pipeline's run folder>/sft
+        overrides: [+recipe=sft_tiny]
+      - name: grow1
+        overrides: [+recipe=rest_grow_tiny, model.from_pretrained=@sft]   # @NAME: that stage's folder
+
+Each stage is composed from its own overrides (with `@NAME` replaced by the folder of an earlier stage)
+plus the pipeline's `seed`, `cache_dir`, `output_root` and logger, and validated; all stages are
+composed and validated before the first one runs (a problem that only says an earlier stage's folder
+does not exist yet is left for when it does). Stages run in order in this process. A stage whose
+summary.json says completed is not run again, an interrupted one is resumed (`resume=<its folder>`),
+so `resume=<the pipeline's folder>` continues a stopped pipeline where it stopped.
+pipeline.json (and summary.json) in the pipeline's folder: each stage's folder, status and summary.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from rizzrun import layout
+from rizzrun.errors import InputError
+
+PIPELINE = "pipeline.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_REF = re.compile(r"@([A-Za-z0-9][A-Za-z0-9_-]*)")
+
+
+def stage_plan(cfg: DictConfig, run_dir: Path) -> list[tuple[str, list[str]]]:
+    """[(stage name, its overrides with @NAME resolved)], checked: names unique and folder-safe,
+    every @NAME an earlier stage. InputError naming the stage and what would be valid."""
+    plan: list[tuple[str, list[str]]] = []
+    stages = OmegaConf.to_container(cfg.stages, resolve=False)
+    if not isinstance(stages, list) or not stages:
+        raise InputError("stages: expected a list of {name, overrides} (one per run of the pipeline)")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or set(stage) - {"name", "overrides"} or "name" not in stage:
+            raise InputError(f"stages[{i}]={stage!r}: expected {{name: NAME, overrides: [KEY=VALUE, ...]}}")
+        name = str(stage["name"])
+        if not _NAME.fullmatch(name):
+            raise InputError(f"stages[{i}].name={name!r}: letters, digits, '_' and '-' only (it names a folder)")
+        if name in [n for n, _ in plan]:
+            raise InputError(f"stages[{i}].name={name}: a stage of that name comes earlier; give each stage its own name")
+        overrides = [str(o) for o in (stage.get("overrides") or [])]
+        done = [n for n, _ in plan]
+        resolved = []
+        for override in overrides:
+            for ref in _REF.findall(override):
+                if ref not in done:
+                    raise InputError(f"stages[{i}] ({name}): {override}: @{ref} is not an earlier stage; "
+                                     f"earlier stages: {', '.join(done) or 'none'}")
+            resolved.append(_REF.sub(lambda m: str(run_dir / m.group(1)), override))
+        plan.append((name, resolved))
+    return plan
+
+
+def shared_overrides(cfg: DictConfig) -> list[str]:
+    """What every stage takes from the pipeline's own config: seed, cache_dir, output_root, the
+    logger (by its kind) and trainer.num_threads."""
+    out = [f"seed={cfg.seed}", f"cache_dir={cfg.cache_dir}", f"output_root={cfg.output_root}"]
+    kind = OmegaConf.select(cfg, "logger.kind", default=None)
+    if kind is not None:
+        out.append(f"logger={kind}")
+    threads = OmegaConf.select(cfg, "trainer.num_threads", default=None)
+    if threads:
+        out.append(f"trainer.num_threads={threads}")
+    return out
+
+
+def _status(folder: Path) -> str | None:
+    path = folder / layout.SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except json.JSONDecodeError:
+        return None
+
+
+def compose_stage(overrides: list[str], folder: Path, shared: list[str], resume: bool) -> DictConfig:
+    from rizzrun.config import ConfigError, load
+
+    try:
+        return load([*overrides, *shared, *([f"resume={folder}"] if resume else [])])
+    except ConfigError as e:
+        raise InputError(f"stage {folder.name}: {e}") from None
+
+
+def stage_problems(plan: list[tuple[str, list[str]]], run_dir: Path, shared: list[str]) -> list[str]:
+    """Every stage composed and validated (torch-free), one line per problem headed by the stage's
+    name; problems that only say a stage's folder (still to be made) is missing are left for when
+    that stage runs, and a stage may not be a pipeline itself."""
+    from rizzrun.config.check import check_job
+
+    problems = []
+    pending = [str(run_dir / other) for other, _ in plan if not (run_dir / other / layout.CONFIG).exists()]
+    for name, overrides in plan:
+        cfg, found = check_job([*overrides, *shared])
+        problems += [f"stage {name}: {p}" for p in found if not any(path in p for path in pending)]
+        if cfg is not None and cfg.get("stages"):
+            problems.append(f"stage {name}: its config is a pipeline itself (stages); a stage is one run")
+    return problems
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the pipeline's stages in `run_dir` (module docstring); the pipeline's summary."""
+    from rizzrun.files import write_atomic
+    from rizzrun.runner.train import _write_summary, run
+
+    run_dir = Path(run_dir)
+    plan = stage_plan(cfg, run_dir)
+    shared = shared_overrides(cfg)
+    (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    summary = {"run_dir": str(run_dir), "job": "pipeline", "status": "running",
+               "stages": [{"name": n, "folder": str(run_dir / n), "status": _status(run_dir / n)} for n, _ in plan]}
+    _write_summary(run_dir, summary)
+    write_atomic(run_dir / PIPELINE, json.dumps(summary, indent=2) + "\n")
+    try:
+        problems = stage_problems(plan, run_dir, shared)
+        if problems:
+            raise InputError("pipeline: " + "; ".join(problems))
+        for entry, (name, overrides) in zip(summary["stages"], plan):
+            folder = run_dir / name
+            if _status(folder) == "completed":
+                entry["status"] = "completed (earlier)"
+                continue
+            stage_cfg = compose_stage(overrides, folder, shared, resume=(folder / layout.CONFIG).exists())
+            entry["status"] = "running"
+            write_atomic(run_dir / PIPELINE, json.dumps(summary, indent=2, default=str) + "\n")
+            result = run(stage_cfg, folder)
+            entry.update(status=result.get("status"), summary={k: v for k, v in result.items() if k != "samples"})
+            write_atomic(run_dir / PIPELINE, json.dumps(summary, indent=2, default=str) + "\n")
+        summary["status"] = "completed"
+    except BaseException as e:
+        summary.update(status=getattr(e, "status", None) or ("bad input" if isinstance(e, InputError) else "crashed"),
+                       error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        _write_summary(run_dir, summary)
+        write_atomic(run_dir / PIPELINE, json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"\npipeline folder: {run_dir}\n" + "\n".join(f"  {s['name']}: {s['status']}" for s in summary["stages"]))
+    return summary
