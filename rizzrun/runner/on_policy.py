@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from rizzrun.rewards.combine import RewardSet
-from rizzrun.rollouts.sample import rollout_metrics, sample_rollout, score_rollout
+from rizzrun.rollouts.sample import completion_texts, rollout_metrics, sample_rollout
 from rizzrun.rollouts.schedule import is_generation_step
 
 __all__ = ["OnPolicy", "rollout_seed"]
@@ -49,14 +49,15 @@ class OnPolicy:
         self._restored: dict[int, tuple[dict, dict]] | None = None
 
     def score(self, rollout: dict) -> dict:
-        """Add rewards to a rollout (in place, and returned): its completions scored against the data
-        rows of its prompts (`rollout["row"]`, one per group of num_generations rows)."""
-        rows = rollout["row"][:: self.num_generations] if self.num_generations > 1 else rollout["row"]
-        texts, cols = self.columns(rows)
-        score_rollout(rollout, self.tokenizer, self.rewards, texts, cols)
+        """Add rewards to a rollout (in place, and returned): each completion scored against the data
+        row of its prompt (`rollout["row"]`, one per completion: any layout of attempts and groups)."""
+        texts, cols = self.columns(rollout["row"])
+        scores = self.rewards(texts, completion_texts(rollout, self.tokenizer), **cols)
+        device = rollout["completion_mask"].device
+        rollout["rewards"], rollout["reward_per_function"] = scores.total.to(device), scores.per_function.to(device)
         return rollout
 
-    def _rollout(self, model, prompts: dict, seed: int, extra: dict | None = None,
+    def _rollout(self, model, prompts: dict, seed: int, num_generations: int, extra: dict | None = None,
                  own: bool = True) -> tuple[dict, dict]:
         """(the scored rollout, its metrics) of one prompt batch: the objective's own `rollout` hook
         when it has one (and `own`), else num_generations samples of each prompt by the decoder."""
@@ -69,12 +70,12 @@ class OnPolicy:
                 with torch.no_grad():
                     rollout = hook(model, self.decoder, prompts, self.score, self.tokenizer.eos_id, **(extra or {}))
             else:
-                rollout = self.score(sample_rollout(model, self.decoder, prompts, self.num_generations,
+                rollout = self.score(sample_rollout(model, self.decoder, prompts, num_generations,
                                                     self.tokenizer.eos_id))
         finally:
             if hasattr(self.decoder, "seed"):
                 self.decoder.seed = previous
-        return rollout, rollout_metrics(rollout, self.rewards.names, self.num_generations)
+        return rollout, rollout_metrics(rollout, self.rewards.names, num_generations)
 
     def batch_for(self, model, prompts: dict, step: int, micro: int, rank: int = 0,
                   extra: dict | None = None) -> tuple[dict, dict, float]:
@@ -91,7 +92,8 @@ class OnPolicy:
                                    "rollouts were made from (the stream must repeat each block: repeat_blocks)")
             return batch, metrics, 0.0
         started = time.perf_counter()
-        rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, micro, rank), extra)
+        rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, micro, rank),
+                                         self.num_generations, extra)
         with torch.no_grad():
             batch = self.objective.prepare(model, rollout, **(extra or {}))
         if self.iterations > 1:
@@ -102,12 +104,8 @@ class OnPolicy:
     def validate(self, model, prompts: dict, step: int, index: int = 0, rank: int = 0) -> dict[str, torch.Tensor]:
         """Metrics of one completion per prompt (the run's decoder, seeded by step and batch):
         reward, rewards/<name>/mean, completions/mean_length, ... and `completions` (the count)."""
-        G, self.num_generations = self.num_generations, 1
-        try:
-            rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, index, rank, "val"),
-                                             own=False)
-        finally:
-            self.num_generations = G
+        rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, index, rank, "val"), 1,
+                                         own=False)
         keep = ("reward", "completions/mean_length", "completions/clipped_ratio")
         out = {k: v for k, v in metrics.items() if k in keep or (k.startswith("rewards/") and k.endswith("/mean"))}
         out["completions"] = torch.tensor(float(rollout["completion_mask"].shape[0]))
