@@ -641,7 +641,8 @@ def test_class_attributes_are_plain_literals_read_by_ast():
 def test_yaml_pins_the_paper_defaults_and_matches_the_signature():
     node = yaml.safe_load((REPO / "conf/objective/grpo.yaml").read_text())
     assert node.pop("_target_") == "rizzrun.objectives.grpo.GRPO"
-    assert node.pop("models") == {"reference": "init"} and node.pop("precompute") == [] and node.pop("rewards") is None
+    assert node.pop("models") == {"reference": "init"} and node.pop("precompute") == []
+    assert "rewards" not in node  # a top-level key: what scores completions is not the objective's
     params = inspect.signature(GRPO).parameters
     assert set(node) == set(params)  # every argument is pinned
     # dr_grpo's denominator is the generation limit, as TRL's max_completion_length

@@ -734,3 +734,49 @@ def test_prompt_data_left_padding_rows_and_columns():
     truncated = HandPrompts(batch_size=2, max_prompt_length=3)
     truncated.setup(TOK)
     assert truncated.prompt_token_ids("train")[1] == list(b"llo") and truncated.stats["train"]["truncated"] == 2
+
+
+# ---- per-row random streams (partition-invariant rollouts) ------------------------------------------
+
+def test_row_streams_draw_the_warped_distribution():
+    """Each row's own stream (RowStreams, inverse CDF) samples softmax(warp(scores)): chi-square
+    against the top-k/temperature-warped probabilities; an excluded (zero-probability) id never drawn."""
+    from rizzrun.decoders.base import RowStreams
+    from sampling_checks import chi2_pvalue
+
+    scores = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0, 3.0, -2.0, 1.5]])
+    dec = Sample(temperature=0.7, top_k=5)
+    draws = 6000
+    ids = dec.choose(scores.expand(draws, -1).contiguous(), RowStreams(range(draws)))
+    counts = torch.bincount(ids, minlength=scores.shape[1])
+    probs = torch.softmax(dec.warp(scores)[0], dim=-1)
+    assert bool((counts[probs == 0] == 0).all()) and int((probs == 0).sum()) == 3
+    assert chi2_pvalue(counts, probs) > 1e-3
+    with pytest.raises(ValueError, match="row_seeds has 2 seeds for 3 rows"):
+        dec.choose(scores.expand(3, -1).contiguous(), RowStreams([1, 2]))
+
+
+def test_rollouts_with_row_seeds_do_not_depend_on_how_the_batch_is_cut():
+    """With a seed per completion, 4 prompts in one batch give the completions of the same prompts cut
+    into batches of 1 and 3 (as micro-batches or processes would cut them); a batch seed does not."""
+    model = tiny_llama(seed=3)
+    prompts = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+    seeds = list(range(100, 100 + 4 * 3))
+    dec = Sample(max_new_tokens=6, temperature=1.3, seed=0)
+    whole = sample_rollout(model, dec, prompts_batch(prompts), 3, eos_id=EOS, row_seeds=seeds)
+    first = sample_rollout(model, dec, prompts_batch(prompts[:1]), 3, eos_id=EOS, row_seeds=seeds[:3])
+    rest = sample_rollout(model, dec, prompts_batch(prompts[1:]), 3, eos_id=EOS, row_seeds=seeds[3:])
+    C = whole["completion_mask"].shape[1]
+    parts = [first, rest]
+    for lo, part in zip((0, 3), parts):
+        c = part["completion_mask"].shape[1]
+        n = part["completion_mask"].shape[0]
+        assert torch.equal(whole["input_ids"][lo:lo + n, 3:3 + c], part["input_ids"][:, 3:])
+        assert not whole["completion_mask"][lo:lo + n, c:].any()
+    assert dec.row_seeds is None  # set for the call only
+    batch_seeded = [sample_rollout(model, dec, prompts_batch(p), 3, eos_id=EOS) for p in (prompts, prompts[1:])]
+    assert not torch.equal(batch_seeded[0]["input_ids"][3:, 3:3 + batch_seeded[1]["completion_mask"].shape[1]],
+                           batch_seeded[1]["input_ids"][:, 3:])
+    assert C >= 1
+    with pytest.raises(ValueError, match="row_seeds has 5 seeds for 12 completions"):
+        sample_rollout(model, dec, prompts_batch(prompts), 3, eos_id=EOS, row_seeds=seeds[:5])

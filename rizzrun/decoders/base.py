@@ -20,6 +20,10 @@ Randomness comes from a private torch.Generator on the logits' device, so the gl
 never consumed. With seed set, every generate() call starts from that seed: the output depends
 only on (model, prompt, settings), not on how many calls came before (periodic samples stay
 comparable across checkpoints). With seed=None each call draws a fresh nondeterministic seed.
+With `row_seeds` set (a list, one per row of the next generate() call) every row draws from its own
+stream instead (`RowStreams`: inverse-CDF draws from a generator per row), so a row's tokens do not
+depend on which other rows share its batch: on-policy rollouts are the same whether one process or
+several make them (rizzrun.rollouts.sample_rollout).
 """
 
 from __future__ import annotations
@@ -43,7 +47,29 @@ from rizzrun.decoders.processors import (
     typical_filter,
 )
 
-__all__ = ["Decoder"]
+__all__ = ["Decoder", "RowStreams"]
+
+
+class RowStreams:
+    """One random stream per row: `uniform(device)` -> (N,) float32, the next draw in [0, 1) of each
+    row's own CPU generator (seeded by `seeds`), so a row's draws do not depend on the other rows."""
+
+    def __init__(self, seeds):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def uniform(self, device=None) -> torch.Tensor:
+        return torch.cat([torch.rand(1, generator=g) for g in self.generators]).to(device)
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B, V) probabilities, (B,) uniforms in [0, 1) -> (B,) ids: the first id whose cumulative
+    probability exceeds u times the row's total (a zero-probability id is never picked)."""
+    cdf = probs.double().cumsum(dim=-1)
+    target = (u.double() * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
 def _check_seed(seed) -> int | None:
@@ -75,6 +101,8 @@ class Decoder:
     is given, or a list of prompts of any lengths (see `decode_loop`); max_new_tokens given to
     generate overrides the constructor's.
     """
+
+    row_seeds: list[int] | None = None  # set for a call: a random stream per row (RowStreams)
 
     def __init__(
         self,
@@ -126,9 +154,15 @@ class Decoder:
             return scores.argmax(dim=-1)
         return self._pick(self.warp(scores), generator)
 
-    def _pick(self, warped: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """One id per row drawn from softmax(warped), the fully warped scores."""
-        return torch.multinomial(torch.softmax(warped, dim=-1), 1, generator=generator).squeeze(-1)
+    def _pick(self, warped: torch.Tensor, generator) -> torch.Tensor:
+        """One id per row drawn from softmax(warped), the fully warped scores; `generator` a
+        torch.Generator (one multinomial draw for the batch) or `RowStreams` (a draw per row)."""
+        probs = torch.softmax(warped, dim=-1)
+        if isinstance(generator, RowStreams):
+            if len(generator) != probs.shape[0]:
+                raise ValueError(f"row_seeds has {len(generator)} seeds for {probs.shape[0]} rows; give one per row")
+            return inverse_cdf(probs, generator.uniform(probs.device))
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     def stepper(self, model, batch_size: int, max_len: int, device):
         """Where logits come from for one generate() call: `ModelStepper`, or with compile=True
@@ -158,6 +192,8 @@ class Decoder:
 
         def choose_next(scores: torch.Tensor) -> torch.Tensor:
             nonlocal generator
+            if generator is None and self.do_sample and self.row_seeds is not None:
+                generator = RowStreams(self.row_seeds)
             if generator is None and self.do_sample:  # on the device the logits live on
                 generator = torch.Generator(device=scores.device)
                 if self.seed is None:

@@ -54,7 +54,10 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards:
     sum_then_normalize): r - nanmean(group), divided by (unbiased nanstd + 1e-4) of the group
     ("group") or of the whole batch ("batch"; the mean stays per group), not divided ("none").
     NaN rewards (unscorable) are left out of mean and std and get 0; so does every row of a group
-    whose std is undefined (one scorable row) when dividing, and a group of one row (G = 1)."""
+    whose std is undefined (one scorable row) when dividing, and a group of one row (G = 1).
+    In a run of several processes each holds whole groups (prompts are shared out, each generates all
+    G completions of its own), so group statistics are local; the batch std gathers every process's
+    rewards first, as TRL does."""
     if scale_rewards not in SCALE_REWARDS:
         raise ValueError(f"scale_rewards={scale_rewards!r}: allowed are {', '.join(map(repr, SCALE_REWARDS))}")
     r = rewards.float().reshape(-1)
@@ -66,11 +69,21 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards:
     advantages = (grouped - mean).reshape(-1)
     if scale_rewards == "group":
         std = nanstd(grouped, dim=1).repeat_interleave(G) if G > 1 else torch.zeros_like(r)
-    elif scale_rewards == "batch":
-        std = nanstd(r).expand_as(r) if N > 1 else torch.zeros_like(r)
+    elif scale_rewards == "batch":  # over the whole batch: every process's rewards (TRL gathers them)
+        everything = _all_ranks(r)
+        std = nanstd(everything).expand_as(r) if everything.numel() > 1 else torch.zeros_like(r)
     if scale_rewards != "none":
         advantages = advantages / (std + STD_EPS)
     return torch.nan_to_num(advantages, nan=0.0)
+
+
+def _all_ranks(values: torch.Tensor) -> torch.Tensor:
+    """`values` of every process of a distributed run, concatenated in rank order (as given in one)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    found: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(found, values.detach().cpu())
+    return torch.cat(found).to(values.device)
 
 
 def grpo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,

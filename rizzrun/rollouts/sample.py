@@ -14,10 +14,13 @@ __all__ = ["completion_texts", "rollout_metrics", "sample_rollout", "score_rollo
 
 
 @torch.no_grad()
-def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: int, pad_id: int = 0) -> dict:
+def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: int, pad_id: int = 0,
+                   row_seeds=None) -> dict:
     """`num_generations` completions of every prompt of a `prompts` batch (prompt_ids (B, P) left-padded,
     prompt_mask (B, P), row (B,)) by `decoder.generate` (eval mode, the model's own cache; draws from the
-    decoder's seed as set). Returns the rollout without rewards: input_ids, attention_mask,
+    decoder's seed as set, or, with `row_seeds` (B*G ints, completion order), each completion from its own
+    stream: then a completion does not depend on the other prompts of the batch, nor on how batches are cut
+    across processes). Returns the rollout without rewards: input_ids, attention_mask,
     completion_mask, truncated, group, row, temperature (see the module docstring of rizzrun.rollouts)."""
     if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 1:
         raise ValueError(f"num_generations={num_generations!r}: must be an integer >= 1")
@@ -26,7 +29,16 @@ def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: in
     G = num_generations
     ids = prompt_ids.repeat_interleave(G, dim=0)
     mask = prompt_mask.repeat_interleave(G, dim=0)
-    out = decoder.generate(model, ids, eos_token_id=eos_id, attention_mask=mask.long(), pad_token_id=pad_id)
+    if row_seeds is not None and len(row_seeds) != B * G:
+        raise ValueError(f"row_seeds has {len(row_seeds)} seeds for {B * G} completions; give one per completion")
+    previous = getattr(decoder, "row_seeds", None)
+    if row_seeds is not None:  # each completion from its own random stream (Decoder.row_seeds)
+        decoder.row_seeds = list(row_seeds)
+    try:
+        out = decoder.generate(model, ids, eos_token_id=eos_id, attention_mask=mask.long(), pad_token_id=pad_id)
+    finally:
+        if row_seeds is not None:
+            decoder.row_seeds = previous
     completion = out[:, P:]
     if completion.shape[1] == 0:  # max_new_tokens = 0: one empty position keeps shapes regular
         completion = completion.new_full((B * G, 1), pad_id)

@@ -21,7 +21,19 @@ from rizzrun.rewards.combine import RewardSet
 from rizzrun.rollouts.sample import completion_texts, rollout_metrics, sample_rollout
 from rizzrun.rollouts.schedule import is_generation_step
 
-__all__ = ["OnPolicy", "rollout_seed"]
+__all__ = ["OnPolicy", "build_rewards", "rollout_seed", "row_seeds"]
+
+
+def row_seeds(base: int, step: int, rows, num_generations: int, kind: str = "train") -> list[int]:
+    """The random stream of each completion of a rollout (completion order: row-major, then sample): a
+    pure function of (base seed, optimizer step, the prompt's data row, sample index), so a prompt's
+    completions are the same whichever micro-batch or process makes them."""
+    out = []
+    for row in (int(r) for r in rows):
+        for g in range(num_generations):
+            digest = hashlib.sha256(f"rizzrun-row:{kind}:{base}:{step}:{row}:{g}".encode()).digest()
+            out.append(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+    return out
 
 
 def rollout_seed(base: int, step: int, micro: int, rank: int, kind: str = "train") -> int:
@@ -58,7 +70,7 @@ class OnPolicy:
         return rollout
 
     def _rollout(self, model, prompts: dict, seed: int, num_generations: int, extra: dict | None = None,
-                 own: bool = True) -> tuple[dict, dict]:
+                 own: bool = True, streams: list[int] | None = None) -> tuple[dict, dict]:
         """(the scored rollout, its metrics) of one prompt batch: the objective's own `rollout` hook
         when it has one (and `own`), else num_generations samples of each prompt by the decoder."""
         previous = getattr(self.decoder, "seed", None)
@@ -71,7 +83,7 @@ class OnPolicy:
                     rollout = hook(model, self.decoder, prompts, self.score, self.tokenizer.eos_id, **(extra or {}))
             else:
                 rollout = self.score(sample_rollout(model, self.decoder, prompts, num_generations,
-                                                    self.tokenizer.eos_id))
+                                                    self.tokenizer.eos_id, row_seeds=streams))
         finally:
             if hasattr(self.decoder, "seed"):
                 self.decoder.seed = previous
@@ -93,7 +105,8 @@ class OnPolicy:
             return batch, metrics, 0.0
         started = time.perf_counter()
         rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, micro, rank),
-                                         self.num_generations, extra)
+                                         self.num_generations, extra,
+                                         streams=row_seeds(self.base_seed, step, prompts["row"], self.num_generations))
         with torch.no_grad():
             batch = self.objective.prepare(model, rollout, **(extra or {}))
         if self.iterations > 1:
@@ -105,7 +118,7 @@ class OnPolicy:
         """Metrics of one completion per prompt (the run's decoder, seeded by step and batch):
         reward, rewards/<name>/mean, completions/mean_length, ... and `completions` (the count)."""
         rollout, metrics = self._rollout(model, prompts, rollout_seed(self.base_seed, step, index, rank, "val"), 1,
-                                         own=False)
+                                         own=False, streams=row_seeds(self.base_seed, step, prompts["row"], 1, "val"))
         keep = ("reward", "completions/mean_length", "completions/clipped_ratio")
         out = {k: v for k, v in metrics.items() if k in keep or (k.startswith("rewards/") and k.endswith("/mean"))}
         out["completions"] = torch.tensor(float(rollout["completion_mask"].shape[0]))
