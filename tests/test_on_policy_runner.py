@@ -7,6 +7,7 @@ completions by their rewards; bad reward settings are refused before anything tr
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -220,3 +221,30 @@ def test_the_rollout_and_after_step_hooks_are_called_and_resume(tmp_path, shared
     resumed = seen["objective"]
     assert resumed.after_steps == 4 and resumed.rollouts_made == 1
     assert resumed.weight_sum == whole.weight_sum  # the same policies after each step
+
+
+# --- several processes ---------------------------------------------------------------------------------
+
+def test_two_ddp_processes_follow_one_process_with_the_doubled_batch(tmp_path, shared_cache):
+    """Each of 2 processes takes half of every prompt batch and generates all G completions of its own
+    prompts (whole groups); completions are seeded per (step, prompt row, sample), so they are the ones
+    one process makes with the whole batch, and the loss, rewards, gradient norm and held-out rewards
+    follow that run's (within float tolerance). scale_rewards=batch: the std gathers both processes'."""
+    common = [*TINY, "objective.num_iterations=2", "objective.scale_rewards=batch", "trainer.max_steps=3",
+              "trainer.val_every=3", "trainer.checkpoint_every=3", "scheduler=constant"]
+    runs = {}
+    for name, extra in (("one", ["data.batch_size=4"]), ("two", ["data.batch_size=2", "trainer.devices=2",
+                                                                    "trainer.strategy=ddp"])):
+        runs[name] = tmp_path / name
+        done = subprocess.run([RIZZRUN, *common, *extra, f"hydra.run.dir={runs[name]}"], env=env(shared_cache),
+                              capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr[-4000:]
+    one, two = (read_metrics(runs[n] / layout.METRICS) for n in ("one", "two"))
+    keys = ("train/loss", "train/reward", "train/kl", "train/grad_norm", "train/completions", "train/tokens",
+            "train/completions/mean_length", "val/reward", "val/completions")
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for a, b in zip(one, two):
+        for key in keys:
+            if key in a:
+                assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-6), (a["step"], key, a[key], b[key])
+    assert one[0]["train/completions"] == 16  # 4 prompts x 4, over both processes
