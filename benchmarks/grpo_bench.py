@@ -555,7 +555,9 @@ def report(r: dict) -> str:
         f"Target ≥ {TARGET}× TRL: eager rizzrun **{'met' if eager >= TARGET else 'missed'}** ({eager:.2f}×); "
         f"fastest {LABELS[fastest]} {r['vs_trl'][fastest]:.2f}×. The first step holds the compiles "
         f"(`decoder.compile`: one graph for the rollout's batch and cache length; `trainer.compile`: the policy's "
-        f"forward and backward); building the GRPOTrainer (two model loads) took {r['trl_setup_s']:.1f} s wall.",
+        f"forward and backward), shortened by inductor's caches (on disk from earlier runs on the machine, and in "
+        f"the process: the last row reuses the graphs of the two above); building the GRPOTrainer (two model "
+        f"loads) took {r['trl_setup_s']:.1f} s wall.",
         "",
         "Where the time goes (median CPU ms per phase over every timed step; rizzrun's phases timed around "
         "the decoder, `GRPO.prepare`, the objective, backward and the update; TRL's around `_generate`, the "
