@@ -9,9 +9,10 @@ weight decay, gradients clipped at 1.0, reward: the arithmetic correctness funct
 (`leading_integer_match`, the data's own). The model: the tiny rizzrun Llama (random init, seed 0,
 vocab 259) and its `transformers` twin with the same weights (`run.hf_twin`, sdpa, fp32).
 
-Timing: one torch thread, process CPU time (`time.process_time`: what the shared machine's other
-jobs do not change), best of `repeats` interleaved rounds of `steps` steps each (the median step
-of a round), warm-up steps excluded; `decoder.compile=true`'s compile time reported apart.
+Timing: one torch thread, process CPU time (`time.process_time`: less moved than wall time by the
+other jobs of a shared machine, though cache and core contention still show), best of `repeats`
+interleaved rounds of `steps` steps each (the median step of a round, the upper one for an even
+count), one warm-up step per variant excluded and reported apart (it holds the compiles).
 
 Shapes: B prompts, G generations, N = B * G rows, P prompt length, C = max new tokens.
 """
@@ -370,7 +371,8 @@ def generation(model, hf, prompts: dict, repeats: int) -> dict:
 
 # --- the benchmark -------------------------------------------------------------------------------
 
-def uptime() -> str:
+def uptime() -> list[str]:
+    """The load averages (1, 5, 15 min) of /proc/loadavg: how busy the shared machine was."""
     try:
         return Path("/proc/loadavg").read_text().split(" ")[:3]
     except OSError:
