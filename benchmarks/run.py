@@ -13,7 +13,9 @@ process, interleaved, best of `--repeats`, warm-up excluded (see ../shared/BENCH
   `transformers` generate (dynamic cache; static cache + compiled forward) on the same weights,
   with the per-op floor of the decode step as the limit; every decoder option against greedy;
 - token mixers against length (mixers_bench.py); a DPO step against an SFT step on the same
-  pairs, with a live and a precomputed reference (preference_bench.py).
+  pairs, with a live and a precomputed reference (preference_bench.py);
+- a GRPO step (rollout, scoring, reference, loss, backward, AdamW) against TRL's GRPOTrainer step,
+  its generation share, and rollout sampling against `transformers` generate (grpo_bench.py).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def startup(repeats: int) -> dict:
 # A rejected config (an unknown key, the commonest slip) against the import floor of the CLI.
 VALIDATION_FLOOR = "python -c 'import typer, hydra, omegaconf'"
 VALIDATION_TARGET = 1.5  # issue 11: a rejected config within 1.5x the import floor
+GRPO_REPEATS = 5  # interleaved rounds of the on-policy section (grpo_bench.py; a few seconds each)
 
 
 def validation_speed(repeats: int) -> dict:
@@ -618,6 +621,11 @@ def write_report(path: Path, results: dict) -> None:
         from preference_bench import report as preference_report
 
         lines += [preference_report(pref), ""]
+    on_policy = results.get("grpo")
+    if on_policy:
+        from grpo_bench import report as grpo_report
+
+        lines += [grpo_report(on_policy), ""]
     extra = results.get("notes")
     if extra:
         lines += ["## Notes", "", extra, ""]
@@ -633,7 +641,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--cache", default=str(cache_root()))
     parser.add_argument("--notes", default=str(ROOT / "benchmarks" / "notes.md"))
-    parser.add_argument("--only", choices=["mixers", "generation", "preference"],
+    parser.add_argument("--only", choices=["mixers", "generation", "preference", "grpo"],
                         help="re-measure one section; the others come from the .json beside --out")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -647,6 +655,10 @@ def main() -> None:
             from preference_bench import preference
 
             results["preference"] = preference(args.repeats, args.cache)
+        elif args.only == "grpo":
+            from grpo_bench import grpo
+
+            results["grpo"] = grpo(GRPO_REPEATS)
         else:
             results["repeats_generation"] = 5
             results["generation"] = generation(repeats=results["repeats_generation"])
@@ -680,6 +692,9 @@ def main() -> None:
     from preference_bench import preference
 
     results["preference"] = preference(args.repeats, args.cache)
+    from grpo_bench import grpo
+
+    results["grpo"] = grpo(GRPO_REPEATS)
     notes = Path(args.notes)
     results["notes"] = notes.read_text().strip() if notes.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
