@@ -2,10 +2,12 @@
 
 The rule that sorts them, from the recipe itself: a recipe that composes with no `???` value is
 complete, so it must be CPU-scale and train as shipped — it trains a few steps here, shortened by
-the overrides of `SHORTEN` (each says which of the recipe's own values it replaces, and why). A
-recipe that leaves `???` values needs local inputs (a checkpoint folder, a corpus, a tokenizer):
-it is paper-scale, so it must name what is missing when those inputs are absent, and, given
-stand-ins for them, validate and build on the meta device with its published parameter count.
+the overrides of `SHORTEN` (each says which of the recipe's own values it replaces, and why); a
+sample job (`job: sample`) generates a few completions instead. A recipe that leaves `???` values
+needs local inputs (a checkpoint folder, a corpus, a tokenizer): it is paper-scale, so it must name
+what is missing when those inputs are absent, and, given stand-ins for them, validate and build on
+the meta device with its published parameter count. A pipeline (`stages`) is a list of runs of
+other recipes: each of its stages must be a shipped recipe, tested here on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ SHORTEN = [
     "trainer.log_every=1",        # a metrics row at each of the 2 steps
     "logger=none",                # W&B's start-up (seconds); metrics.jsonl is written regardless
     "decoder.max_new_tokens=4",   # samples at validation: 64 new tokens -> 4
+    "sample.max_prompts=3",       # a sample job: hundreds of prompts per split -> 3 ...
+    "sample.num_generations=2",   # ... and 8 completions each -> 2
     "eval.max_documents=2",       # eval.at_end: greedy extraction of 20 documents -> 2 ...
     "eval.continuation_len=8",    # ... and 64 tokens -> 8
 ]
@@ -88,17 +92,45 @@ def runs_it_starts_from(recipe: str, outputs: Path) -> Path | None:
     for name in names:
         folder = run_folder(outputs, name)
         (folder / layout.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        (folder / layout.CONFIG).write_text(OmegaConf.to_yaml(load([f"+recipe={name}"]), resolve=True))
+        runs_it_starts_from(name, outputs)  # the runs it starts from, first
+        cfg = load([f"+recipe={name}", *([f"output_root={outputs}"] if starts_from(name) else [])])
+        (folder / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (folder / layout.LATEST).write_text(layout.step_dir_name(1) + "\n")
+        if cfg.job == "sample":  # what a sample run leaves: its rollouts (a later run's data.path)
+            (folder / "rollouts").mkdir(exist_ok=True)
+            (folder / "rollouts" / "train.jsonl").write_text("")
     return outputs if names else None
 
 
+@lru_cache(maxsize=None)
+def stage_recipes(recipe: str) -> tuple[str, ...] | None:
+    """The recipes a pipeline recipe's stages run (`+recipe=NAME`), or None for a single run."""
+    stages = compose([f"+recipe={recipe}"]).get("stages")
+    if not stages:
+        return None
+    return tuple(o.split("=", 1)[1] for s in stages for o in s.overrides if str(o).startswith("+recipe="))
+
+
+# A stage's recipe shortened for a test may need more: its start is a 2-step model that never emits
+# EOS, so every sampled completion is truncated (kept here) and no reward clears a quantile.
+EXTRA = {"rest_improve_tiny": ["data.drop_truncated=false", "data.quantile=null"]}
+
+PIPELINES = [r for r in RECIPES if stage_recipes(r)]
 PAPER_SCALE = [r for r in RECIPES if missing_inputs(r)]
-CPU_SCALE = [r for r in RECIPES if r not in PAPER_SCALE]
+CPU_SCALE = [r for r in RECIPES if r not in PAPER_SCALE and r not in PIPELINES]
+
+
+@pytest.mark.parametrize("recipe", PIPELINES)
+def test_a_pipeline_runs_shipped_recipes_tested_here(recipe, tmp_path):
+    """A pipeline's stages are shipped single-run recipes (each trained or sampled by the tests here);
+    the pipeline itself validates with every stage (rizzrun.runner.pipeline; its mechanics:
+    tests/test_pipeline.py)."""
+    assert set(stage_recipes(recipe)) <= set(CPU_SCALE)
+    assert load([f"+recipe={recipe}"]).stages[0].name
 
 
 def test_every_recipe_is_classified_and_both_kinds_exist():
-    assert set(PAPER_SCALE) | set(CPU_SCALE) == set(RECIPES) and len(RECIPES) >= 5
+    assert set(PAPER_SCALE) | set(CPU_SCALE) | set(PIPELINES) == set(RECIPES) and len(RECIPES) >= 5
     assert {"tiny", "goldfish_tiny", "ce_memorize_tiny"} <= set(CPU_SCALE)
     assert {"goldfish_1b", "goldfish_7b", "dpo_7b"} <= set(PAPER_SCALE)
     assert {"dpo_tiny", "dpo_precomputed_tiny", "d2po_tiny", "smpo_tiny", "rm_tiny", "rrm_tiny"} <= set(CPU_SCALE)
@@ -213,8 +245,11 @@ def outputs_with_starts(tmp_path_factory, shared_cache):
 
     def with_starts(recipe: str) -> Path:
         for name in starts_from(recipe):
-            if not (run_folder(outputs, name) / layout.LATEST).exists():
-                run(load([f"+recipe={name}", f"cache_dir={shared_cache}", *SHORTEN]), run_folder(outputs, name))
+            with_starts(name)  # what it starts from, first (a sample run starts from a trained one)
+            done = run_folder(outputs, name) / layout.SUMMARY
+            if not (done.exists() and json.loads(done.read_text())["status"] == "completed"):
+                run(load([f"+recipe={name}", f"cache_dir={shared_cache}", f"output_root={outputs}", *SHORTEN]),
+                    run_folder(outputs, name))
         return outputs
 
     return with_starts
@@ -233,9 +268,16 @@ def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache, outputs_with_st
         f"recipe {recipe} needs no local input, so it must train on a CPU as shipped; a paper-scale recipe "
         "leaves its inputs ??? (see this file's docstring)")
     shorten = [*SHORTEN, *([SHORTEN_DATA] if "max_docs" in shipped.data else [])]
-    cfg = load([f"+recipe={recipe}", f"cache_dir={shared_cache}", f"output_root={outputs}", *shorten])
+    cfg = load([f"+recipe={recipe}", f"cache_dir={shared_cache}", f"output_root={outputs}", *shorten,
+                *EXTRA.get(recipe, [])])
     run_dir = tmp_path / recipe
     summary = run(cfg, run_dir)
+    if shipped.job == "sample":  # generates instead of training: 3 prompts x 2 completions per split
+        assert summary["status"] == "completed"
+        for split in shipped.sample.splits:
+            assert summary["splits"][split]["completions"] == 3 * 2
+            assert len((run_dir / "rollouts" / f"{split}.jsonl").read_text().splitlines()) == 3 * 2
+        return
 
     rows = read_metrics(run_dir / layout.METRICS)
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
