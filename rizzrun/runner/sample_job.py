@@ -49,6 +49,8 @@ def _done_batches(path: Path) -> int:
     lines = path.read_text().splitlines(keepends=True)
     keep, done = 0, 0
     for i, line in enumerate(lines):
+        if not line.endswith("\n"):
+            break  # cut by the kill, even where what is left parses (only its newline lost)
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
