@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from rizzrun import layout
 from rizzrun.config import ConfigError, compose, load
-from rizzrun.errors import InputError
+from rizzrun.errors import InputError, RunFolderBusy
 from rizzrun.runner.train import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -189,6 +188,9 @@ def test_a_job_cut_mid_batch_resumes_to_the_uninterrupted_file(tmp_path, sft, sh
         with pytest.raises(InputError, match=f"resume={cut}: this sample job changes {named}"):
             sample(cut, sft, *job, change, f"resume={cut}", cache=shared_cache)
     assert train.read_text() == "".join(text[:first + 2])
+    # a fresh job never writes into (and so never empties) a folder holding one
+    with pytest.raises(RunFolderBusy, match="holds another run"):
+        sample(whole, sft, *job, cache=shared_cache)
     # a fresh (not resumed) job in a folder of its own starts the file anew
     again = tmp_path / "again"
     assert sample(again, sft, *job, cache=shared_cache)["status"] == "completed"
@@ -294,7 +296,8 @@ def test_filter_rollouts_by_the_rules():
     # references: (0,-1) is a duplicate of (0,0); (1,-1) passes
     kept, stats = filter_rollouts(ROWS, min_reward=0.5, references=True)
     assert keys(kept) == [(0, 0), (1, -1)] and stats["candidates"] == 10 and stats["prompts_with_zero_kept"] == 2
-    assert keys(filter_rollouts(ROWS, min_reward=0.5, references=True, dedupe=False)[0]) == [(0, 0), (0, 1), (0, -1), (1, -1)]
+    assert keys(filter_rollouts(ROWS, min_reward=0.5, references=True, dedupe=False)[0]) == \
+        [(0, 0), (0, 1), (0, -1), (1, -1)]
     assert keys(filter_rollouts(ROWS, min_reward=0.5, drop_truncated=False)[0]) == [(0, 0), (0, 3)]
     kept, stats = filter_rollouts(ROWS, min_reward=0.5, dedupe=False, drop_truncated=False)
     assert keys(kept) == [(0, 0), (0, 1), (0, 3)] and stats["candidates"] == 11  # every sample
@@ -380,7 +383,8 @@ def test_rollout_data_that_cannot_be_used_is_one_line(tmp_path, sampled, shared_
     assert "data.min_reward=0.5, data.quantile=0.5: two thresholds" in str(e.value)
     assert load(["data=rollouts", f"data.path={run_dir}", "data.quantile=0.5"]).data.quantile == 0.5
     (tmp_path / "no-rollouts").mkdir()
-    for folder, why in ((tmp_path / "no-rollouts", "no rollouts/train.jsonl in it"), (tmp_path / "nowhere", "no such folder")):
+    for folder, why in ((tmp_path / "no-rollouts", "no rollouts/train.jsonl in it"),
+                        (tmp_path / "nowhere", "no such folder")):
         with pytest.raises(ConfigError) as e:
             load(["data=rollouts", f"data.path={folder}"])
         assert f"data.path={folder}: {why}" in str(e.value)
