@@ -212,11 +212,14 @@ def test_a_process_killed_while_sampling_resumes_in_a_second_process(tmp_path, s
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     path = run_dir / "rollouts" / "train.jsonl"
     deadline = time.time() + 180
-    while not (path.exists() and path.read_text().count('"end": true') >= 2):
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait(timeout=60)
+    try:
+        while not (path.exists() and path.read_text().count('"end": true') >= 2):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.02)
+    finally:  # SIGKILL, also when the wait failed (no process left behind)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert json.loads((run_dir / layout.SUMMARY).read_text())["status"] == "running"  # killed while sampling
     written = path.read_text().count('"end": true')
