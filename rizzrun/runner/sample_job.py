@@ -49,6 +49,8 @@ def _done_batches(path: Path) -> int:
     lines = path.read_text().splitlines(keepends=True)
     keep, done = 0, 0
     for i, line in enumerate(lines):
+        if not line.endswith("\n"):
+            break  # cut by the kill, even where what is left parses (only its newline lost)
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -77,6 +79,8 @@ def run_sample(cfg: DictConfig, run_dir: Path, resume: bool) -> dict:
     try:
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
+        if resume:
+            _refuse_changes(cfg, run_dir)
         (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
         tokenizer = instantiate(cfg.tokenizer)
@@ -148,6 +152,43 @@ def run_sample(cfg: DictConfig, run_dir: Path, resume: bool) -> dict:
         f"{s}: {v['prompts']} prompts, {v['completions']} completions, mean reward {v['reward']:.4f}"
         for s, v in summary["splits"].items()), flush=True)
     return summary
+
+
+# What decides the lines a job writes: a resume that changed one would write the rest of the file
+# by other settings (e.g. 3 completions a prompt after 2). Where caches live may change.
+_KEPT_ON_RESUME = ("seed", "model", "tokenizer", "data", "decoder", "rewards", "sample.num_generations",
+                   "sample.batch_size", "sample.include_reference")
+_MOVABLE = ("cache_dir", "num_proc")
+
+
+def _refuse_changes(cfg: DictConfig, run_dir: Path) -> None:
+    """InputError naming each setting of _KEPT_ON_RESUME that differs from the job's config.yaml."""
+    saved_file = run_dir / layout.CONFIG
+    if not saved_file.is_file():
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = []
+    for key in _KEPT_ON_RESUME:
+        before, after = _leaves(_select(saved, key), key), _leaves(_select(now, key), key)
+        changed += [f"{k} {before.get(k)} -> {after.get(k)}" for k in sorted(set(before) | set(after))
+                    if k.rsplit(".", 1)[-1] not in _MOVABLE and before.get(k) != after.get(k)]
+    if changed:
+        raise InputError(f"resume={cfg.get('resume')}: this sample job changes {', '.join(changed)}; the rollouts "
+                         "already written used the job's values, which a resumed job keeps; resume without "
+                         "changing them, or start a new job")
+
+
+def _select(tree, key: str):
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _leaves(node, prefix: str) -> dict:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}.{key}").items()}
+    return {prefix: node}
 
 
 def _lines(b, rows, G, prompts, columns, texts, rollout, names) -> list[dict]:
