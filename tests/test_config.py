@@ -138,6 +138,10 @@ def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
         pairs = tmp_path / "pairs.jsonl"
         pairs.write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n')
         return [f"model.from_pretrained={llama}", f"data.path={pairs}"]
+    if recipe == "grpo_7b":
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text('{"prompt": "1+1=", "answer": "2"}\n')
+        return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", f"data.path={prompts}"]
     return [f"output_root={outputs}" for outputs in [runs_it_starts_from(recipe, tmp_path / "outputs")] if outputs]
 
 

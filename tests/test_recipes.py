@@ -52,6 +52,7 @@ PAPER_PARAMS = {
     "goldfish_1b": 1_100_048_384,  # TinyLlama-1.1B
     "goldfish_7b": 6_738_415_616,  # Llama-2-7B
     "dpo_7b": 6_738_415_616,  # Llama-2-7B
+    "grpo_7b": 6_738_415_616,  # Llama-2-7B
 }
 
 
