@@ -328,8 +328,8 @@ class MiniLLM:
             have = getattr(decoder, key, want)
             if have != want:
                 raise ValueError(f"decoder.{key}={have!r}: MiniLLM's teacher-mixed sampling (teacher_mix_alpha="
-                                 f"{alpha:g}) draws from p~ itself; allowed: decoder.{key}={want!r} (decoder=sample "
-                                 "with its defaults), or objective.teacher_mix_alpha=0")
+                                 f"{alpha:g}) draws from p~ itself; allowed: decoder.{key}={want!r} (decoder=sample with "
+                                 "temperature 1, top_k 0, top_p 1), or objective.teacher_mix_alpha=0")
         mixed = TeacherMixedSample(teacher, alpha, max_new_tokens=decoder.max_new_tokens,
                                    seed=getattr(decoder, "seed", None))
         rollout = sample_rollout(model, mixed, prompts, self.num_generations, eos_id)
@@ -339,6 +339,7 @@ class MiniLLM:
         return score(rollout)
 
     # --- prepare ---------------------------------------------------------------------------------------
+    @torch.no_grad()
     def prepare(self, model, rollout: dict, teacher=None) -> dict:
         """Under no_grad, once per rollout: the teacher's log-softmax at every completion position
         (N, C, V), old_logps (N, C) (the student now = at sampling time), w (N, C), and for the minillm
