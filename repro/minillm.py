@@ -141,7 +141,7 @@ def main() -> None:
     with record(args.results, "minillm", heading):
         print(f"""Here: `make repro-minillm` (`python repro/minillm.py --seeds {seeds}`), the built-in 2-digit addition task.
 Teacher `sft_teacher_tiny` (Llama 6 × 256, 1000 SFT steps at lr 2e-3); student `sft_tiny` (4 × 192, 800 steps at
-1e-3); from the student, 200 steps each with the same prompts per step (16 × 4 completions), lr 5e-5, 4 optimizer
+1e-3); from the student, 200 steps each with the same prompts per step (16 × 4 completions), lr 1e-5, 4 optimizer
 steps per rollout: `minillm_tiny` (MiniLLM: PG on r_t = log p − log q, exact single-step KL, teacher-mixed sampling
 α = 0.2) and the forward-KL word-level KD baseline on the teacher's samples (`objective.variant=token_fkl
 objective.teacher_mix_alpha=1.0`). "correct": greedy answers to the 200 held-out prompts the verifier accepts
