@@ -55,10 +55,10 @@ def run(recipe: str, overrides: list[str], seed: int, out: Path, key: str | None
     return folder
 
 
-def kl_metrics(student_dir: Path, teacher_dir: Path, seed: int) -> dict:
+def kl_metrics(student_dir: Path, teacher_dir: Path, seed: int, out: Path) -> dict:
     """rkl, fkl_t, t_nll (module docstring) of a student run against the teacher run, on the held-out
-    prompts of the student run's data (cached in the student's folder)."""
-    cache = student_dir / "minillm_kl.json"
+    addition prompts (cached in `out`, never in a reused run's folder)."""
+    cache = out / f"kl-{student_dir.name}--{teacher_dir.name}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     import torch
@@ -101,12 +101,12 @@ def kl_metrics(student_dir: Path, teacher_dir: Path, seed: int) -> dict:
     return out
 
 
-def collect(folder: Path, teacher: Path | None, seed: int) -> dict:
+def collect(folder: Path, teacher: Path | None, seed: int, out: Path) -> dict:
     ev = json.loads((folder / "eval.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     row = {"seconds": summary["seconds"], "correct": ev["task"]["correct_rate"]}
     if teacher is not None:
-        row.update(kl_metrics(folder, teacher, seed))
+        row.update(kl_metrics(folder, teacher, seed, out))
     return row
 
 
@@ -116,25 +116,33 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "minillm")
     parser.add_argument("--reuse", type=Path, default=ROOT / "outputs" / "repro" / "preference",
                         help="a folder with finished sft_tiny-s<seed> runs (repro/preference.py's) to read")
+    parser.add_argument("--teacher-seed", type=int, default=None,
+                        help="train one teacher with this seed and distil it into every seed's student (default: a "
+                             "teacher per seed)")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
 
     found: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        teacher = run("sft_teacher_tiny", [], seed, args.out)
+        teacher = run("sft_teacher_tiny", [], seed if args.teacher_seed is None else args.teacher_seed, args.out)
         sft = args.reuse / f"sft_tiny-s{seed}"
         if not finished(sft):
             sft = run("sft_tiny", [], seed, args.out)
         start = [f"model.from_pretrained={sft}", f"objective.models.teacher={teacher}"]
-        found.setdefault("teacher", []).append(collect(teacher, None, seed))
-        found.setdefault("sft", []).append(collect(sft, teacher, seed))
+        found.setdefault("teacher", []).append(collect(teacher, None, seed, args.out))
+        found.setdefault("sft", []).append(collect(sft, teacher, seed, args.out))
         minillm = run("minillm_tiny", start, seed, args.out)
-        found.setdefault("minillm", []).append(collect(minillm, teacher, seed))
+        found.setdefault("minillm", []).append(collect(minillm, teacher, seed, args.out))
         fkl = run("minillm_tiny", [*start, *FKL], seed, args.out, key="fkl_tiny")
-        found.setdefault("fkl", []).append(collect(fkl, teacher, seed))
+        found.setdefault("fkl", []).append(collect(fkl, teacher, seed, args.out))
 
     n = len(args.seeds)
     seeds = " ".join(map(str, args.seeds))
+    if args.teacher_seed is not None:
+        seeds += f" --teacher-seed {args.teacher_seed}"
+    teachers = "one teacher (seed {args.teacher_seed}) for every seed" if args.teacher_seed is not None \
+        else "a teacher per seed"
+    found["teacher"] = list({json.dumps(r, sort_keys=True): r for r in found["teacher"]}.values())
     minutes = sum(r["seconds"] for rs in found.values() for r in rs) / 60
     cell = lambda key, get, fmt=".3f": mean_sd([float(get(r)) for r in found[key]], fmt)  # noqa: E731
     heading = "## MiniLLM: reverse-KL distillation (arXiv 2306.08543)"
@@ -147,7 +155,7 @@ steps per rollout: `minillm_tiny` (MiniLLM: PG on r_t = log p − log q, exact s
 objective.teacher_mix_alpha=1.0`). "correct": greedy answers to the 200 held-out prompts the verifier accepts
 (eval.json `task.correct_rate`); on the same prompts, 4 samples each at T = 1: "RKL" = E_(y~q) Σ_t KL(q‖p) (nats per
 completion, exact per-token KL summed along the student's samples), "FKL" = E_(y~p) Σ_t KL(p‖q) on the teacher's
-samples, "teacher NLL" = −E_(y~q) log p(y) of the student's samples. Mean ± sd over {n} seed(s); {minutes:.1f} min of
+samples, "teacher NLL" = −E_(y~q) log p(y) of the student's samples. Mean ± sd over {n} student seed(s), {teachers.format(args=args)}; {minutes:.1f} min of
 training in all (1 torch thread per run, a shared 2-core machine).
 
 Claim (paper, spec): the reverse-KL student is mode-seeking: lower RKL to the teacher and higher quality of its own
