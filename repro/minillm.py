@@ -1,13 +1,16 @@
 """`make repro-minillm`: MiniLLM (reverse-KL distillation, arXiv 2306.08543) against forward-KL
 word-level distillation on the teacher's samples, on the built-in 2-digit addition task.
 
-Per seed: the teacher (`sft_teacher_tiny`, 6 x 256, SFT'd longer), the student SFT (`sft_tiny`,
-4 x 192; a finished run of it in --reuse is read instead of retrained), and from the student, with
+Per seed: the student SFT (`sft_tiny`, 4 x 192), the teacher (`sft_teacher_tiny`: that run + 300 steps at 1e-4,
+same size; finished runs of both in --reuse, repro/preference.py's folder, are read instead of retrained:
+its `sft_more` run has the teacher's settings), and from the student, with
 that teacher, under the same budget (the same steps, prompts and samples per step, lr):
   minillm   `minillm_tiny` (PG on r_t = log p - log q + exact single-step KL, teacher-mixed
             sampling alpha 0.2, 4 PPO steps per rollout)
   fkl       `minillm_tiny objective.variant=token_fkl objective.teacher_mix_alpha=1.0`: word-level
             KD sum_v p log(p/q) on completions sampled from the teacher (the paper's "KD" baseline)
+  rkl       `minillm_tiny objective.variant=token_rkl objective.teacher_mix_alpha=0`: the exact per-token
+            reverse KL on the student's own samples, MiniLLM without its PG term (ablation)
 Read: held-out greedy accuracy (eval.json task.correct_rate, 200 prompts never trained on), and
 computed here on the same held-out prompts, 4 samples each (T = 1, 6 new tokens):
   rkl       the student's sequence reverse KL to the teacher, E_{y~q} sum_t KL(q(.|y<t) || p(.|y<t))
@@ -32,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 COMMON = ["logger=none", "trainer.num_threads=1"]
 FKL = ["objective.variant=token_fkl", "objective.teacher_mix_alpha=1.0"]
+RKL = ["objective.variant=token_rkl", "objective.teacher_mix_alpha=0.0"]
+# repro/preference.py's `sft_more` run: sft_tiny + 300 steps at 1e-4, the settings of sft_teacher_tiny.
+SFT_MORE = ("sft_tiny-trainer.max_steps_300-optimizer.lr_1e-4-scheduler.warmup_steps_10-trainer.val_every_100-"
+            "trainer.checkpoint_every_100-s{seed}")
 SAMPLES = 4
 
 
@@ -124,10 +131,13 @@ def main() -> None:
 
     found: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        teacher = run("sft_teacher_tiny", [], seed if args.teacher_seed is None else args.teacher_seed, args.out)
         sft = args.reuse / f"sft_tiny-s{seed}"
         if not finished(sft):
             sft = run("sft_tiny", [], seed, args.out)
+        t_seed = seed if args.teacher_seed is None else args.teacher_seed
+        teacher = args.reuse / SFT_MORE.format(seed=t_seed)
+        if not finished(teacher):
+            teacher = run("sft_teacher_tiny", [f"model.from_pretrained={sft}"], t_seed, args.out)
         start = [f"model.from_pretrained={sft}", f"objective.models.teacher={teacher}"]
         found.setdefault("teacher", []).append(collect(teacher, None, seed, args.out))
         found.setdefault("sft", []).append(collect(sft, teacher, seed, args.out))
@@ -135,6 +145,8 @@ def main() -> None:
         found.setdefault("minillm", []).append(collect(minillm, teacher, seed, args.out))
         fkl = run("minillm_tiny", [*start, *FKL], seed, args.out, key="fkl_tiny")
         found.setdefault("fkl", []).append(collect(fkl, teacher, seed, args.out))
+        rkl = run("minillm_tiny", [*start, *RKL], seed, args.out, key="rkl_tiny")
+        found.setdefault("rkl", []).append(collect(rkl, teacher, seed, args.out))
 
     n = len(args.seeds)
     seeds = " ".join(map(str, args.seeds))
@@ -148,11 +160,12 @@ def main() -> None:
     heading = "## MiniLLM: reverse-KL distillation (arXiv 2306.08543)"
     with record(args.results, "minillm", heading):
         print(f"""Here: `make repro-minillm` (`python repro/minillm.py --seeds {seeds}`), the built-in 2-digit addition task.
-Teacher `sft_teacher_tiny` (Llama 6 × 256, 1000 SFT steps at lr 2e-3); student `sft_tiny` (4 × 192, 800 steps at
-1e-3); from the student, 200 steps each with the same prompts per step (16 × 4 completions), lr 1e-5, 4 optimizer
+Student `sft_tiny` (Llama 4 × 192, 800 SFT steps at 1e-3); teacher `sft_teacher_tiny` (that run + 300 steps at
+1e-4: the same size, not larger; repro/preference.py's `sft_more` run is read when it exists); from the student, 200 steps each with the same prompts per step (16 × 4 completions), lr 1e-5, 4 optimizer
 steps per rollout: `minillm_tiny` (MiniLLM: PG on r_t = log p − log q, exact single-step KL, teacher-mixed sampling
 α = 0.2) and the forward-KL word-level KD baseline on the teacher's samples (`objective.variant=token_fkl
-objective.teacher_mix_alpha=1.0`). "correct": greedy answers to the 200 held-out prompts the verifier accepts
+objective.teacher_mix_alpha=1.0`), and the ablation without the PG term, exact per-token reverse KL on the
+student's own samples (`objective.variant=token_rkl objective.teacher_mix_alpha=0`). "correct": greedy answers to the 200 held-out prompts the verifier accepts
 (eval.json `task.correct_rate`); on the same prompts, 4 samples each at T = 1: "RKL" = E_(y~q) Σ_t KL(q‖p) (nats per
 completion, exact per-token KL summed along the student's samples), "FKL" = E_(y~p) Σ_t KL(p‖q) on the teacher's
 samples, "teacher NLL" = −E_(y~q) log p(y) of the student's samples. Mean ± sd over {n} student seed(s), {teachers.format(args=args)}; {minutes:.1f} min of
@@ -166,7 +179,8 @@ generations (teacher NLL, accuracy) than forward-KL KD; KD keeps lower FKL (cove
         print(f"| teacher `sft_teacher_tiny` | {cell('teacher', lambda r: r['correct'])} | 0 | 0 | — | "
               f"{cell('teacher', lambda r: r['seconds'], '.0f')} |")
         for key, name in (("sft", "student SFT `sft_tiny` (start)"), ("minillm", "MiniLLM `minillm_tiny`"),
-                          ("fkl", "forward-KL KD on teacher samples")):
+                          ("fkl", "forward-KL KD on teacher samples"),
+                          ("rkl", "token-level reverse KL on student samples (no PG)")):
             print(f"| {name} | {cell(key, lambda r: r['correct'])} | {cell(key, lambda r: r['rkl'])} | "
                   f"{cell(key, lambda r: r['fkl_t'])} | {cell(key, lambda r: r['t_nll'])} | "
                   f"{cell(key, lambda r: r['seconds'], '.0f')} |")
