@@ -1,0 +1,190 @@
+"""`make repro-minillm`: MiniLLM (reverse-KL distillation, arXiv 2306.08543) against forward-KL
+word-level distillation on the teacher's samples, on the built-in 2-digit addition task.
+
+Per seed: the student SFT (`sft_tiny`, 4 x 192), the teacher (`sft_teacher_tiny`: that run + 300 steps at 1e-4,
+same size; finished runs of both in --reuse, repro/preference.py's folder, are read instead of retrained:
+its `sft_more` run has the teacher's settings), and from the student, with
+that teacher, under the same budget (the same steps, prompts and samples per step, lr):
+  minillm   `minillm_tiny` (PG on r_t = log p - log q + exact single-step KL, teacher-mixed
+            sampling alpha 0.2, 4 PPO steps per rollout)
+  fkl       `minillm_tiny objective.variant=token_fkl objective.teacher_mix_alpha=1.0`: word-level
+            KD sum_v p log(p/q) on completions sampled from the teacher (the paper's "KD" baseline)
+  rkl       `minillm_tiny objective.variant=token_rkl objective.teacher_mix_alpha=0`: the exact per-token
+            reverse KL on the student's own samples, MiniLLM without its PG term (ablation)
+Read: held-out greedy accuracy (eval.json task.correct_rate, 200 prompts never trained on), and
+computed here on the same held-out prompts, 4 samples each (T = 1, 6 new tokens):
+  rkl       the student's sequence reverse KL to the teacher, E_{y~q} sum_t KL(q(.|y<t) || p(.|y<t))
+            (exact per-token KL summed along student samples: the chain rule's estimate of KL(q||p))
+  fkl_t     the same with the roles swapped on teacher samples: E_{y~p} sum_t KL(p || q) (coverage)
+  t_nll     the teacher's NLL of the student's samples per sequence, -E_{y~q} log p(y) (quality)
+Every run uses one torch thread and logger=none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import mean_sd, record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+COMMON = ["logger=none", "trainer.num_threads=1"]
+FKL = ["objective.variant=token_fkl", "objective.teacher_mix_alpha=1.0"]
+RKL = ["objective.variant=token_rkl", "objective.teacher_mix_alpha=0.0"]
+# repro/preference.py's `sft_more` run: sft_tiny + 300 steps at 1e-4, the settings of sft_teacher_tiny.
+SFT_MORE = ("sft_tiny-trainer.max_steps_300-optimizer.lr_1e-4-scheduler.warmup_steps_10-trainer.val_every_100-"
+            "trainer.checkpoint_every_100-s{seed}")
+SAMPLES = 4
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def finished(folder: Path) -> bool:
+    done = folder / "summary.json"
+    return done.exists() and json.loads(done.read_text()).get("status") == "completed"
+
+
+def run(recipe: str, overrides: list[str], seed: int, out: Path, key: str | None = None) -> Path:
+    """One run's folder; a finished run of the same job in `out` is reused."""
+    folder = out / f"{key or recipe}-s{seed}"
+    cmd = [sys.executable, "-m", "rizzrun.cli", f"+recipe={recipe}", *overrides, f"seed={seed}", *COMMON,
+           f"hydra.run.dir={folder}"]
+    if not finished(folder):
+        log("$ rizzrun", " ".join(cmd[3:]))
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def kl_metrics(student_dir: Path, teacher_dir: Path, seed: int, out: Path) -> dict:
+    """rkl, fkl_t, t_nll (module docstring) of a student run against the teacher run, on the held-out
+    addition prompts (cached in `out`, never in a reused run's folder)."""
+    cache = out / f"kl-{student_dir.name}--{teacher_dir.name}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    import torch
+    from hydra.utils import instantiate
+
+    from rizzrun.decoders.sample import Sample
+    from rizzrun.objectives.minillm import completion_log_softmax, exact_kl
+    from rizzrun.paths import cache_root
+    from rizzrun.rollouts import sample_rollout
+    from rizzrun.runner.generate import load_run
+
+    torch.set_num_threads(1)
+    cfg, tokenizer, student = load_run(student_dir)
+    _, teacher_tok, teacher = load_run(teacher_dir)
+    assert teacher_tok.fingerprint == tokenizer.fingerprint, "teacher and student tokenizers differ"
+    from rizzrun.data.arithmetic import ArithmeticPrompts
+
+    data = ArithmeticPrompts(batch_size=50, seed=seed)
+    data.setup(tokenizer, cache_dir=str(cache_root(cfg.cache_dir)))
+    student.eval()
+    teacher.eval()
+    sums = {"rkl": 0.0, "fkl_t": 0.0, "t_nll": 0.0}
+    n = 0
+    with torch.no_grad():
+        for i, prompts in enumerate(data.val_batches()):
+            for key, sampler, other in (("rkl", student, teacher), ("fkl_t", teacher, student)):
+                decoder = Sample(max_new_tokens=6, temperature=1.0, top_p=1.0, seed=1000 * seed + i)
+                rollout = sample_rollout(sampler, decoder, prompts, SAMPLES, tokenizer.eos_id)
+                m = rollout["completion_mask"].float()
+                log_a = completion_log_softmax(sampler, rollout)
+                log_b = completion_log_softmax(other, rollout)
+                sums[key] += float((exact_kl(log_a, log_b) * m).sum())
+                if key == "rkl":
+                    C = m.shape[1]
+                    picked = log_b.gather(-1, rollout["input_ids"][:, -C:].unsqueeze(-1)).squeeze(-1)
+                    sums["t_nll"] -= float((picked * m).sum())
+                    n += m.shape[0]
+    out = {k: v / n for k, v in sums.items()}
+    cache.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def collect(folder: Path, teacher: Path | None, seed: int, out: Path) -> dict:
+    ev = json.loads((folder / "eval.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    row = {"seconds": summary["seconds"], "correct": ev["task"]["correct_rate"]}
+    if teacher is not None:
+        row.update(kl_metrics(folder, teacher, seed, out))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "minillm")
+    parser.add_argument("--reuse", type=Path, default=ROOT / "outputs" / "repro" / "preference",
+                        help="a folder with finished sft_tiny-s<seed> runs (repro/preference.py's) to read")
+    parser.add_argument("--teacher-seed", type=int, default=None,
+                        help="train one teacher with this seed and distil it into every seed's student (default: a "
+                             "teacher per seed)")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    args = parser.parse_args()
+
+    found: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        sft = args.reuse / f"sft_tiny-s{seed}"
+        if not finished(sft):
+            sft = run("sft_tiny", [], seed, args.out)
+        t_seed = seed if args.teacher_seed is None else args.teacher_seed
+        teacher = args.reuse / SFT_MORE.format(seed=t_seed)
+        if not finished(teacher):
+            teacher = run("sft_teacher_tiny", [f"model.from_pretrained={sft}"], t_seed, args.out)
+        start = [f"model.from_pretrained={sft}", f"objective.models.teacher={teacher}"]
+        found.setdefault("teacher", []).append(collect(teacher, None, seed, args.out))
+        found.setdefault("sft", []).append(collect(sft, teacher, seed, args.out))
+        minillm = run("minillm_tiny", start, seed, args.out)
+        found.setdefault("minillm", []).append(collect(minillm, teacher, seed, args.out))
+        fkl = run("minillm_tiny", [*start, *FKL], seed, args.out, key="fkl_tiny")
+        found.setdefault("fkl", []).append(collect(fkl, teacher, seed, args.out))
+        rkl = run("minillm_tiny", [*start, *RKL], seed, args.out, key="rkl_tiny")
+        found.setdefault("rkl", []).append(collect(rkl, teacher, seed, args.out))
+
+    n = len(args.seeds)
+    seeds = " ".join(map(str, args.seeds))
+    if args.teacher_seed is not None:
+        seeds += f" --teacher-seed {args.teacher_seed}"
+    teachers = "one teacher (seed {args.teacher_seed}) for every seed" if args.teacher_seed is not None \
+        else "a teacher per seed"
+    found["teacher"] = list({json.dumps(r, sort_keys=True): r for r in found["teacher"]}.values())
+    minutes = sum(r["seconds"] for rs in found.values() for r in rs) / 60
+    cell = lambda key, get, fmt=".3f": mean_sd([float(get(r)) for r in found[key]], fmt)  # noqa: E731
+    heading = "## MiniLLM: reverse-KL distillation (arXiv 2306.08543)"
+    with record(args.results, "minillm", heading):
+        print(f"""Here: `make repro-minillm` (`python repro/minillm.py --seeds {seeds}`), the built-in 2-digit addition task.
+Student `sft_tiny` (Llama 4 × 192, 800 SFT steps at 1e-3); teacher `sft_teacher_tiny` (that run + 300 steps at
+1e-4: the same size, not larger; repro/preference.py's `sft_more` run is read when it exists); from the student, 200 steps each with the same prompts per step (16 × 4 completions), lr 1e-5, 4 optimizer
+steps per rollout: `minillm_tiny` (MiniLLM: PG on r_t = log p − log q, exact single-step KL, teacher-mixed sampling
+α = 0.2) and the forward-KL word-level KD baseline on the teacher's samples (`objective.variant=token_fkl
+objective.teacher_mix_alpha=1.0`), and the ablation without the PG term, exact per-token reverse KL on the
+student's own samples (`objective.variant=token_rkl objective.teacher_mix_alpha=0`). "correct": greedy answers to the 200 held-out prompts the verifier accepts
+(eval.json `task.correct_rate`); on the same prompts, 4 samples each at T = 1: "RKL" = E_(y~q) Σ_t KL(q‖p) (nats per
+completion, exact per-token KL summed along the student's samples), "FKL" = E_(y~p) Σ_t KL(p‖q) on the teacher's
+samples, "teacher NLL" = −E_(y~q) log p(y) of the student's samples. Mean ± sd over {n} student seed(s), {teachers.format(args=args)}; {minutes:.1f} min of
+training in all (1 torch thread per run, a shared 2-core machine).
+
+Claim (paper, spec): the reverse-KL student is mode-seeking: lower RKL to the teacher and higher quality of its own
+generations (teacher NLL, accuracy) than forward-KL KD; KD keeps lower FKL (coverage).
+
+| model | correct | RKL (q‖p) | FKL (p‖q) | teacher NLL | seconds |
+|---|---|---|---|---|---|""")
+        print(f"| teacher `sft_teacher_tiny` | {cell('teacher', lambda r: r['correct'])} | 0 | 0 | — | "
+              f"{cell('teacher', lambda r: r['seconds'], '.0f')} |")
+        for key, name in (("sft", "student SFT `sft_tiny` (start)"), ("minillm", "MiniLLM `minillm_tiny`"),
+                          ("fkl", "forward-KL KD on teacher samples"),
+                          ("rkl", "token-level reverse KL on student samples (no PG)")):
+            print(f"| {name} | {cell(key, lambda r: r['correct'])} | {cell(key, lambda r: r['rkl'])} | "
+                  f"{cell(key, lambda r: r['fkl_t'])} | {cell(key, lambda r: r['t_nll'])} | "
+                  f"{cell(key, lambda r: r['seconds'], '.0f')} |")
+
+
+if __name__ == "__main__":
+    main()
