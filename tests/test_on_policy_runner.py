@@ -44,15 +44,33 @@ def train(run_dir: Path, *overrides: str, cache) -> dict:
     return run(compose([*TINY, f"cache_dir={cache}", *overrides]), run_dir)
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, shared_cache) -> Path:
+    """A tiny run folder to distil from (MiniLLM's objective.models.teacher)."""
+    folder = tmp_path_factory.mktemp("teacher") / "teacher"
+    cfg = compose([*[o for o in TINY if not o.startswith(("data", "objective", "decoder"))], f"cache_dir={shared_cache}",
+                   "data=arithmetic_sft", "data.n_train=40", "data.n_val=8", "data.batch_size=8", "trainer.max_steps=2",
+                   "trainer.val_every=2"])
+    assert run(cfg, folder)["status"] == "completed"
+    return folder
+
+
+# What an objective needs besides the shared settings to train here (a teacher: a run folder; MiniLLM's
+# teacher-mixed sampler draws from the plain mixture, so T = 1 and no top-p).
+EXTRA = {"minillm": lambda teacher: [f"objective.models.teacher={teacher}", "decoder.temperature=1.0",
+                                     "decoder.top_p=1.0"]}
+
+
 def test_every_on_policy_objective_is_tested():
-    assert "grpo" in ON_POLICY
+    assert {"grpo", "minillm"} <= set(ON_POLICY)
 
 
 @pytest.mark.parametrize("objective", ON_POLICY)
-def test_trains_on_scored_rollouts_validates_and_evaluates(objective, tmp_path, shared_cache):
+def test_trains_on_scored_rollouts_validates_and_evaluates(objective, tmp_path, shared_cache, request):
     run_dir = tmp_path / "run"
+    extra = EXTRA[objective](request.getfixturevalue("teacher")) if objective in EXTRA else []
     summary = train(run_dir, f"objective={objective}", "objective.num_iterations=2", "trainer.max_steps=4",
-                    "eval.at_end=true", "eval.max_documents=6", "eval.continuation_len=4", cache=shared_cache)
+                    "eval.at_end=true", "eval.max_documents=6", "eval.continuation_len=4", *extra, cache=shared_cache)
     assert summary["status"] == "completed"
     rows = read_metrics(run_dir / layout.METRICS)
     train_rows = [r for r in rows if "train/loss" in r]

@@ -17,6 +17,7 @@ _EXPORTS = {
     "SMPO": "rizzrun.objectives.smpo",
     "Goldfish": "rizzrun.objectives.goldfish",
     "GRPO": "rizzrun.objectives.grpo",
+    "MiniLLM": "rizzrun.objectives.minillm",
     "group_advantages": "rizzrun.objectives.grpo",
     "goldfish_mask": "rizzrun.objectives.goldfish",
 }
