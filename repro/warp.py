@@ -5,11 +5,12 @@ r - 0.1 log(pi/pi_ema), EMA anchor mu 0.01) with different seeds, and a baseline
 fixed anchor at the SFT model (`warp_tiny objective.mu=0`: KL-regularised REINFORCE), all with
 checkpoints every 20 steps. Then, with the CLI as a user would: `rizzrun merge slerp --init SFT
 RUN_1 RUN_2 --lam 0.5` (stage 2) and `rizzrun merge liti --init SFT SLERP --eta E` (stage 3) for
-E in {0, 0.1, 0.3, 0.5} (E = 1 is the SLERP itself). Every checkpoint and merge is measured the
-same way: 256 completions (128 held-out prompts x 2, temperature 1, the same sampler seed for
+E in {0, 0.1, 0.3, 0.5} (E = 1 is the SLERP itself); for comparison `rizzrun merge linear` of the same
+two runs, and LITI of the first run alone (E 0.3, 0.5). Every checkpoint and merge is measured the
+same way: 800 completions (the 200 held-out prompts x 4, temperature 1, the same sampler seed for
 every model) scored by the run's reward (partial credit exp(-|n - sum| / 3)), and KL(pi || pi_sft)
-estimated on those samples as mean_y [log pi(y|x) - log pi_sft(y|x)] (nats per completion; k1,
-unbiased). The table of (KL, reward) points is the Pareto plot of the paper's Figures, as numbers.
+on those samples: the exact next-token KLs summed along each sampled completion (nats per
+completion; unbiased, low variance), beside the plain log-ratio (k1) estimate. The table of (KL, reward) points is the Pareto plot of the paper's Figures, as numbers.
 Each run uses one torch thread; the RL runs go in parallel (one process each).
 """
 
@@ -61,8 +62,23 @@ def merge(args: list[str], out: Path) -> Path:
 
 # --- measurement (in worker processes: `--measure`) ------------------------------------------------
 
-def measure(sft: Path, target: str, prompts: int = 128, per_prompt: int = 2, scale: float = 3.0) -> dict:
-    """{kl, kl_token, reward, correct, tokens} of `target` (FOLDER or FOLDER@step-N) against the SFT run."""
+def position_kls(policy, reference, rollout: dict):
+    """(N, C) float32 KL(pi(.|x, y<t) || pi_sft(.|x, y<t)) at every completion position (0 elsewhere), the
+    full next-token distributions compared along the sampled prefixes: summed over t, an unbiased
+    estimate of the sequence KL with far less variance than the sample's log ratio."""
+    import torch
+
+    ids, mask, cm = rollout["input_ids"], rollout["attention_mask"], rollout["completion_mask"]
+    C = cm.shape[1]
+    P = ids.shape[1] - C
+    padding = torch.cat([mask[:, :P], torch.ones_like(cm)], dim=1)[:, :-1]
+    lp, lq = (torch.log_softmax(m(ids[:, :-1], key_padding_mask=padding)[:, P - 1:].float(), -1)
+              for m in (policy, reference))
+    return (lp.exp() * (lp - lq)).sum(-1) * cm
+
+
+def measure(sft: Path, target: str, prompts: int = 200, per_prompt: int = 4, scale: float = 3.0) -> dict:
+    """{kl, kl_token, kl_k1, reward, correct, n} of `target` (FOLDER or FOLDER@step-N) against the SFT run."""
     import torch
 
     from rizzrun.data.arithmetic import ArithmeticPrompts
@@ -85,12 +101,13 @@ def measure(sft: Path, target: str, prompts: int = 128, per_prompt: int = 2, sca
         rollout = sample_rollout(policy, decoder, batch, per_prompt, tokenizer.eos_id)
         lp = completion_logps(policy, rollout).sum(-1)
         lr = completion_logps(reference, rollout).sum(-1)
+        kls = position_kls(policy, reference, rollout)
     texts = completion_texts(rollout, tokenizer)
     shown, columns = data.columns(rollout["row"])
     reward = numeric_closeness(shown, texts, scale=scale, **columns)
     correct = leading_integer_match(shown, texts, **columns)
     tokens = float(rollout["completion_mask"].sum())
-    return {"kl": float((lp - lr).mean()), "kl_token": float((lp - lr).sum()) / tokens,
+    return {"kl": float(kls.sum(-1).mean()), "kl_token": float(kls.sum()) / tokens, "kl_k1": float((lp - lr).mean()),
             "reward": sum(reward) / len(reward), "correct": sum(correct) / len(correct), "n": len(texts)}
 
 
@@ -98,7 +115,7 @@ def measure_all(sft: Path, targets: list[str], jobs: int, out: Path) -> dict[str
     """Every target measured, `jobs` worker processes; cached per target in out/measures.json."""
     cache_path = out / "measures.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    key = lambda t: f"{sft}|{t}"  # noqa: E731
+    key = lambda t: f"v2|{sft}|{t}"  # noqa: E731
     todo = [t for t in targets if key(t) not in cache]
     chunks = [todo[i::jobs] for i in range(jobs) if todo[i::jobs]]
 
@@ -144,6 +161,10 @@ def main() -> None:
 
     sft = args.sft.resolve() if args.sft else train("sft_tiny", [], 0, out / "sft_tiny-s0")
     rl = [("warp", s, ["objective.mu=0.01"]) for s in args.seeds] + [("base", args.seeds[0], ["objective.mu=0.0"])]
+    # the baseline's first 20 steps again, checkpointed every 4: its trajectory at low KL (the same
+    # seed, data and constant lr: the same weights at step 20 as the full run, checked below)
+    rl.append(("base-early", args.seeds[0], ["objective.mu=0.0", "trainer.max_steps=20", "trainer.checkpoint_every=4",
+                                             "eval.at_end=false"]))
     folders = {}
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {(name, seed): pool.submit(train, "warp_tiny", [f"model.from_pretrained={sft}", *extra,
@@ -152,11 +173,18 @@ def main() -> None:
         folders = {k: f.result() for k, f in futures.items()}
     runs = [folders[("warp", s)] for s in args.seeds]
     base = folders[("base", args.seeds[0])]
+    early = folders[("base-early", args.seeds[0])]
+    digest = lambda run: json.loads((run / "checkpoints" / "step-000020" / "meta.json").read_text())[  # noqa: E731
+        "files"]["model.safetensors"]["sha256"]
+    same = digest(early) == digest(base)
+    log(f"base-early step 20 == base step 20: {same}")
 
     merged = {}
     if len(runs) >= 2:
         slerp = merge(["slerp", "--init", str(sft), *map(str, runs[:2]), "--lam", "0.5"], out / "slerp")
         merged["slerp"] = slerp
+        # linear averaging of the same two task vectors (the spec's comparison: SLERP keeps their norm)
+        merged["linear"] = merge(["linear", "--init", str(sft), *map(str, runs[:2])], out / "linear")
         for eta in ETAS:
             merged[f"liti {eta:g}"] = merge(["liti", "--init", str(sft), str(slerp), "--eta", str(eta)],
                                             out / f"liti-{eta:g}")
@@ -166,6 +194,8 @@ def main() -> None:
                                              out / f"run1-liti-{eta:g}")
 
     targets = {"sft": str(sft)}
+    for step in checkpoints(early)[:-1]:
+        targets[f"base {step}"] = f"{early}@{step}"
     for name, run in [("base", base)] + [(f"warp s{s}", r) for s, r in zip(args.seeds, runs)]:
         for step in checkpoints(run):
             targets[f"{name} {step}"] = f"{run}@{step}"
@@ -182,16 +212,28 @@ def main() -> None:
 baseline run, seed {args.seeds[0]}, fixed SFT anchor mu 0): REINFORCE, beta 0.1, group-mean baseline, 16 prompts x 8 samples
 per step, lr 2e-5, 200 steps, reward exp(-|n - sum| / 3) (`rizzrun.rewards.shaping.numeric_closeness`). Merges via
 `rizzrun merge slerp --lam 0.5` of the two WARP runs' final checkpoints and `rizzrun merge liti --eta E` of that towards
-the SFT model. Each point: 256 samples (128 held-out prompts x 2, T = 1, one sampler seed for all), KL(pi || pi_sft) per
-completion (nats) and per token, mean reward, exact-sum rate. `vs base` = reward minus the baseline trajectory's reward
+the SFT model. Each point: 800 samples (the 200 held-out prompts x 4, T = 1, one sampler seed for all); KL(pi || pi_sft)
+per completion (nats) and per token as the exact next-token KLs summed along the sampled completions (unbiased,
+low variance), `KL k1` the plain sample estimate mean[log pi(y|x) - log pi_sft(y|x)] (same expectation, noisier);
+mean reward; exact-sum rate. The baseline's steps 4-16 come from a 20-step rerun checkpointed every 4 (`base-early`). `vs base` = reward minus the baseline trajectory's reward
 at the same KL (linear between its checkpoints; blank outside its KL range).
 {"" if args.overrides == [] else "Extra overrides: " + " ".join(args.overrides)}
-| model | KL (nats/completion) | KL/token | reward | exact | vs base at same KL |
-|---|---|---|---|---|---|""")
+| model | KL (nats/completion) | KL/token | KL k1 | reward | exact | vs base at same KL |
+|---|---|---|---|---|---|---|""")
         for name, v in points.items():
             ref = None if name.startswith("base") or name == "sft" else at_kl(base_curve, v["kl"])
             diff = "" if ref is None else f"{v['reward'] - ref:+.3f}"
-            print(f"| {name} | {v['kl']:.3f} | {v['kl_token']:.4f} | {v['reward']:.3f} | {v['correct']:.3f} | {diff} |")
+            print(f"| {name} | {v['kl']:.3f} | {v['kl_token']:.4f} | {v['kl_k1']:.3f} | {v['reward']:.3f} | {v['correct']:.3f} | {diff} |")
+        liti = {k: v for k, v in points.items() if k.startswith("liti ") and k != "liti 0"}
+        above = [k for k, v in liti.items() if (at_kl(base_curve, v["kl"]) or float("inf")) < v["reward"]]
+        inside = [k for k, v in liti.items() if at_kl(base_curve, v["kl"]) is not None]
+        print(f"\nLITI of the SLERP above the baseline trajectory at matched KL: {len(above)} of the {len(inside)} "
+              f"points inside its KL range ({', '.join(above) or 'none'}).")
+        if "slerp" in points:
+            finals = {k: v for k, v in points.items() if k.startswith("warp ") and k.endswith(checkpoints(runs[0])[-1])}
+            print("SLERP (KL, reward) = ({:.3f}, {:.3f}); the merged runs' final checkpoints: {}.".format(
+                points["slerp"]["kl"], points["slerp"]["reward"],
+                "; ".join(f"{k}: ({v['kl']:.3f}, {v['reward']:.3f})" for k, v in finals.items())))
 
 
 if __name__ == "__main__":
