@@ -10,7 +10,9 @@ two runs, and LITI of the first run alone (E 0.3, 0.5). Every checkpoint and mer
 same way: 800 completions (the 200 held-out prompts x 4, temperature 1, the same sampler seed for
 every model) scored by the run's reward (partial credit exp(-|n - sum| / 3)), and KL(pi || pi_sft)
 on those samples: the exact next-token KLs summed along each sampled completion (nats per
-completion; unbiased, low variance), beside the plain log-ratio (k1) estimate. The table of (KL, reward) points is the Pareto plot of the paper's Figures, as numbers.
+completion; unbiased, low variance), beside the plain log-ratio (k1) estimate. The table of
+(KL, reward) points is the Pareto plot of the paper's figures, as numbers; the cosine between the
+two runs' task vectors says how much a merge can gain (SLERP's gain needs nearly orthogonal ones).
 Each run uses one torch thread; the RL runs go in parallel (one process each).
 """
 
@@ -137,6 +139,19 @@ def checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step-"))
 
 
+def cosine(sft: Path, run_a: Path, run_b: Path) -> float:
+    """cos(theta_a - theta_sft, theta_b - theta_sft) over every floating weight of the latest checkpoints."""
+    import torch
+
+    from rizzrun.layout import WEIGHTS
+    from rizzrun.runner.checkpoint import latest_checkpoint, load_weights
+
+    init, a, b = (load_weights(latest_checkpoint(r) / WEIGHTS) for r in (sft, run_a, run_b))
+    keys = [k for k in init if init[k].is_floating_point()]
+    da, db = (torch.cat([(x[k].double() - init[k].double()).flatten() for k in keys]) for x in (a, b))
+    return float(da @ db / (da.norm() * db.norm()))
+
+
 def at_kl(points: list[tuple[float, float]], kl: float) -> float | None:
     """The baseline trajectory's reward at `kl`, linearly interpolated between its (KL, reward)
     points sorted by KL (None outside their range)."""
@@ -215,20 +230,25 @@ per step, lr 2e-5, 200 steps, reward exp(-|n - sum| / 3) (`rizzrun.rewards.shapi
 the SFT model. Each point: 800 samples (the 200 held-out prompts x 4, T = 1, one sampler seed for all); KL(pi || pi_sft)
 per completion (nats) and per token as the exact next-token KLs summed along the sampled completions (unbiased,
 low variance), `KL k1` the plain sample estimate mean[log pi(y|x) - log pi_sft(y|x)] (same expectation, noisier);
-mean reward; exact-sum rate. The baseline's steps 4-16 come from a 20-step rerun checkpointed every 4 (`base-early`). `vs base` = reward minus the baseline trajectory's reward
-at the same KL (linear between its checkpoints; blank outside its KL range).
+mean reward; exact-sum rate. The baseline's steps 4-16 come from a 20-step rerun checkpointed every 4
+(`base-early`). `vs base` = reward minus the baseline trajectory's reward at the same KL (linear between
+its checkpoints; blank outside its KL range).
 {"" if args.overrides == [] else "Extra overrides: " + " ".join(args.overrides)}
 | model | KL (nats/completion) | KL/token | KL k1 | reward | exact | vs base at same KL |
 |---|---|---|---|---|---|---|""")
         for name, v in points.items():
             ref = None if name.startswith("base") or name == "sft" else at_kl(base_curve, v["kl"])
             diff = "" if ref is None else f"{v['reward'] - ref:+.3f}"
-            print(f"| {name} | {v['kl']:.3f} | {v['kl_token']:.4f} | {v['kl_k1']:.3f} | {v['reward']:.3f} | {v['correct']:.3f} | {diff} |")
+            print(f"| {name} | {v['kl']:.3f} | {v['kl_token']:.4f} | {v['kl_k1']:.3f} | {v['reward']:.3f} "
+                  f"| {v['correct']:.3f} | {diff} |")
         liti = {k: v for k, v in points.items() if k.startswith("liti ") and k != "liti 0"}
         above = [k for k, v in liti.items() if (at_kl(base_curve, v["kl"]) or float("inf")) < v["reward"]]
         inside = [k for k, v in liti.items() if at_kl(base_curve, v["kl"]) is not None]
         print(f"\nLITI of the SLERP above the baseline trajectory at matched KL: {len(above)} of the {len(inside)} "
               f"points inside its KL range ({', '.join(above) or 'none'}).")
+        if len(runs) >= 2:
+            print(f"Cosine between the two WARP runs' task vectors (all weights): {cosine(sft, *runs[:2]):.3f}; "
+                  f"run 1 vs the baseline: {cosine(sft, runs[0], base):.3f}.")
         if "slerp" in points:
             finals = {k: v for k, v in points.items() if k.startswith("warp ") and k.endswith(checkpoints(runs[0])[-1])}
             print("SLERP (KL, reward) = ({:.3f}, {:.3f}); the merged runs' final checkpoints: {}.".format(
