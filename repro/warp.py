@@ -55,7 +55,16 @@ def train(recipe: str, overrides: list[str], seed: int, folder: Path) -> Path:
 
 
 def merge(args: list[str], out: Path) -> Path:
-    """`rizzrun merge ARGS OUT` (replacing an earlier merge's output: --force)."""
+    """`rizzrun merge ARGS OUT` (replacing an earlier merge's output: --force), reused when OUT's
+    merge.json names the same method, options and input folders at their current checkpoints."""
+    record = out / "merge.json"
+    if record.exists():
+        done = json.loads(record.read_text())
+        same = done["method"] == args[0] and all(str(i["path"]) in args for i in done["inputs"]) and all(
+            i["checkpoint"] is None or (Path(i["path"]) / "checkpoints" / "latest").read_text().strip() == i["checkpoint"]
+            for i in done["inputs"]) and all(v is None or str(v) in args or v == 1.0 for v in done["options"].values())
+        if same:
+            return out
     cmd = [sys.executable, "-m", "rizzrun.cli", "merge", *args, "--force", str(out)]
     log("$ rizzrun merge", " ".join(cmd[4:]))
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -221,7 +230,9 @@ def main() -> None:
     base_curve = [(points["sft"]["kl"], points["sft"]["reward"])] + [
         (v["kl"], v["reward"]) for k, v in points.items() if k.startswith("base ")]
     heading = "## WARP: EMA anchor, SLERP, LITI (arXiv 2406.16768)"
-    with record(args.results, "warp", heading):
+    if args.overrides:  # a variant: its own section
+        heading += " — " + " ".join(args.overrides)
+    with record(args.results, "-".join(["warp", *[o.replace("=", "_") for o in args.overrides]]), heading):
         print(f"""Here: `make repro-warp` (`python repro/warp.py --seeds {' '.join(map(str, args.seeds))}`). SFT: `{sft.name}`
 (`sft_tiny`, 2-digit sums). RL (`warp_tiny`, {len(runs)} WARP runs: seeds {', '.join(map(str, args.seeds))}, EMA mu 0.01; one
 baseline run, seed {args.seeds[0]}, fixed SFT anchor mu 0): REINFORCE, beta 0.1, group-mean baseline, 16 prompts x 8 samples
