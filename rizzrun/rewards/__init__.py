@@ -9,7 +9,7 @@ one value per (prompt, completion) pair; `columns` are the data's per-row fields
 repeated per completion; None means "does not apply to this row" (not zero). `RewardSet` runs
 several with weights and sums them as TRL does (`rizzrun.rewards.combine`). Built-in functions
 for verifiable tasks are in `rizzrun.rewards.verifiable`, partial credit for the built-in string
-tasks in `rizzrun.rewards.tasks`.
+tasks in `rizzrun.rewards.tasks`, and for numeric answers in `rizzrun.rewards.shaping`.
 
 Imported lazily: importing this package does not import torch.
 """
@@ -21,6 +21,7 @@ _EXPORTS = {
     "RewardScores": "rizzrun.rewards.combine",
     "nanstd": "rizzrun.rewards.combine",
     "char_accuracy": "rizzrun.rewards.tasks",
+    "numeric_closeness": "rizzrun.rewards.shaping",
     "exact_match": "rizzrun.rewards.verifiable",
     "format_match": "rizzrun.rewards.verifiable",
     "leading_integer_match": "rizzrun.rewards.verifiable",
