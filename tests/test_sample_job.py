@@ -328,8 +328,21 @@ def test_the_quantile_threshold_is_numpys(q):
     tau = float(np.quantile(scored, q))
     kept, stats = filter_rollouts(rows, quantile=q)
     assert stats["threshold"] == pytest.approx(tau, abs=1e-12)
-    assert kept == [r for r in candidates if r["reward"] is not None and r["reward"] > tau]
+    assert kept == [r for r in candidates if r["reward"] is not None and r["reward"] >= tau]  # ties kept
     assert kept and stats["reward_kept"] == pytest.approx(np.mean([r["reward"] for r in kept]))
+
+
+def test_a_high_quantile_of_discrete_rewards_keeps_the_best_not_nothing():
+    """Character accuracy takes values k/6: when over 10% of the samples are perfect, the 0.9 quantile is
+    1.0, and a strict '> tau' would keep nothing (ReST's third Improve step failed so); the best are kept."""
+    from rizzrun.data.rollouts import filter_rollouts
+
+    rewards = [1.0] * 3 + [5 / 6] * 4 + [0.5] * 3
+    rows = [row(i, 0, f"c{i}", v) for i, v in enumerate(rewards)]
+    kept, stats = filter_rollouts(rows, quantile=0.9)
+    assert stats["threshold"] == 1.0 and [r["reward"] for r in kept] == [1.0] * 3
+    kept, _ = filter_rollouts(rows, min_reward=1.0)  # an absolute threshold stays strict (ReST's R > tau)
+    assert kept == []
 
 
 # --- 5. data=rollouts ------------------------------------------------------------------------------------

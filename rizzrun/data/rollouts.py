@@ -8,9 +8,11 @@ sampled), in this order:
 1. the data's reference answers (sample = -1 rows) are kept only with `references=true`;
 2. `drop_truncated`: completions that hit max_new_tokens without EOS are dropped (ReST's default);
 3. `dedupe`: one of each distinct completion per prompt (popular outputs get no extra weight);
-4. the filter F = 1[reward > tau] (unscorable rows never pass), tau = `min_reward`, or the `quantile`
-   of the split's remaining rewards (ReST's rising thresholds as a quantile schedule, rest.md:
-   robust to the reward's scale), or no filter when both are null (self-distillation, ReST's
+4. the filter (unscorable rows never pass): F = 1[reward > tau] with tau = `min_reward` (ReST's
+   rule), or F = 1[reward >= tau] with tau = the `quantile` of the split's remaining rewards (ReST's
+   rising thresholds as a quantile schedule, rest.md: robust to the reward's scale; ties at the
+   quantile kept, since rewards are often discrete: a 0.9 quantile equal to the best reward keeps
+   the best completions, not none), or no filter when both are null (self-distillation, ReST's
    "tau = 0" control);
 5. `per_prompt`: at most that many kept completions per prompt, the highest rewards first.
 stats["rollouts"][split]: rows read, kept, kept fraction, prompts with none kept, the threshold,
@@ -71,7 +73,10 @@ def filter_rollouts(rows: list[dict], min_reward: float | None = None, quantile:
     tau = min_reward
     if quantile is not None and scored:
         tau = _quantile(scored, quantile)
-    kept = [r for r in pool if r["reward"] is not None and (tau is None or r["reward"] > tau)]
+    if quantile is not None:  # the top share, ties at the quantile kept (rewards are often discrete)
+        kept = [r for r in pool if r["reward"] is not None and (tau is None or r["reward"] >= tau)]
+    else:
+        kept = [r for r in pool if r["reward"] is not None and (tau is None or r["reward"] > tau)]
     if per_prompt is not None:
         by_prompt: dict[int, list[dict]] = {}
         for r in kept:
