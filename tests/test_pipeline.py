@@ -64,6 +64,15 @@ def test_stages_run_in_order_reading_earlier_folders_and_resume(tmp_path, shared
     assert [s["status"] for s in resumed["stages"]] == ["completed (earlier)"] * 2 + ["completed"]
     assert json.loads((root / "improve" / layout.SUMMARY).read_text())["resumed"][0]["previous_segment_ended"] == \
         "stopped by SIGTERM"
+    # A stage that ended before saving anything to resume from starts again, its files kept aside
+    import shutil
+
+    shutil.rmtree(root / "improve" / layout.CHECKPOINTS)
+    (root / "improve" / layout.SUMMARY).write_text(json.dumps({"status": "bad input"}))
+    again = run_pipeline(cfg, root)
+    assert again["stages"][2]["status"] == "completed"
+    assert again["stages"][2]["earlier_attempt"] == str(root / "improve" / layout.ATTEMPTS / "1")
+    assert json.loads((root / "improve" / layout.ATTEMPTS / "1" / layout.SUMMARY).read_text()) == {"status": "bad input"}
 
 
 def test_bad_stages_are_refused_before_any_stage_runs(tmp_path, shared_cache):

@@ -15,7 +15,9 @@ plus the pipeline's `seed`, `cache_dir`, `output_root` and logger, and validated
 composed and validated before the first one runs (a problem that only says an earlier stage's folder
 does not exist yet is left for when it does). Stages run in order in this process. A stage whose
 summary.json says completed is not run again, an interrupted one is resumed (`resume=<its folder>`),
-so `resume=<the pipeline's folder>` continues a stopped pipeline where it stopped.
+so `resume=<the pipeline's folder>` continues a stopped pipeline where it stopped; a stage that
+ended before saving anything to resume from (bad input, a crash before its first checkpoint) has its
+files moved to <stage>/attempts/N/ and starts again.
 pipeline.json (and summary.json) in the pipeline's folder: each stage's folder, status and summary.
 """
 
@@ -86,6 +88,12 @@ def _status(folder: Path) -> str | None:
         return None
 
 
+def _resumable(folder: Path) -> bool:
+    from rizzrun.config.resume import resumable
+
+    return folder.is_dir() and resumable(folder)
+
+
 def compose_stage(overrides: list[str], folder: Path, shared: list[str], resume: bool) -> DictConfig:
     from rizzrun.config import ConfigError, load
 
@@ -133,7 +141,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
             if _status(folder) == "completed":
                 entry["status"] = "completed (earlier)"
                 continue
-            stage_cfg = compose_stage(overrides, folder, shared, resume=(folder / layout.CONFIG).exists())
+            resume = _resumable(folder)
+            if not resume and (folder / layout.CONFIG).exists():  # an attempt that saved nothing to resume
+                from rizzrun.job_status import move_attempt_aside
+
+                entry["earlier_attempt"] = str(move_attempt_aside(folder))
+            stage_cfg = compose_stage(overrides, folder, shared, resume=resume)
             entry["status"] = "running"
             write_atomic(run_dir / PIPELINE, json.dumps(summary, indent=2, default=str) + "\n")
             result = run(stage_cfg, folder)
