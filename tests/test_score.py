@@ -291,10 +291,10 @@ def test_loss_and_gradients_match_a_per_row_loop(stage, alpha, credit):
 
 
 def test_kl_only_on_each_turns_generated_tokens():
-    """Zero advantages (equal rewards): the loss is beta_1 KL(turn 1) + beta_2 KL(turn 2). Changing the
-    reference's and the policy's view of everything but the turn's own completion tokens (prompt,
-    y_1 inside x_2, instruction, restated problem) is done by comparing with the per-row loop, and by
-    a reference equal to the policy except at padding-free positions of the prompts: KL 0."""
+    """Zero advantages (equal rewards): the loss is beta_1 (KL turn 1 + KL turn 2), each the per-row mean
+    of k3 over that turn's own completion tokens, as the per-row loop computes it (each row alone: x_1,
+    y_1 inside x_2, the instruction and the restated problem are context, never KL terms); the logged
+    kl/t1, kl/t2 are token means over those tokens; a reference equal to the policy gives 0."""
     G = 2
     N = 6
     r = sampled_rollout(G, rewards=(torch.ones(N), torch.ones(N)))
