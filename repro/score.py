@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def run(recipe: str, overrides: list[str], seed: int, out: Path, tag: str) -> Pa
            f"hydra.run.dir={folder}"]
     done = folder / "summary.json"
     if not (done.exists() and json.loads(done.read_text()).get("status") == "completed"):
+        if folder.exists():  # a run left unfinished (killed): started again from scratch
+            shutil.rmtree(folder)
         log("$ rizzrun", " ".join(cmd[3:]))
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return folder
@@ -97,15 +100,40 @@ def one_seed(seed: int, out: Path) -> dict:
     }
 
 
+def high_lr(seed: int, out: Path, lr: str = "1e-4") -> dict:
+    """The diagnostic: naive and Stage II only at a 5x larger learning rate (the policy moves further)."""
+    base = run("sft_retry_tiny", [], seed, out, "sft_retry")  # made by one_seed already
+    naive = run("score_naive_tiny", [f"model.from_pretrained={base}", f"optimizer.lr={lr}"], seed, out,
+                f"naive_lr{lr}")
+    stage2 = run("score_tiny", [f"model.from_pretrained={base}", f"objective.models.reference={base}",
+                                "trainer.max_steps=120", f"optimizer.lr={lr}"], seed, out, f"stage2_only_lr{lr}")
+    return {key: {"greedy": greedy_attempts(f), "sampled": sampled(f), "seconds": seconds(f), "kl": final_kl(f)}
+            for key, f in (("naive", naive), ("stage2", stage2))}
+
+
+def final_kl(folder: Path, last: int = 20) -> float:
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "train/kl/t1" in r]
+    tail = [r for r in rows if r["step"] > rows[-1]["step"] - last]
+    return sum((r["train/kl/t1"] + r["train/kl/t2"]) / 2 for r in tail) / len(tail)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "score")
+    parser.add_argument("--diagnostic-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
     found = [one_seed(seed, args.out) for seed in args.seeds]
+    folders = {"naive": "naive", "stage2": "stage2_only", "stage1": "stage1", "score": "stage1_stage2"}
+    for f, seed in zip(found, args.seeds):
+        for key, tag in folders.items():
+            f[key]["kl"] = final_kl(args.out / f"{tag}-s{seed}")
+    hi = [high_lr(seed, args.out) for seed in args.diagnostic_seeds]
     n = len(args.seeds)
-    minutes = sum(v["seconds"] for f in found for v in f.values()) / 60
+    minutes = (sum(v["seconds"] for f in found for v in f.values())
+               + sum(v["seconds"] for f in hi for v in f.values())) / 60
     labels = (("SFT with retry template (start)", "sft", "sft_retry_tiny"),
               ("(a) naive multi-turn RL, 120 steps", "naive", "score_naive_tiny"),
               ("(b) Stage II only, 120 steps", "stage2", "score_tiny from sft_retry_tiny"),
@@ -133,12 +161,26 @@ Paper's claim: naive multi-turn RL collapses (Δ ≈ 0, edits → 0); SCoRe keep
         print("""
 ### Sampled training rollouts (T = 1), mean of the last 20 steps
 
-| model | Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ^(i→c) | Δ^(c→i) | edit distance ratio |
-| --- | --- | --- | --- | --- | --- | --- |""")
+KL: the k3 KL to the SFT model per generated token, mean of turn 1's and turn 2's.
+
+| model | Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ^(i→c) | Δ^(c→i) | edit distance ratio | KL |
+| --- | --- | --- | --- | --- | --- | --- | --- |""")
         for label, key, _ in labels[1:]:
             rs = [f[key]["sampled"] for f in found]
-            print(f"| {label} | " + " | ".join(mean_sd([r[k] for r in rs]) for k in KEYS) + " |")
-    (args.out / "found.json").write_text(json.dumps(found, indent=1))
+            print(f"| {label} | " + " | ".join(mean_sd([r[k] for r in rs]) for k in KEYS) + " | "
+                  + mean_sd([f[key]["kl"] for f in found], ".4f") + " |")
+        if hi:
+            print(f"""
+### Diagnostic: learning rate 1e-4 (5x), naive vs Stage II only, seed(s) {' '.join(map(str, args.diagnostic_seeds))}
+
+| model | greedy Acc@t1 | greedy Acc@t2 | greedy Δ | greedy Δ^(i→c) | greedy Δ^(c→i) | greedy edit ratio | sampled edit ratio (last 20) | KL |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |""")
+            for label, key in (("naive multi-turn RL", "naive"), ("Stage II only (α = 10)", "stage2")):
+                rs = [f[key] for f in hi]
+                print(f"| {label} | " + " | ".join(mean_sd([r["greedy"][k] for r in rs]) for k in KEYS) + " | "
+                      + mean_sd([r["sampled"]["edit_distance_ratio"] for r in rs]) + " | "
+                      + mean_sd([r["kl"] for r in rs], ".4f") + " |")
+    (args.out / "found.json").write_text(json.dumps({"main": found, "high_lr": hi}, indent=1))
 
 
 if __name__ == "__main__":
