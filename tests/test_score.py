@@ -178,6 +178,13 @@ def test_retry_sft_documents():
     assert all(" retry:" not in d for d in data.documents("val"))
     assert ArithmeticRetrySFT(retry_rate=0.0, n_train=50, n_val=5).documents("train") == \
         [p + a for p, a in data.__class__(retry_rate=0.0, n_train=50, n_val=5).problems("train")]
+    kept = ArithmeticRetrySFT(retry_rate=0.3, keep_rate=0.3, n_train=200, n_val=20).documents("train")
+    pairs = [(kept[i - 1], d) for i, d in enumerate(kept) if d.startswith(" retry:")]
+    same = [p for p in pairs if p[0] == p[1][len(" retry:"):]]  # a right first attempt, repeated
+    assert 30 < len(same) < 90 and 30 < len(pairs) - len(same) < 90
+    assert ArithmeticRetrySFT(retry_rate=0.3, keep_rate=0.3).fingerprint != ArithmeticRetrySFT(retry_rate=0.3).fingerprint
+    with pytest.raises(InputError, match="data.keep_rate"):
+        ArithmeticRetrySFT(retry_rate=0.6, keep_rate=0.5)
     with pytest.raises(InputError, match="data.retry_rate"):
         ArithmeticRetrySFT(retry_rate=1.5)
     with pytest.raises(InputError, match="data.packing"):
