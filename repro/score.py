@@ -101,14 +101,19 @@ def one_seed(seed: int, out: Path) -> dict:
 
 
 def high_lr(seed: int, out: Path, lr: str = "1e-4") -> dict:
-    """The diagnostic: naive and Stage II only at a 5x larger learning rate (the policy moves further)."""
+    """The diagnostic: naive, Stage II only and Stage I -> II at a 5x larger learning rate (the policy moves
+    further from the SFT model)."""
     base = run("sft_retry_tiny", [], seed, out, "sft_retry")  # made by one_seed already
     naive = run("score_naive_tiny", [f"model.from_pretrained={base}", f"optimizer.lr={lr}"], seed, out,
                 f"naive_lr{lr}")
     stage2 = run("score_tiny", [f"model.from_pretrained={base}", f"objective.models.reference={base}",
                                 "trainer.max_steps=120", f"optimizer.lr={lr}"], seed, out, f"stage2_only_lr{lr}")
+    stage1 = run("score_stage1_tiny", [f"model.from_pretrained={base}", f"optimizer.lr={lr}"], seed, out,
+                 f"stage1_lr{lr}")
+    score = run("score_tiny", [f"model.from_pretrained={stage1}", f"objective.models.reference={base}",
+                               f"optimizer.lr={lr}"], seed, out, f"stage1_stage2_lr{lr}")
     return {key: {"greedy": greedy_attempts(f), "sampled": sampled(f), "seconds": seconds(f), "kl": final_kl(f)}
-            for key, f in (("naive", naive), ("stage2", stage2))}
+            for key, f in (("naive", naive), ("stage2", stage2), ("score", score))}
 
 
 def final_kl(folder: Path, last: int = 20) -> float:
@@ -171,11 +176,12 @@ KL: the k3 KL to the SFT model per generated token, mean of turn 1's and turn 2'
                   + mean_sd([f[key]["kl"] for f in found], ".4f") + " |")
         if hi:
             print(f"""
-### Diagnostic: learning rate 1e-4 (5x), naive vs Stage II only, seed(s) {' '.join(map(str, args.diagnostic_seeds))}
+### Diagnostic: learning rate 1e-4 (5x), seed(s) {' '.join(map(str, args.diagnostic_seeds))}
 
 | model | greedy Acc@t1 | greedy Acc@t2 | greedy Δ | greedy Δ^(i→c) | greedy Δ^(c→i) | greedy edit ratio | sampled edit ratio (last 20) | KL |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |""")
-            for label, key in (("naive multi-turn RL", "naive"), ("Stage II only (α = 10)", "stage2")):
+            for label, key in (("naive multi-turn RL", "naive"), ("Stage II only (α = 10)", "stage2"),
+                               ("Stage I → Stage II (SCoRe)", "score")):
                 rs = [f[key] for f in hi]
                 print(f"| {label} | " + " | ".join(mean_sd([r["greedy"][k] for r in rs]) for k in KEYS) + " | "
                       + mean_sd([r["sampled"]["edit_distance_ratio"] for r in rs]) + " | "
