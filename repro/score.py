@@ -112,10 +112,10 @@ def high_lr(seed: int, out: Path, lr: str = "1e-4") -> dict:
                  f"stage1_lr{lr}")
     score = run("score_tiny", [f"model.from_pretrained={stage1}", f"objective.models.reference={base}",
                                f"optimizer.lr={lr}"], seed, out, f"stage1_stage2_lr{lr}")
-    out = {key: {"greedy": greedy_attempts(f), "sampled": sampled(f), "seconds": seconds(f), "kl": final_kl(f)}
+    res = {key: {"greedy": greedy_attempts(f), "sampled": sampled(f), "seconds": seconds(f), "kl": final_kl(f)}
            for key, f in (("naive", naive), ("stage2", stage2), ("score", score))}
-    out["score"]["seconds"] += seconds(stage1)
-    return out
+    res["score"]["seconds"] += seconds(stage1)
+    return res
 
 
 def final_kl(folder: Path, last: int = 20) -> float:
