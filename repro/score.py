@@ -9,7 +9,9 @@ wrong sum, EOS, " retry:" and the corrected sum), then from it
 Judged here (`rizzrun.objectives.score.evaluate_attempts`): greedy first and second attempts on the 200
 held-out problems: Accuracy@t1, Accuracy@t2, Δ, Δ^{i→c}, Δ^{c→i}, edit distance ratio between the
 attempts; and the same metrics of the sampled training rollouts (T = 1) over the last 20 steps
-(metrics.jsonl train/*). Every run: one torch thread, logger=none.
+(metrics.jsonl train/*). A diagnostic (--diagnostic-seeds, default 0): (a), (b), (c) again at lr 1e-4
+(5x the recipes'), where the policy moves further from the SFT model in the same 120 steps.
+Every run: one torch thread, logger=none; an unfinished run folder is started again.
 """
 
 from __future__ import annotations
