@@ -104,6 +104,7 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     extra[("data", "prompt_file")] = [f"data.path={tmp_path / 'prompts.jsonl'}", "objective=grpo"]
     extra[("objective", "grpo")] = ["data=arithmetic_prompts"]
     extra[("objective", "warp")] = ["data=arithmetic_prompts"]
+    extra[("objective", "score")] = ["data=arithmetic_prompts"]
     (tmp_path / "teacher").mkdir(exist_ok=True)  # a run folder, as the validator sees one: its config.yaml
     (tmp_path / "teacher" / "config.yaml").write_text("name: teacher\n")
     extra[("objective", "minillm")] = ["data=arithmetic_prompts", f"objective.models.teacher={tmp_path / 'teacher'}"]

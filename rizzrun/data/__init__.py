@@ -16,11 +16,11 @@ cut into chunks and turned into FAST coefficient strings (arXiv 2501.09747). Imp
 and pulls in neither torch nor datasets.
 """
 
-__all__ = ["ActionChunks", "ArithmeticPairs", "ArithmeticPrompts", "ArithmeticSFT", "PairData", "PreferencePairs",
+__all__ = ["ActionChunks", "ArithmeticPairs", "ArithmeticPrompts", "ArithmeticRetrySFT", "ArithmeticSFT", "PairData", "PreferencePairs",
            "PromptData", "PromptFile", "PyDocCorpus", "TaskPrompts", "TaskSFT", "TextFiles"]
 
 _MODULES = {"ActionChunks": "actions", "ArithmeticPairs": "arithmetic", "ArithmeticPrompts": "arithmetic",
-            "ArithmeticSFT": "arithmetic", "PairData": "pairs", "PreferencePairs": "preference", "PromptData": "prompts",
+            "ArithmeticRetrySFT": "retry", "ArithmeticSFT": "arithmetic", "PairData": "pairs", "PreferencePairs": "preference", "PromptData": "prompts",
             "PromptFile": "prompt_file", "TaskPrompts": "tasks", "TaskSFT": "tasks"}
 
 

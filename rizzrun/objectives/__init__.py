@@ -18,6 +18,7 @@ _EXPORTS = {
     "Goldfish": "rizzrun.objectives.goldfish",
     "GRPO": "rizzrun.objectives.grpo",
     "MiniLLM": "rizzrun.objectives.minillm",
+    "SCoRe": "rizzrun.objectives.score",
     "WARP": "rizzrun.objectives.warp",
     "group_advantages": "rizzrun.objectives.grpo",
     "goldfish_mask": "rizzrun.objectives.goldfish",

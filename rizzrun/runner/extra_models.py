@@ -76,7 +76,10 @@ def build_objective(cfg: DictConfig, model: torch.nn.Module, tokenizer: Any = No
     given = {"d_model": lambda: int(model.config.d_model),
              "eos_id": lambda: None if tokenizer is None else int(tokenizer.eos_id)}
     supplied = {k: make() for k, make in given.items() if k in params and node.get(k) is None}
-    return instantiate(node, **{k: v for k, v in supplied.items() if v is not None})
+    objective = instantiate(node, **{k: v for k, v in supplied.items() if v is not None})
+    if tokenizer is not None and hasattr(objective, "use_tokenizer"):  # one that encodes text (SCoRe's instruction)
+        objective.use_tokenizer(tokenizer)
+    return objective
 
 
 def load_source(cfg: DictConfig, source: str, policy: torch.nn.Module, tokenizer: Any, key: str) -> torch.nn.Module:
