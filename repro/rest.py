@@ -53,6 +53,13 @@ def heldout_reward(grow: Path) -> float:
     return summary(grow)["splits"]["val"]["reward"]
 
 
+def heldout_solved(grow: Path) -> float:
+    """The share of the T = 1 samples of held-out prompts that are exactly right (reward 1)."""
+    rows = [json.loads(x) for x in (grow / "rollouts" / "val.jsonl").read_text().splitlines()]
+    samples = [r for r in rows if r["sample"] >= 0]
+    return sum(r["reward"] == 1.0 for r in samples) / len(samples)
+
+
 def distinct(grow: Path) -> float:
     """Mean distinct completions per held-out prompt (of its 8 samples)."""
     rows = [json.loads(x) for x in (grow / "rollouts" / "val.jsonl").read_text().splitlines()]
@@ -80,6 +87,8 @@ def seed_runs(seed: int, out: Path) -> dict:
     return {
         "reward": {"sft": heldout_reward(grow1), "rest_g1": heldout_reward(pipe / "grow2"),
                    "rest_g2": heldout_reward(pipe / "grow3"), "distill": heldout_reward(distill_grow)},
+        "solved": {"sft": heldout_solved(grow1), "rest_g1": heldout_solved(pipe / "grow2"),
+                   "rest_g2": heldout_solved(pipe / "grow3"), "distill": heldout_solved(distill_grow)},
         "accuracy": {"sft": accuracy(sft), **{name: accuracy(pipe / name) for name in IMPROVES},
                      "distill": accuracy(distill)},
         "distinct": {"sft": distinct(grow1), "rest_g1": distinct(pipe / "grow2"), "rest_g2": distinct(pipe / "grow3"),
@@ -102,16 +111,14 @@ def main() -> None:
               "correct characters. Grow: 8 samples (T = 1) of 500 training prompts; Improve: 150 steps of NLL on "
               "the samples above the 0.5 / 0.7 / 0.9 quantile of the grown rewards, each from the previous; "
               "control: one Improve step with no threshold (self-distillation), 450 steps.\n")
-        print("| policy | held-out reward (mean char accuracy, T = 1) | greedy held-out exact accuracy | "
-              "distinct samples per prompt (of 8) |")
-        print("| --- | ---: | ---: | ---: |")
-        print(f"| SFT | {col('reward', 'sft')} | {col('accuracy', 'sft')} | {col('distinct', 'sft')} |")
-        print(f"| ReST, Grow 1 + 3 Improve | {col('reward', 'rest_g1')} | {col('accuracy', 'improve1c')} | "
-              f"{col('distinct', 'rest_g1')} |")
-        print(f"| ReST, Grow 2 + 3 Improve | {col('reward', 'rest_g2')} | {col('accuracy', 'improve2c')} | "
-              f"{col('distinct', 'rest_g2')} |")
-        print(f"| control: self-distillation (tau = 0) | {col('reward', 'distill')} | {col('accuracy', 'distill')} | "
-              f"{col('distinct', 'distill')} |")
+        print("| policy | held-out reward (mean char accuracy, T = 1) | held-out samples exactly right (T = 1) | "
+              "greedy held-out exact accuracy | distinct samples per prompt (of 8) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for label, key, acc in (("SFT", "sft", "sft"), ("ReST, Grow 1 + 3 Improve", "rest_g1", "improve1c"),
+                                ("ReST, Grow 2 + 3 Improve", "rest_g2", "improve2c"),
+                                ("control: self-distillation (tau = 0)", "distill", "distill")):
+            print(f"| {label} | {col('reward', key)} | {col('solved', key)} | {col('accuracy', acc)} | "
+                  f"{col('distinct', key)} |")
         print("\nEach Improve step (training prompts of its Grow; threshold = the quantile of the grown rewards):\n")
         print("| step | threshold tau | kept fraction | mean reward kept | greedy held-out exact accuracy after |")
         print("| --- | ---: | ---: | ---: | ---: |")
