@@ -74,7 +74,7 @@ def collect(run: Path) -> dict:
                    reward_last=window(rows, "train/reward", False),
                    zero_std_first=window(rows, "train/frac_reward_zero_std", True),
                    zero_std_last=window(rows, "train/frac_reward_zero_std", False),
-                   kl_last=window(rows, "train/kl", False) if any("train/kl" in r for r in rows) else float("nan"),
+                   kl_last=window(rows, "train/kl", False) if any("train/kl" in r for r in rows) else None,
                    rollout_share=rollout / max(rollout + update, 1e-9))
     return out
 
