@@ -102,6 +102,9 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     extra[("data", "arithmetic_prompts")] = ["objective=grpo"]
     extra[("data", "task_prompts")] = ["objective=grpo"]
     extra[("data", "prompt_file")] = [f"data.path={tmp_path / 'prompts.jsonl'}", "objective=grpo"]
+    (tmp_path / "sampled" / "rollouts").mkdir(parents=True, exist_ok=True)  # a sample run's folder, as validated
+    (tmp_path / "sampled" / "rollouts" / "train.jsonl").write_text("")
+    extra[("data", "rollouts")] = [f"data.path={tmp_path / 'sampled'}"]
     extra[("objective", "grpo")] = ["data=arithmetic_prompts"]
     extra[("objective", "warp")] = ["data=arithmetic_prompts"]
     extra[("objective", "score")] = ["data=arithmetic_prompts"]
@@ -213,8 +216,8 @@ def test_recipe_naming_a_missing_option(recipes):
 def test_recipe_setting_keys_that_do_not_exist(recipes):
     recipes("typo", "# @package _global_\nname: typo\nsed: 3\nmodel:\n  n_layr: 2\n")
     found = errors_of(["+recipe=typo"])
-    assert found[0] == ("sed=3: unknown top-level key; did you mean 'seed'? top-level keys: cache_dir, name, "
-                        "output_root, prompts, resume, rewards, seed; groups: attention, data, decoder, hparams_search, logger, mlp, model, "
+    assert found[0] == ("sed=3: unknown top-level key; did you mean 'seed'? top-level keys: cache_dir, job, name, "
+                        "output_root, prompts, resume, rewards, seed, stages; groups: attention, data, decoder, hparams_search, logger, mlp, model, "
                         "objective, optimizer, scheduler, tokenizer, trainer")
     llama = REPO / "rizzrun" / "models" / "llama.py"
     assert found[1].startswith(f"model.n_layr=2: rizzrun.models.llama.Llama has no parameter 'n_layr' ({llama}); "
@@ -438,8 +441,8 @@ def test_dataclass_data_target():
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=actions or data=arithmetic_sft or data=dialogue_sft or data=hf or data=pydoc or data=task_sft or data=text, "
-        "or an objective "
+        "pick data=actions or data=arithmetic_retry_sft or data=arithmetic_sft or data=dialogue_sft or data=hf or "
+        "data=pydoc or data=rollouts or data=task_sft or data=text, or an objective "
         "that consumes 'preference'"]
 
 

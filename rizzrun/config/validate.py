@@ -79,15 +79,12 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 def _pipeline_problems(cfg: DictConfig) -> list[str]:
-    from pathlib import Path
-
-    from rizzrun.errors import InputError
-    from rizzrun.runner.pipeline import shared_overrides, stage_plan, stage_problems
+    from rizzrun.config.stages import PLACEHOLDER_ROOT, StageError, shared_overrides, stage_plan, stage_problems
 
     try:
-        root = Path("/pipeline-run-folder")  # not known yet: every stage folder is still to be made
+        root = PLACEHOLDER_ROOT  # not known yet: every stage folder is still to be made
         return stage_problems(stage_plan(cfg, root), root, shared_overrides(cfg))
-    except InputError as e:
+    except StageError as e:
         return [str(e)]
 
 

@@ -36,7 +36,7 @@ from rizzrun.errors import InputError
 
 __all__ = ["RolloutSFT", "filter_rollouts", "read_rollouts"]
 
-VERSION = 1
+VERSION = 2  # 2: a quantile threshold keeps ties (>=); the tokenized cache must not serve version 1's documents
 
 
 def read_rollouts(folder: str | Path, split: str) -> list[dict]:
