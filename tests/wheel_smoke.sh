@@ -75,8 +75,12 @@ def runs_it_starts_from(recipe: str, outputs: Path) -> list[str]:
     for name in names:
         folder = outputs / "2026-01-01" / f"00-00-00-{name}"
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(OmegaConf.to_yaml(load([f"+recipe={name}"]), resolve=True))
+        cfg = load([f"+recipe={name}", *runs_it_starts_from(name, outputs)])  # its own starts first
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (folder / "checkpoints" / "latest").write_text("step-000001\n")
+        if cfg.job == "sample":  # a sample run's folder holds its rollouts (a later run's data.path)
+            (folder / "rollouts").mkdir(exist_ok=True)
+            (folder / "rollouts" / "train.jsonl").write_text("")
     return [f"output_root={outputs}"] if names else []
 
 
