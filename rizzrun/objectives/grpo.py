@@ -31,13 +31,12 @@ aggregated over the completion tokens (mask M (N, C)) by loss_type:
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Literal
 
 import torch
 
 from rizzrun.errors import InputError
+from rizzrun.objectives.arguments import flag as _flag, integer as _integer, real as _real
 from rizzrun.rewards.combine import nanstd
 from rizzrun.rollouts.logps import completion_logps
 
@@ -132,20 +131,6 @@ def aggregate(token_losses: torch.Tensor, mask: torch.Tensor, loss_type: str = "
     raise ValueError(f"loss_type={loss_type!r}: allowed are {', '.join(map(repr, LOSS_TYPES))}")
 
 
-def _integer(key: str, value, low: int, nullable: bool = False):
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise InputError(f"objective.{key}={value!r}: must be an integer >= {low}{' or null' if nullable else ''}")
-    return int(value)
-
-
-def _real(key: str, value, allowed: str, ok, nullable: bool = False):
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise InputError(f"objective.{key}={value!r}: must be {allowed}{' or null' if nullable else ''}")
-    return float(value)
 
 
 class GRPO:
@@ -221,14 +206,9 @@ class GRPO:
         if scale_rewards not in SCALE_REWARDS:
             raise InputError(f"objective.scale_rewards={scale_rewards!r}: allowed are {', '.join(SCALE_REWARDS)}")
         self.scale_rewards = scale_rewards
-        if not isinstance(mask_truncated_completions, bool):
-            raise InputError(f"objective.mask_truncated_completions={mask_truncated_completions!r}: must be true or "
-                             "false")
-        self.mask_truncated_completions = mask_truncated_completions
+        self.mask_truncated_completions = _flag("mask_truncated_completions", mask_truncated_completions)
         self.max_completion_length = _integer("max_completion_length", max_completion_length, 1, nullable=True)
-        if not isinstance(use_bias_correction_kl, bool):
-            raise InputError(f"objective.use_bias_correction_kl={use_bias_correction_kl!r}: must be true or false")
-        self.use_bias_correction_kl = use_bias_correction_kl
+        self.use_bias_correction_kl = _flag("use_bias_correction_kl", use_bias_correction_kl)
 
     @property
     def _epsilon_high(self) -> float:

@@ -37,13 +37,13 @@ OpenWebText stream). A `prompts` objective receives rollout batches only (docs/c
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Literal
 
 import torch
 
 from rizzrun.decoders.base import Decoder
 from rizzrun.errors import InputError
+from rizzrun.objectives.arguments import flag as _flag, integer as _integer, real as _real
 from rizzrun.rollouts.logps import token_entropy
 from rizzrun.rollouts.sample import sample_rollout
 
@@ -230,24 +230,7 @@ def pg_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: to
 
 # --- argument checks -----------------------------------------------------------------------------------
 
-def _integer(key: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise InputError(f"objective.{key}={value!r}: must be an integer >= {low}")
-    return int(value)
 
-
-def _real(key: str, value, allowed: str, ok, nullable: bool = False):
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise InputError(f"objective.{key}={value!r}: must be {allowed}{' or null' if nullable else ''}")
-    return float(value)
-
-
-def _flag(key: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"objective.{key}={value!r}: must be true or false")
-    return value
 
 
 class MiniLLM:

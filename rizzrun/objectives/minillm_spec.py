@@ -6,7 +6,7 @@ and `rewards` (null = the data's own reward functions, logged only: MiniLLM's re
 
 from __future__ import annotations
 
-from rizzrun.config.errors import message, show
+from rizzrun.config.errors import message
 from rizzrun.config.specs import readable
 
 RANGES = {

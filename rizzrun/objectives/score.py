@@ -45,13 +45,13 @@ y_1 enters turn 2 only as token ids of x_2, so no turn-2 term differentiates thr
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Callable, Literal
 
 import torch
 
 from rizzrun.errors import InputError
+from rizzrun.objectives.arguments import flag as _flag, real as _real
 from rizzrun.rollouts.logps import completion_logps
 from rizzrun.rollouts.sample import sample_rollout
 
@@ -187,11 +187,6 @@ def turn_view(batch: dict, turn: int) -> dict:
     return view
 
 
-def _real(key: str, value, allowed: str, ok) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise InputError(f"objective.{key}={value!r}: must be {allowed}")
-    return float(value)
-
 
 class SCoRe:
     """SCoRe (arXiv:2409.12917): two attempts per rollout row, REINFORCE with a per-prompt baseline and
@@ -237,10 +232,8 @@ class SCoRe:
         self.alpha = _real("alpha", alpha, "a number >= 0", lambda v: v >= 0)
         self.beta_1 = _real("beta_1", beta_1, "a number >= 0", lambda v: v >= 0)
         self.beta_2 = _real("beta_2", beta_2, "a number >= 0", lambda v: v >= 0)
-        for key, value in (("stage1_turn2_kl", stage1_turn2_kl), ("restate_prompt", restate_prompt)):
-            if not isinstance(value, bool):
-                raise InputError(f"objective.{key}={value!r}: must be true or false")
-        self.stage1_turn2_kl, self.restate_prompt = stage1_turn2_kl, restate_prompt
+        self.stage1_turn2_kl = _flag("stage1_turn2_kl", stage1_turn2_kl)
+        self.restate_prompt = _flag("restate_prompt", restate_prompt)
         if credit not in CREDITS:
             raise InputError(f"objective.credit={credit!r}: allowed are {', '.join(CREDITS)}")
         if baseline not in BASELINES:

@@ -25,12 +25,11 @@ E[r] - beta KL(pi || pi_ema).
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 
 import torch
 
 from rizzrun.errors import InputError
+from rizzrun.objectives.arguments import integer as _integer, real as _real
 from rizzrun.rollouts.logps import completion_logps
 
 __all__ = ["WARP", "ema_update", "shaped_rewards", "baseline_advantages", "BASELINES"]
@@ -82,16 +81,6 @@ def baseline_advantages(values: torch.Tensor, num_generations: int, baseline: st
     return torch.nan_to_num(out.reshape(-1), nan=0.0)
 
 
-def _real(key: str, value, allowed: str, ok):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise InputError(f"objective.{key}={value!r}: must be {allowed}")
-    return float(value)
-
-
-def _integer(key: str, value, low: int):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise InputError(f"objective.{key}={value!r}: must be an integer >= {low}")
-    return int(value)
 
 
 class WARP:
