@@ -17,6 +17,7 @@ _EXPORTS = {
     "token_logps": "rizzrun.rollouts.logps",
     "sample_rollout": "rizzrun.rollouts.sample",
     "score_rollout": "rizzrun.rollouts.sample",
+    "score_rows": "rizzrun.rollouts.sample",
     "completion_texts": "rizzrun.rollouts.sample",
     "rollout_metrics": "rizzrun.rollouts.sample",
     "repeat_blocks": "rizzrun.rollouts.schedule",

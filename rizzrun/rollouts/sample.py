@@ -10,7 +10,7 @@ import torch
 
 from rizzrun.rewards.combine import RewardSet, nanstd
 
-__all__ = ["completion_texts", "rollout_metrics", "sample_rollout", "score_rollout"]
+__all__ = ["completion_texts", "rollout_metrics", "sample_rollout", "score_rollout", "score_rows"]
 
 
 @torch.no_grad()
@@ -98,11 +98,20 @@ def score_rollout(rollout: dict, tokenizer, rewards: RewardSet, prompts: Sequenc
     for key, values in per_prompt.items():
         if len(values) != B:
             raise ValueError(f"column {key!r} has {len(values)} values for {B} prompts")
-    scores = rewards([prompts[g] for g in group], texts, **{k: [v[g] for g in group] for k, v in per_prompt.items()})
+    score_rows(rollout, texts, rewards, [prompts[g] for g in group],
+               {k: [v[g] for g in group] for k, v in per_prompt.items()})
+    return texts, rollout
+
+
+def score_rows(rollout: dict, texts: Sequence[str], rewards: RewardSet, prompts: Sequence[str],
+               columns: dict[str, Sequence[Any]]) -> dict:
+    """Set the rollout's `rewards` (N,) and `reward_per_function` (N, F) from the reward functions on
+    one (prompt, completion text, columns) per row; the rollout, returned."""
+    scores = rewards(list(prompts), list(texts), **columns)
     device = rollout["completion_mask"].device
     rollout["rewards"] = scores.total.to(device)
     rollout["reward_per_function"] = scores.per_function.to(device)
-    return texts, rollout
+    return rollout
 
 
 def rollout_metrics(rollout: dict, names: Sequence[str], num_generations: int) -> dict[str, torch.Tensor]:

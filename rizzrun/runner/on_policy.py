@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from rizzrun.rewards.combine import RewardSet
-from rizzrun.rollouts.sample import completion_texts, rollout_metrics, sample_rollout
+from rizzrun.rollouts.sample import completion_texts, rollout_metrics, sample_rollout, score_rows
 from rizzrun.rollouts.schedule import is_generation_step
 
 __all__ = ["OnPolicy", "build_rewards", "rollout_seed", "row_seeds"]
@@ -63,11 +63,8 @@ class OnPolicy:
     def score(self, rollout: dict) -> dict:
         """Add rewards to a rollout (in place, and returned): each completion scored against the data
         row of its prompt (`rollout["row"]`, one per completion: any layout of attempts and groups)."""
-        texts, cols = self.columns(rollout["row"])
-        scores = self.rewards(texts, completion_texts(rollout, self.tokenizer), **cols)
-        device = rollout["completion_mask"].device
-        rollout["rewards"], rollout["reward_per_function"] = scores.total.to(device), scores.per_function.to(device)
-        return rollout
+        prompts, cols = self.columns(rollout["row"])
+        return score_rows(rollout, completion_texts(rollout, self.tokenizer), self.rewards, prompts, cols)
 
     def _rollout(self, model, prompts: dict, seed: int, num_generations: int, extra: dict | None = None,
                  own: bool = True, streams: list[int] | None = None) -> tuple[dict, dict]:
