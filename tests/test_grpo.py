@@ -10,7 +10,11 @@ import ast
 import copy
 import inspect
 import math
+import os
+import socket
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,6 +193,25 @@ def test_each_loss_type_equals_a_plain_loop(loss_type, beta, delta, eps_high, ma
         assert all(abs(o - got) > 1e-3 for o in others)
 
 
+def test_dapo_over_processes_is_the_token_mean_of_all_of_them():
+    """TRL's dapo divides each process's token sum by T / W (T: every process's active tokens); DDP
+    averages the W gradients, so the result is the token mean over all processes: the plain loop's
+    loss of the whole batch, not the mean of the per-process token means (bnpo's)."""
+    g = torch.Generator().manual_seed(1)
+    N, C = 6, 5
+    losses = torch.randn(N, C, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[j < n for j in range(C)] for n in [5, 1, 3, 0, 4, 2]])
+    halves = [slice(0, 2), slice(2, 6)]  # 6 and 9 active tokens: unequal, so the two means differ
+    T = torch.tensor(float(mask.sum()))
+    per_process = [aggregate(losses[h], mask[h], "dapo", tokens_per_process=T / 2) for h in halves]
+    whole = (losses * mask).sum() / mask.sum()
+    assert (sum(per_process) / 2).item() == pytest.approx(whole.item(), rel=1e-12)
+    naive = sum(aggregate(losses[h], mask[h], "dapo") for h in halves) / 2
+    assert abs(naive.item() - whole.item()) > 1e-3
+    # one process: the normalizer prepare stores is this batch's own token count
+    assert grpo_module.dapo_normalizer(mask).item() == float(mask.sum())
+
+
 # --- a tiny Llama and hand-made rollouts -----------------------------------------------------------------
 
 PROMPTS = [[EOS, 5, 9, 2], [EOS, 7], [EOS, 3, 4, 11, 8, 12, 6]]  # B = 3 prompts of different lengths
@@ -242,6 +265,52 @@ def row_logps(model, i, temperature=1.0, grad=False):
     with torch.set_grad_enabled(grad):
         lp = torch.log_softmax(model(ids[:, :-1]).double() / temperature, -1)[0]
     return [lp[len(p) - 1 + k, y] for k, y in enumerate(c)]
+
+
+DDP_RANK = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_grpo import GRPO, G, make_rollout, tiny
+rank = int(sys.argv[1])
+torch.distributed.init_process_group("gloo", init_method={init!r}, rank=rank, world_size=2)
+rows = slice(rank * G, (rank + 1) * G)  # one whole group per process
+rollout = {{k: (v[rows] if v.dim() else v) for k, v in make_rollout().items()}}
+model = tiny()
+objective = GRPO(num_generations=G, beta=0.0, loss_type={loss_type!r})
+loss, _ = objective(model, objective.prepare(model, rollout))
+loss.backward()
+grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+torch.distributed.all_reduce(grads)  # DDP: the mean of the processes' gradients
+torch.save(grads / 2, {out!r} + str(rank))
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo"])
+def test_two_processes_match_one_with_both_groups(tmp_path, loss_type):
+    """Real processes (gloo): each holds one group (11 and 15 active tokens); the mean of their
+    gradients is one process's over both groups for dapo (the token count is gathered in prepare,
+    TRL's num_items_in_batch), and is not for bnpo (each process's own token mean)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = DDP_RANK.format(tests=str(Path(__file__).parent), init=f"tcp://127.0.0.1:{port}",
+                             loss_type=loss_type, out=str(tmp_path / "grads"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(r)], env=env, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+    ddp = torch.load(tmp_path / "grads0")
+    assert torch.equal(ddp, torch.load(tmp_path / "grads1"))
+    rollout = {k: (v[:2 * G] if v.dim() else v) for k, v in make_rollout().items()}
+    model = tiny()
+    objective = GRPO(num_generations=G, beta=0.0, loss_type=loss_type)
+    loss, _ = objective(model, objective.prepare(model, rollout))
+    loss.backward()
+    one = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    close = torch.allclose(ddp, one, rtol=1e-5, atol=1e-8)
+    assert close == (loss_type == "dapo"), (loss_type, (ddp - one).abs().max().item())
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])

@@ -247,8 +247,11 @@ def test_two_ddp_processes_follow_one_process_with_the_doubled_batch(tmp_path, s
     """Each of 2 processes takes half of every prompt batch and generates all G completions of its own
     prompts (whole groups); completions are seeded per (step, prompt row, sample), so they are the ones
     one process makes with the whole batch, and the loss, rewards, gradient norm and held-out rewards
-    follow that run's (within float tolerance). scale_rewards=batch: the std gathers both processes'."""
-    common = [*TINY, "objective.num_iterations=2", "objective.scale_rewards=batch", "trainer.max_steps=3",
+    follow that run's (within float tolerance). scale_rewards=batch: the std gathers both processes';
+    loss_type=dapo: prepare gathers every process's token count (a collective each rank reaches; that it
+    gives the global token mean is tests/test_grpo.py's two-process test, whose groups differ in length)."""
+    common = [*TINY, "objective.num_iterations=2", "objective.scale_rewards=batch", "objective.loss_type=dapo",
+              "trainer.max_steps=3",
               "trainer.val_every=3", "trainer.checkpoint_every=3", "scheduler=constant"]
     runs = {}
     for name, extra in (("one", ["data.batch_size=4"]), ("two", ["data.batch_size=2", "trainer.devices=2",

@@ -22,11 +22,16 @@ aggregated over the completion tokens (mask M (N, C)) by loss_type:
     grpo     mean_i( sum_t M l / max(sum_t M, 1) )       per-sequence mean, then mean of sequences
     bnpo     sum M l / max(sum M, 1)                     token mean over the batch
     dr_grpo  sum M l / (N * max_completion_length)       (null: C, the batch's completion width)
-    dapo     sum M l / max(sum M, 1)                     TRL: / the active tokens of the whole
-                                                         generation batch (all accumulation steps
-                                                         and ranks); here the batch's own tokens
-                                                         (the runner hands one rollout micro-batch),
-                                                         so it equals bnpo in value.
+    dapo     sum M l / max(T / W, 1)                     T: the active tokens of the rollout batch of
+                                                         every process (gathered in prepare), W the
+                                                         processes: DDP's gradient average makes it
+                                                         the token mean over all processes (TRL's
+                                                         num_items_in_batch). One process: = bnpo.
+                                                         TRL's T also spans the accumulation steps
+                                                         of a generation batch; the runner makes
+                                                         each micro-batch's rollout when it comes,
+                                                         so here T is one micro-batch's (a
+                                                         difference only with accumulate > 1).
 """
 
 from __future__ import annotations
@@ -85,6 +90,14 @@ def _all_ranks(values: torch.Tensor) -> torch.Tensor:
     return torch.cat(found).to(values.device)
 
 
+def dapo_normalizer(completion_mask: torch.Tensor) -> torch.Tensor:
+    """dapo's divisor T / W: the active completion tokens of every process's rollout batch (gathered,
+    as TRL's num_items_in_batch) over the number of processes W; a 0-d float32 tensor."""
+    tokens = completion_mask.sum().reshape(1).float()
+    everything = _all_ranks(tokens)
+    return everything.sum() / everything.numel()
+
+
 def grpo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
                       ref_logps: torch.Tensor | None = None, beta: float = 0.0, epsilon_low: float = 0.2,
                       epsilon_high: float = 0.2, delta: float | None = None,
@@ -116,13 +129,17 @@ def grpo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: 
 
 
 def aggregate(token_losses: torch.Tensor, mask: torch.Tensor, loss_type: str = "grpo",
-              max_completion_length: int | None = None) -> torch.Tensor:
+              max_completion_length: int | None = None, tokens_per_process: torch.Tensor | None = None
+              ) -> torch.Tensor:
     """The scalar loss from per-token losses (N, C) and the completion mask (N, C) by `loss_type`
-    (module docstring; TRL's `_compute_loss` with one accumulation step and one process)."""
+    (module docstring; TRL's `_compute_loss` with one accumulation step). `tokens_per_process`: dapo's
+    divisor T / W (`dapo_normalizer`; null: this batch's own active tokens, as in one process)."""
     m = mask.to(token_losses.dtype)
     masked = token_losses * m
     if loss_type == "grpo":
         return (masked.sum(-1) / m.sum(-1).clamp(min=1.0)).mean()
+    if loss_type == "dapo" and tokens_per_process is not None:
+        return masked.sum() / tokens_per_process.to(masked).clamp(min=1.0)
     if loss_type in ("bnpo", "dapo"):
         return masked.sum() / m.sum().clamp(min=1.0)
     if loss_type == "dr_grpo":
@@ -164,7 +181,8 @@ class GRPO:
                             the batch's completion width C (the longest completion, not constant).
 
     prepare(model, rollout, reference=None) -> the rollout plus advantages (N,) float32, old_logps
-      (N, C) (num_iterations > 1), ref_logps (N, C) (beta > 0); completion_mask and attention_mask
+      (N, C) (num_iterations > 1), ref_logps (N, C) (beta > 0), dapo_normalizer () (loss_type dapo:
+      T / W, gathered over the processes); completion_mask and attention_mask
       with truncated rows zeroed (mask_truncated_completions). reference: a frozen model (run under
       no_grad); needed when beta > 0, ignored (not run) when beta == 0.
     __call__(model, batch, reference=None) -> (loss, metrics); the reference is not used here (its
@@ -244,6 +262,8 @@ class GRPO:
             batch["attention_mask"] = torch.cat([attention[:, :attention.shape[1] - C], completion_mask], dim=1)
         batch["completion_mask"] = completion_mask
         batch["advantages"] = group_advantages(rewards, G, self.scale_rewards).to(completion_mask.device)
+        if self.loss_type == "dapo":  # every process's tokens (a collective: each rank prepares once per block)
+            batch["dapo_normalizer"] = dapo_normalizer(completion_mask).to(completion_mask.device)
         with torch.no_grad():
             if self.num_iterations > 1:
                 batch["old_logps"] = completion_logps(model, batch)
@@ -269,7 +289,8 @@ class GRPO:
         ref = batch.get("ref_logps")
         terms = grpo_token_losses(logps, old, advantages, None if ref is None else ref.to(logps), self.beta,
                                   self.epsilon_low, self._epsilon_high, self.delta, self.use_bias_correction_kl)
-        loss = aggregate(terms["loss"], mask, self.loss_type, self.max_completion_length)
+        loss = aggregate(terms["loss"], mask, self.loss_type, self.max_completion_length,
+                         batch.get("dapo_normalizer"))
         with torch.no_grad():
             m = mask.float()
             tokens = m.sum()
