@@ -90,6 +90,30 @@ class BadRow(Exception):
         self.reason, self.detail = reason, detail
 
 
+ON_BAD_ROW = ("error", "skip")
+
+
+def good_rows(n: int, parse, what: str, on_bad_row: str, field_fix: str = "") -> tuple[list, Counter, list[str]]:
+    """([(r, parse(r))] for the rows r < n that parse, bad rows by reason, up to 10 messages naming them).
+    A row whose parse raises BadRow stops the read when on_bad_row="error": an InputError naming `what`
+    (the file and split), the row (0-based) and the fix (`field_fix`: how to point at the right column when
+    the field is missing); "skip" counts it by reason instead."""
+    rows, bad, examples = [], Counter(), []
+    for r in range(n):
+        try:
+            rows.append((r, parse(r)))
+        except BadRow as err:
+            where = f"{what}: row {r} (0-based): {err.detail}"
+            if on_bad_row == "error":
+                fix = field_fix if err.reason == "missing_field" else ""
+                raise InputError(f"{where}. Fix the data,{fix} or set data.on_bad_row=skip to drop bad rows "
+                                 f"and count them") from None
+            bad[err.reason] += 1
+            if len(examples) < 10:
+                examples.append(where)
+    return rows, bad, examples
+
+
 def _messages(value, field: str, key: str, one_ok: bool) -> list[dict]:
     """`value` as a list of message dicts (None values dropped: arrow's filler for absent keys)."""
     if one_ok and isinstance(value, dict):

@@ -30,12 +30,11 @@ from typing import Literal
 from rizzrun.data import hf_source
 from rizzrun.data.hf_fingerprint import fingerprint
 from rizzrun.data.lm import plural, stable_unit
-from rizzrun.data.pairs import FIELDS, FORMATS, BadRow, PairData, normalize_row, rows_dataset
+from rizzrun.data.pairs import FIELDS, FORMATS, ON_BAD_ROW, PairData, good_rows, normalize_row, rows_dataset
 from rizzrun.errors import InputError
 
 __all__ = ["PreferencePairs"]
 
-ON_BAD_ROW = ("error", "skip")
 FORMAT_VERSION = 1
 
 
@@ -190,22 +189,10 @@ class PreferencePairs(PairData):
             raise InputError(f"{self._what(split)}: the split has no rows; pick a split with data")
         columns = list(dict.fromkeys(self.fields.values()))
         data = ds.select_columns(columns)[:n]
-        rows, index, bad, examples = [], [], Counter(), []
-        for r in range(n):
-            try:
-                rows.append(normalize_row(*(data[self.fields[f]][r] for f in FIELDS), self.format, self.fields))
-                index.append(r)
-            except BadRow as err:
-                where = f"{self._what(split)}: row {r} (0-based): {err.detail}"
-                if self.on_bad_row == "error":
-                    column = (" set the data.*_field keys to the columns that hold the pair,"
-                              if err.reason == "missing_field" else "")
-                    raise InputError(f"{where}. Fix the data,{column} or set data.on_bad_row=skip to drop bad rows "
-                                     f"and count them") from None
-                bad[err.reason] += 1
-                if len(examples) < 10:
-                    examples.append(where)
-        return rows, index, bad, examples
+        parsed, bad, examples = good_rows(
+            n, lambda r: normalize_row(*(data[self.fields[f]][r] for f in FIELDS), self.format, self.fields),
+            self._what(split), self.on_bad_row, " set the data.*_field keys to the columns that hold the pair,")
+        return [row for _, row in parsed], [r for r, _ in parsed], bad, examples
 
     def _raw_parts(self) -> dict:
         if self._raw is not None:

@@ -36,13 +36,12 @@ from typing import Literal
 from rizzrun.data import hf_source
 from rizzrun.data.hf_fingerprint import fingerprint
 from rizzrun.data.lm import plural, stable_unit
-from rizzrun.data.pairs import BadRow, _messages
+from rizzrun.data.pairs import ON_BAD_ROW, BadRow, _messages, good_rows
 from rizzrun.data.prompts import PromptData
 from rizzrun.errors import InputError
 
 __all__ = ["PromptFile", "RESERVED"]
 
-ON_BAD_ROW = ("error", "skip")
 FORMAT_VERSION = 1
 # Row keys PromptData uses itself, and the reward functions' own argument names.
 RESERVED = ("prompt", "prompt_text", "ids", "prompts", "completions")
@@ -185,23 +184,10 @@ class PromptFile(PromptData):
                              f"({', '.join(RESERVED)}); list the fields to keep in data.columns without it, "
                              f"or rename it in the data")
         data = ds.select_columns([self.prompt_field, *keep])[:n]
-        rows, bad, examples = [], Counter(), []
-        for r in range(n):
-            try:
-                prompt = _prompt(data[self.prompt_field][r], self.prompt_field)
-            except BadRow as err:
-                where = f"{self._what(split)}: row {r} (0-based): {err.detail}"
-                if self.on_bad_row == "error":
-                    field = (" set data.prompt_field to the column holding the prompts,"
-                             if err.reason == "missing_field" else "")
-                    raise InputError(f"{where}. Fix the data,{field} or set data.on_bad_row=skip to drop bad rows "
-                                     f"and count them") from None
-                bad[err.reason] += 1
-                if len(examples) < 10:
-                    examples.append(where)
-                continue
-            rows.append({"prompt": prompt, **{c: data[c][r] for c in keep}})
-        return rows, bad, examples
+        parsed, bad, examples = good_rows(
+            n, lambda r: {"prompt": _prompt(data[self.prompt_field][r], self.prompt_field), **{c: data[c][r] for c in keep}},
+            self._what(split), self.on_bad_row, " set data.prompt_field to the column holding the prompts,")
+        return [row for _, row in parsed], bad, examples
 
     # -- PromptData hooks ------------------------------------------------------------------
 
