@@ -365,7 +365,7 @@ def test_prepare_needs_a_teacher():
 def test_yaml_pins_the_code_defaults_and_matches_the_signature():
     node = yaml.safe_load((REPO / "conf/objective/minillm.yaml").read_text())
     assert node.pop("_target_") == "rizzrun.objectives.minillm.MiniLLM"
-    assert node.pop("models") == {"teacher": None} and node.pop("precompute") == []
+    assert node.pop("models") == {"teacher": "???"} and node.pop("precompute") == []  # required: no default teacher
     assert "rewards" not in node  # a top-level key, not the objective's
     params = inspect.signature(MiniLLM).parameters
     assert set(node) == set(params)
@@ -399,8 +399,10 @@ def test_runner_trains_minillm_from_a_teacher_run(tmp_path, shared_cache):
     teacher = tmp_path / "teacher"
     run(compose([*TINY, "data=arithmetic_sft", "data.n_train=24", "data.n_val=6", "data.batch_size=2",
                  "trainer.max_steps=2", "model.d_model=48", f"cache_dir={shared_cache}"]), teacher)
+    with pytest.raises(ConfigError, match=r"objective\.models\.teacher=\?\?\?: required value is not set; set it, e.g. objective\.models\.teacher=RUN_FOLDER"):
+        load([*TINY, "data=arithmetic_prompts", "objective=minillm"])  # the option's yaml leaves it required
     with pytest.raises(ConfigError, match=r"objective\.models\.teacher=null: MiniLLM distils a teacher"):
-        load([*TINY, "data=arithmetic_prompts", "objective=minillm"])
+        load([*TINY, "data=arithmetic_prompts", "objective=minillm", "objective.models.teacher=null"])
     run_dir = tmp_path / "student"
     summary = run(compose([*TINY, "data=arithmetic_prompts", "data.n_train=24", "data.n_val=6", "data.batch_size=3",
                            "decoder=sample", "decoder.temperature=1.0", "decoder.top_p=1.0", "decoder.top_k=0", "decoder.max_new_tokens=4", "objective=minillm",

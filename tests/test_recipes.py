@@ -53,6 +53,9 @@ PAPER_PARAMS = {
     "goldfish_7b": 6_738_415_616,  # Llama-2-7B
     "dpo_7b": 6_738_415_616,  # Llama-2-7B
     "grpo_7b": 6_738_415_616,  # Llama-2-7B
+    "minillm_7b": 6_738_415_616,  # the LLaMA-7B student (its teacher: 13B, a stand-in folder here)
+    "warp_7b": 6_738_415_616,  # Llama-2-7B shape (the paper: Gemma 7B)
+    "score_7b": 6_738_415_616,  # Llama-2-7B shape (the paper: Gemini 1.5 Flash)
 }
 
 
@@ -166,6 +169,16 @@ def llama2_7b_folder(path: Path) -> Path:
     return path
 
 
+def llama2_13b_folder(path: Path) -> Path:
+    """config.json of Llama-2-13B (as published) + the Llama-2 tokenizer: a teacher's stand-in."""
+    llama2_7b_folder(path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                  num_key_value_heads=40)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
 def documents(path: Path) -> Path:
     path.write_text("".join(json.dumps({"text": f"Article {i}: " + "words " * 50}) + "\n" for i in range(4)))
     return path
@@ -176,6 +189,7 @@ STAND_INS = {
     "model.from_pretrained": lambda tmp: llama2_7b_folder(tmp / "Llama-2-7b-hf"),
     "tokenizer.path": lambda tmp: tokenizer_folder(tmp / "llama2-tokenizer"),
     "data.path": lambda tmp: documents(tmp / "articles.jsonl"),
+    "objective.models.teacher": lambda tmp: llama2_13b_folder(tmp / "Llama-2-13b-hf"),
 }
 
 

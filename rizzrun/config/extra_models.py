@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rizzrun import layout
 from rizzrun.config.errors import listing, message, show, suggest
-from rizzrun.config.specs import readable
+from rizzrun.config.specs import MISSING, readable
 
 
 def check_extra_models(values: dict, targets: dict) -> list[str]:
@@ -28,6 +28,9 @@ def check_extra_models(values: dict, targets: dict) -> list[str]:
             out.append(message(f"{key}={show(source)}", f"{target.target} takes no extra model '{name}'",
                                suggest(str(name), declared, "objective.models."),
                                f"it takes: {listing(declared) if declared else 'none'}"))
+        elif source is MISSING:
+            out.append(message(f"{key}=???", "required value is not set",
+                               f"set it, e.g. {key}=RUN_FOLDER (a run folder or a Hugging Face Llama folder)"))
         elif source is not None and source != "init" and readable(source):
             folder = Path(str(source)).expanduser()
             if not ((folder / layout.CONFIG).is_file() or (folder / "config.json").is_file()):
