@@ -33,6 +33,22 @@ from rizzrun.errors import InputError
 __all__ = ["PromptData", "left_padded"]
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """The ids a model reads for a plain-text prompt, as a document begins: a Hugging Face tokenizer's
+    own specials (its BOS; a post-processor's EOS after the text dropped: the completion follows), or
+    [EOS] + encode(prompt) for rizzrun's tokenizers. What every `prompts` data option feeds the policy,
+    and what a model scoring (prompt, completion) text re-encodes (rizzrun.rewards.teacher)."""
+    from rizzrun.data.pairs import hf_style
+
+    if hf_style(tokenizer):
+        ids = list(tokenizer.encode(prompt, add_special_tokens=True))
+        bare = list(tokenizer.encode(prompt))
+        if ids[-1:] == [tokenizer.eos_id] and bare[-1:] != [tokenizer.eos_id]:
+            ids = ids[:-1]
+        return ids
+    return [tokenizer.eos_id, *tokenizer.encode(prompt)]
+
+
 def left_padded(rows: list[list[int]], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """{"prompt_ids": (B, P) long, "prompt_mask": (B, P) bool} of id lists, left-padded to the longest."""
     width = max((len(r) for r in rows), default=0)
@@ -100,8 +116,6 @@ class PromptData:
                     yield from (str(m.get("content", "")) for m in value if isinstance(m, dict))
 
     def _encode(self, tokenizer, prompt) -> tuple[str, list[int]]:
-        from rizzrun.data.pairs import hf_style
-
         if isinstance(prompt, list):  # chat messages
             if not hasattr(tokenizer, "apply_chat_template"):
                 raise InputError(f"data: a chat prompt (a list of messages) needs a tokenizer with a chat template; "
@@ -110,13 +124,7 @@ class PromptData:
             return text, list(tokenizer.encode(text))
         if not isinstance(prompt, str):
             raise InputError(f"data: prompt {prompt!r} is neither a string nor a list of chat messages")
-        if hf_style(tokenizer):
-            ids = list(tokenizer.encode(prompt, add_special_tokens=True))
-            bare = list(tokenizer.encode(prompt))
-            if ids[-1:] == [tokenizer.eos_id] and bare[-1:] != [tokenizer.eos_id]:
-                ids = ids[:-1]  # a post-processor's EOS after the prompt: the completion follows it
-            return prompt, ids
-        return prompt, [tokenizer.eos_id, *tokenizer.encode(prompt)]
+        return prompt, encode_prompt(tokenizer, prompt)
 
     def setup(self, tokenizer, cache_dir: str | None = None) -> None:
         rows = self._rows()

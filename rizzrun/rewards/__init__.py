@@ -9,7 +9,8 @@ one value per (prompt, completion) pair; `columns` are the data's per-row fields
 repeated per completion; None means "does not apply to this row" (not zero). `RewardSet` runs
 several with weights and sums them as TRL does (`rizzrun.rewards.combine`). Built-in functions
 for verifiable tasks are in `rizzrun.rewards.verifiable`, partial credit for the built-in string
-tasks in `rizzrun.rewards.tasks`, and for numeric answers in `rizzrun.rewards.shaping`.
+tasks in `rizzrun.rewards.tasks`, for numeric answers in `rizzrun.rewards.shaping`; a teacher
+model's log-probabilities in `rizzrun.rewards.teacher`.
 
 Imported lazily: importing this package does not import torch.
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "exact_match": "rizzrun.rewards.verifiable",
     "format_match": "rizzrun.rewards.verifiable",
     "leading_integer_match": "rizzrun.rewards.verifiable",
+    "TeacherLogProb": "rizzrun.rewards.teacher",
 }
 
 __all__ = list(_EXPORTS)
