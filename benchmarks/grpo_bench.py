@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import statistics
 import tempfile
 import time
@@ -147,8 +148,9 @@ class Phases:
         return out
 
     def wrap(self, obj, name: str, phase: str) -> None:
+        """The wrapper keeps the method's signature (functools.wraps): sample_rollout reads it."""
         method = getattr(obj, name)
-        setattr(obj, name, lambda *a, **k: self.add(phase, lambda: method(*a, **k)))
+        setattr(obj, name, functools.wraps(method)(lambda *a, **k: self.add(phase, lambda: method(*a, **k))))
 
 
 class RizzrunGRPO:
@@ -177,6 +179,9 @@ class RizzrunGRPO:
         self.phases = Phases()
         self.phases.wrap(self.decoder, "generate", "generation")
         self.phases.wrap(self.objective, "prepare", "reference forward (prepare)")
+        from rizzrun.rollouts.sample import _takes_num_return_sequences
+
+        assert _takes_num_return_sequences(self.decoder) is shared_prefill  # the path this variant stands for
 
     def step(self, prompts: dict, step: int) -> float:
         t = self.phases.start()
