@@ -7,6 +7,7 @@ rows fall back to prefilling every copy (checked by the rows each prefill was gi
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import pytest
@@ -241,4 +242,19 @@ def test_sample_rollout_prefills_each_prompt_once_with_the_same_rollout(make):
     del model.step
     a = sample_rollout(model, OldPath(max_new_tokens=N, seed=3), _batch(), G, eos_id=EOS)
     b = sample_rollout(model, Sample(max_new_tokens=N, seed=3), _batch(), G, eos_id=EOS)
+    assert torch.equal(a["input_ids"], b["input_ids"])
+
+
+def test_sample_rollout_reads_the_parameter_through_a_signature_keeping_wrapper():
+    model = llama()
+    seeds = list(range(len(PROMPTS) * G))
+    wrapped, bare = Sample(max_new_tokens=N), Sample(max_new_tokens=N)
+    method = wrapped.generate
+    wrapped.generate = functools.wraps(method)(lambda *a, **k: method(*a, **k))  # a timer, say
+    rows = spy(model)
+    a = sample_rollout(model, wrapped, _batch(), G, eos_id=EOS, row_seeds=seeds)
+    assert rows == [len(PROMPTS)]
+    bare.generate = lambda *a, **k: Sample.generate(bare, *a, **k)  # hides the parameter: the old path
+    b = sample_rollout(model, bare, _batch(), G, eos_id=EOS, row_seeds=seeds)
+    assert rows == [len(PROMPTS), len(PROMPTS) * G]
     assert torch.equal(a["input_ids"], b["input_ids"])

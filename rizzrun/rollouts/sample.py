@@ -72,7 +72,7 @@ def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: in
 
 def _takes_num_return_sequences(decoder) -> bool:
     """Whether decoder.generate names a `num_return_sequences` parameter (a **kwargs catch-all does
-    not count: it may drop it)."""
+    not count: it may drop it; a wrapper made with functools.wraps shows the wrapped signature)."""
     try:
         return "num_return_sequences" in inspect.signature(decoder.generate).parameters
     except (TypeError, ValueError):
