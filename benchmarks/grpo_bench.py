@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import statistics
 import tempfile
 import time
@@ -36,10 +37,30 @@ VARIANTS = {  # rizzrun rows: the flags of RizzrunGRPO (the config keys they sta
     "rizzrun decoder.compile": {"compile_decoder": True},
     "rizzrun trainer.compile": {"compile_model": True},
     "rizzrun both compiled": {"compile_decoder": True, "compile_model": True},
+    # before the shared prefill: every copy of a prompt prefilled (the rollout path of a decoder
+    # whose generate has no num_return_sequences), same run, for the before/after ratio
+    "rizzrun per-copy prefill": {"shared_prefill": False},
+    "rizzrun trainer.compile per-copy prefill": {"compile_model": True, "shared_prefill": False},
 }
 LABELS = {"rizzrun": "rizzrun (eager)", "rizzrun decoder.compile": "rizzrun, `decoder.compile=true`",
           "rizzrun trainer.compile": "rizzrun, `trainer.compile=true`",
-          "rizzrun both compiled": "rizzrun, both `=true`"}
+          "rizzrun both compiled": "rizzrun, both `=true`",
+          "rizzrun per-copy prefill": "rizzrun (eager), before: every copy prefilled",
+          "rizzrun trainer.compile per-copy prefill": "rizzrun, `trainer.compile=true`, before: every copy prefilled"}
+BEFORE = {"rizzrun": "rizzrun per-copy prefill", "rizzrun trainer.compile": "rizzrun trainer.compile per-copy prefill"}
+
+
+def per_copy_prefill(decoder_class):
+    """`decoder_class` whose generate does not take num_return_sequences: `sample_rollout` then
+    hands it the G-times repeated prompts and every copy is prefilled (rizzrun before the shared
+    prefill; the same tokens)."""
+
+    class PerCopyPrefill(decoder_class):
+        def generate(self, model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None,
+                     pad_token_id=None):
+            return super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id)
+
+    return PerCopyPrefill
 
 
 def cpu_time(fn):
@@ -127,8 +148,9 @@ class Phases:
         return out
 
     def wrap(self, obj, name: str, phase: str) -> None:
+        """The wrapper keeps the method's signature (functools.wraps): sample_rollout reads it."""
         method = getattr(obj, name)
-        setattr(obj, name, lambda *a, **k: self.add(phase, lambda: method(*a, **k)))
+        setattr(obj, name, functools.wraps(method)(lambda *a, **k: self.add(phase, lambda: method(*a, **k))))
 
 
 class RizzrunGRPO:
@@ -136,9 +158,11 @@ class RizzrunGRPO:
     OnPolicy.batch_for (sample_rollout with the Sample decoder, score_rollout with the data's
     reward, rollout_metrics, GRPO.prepare with the frozen reference), the objective's loss,
     backward, clip at 1.0, AdamW. compile_decoder: decoder.compile=true; compile_model:
-    trainer.compile=true. `phases.steps` keeps the CPU seconds of each step's phases."""
+    trainer.compile=true; shared_prefill False: every copy of a prompt prefilled (before
+    num_return_sequences). `phases.steps` keeps the CPU seconds of each step's phases."""
 
-    def __init__(self, policy, reference, data, tok, compile_decoder: bool = False, compile_model: bool = False):
+    def __init__(self, policy, reference, data, tok, compile_decoder: bool = False, compile_model: bool = False,
+                 shared_prefill: bool = True):
         from rizzrun.decoders.sample import Sample
         from rizzrun.objectives.grpo import GRPO
         from rizzrun.optim import adamw
@@ -146,7 +170,8 @@ class RizzrunGRPO:
 
         self.policy, self.reference = policy, reference
         self.objective = GRPO(num_generations=G, beta=BETA, loss_type="grpo", max_completion_length=MAX_NEW)
-        self.decoder = Sample(max_new_tokens=MAX_NEW, temperature=1.0, top_k=0, top_p=1.0, compile=compile_decoder)
+        decoder = Sample if shared_prefill else per_copy_prefill(Sample)
+        self.decoder = decoder(max_new_tokens=MAX_NEW, temperature=1.0, top_k=0, top_p=1.0, compile=compile_decoder)
         if compile_model:  # trainer.compile=true: the runner compiles the policy's forward (rizzrun/runner/train.py)
             policy.compile()
         self.on_policy = OnPolicy(self.objective, self.decoder, tok, build_rewards(None, data), data.columns, seed=0)
@@ -154,6 +179,9 @@ class RizzrunGRPO:
         self.phases = Phases()
         self.phases.wrap(self.decoder, "generate", "generation")
         self.phases.wrap(self.objective, "prepare", "reference forward (prepare)")
+        from rizzrun.rollouts.sample import _takes_num_return_sequences
+
+        assert _takes_num_return_sequences(self.decoder) is shared_prefill  # the path this variant stands for
 
     def step(self, prompts: dict, step: int) -> float:
         t = self.phases.start()
@@ -327,13 +355,17 @@ def add_noise(model, seed: int = 11, scale: float = 0.02) -> None:
 def generation(model, hf, prompts: dict, repeats: int) -> dict:
     """Rollout generation tokens/s on the same 128 rows (each prompt G times), MAX_NEW tokens each,
     no EOS (every row generates MAX_NEW tokens; min_new_tokens = max_new_tokens for transformers),
-    eval mode, inference_mode, T = 1, no top-k/top-p: rizzrun's Sample decoder eager and compiled
-    vs `transformers` generate(do_sample=True). Same work checked first: greedy tokens identical."""
+    eval mode, inference_mode, T = 1, no top-k/top-p: rizzrun's Sample decoder eager and compiled,
+    each prompt prefilled once (`num_return_sequences=G`, as sample_rollout calls it) and every
+    copy prefilled (the 128 repeated rows, before), vs `transformers` generate(do_sample=True) on the
+    128 repeated rows (as TRL calls it). Same work checked first: greedy tokens identical, and the
+    seeded samples of both rizzrun paths identical."""
     from rizzrun.decoders.greedy import Greedy
     from rizzrun.decoders.sample import Sample
 
-    ids = prompts["prompt_ids"].repeat_interleave(G, dim=0)
-    mask = prompts["prompt_mask"].repeat_interleave(G, dim=0).long()
+    unique, unique_mask = prompts["prompt_ids"], prompts["prompt_mask"].long()
+    ids = unique.repeat_interleave(G, dim=0)
+    mask = unique_mask.repeat_interleave(G, dim=0)
     model, hf = model.eval(), hf.eval()
 
     def hf_generate(sample: bool):
@@ -342,16 +374,24 @@ def generation(model, hf, prompts: dict, repeats: int) -> dict:
                                min_new_tokens=MAX_NEW, eos_token_id=None, pad_token_id=258,
                                **({"temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {}))
 
-    def ours(decoder):
+    def ours(decoder, shared: bool = True):
         with torch.inference_mode():
+            if shared:
+                return decoder.generate(model, unique, eos_token_id=None, attention_mask=unique_mask, pad_token_id=258,
+                                        num_return_sequences=G)
             return decoder.generate(model, ids, eos_token_id=None, attention_mask=mask, pad_token_id=258)
 
     greedy = ours(Greedy(max_new_tokens=MAX_NEW))
-    if not torch.equal(greedy, hf_generate(False)):
+    if not torch.equal(greedy, hf_generate(False)) or not torch.equal(greedy, ours(Greedy(max_new_tokens=MAX_NEW), False)):
         raise AssertionError("not the same work: rizzrun's greedy tokens differ from transformers' on the rollout batch")
+    seeded = Sample(max_new_tokens=MAX_NEW, seed=5)
+    if not torch.equal(ours(seeded), ours(seeded, False)):
+        raise AssertionError("not the same work: the shared prefill samples other tokens than the per-copy prefill")
     eager = Sample(max_new_tokens=MAX_NEW, temperature=1.0, top_k=0, top_p=1.0)
     compiled = Sample(max_new_tokens=MAX_NEW, temperature=1.0, top_k=0, top_p=1.0, compile=True)
     methods = {"rizzrun": lambda: ours(eager), "rizzrun compiled": lambda: ours(compiled),
+               "rizzrun per-copy prefill": lambda: ours(eager, False),
+               "rizzrun compiled per-copy prefill": lambda: ours(compiled, False),
                "transformers": lambda: hf_generate(True)}
     first = {}
     for name, fn in methods.items():
@@ -512,7 +552,7 @@ def step_flops(model, rows: int, prompt_len: int, new_tokens: int) -> float:
 
 
 TARGET = 1.5
-PHASE_ROWS = ("rizzrun", "rizzrun trainer.compile", "trl")
+PHASE_ROWS = ("rizzrun per-copy prefill", "rizzrun", "rizzrun trainer.compile", "trl")
 PHASES = ("generation", "scoring, metrics", "reference forward (prepare)", "policy forward, loss", "backward",
           "clip, optimizer", "other (training_step)")
 
@@ -551,11 +591,17 @@ def report(r: dict) -> str:
                  f"{share['trl']:.0%} | 1 | {r['mfu']['trl']:.0%} | {r['spread']['trl']:.0%} | "
                  f"{r['first_step_s']['trl']:.1f} |")
     eager = r["vs_trl"]["rizzrun"]
-    fastest = max(VARIANTS, key=lambda n: r["vs_trl"][n])
+    fastest = max((n for n in VARIANTS if n not in BEFORE.values()), key=lambda n: r["vs_trl"][n])
+    median = {n: statistics.median(v) for n, v in r["step_s_rounds"].items()}
     lines += [
         "",
         f"Target ≥ {TARGET}× TRL: eager rizzrun **{'met' if eager >= TARGET else 'missed'}** ({eager:.2f}×); "
-        f"fastest {LABELS[fastest]} {r['vs_trl'][fastest]:.2f}×. The first step holds the compiles "
+        f"fastest {LABELS[fastest]} {r['vs_trl'][fastest]:.2f}×. Each prompt is prefilled once per group "
+        "(`num_return_sequences`, the rollout's cache repeated G times); before that change (rows \"before\", same "
+        "run, interleaved): " + "; ".join(
+            f"{LABELS[a]} {r['vs_trl'][b]:.2f}× → {r['vs_trl'][a]:.2f}× TRL (step {s[b] / s[a]:.2f}× faster, "
+            f"median rounds {median['trl'] / median[b]:.2f}× → {median['trl'] / median[a]:.2f}×)"
+            for a, b in BEFORE.items()) + ". The first step holds the compiles "
         f"(`decoder.compile`: one graph for the rollout's batch and cache length; `trainer.compile`: the policy's "
         f"forward and backward), shortened by inductor's caches (on disk from earlier runs on the machine, and in "
         f"the process: the last row reuses the graphs of the two above); building the GRPOTrainer (two model "
@@ -582,9 +628,13 @@ def report(r: dict) -> str:
         f"Rollout generation alone ({gen['rows']} rows, prompt {gen['prompt_len']}, {gen['new_tokens']} new tokens, "
         "no EOS, eval + inference_mode, T 1, best of interleaved calls): rizzrun's Sample decoder "
         f"{t['rizzrun']:.0f} tokens/s, with `compile=true` {t['rizzrun compiled']:.0f}, `transformers` "
-        f"generate(do_sample=True, dynamic cache, as TRL calls it) {t['transformers']:.0f}: "
-        f"**{t['rizzrun'] / t['transformers']:.2f}×** and **{t['rizzrun compiled'] / t['transformers']:.2f}×** "
-        "(greedy tokens checked identical first; spread "
+        f"generate(do_sample=True, dynamic cache, as TRL calls it: the 128 repeated rows) {t['transformers']:.0f}: "
+        f"**{t['rizzrun'] / t['transformers']:.2f}×** and **{t['rizzrun compiled'] / t['transformers']:.2f}×**; "
+        f"each prompt prefilled once (`num_return_sequences={r['generations']}`), where before every copy was: "
+        f"{t['rizzrun per-copy prefill']:.0f} and {t['rizzrun compiled per-copy prefill']:.0f} tokens/s, "
+        f"{t['rizzrun per-copy prefill'] / t['transformers']:.2f}× and "
+        f"{t['rizzrun compiled per-copy prefill'] / t['transformers']:.2f}× "
+        "(greedy tokens checked identical first, and the seeded samples of both prefills; spread "
         + ", ".join(f"{k} {x:.0%}" for k, x in gen["spread"].items()) + ").",
         "",
         f"Same work checked before timing: one rollout fed to both (rizzrun's completions, every third replaced by the "

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as tF
 from torch import nn
 
-from rizzrun.attention.mixer import Positions
+from rizzrun.attention.mixer import Positions, repeat_rows
 from rizzrun.attention.softmax import SoftmaxAttention, apply_rope
 
 _NORM_EPS = 1e-5
@@ -91,6 +91,10 @@ class FAMState:
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self.k, self.v, self.slot_pos, self.fam, self.fam_k, self.fam_v))
+
+    def repeat_interleave(self, repeats: int) -> "FAMState":
+        """A copy with each row repeated `repeats` times (row b -> rows b * repeats + g)."""
+        return repeat_rows(self, repeats)
 
 
 class FAMAttention(SoftmaxAttention):

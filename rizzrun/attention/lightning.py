@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rizzrun.attention import check_heads
-from rizzrun.attention.mixer import Positions
+from rizzrun.attention.mixer import Positions, repeat_rows
 from rizzrun.kernels.lightning import lightning_attn, lightning_decay, lightning_step
 from rizzrun.models.llama import RMSNorm
 
@@ -41,6 +41,10 @@ class LinearState:
 
     def nbytes(self) -> int:
         return self.s.nbytes
+
+    def repeat_interleave(self, repeats: int) -> "LinearState":
+        """A copy with each row repeated `repeats` times (row b -> rows b * repeats + g)."""
+        return repeat_rows(self, repeats)
 
 
 class LightningAttention(nn.Module):

@@ -3,6 +3,7 @@
 See `rizzrun.attention` for the mixer contract. Shapes: B batch, T new tokens, D head_dim.
 """
 
+import copy
 from typing import NamedTuple, Optional
 
 import torch
@@ -36,7 +37,9 @@ class DecodingCache:
     share: the next position `pos` and the key padding mask (B, max_len) of the rows.
 
     Allocated once (`Llama.init_cache`) and written in place by `Llama.step`; `reset()` empties
-    it for a new batch of prompts, keeping its memory.
+    it for a new batch of prompts, keeping its memory. `repeat_interleave(G)` makes a cache of
+    B * G rows from a filled one (row b * G + g = row b: a prompt prefilled once, decoded G
+    times), when every layer's state can (`can_repeat_interleave`).
     """
 
     def __init__(self, layers: list, batch_size: int, max_len: int, device=None):
@@ -63,3 +66,30 @@ class DecodingCache:
     def nbytes(self) -> int:
         """Bytes held by the layers' states (what decoding memory grows with, or does not)."""
         return sum(state.nbytes() for state in self.layers)
+
+    def can_repeat_interleave(self) -> bool:
+        """Whether `repeat_interleave` works: every layer's state has its own `repeat_interleave`
+        (a state without one, e.g. a mixer's that keeps rows coupled, keeps the decoder on the
+        path that prefills every copy)."""
+        return all(callable(getattr(state, "repeat_interleave", None)) for state in self.layers)
+
+    def repeat_interleave(self, repeats: int) -> "DecodingCache":
+        """A new cache of B * repeats rows, row b * repeats + g a copy of row b (filled positions,
+        padding mask, `pos`, each layer's state through its `repeat_interleave`); self unchanged."""
+        new = repeat_rows(self, repeats, skip=("layers",))
+        new.layers = [state.repeat_interleave(repeats) for state in self.layers]
+        return new
+
+
+def repeat_rows(state, repeats: int, dim: int = 0, skip=()):
+    """A shallow copy of a decoding state whose every tensor attribute (but `skip`) has each row
+    repeated `repeats` times along `dim`, row b -> rows [b * repeats, (b + 1) * repeats) (what
+    `torch.repeat_interleave` does); other attributes (ints, settings) shared. The
+    `repeat_interleave` of a layer state whose tensors all hold one row per batch row at `dim`."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats={repeats!r} must be an integer >= 1")
+    new = copy.copy(state)
+    for name, value in vars(state).items():
+        if name not in skip and isinstance(value, torch.Tensor):
+            setattr(new, name, value.repeat_interleave(repeats, dim=dim))
+    return new

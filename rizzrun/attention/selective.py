@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from rizzrun.attention.mixer import Positions
+from rizzrun.attention.mixer import Positions, repeat_rows
 from rizzrun.attention.naive import masked_softmax
 from rizzrun.attention.softmax import SoftmaxAttention
 
@@ -140,6 +140,10 @@ class SelectiveState:
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self.k, self.v, self.f, self.pos, self.alive))
+
+    def repeat_interleave(self, repeats: int) -> "SelectiveState":
+        """A copy with each row repeated `repeats` times (row b -> rows b * repeats + g)."""
+        return repeat_rows(self, repeats)
 
 
 def first_real(key_padding_mask, B: int, device) -> torch.Tensor:

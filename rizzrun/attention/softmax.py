@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rizzrun.attention import check_heads
-from rizzrun.attention.mixer import Positions
+from rizzrun.attention.mixer import Positions, repeat_rows
 
 
 def apply_rope(x, cos, sin):
@@ -44,6 +44,10 @@ class KVState:
 
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+    def repeat_interleave(self, repeats: int) -> "KVState":
+        """A copy with each row repeated `repeats` times (row b -> rows b * repeats + g)."""
+        return repeat_rows(self, repeats)
 
 
 class SoftmaxAttention(nn.Module):

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rizzrun.attention.mixer import Positions
+from rizzrun.attention.mixer import Positions, repeat_rows
 from rizzrun.attention.naive import NaiveAttention, masked_softmax
 from rizzrun.attention.sdpa import SDPAttention
 
@@ -172,6 +172,11 @@ class ThinKState:
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self.k_thin, self.kept, self.k_full, self.v))
+
+    def repeat_interleave(self, repeats: int) -> "ThinKState":
+        """A copy with each row repeated `repeats` times (row b -> rows b * repeats + g): values,
+        thin and full keys and each row's kept channels."""
+        return repeat_rows(self, repeats)
 
     def key_nbytes(self) -> int:
         """Bytes of the stored keys (thin and full width), the kept-channel indices left out."""

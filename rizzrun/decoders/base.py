@@ -97,9 +97,13 @@ class Decoder:
     Llama only).
 
     generate(model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None,
-    pad_token_id=None) -> (B, T + n); prompt_ids (B, T) tensor, left-padded when attention_mask
-    is given, or a list of prompts of any lengths (see `decode_loop`); max_new_tokens given to
-    generate overrides the constructor's.
+    pad_token_id=None, num_return_sequences=1) -> (B * G, T + n); prompt_ids (B, T) tensor,
+    left-padded when attention_mask is given, or a list of prompts of any lengths (see
+    `decode_loop`); max_new_tokens given to generate overrides the constructor's.
+    num_return_sequences G: G completions per prompt, row b * G + g the g-th of prompt b, the
+    same tokens as generate(prompt_ids.repeat_interleave(G, 0), ...) (and `row_seeds` then holds
+    B * G seeds, one per output row), but each prompt prefilled once and its cache repeated
+    (`decode_loop`); a stepper that cannot repeat its state prefills every copy, as before.
     """
 
     row_seeds: list[int] | None = None  # set for a call: a random stream per row (RowStreams)
@@ -185,7 +189,8 @@ class Decoder:
     # --- the loop --------------------------------------------------------------------------------
 
     def generate(
-        self, model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None, pad_token_id=None
+        self, model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None, pad_token_id=None,
+        num_return_sequences: int = 1,
     ) -> torch.Tensor:
         n = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         generator = None
@@ -213,6 +218,7 @@ class Decoder:
             repetition_penalty=self.repetition_penalty,
             min_new_tokens=self.min_new_tokens,
             stepper=self.stepper,
+            num_return_sequences=num_return_sequences,
         )
 
     def settings(self) -> dict:

@@ -219,6 +219,12 @@ class CompiledStepper(ModelStepper):
 
     # prefill: ModelStepper's, the model's own eager step into the same buffers
 
+    def expand(self, repeats: int) -> None:
+        """After prefill: B * repeats rows (ModelStepper.expand); the step's buffers follow."""
+        super().expand(repeats)
+        self._keys = [s.k for s in self.cache.layers]
+        self._values = [s.v for s in self.cache.layers]
+
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         cache = self.cache
         if cache.pos >= cache.max_len:

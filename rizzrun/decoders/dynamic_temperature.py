@@ -298,9 +298,10 @@ class DynamicTemperature(Decoder):
         return self.truncate(scores)
 
     def generate(self, model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None,
-                 pad_token_id=None) -> torch.Tensor:
-        try:
-            out = super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id)
+                 pad_token_id=None, num_return_sequences: int = 1) -> torch.Tensor:
+        try:  # num_return_sequences > 1: with a head, every copy prefilled (DDSStepper does not expand)
+            out = super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id,
+                                   num_return_sequences)
             if self._active is not None and self._active.scores:
                 self.last_scores = torch.stack(self._active.scores, dim=1).clone()
             elif self.head is None:

@@ -23,7 +23,7 @@ from rizzrun.decoders.processors import (
     _penalize_,
 )
 
-__all__ = ["ModelStepper", "decode_loop", "left_pad"]
+__all__ = ["ModelStepper", "cache_repeats", "decode_loop", "left_pad"]
 
 ChooseNext = Callable[[torch.Tensor], torch.Tensor]
 
@@ -39,6 +39,11 @@ class ModelStepper:
     states) hands the loop its own stepper with these two methods (`Decoder.stepper`). Logits may
     be in the model's dtype and may be a view the next call overwrites: the loop copies them.
     state_options go to `model.init_cache` (each layer's `init_state`, e.g. ThinK's key pruning).
+
+    Optional, for `decode_loop(..., num_return_sequences=G)` (a prompt prefilled once, decoded G
+    times): can_expand() -> bool, then, after prefill on B rows, expand(G): from then on the
+    stepper holds B * G rows, row b * G + g a copy of row b. A stepper without them (or whose
+    can_expand() is False) is made for the B * G repeated prompts instead and prefills each copy.
     """
 
     def __init__(self, model, batch_size: int, max_len: int, device=None, **state_options):
@@ -52,6 +57,28 @@ class ModelStepper:
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.step(tokens, self.cache)[:, -1]
+
+    def can_expand(self) -> bool:
+        """Whether `expand` may follow `prefill`: the cache can repeat its rows (`cache_repeats`)
+        and this class keeps no per-row state of its own, i.e. it overrides neither prefill nor
+        step, or it defines its own expand (a subclass with a temperature per row, say, falls back
+        to prefilling every copy unless it expands that state too)."""
+        cls = type(self)
+        own_rows = cls.prefill is not ModelStepper.prefill or cls.step is not ModelStepper.step
+        return cache_repeats(self.cache) and (not own_rows or cls.expand is not ModelStepper.expand)
+
+    def expand(self, repeats: int) -> None:
+        """After prefill: the cache becomes B * repeats rows, row b * repeats + g a copy of row b."""
+        self.cache = self.cache.repeat_interleave(repeats)
+
+
+def cache_repeats(cache) -> bool:
+    """Whether a decoding cache can be repeated row-wise: it has `repeat_interleave(repeats)` and,
+    if it has `can_repeat_interleave()` (`DecodingCache`: every layer's state can), that says so."""
+    if not callable(getattr(cache, "repeat_interleave", None)):
+        return False
+    check = getattr(cache, "can_repeat_interleave", None)
+    return bool(check()) if callable(check) else True
 
 
 # A stepper factory: (model, batch_size, max_len, device) -> an object with prefill and step.
@@ -184,8 +211,10 @@ def decode_loop(
     min_new_tokens: int = 0,
     check_every: int | None = None,
     stepper: MakeStepper | None = None,
+    num_return_sequences: int = 1,
 ) -> torch.Tensor:
-    """Autoregressive decoding with a KV cache; returns (B, T + n), n <= max_new_tokens.
+    """Autoregressive decoding with a KV cache; returns (B * G, T + n), n <= max_new_tokens,
+    G = num_return_sequences.
 
     prompt_ids: (B, T) integer tensor, T >= 1, left-padded when attention_mask (B, T) is given
     (1 = real token, 0 = padding, Hugging Face's convention); or a list of B prompts (lists of
@@ -214,6 +243,14 @@ def decode_loop(
     the last token. Runs under
     torch.inference_mode() with the model in eval mode; the model's previous train/eval mode is
     restored afterwards.
+
+    num_return_sequences G >= 1 (transformers' name): G continuations of every prompt, row
+    b * G + g the g-th of prompt b, exactly what the B * G prompts `prompt_ids.repeat_interleave(G,
+    0)` would give (same tokens, greedy or sampled, for the same draws): the B prompts are
+    prefilled once, then the stepper's cache is repeated (`ModelStepper.expand`). A stepper that
+    cannot (`can_expand()` missing or False: a cache type without `repeat_interleave`, a decoder
+    stepper with per-row state of its own) is made for the B * G repeated prompts instead, each
+    copy prefilled as before: same output, the old cost.
     """
     n = _check_max_new_tokens(max_new_tokens)
     eos = _normalize_eos(eos_token_id)
@@ -225,6 +262,10 @@ def decode_loop(
         isinstance(check_every, bool) or not isinstance(check_every, numbers.Integral) or check_every < 1
     ):
         raise ValueError(f"check_every={check_every!r} is not allowed: it must be None or an integer >= 1")
+    if (isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, numbers.Integral)
+            or num_return_sequences < 1):
+        raise ValueError(f"num_return_sequences={num_return_sequences!r} is not allowed: it must be an integer >= 1")
+    repeats = int(num_return_sequences)
     ids, padding = _prepare_prompts(model, prompt_ids, attention_mask, pad)
     batch, prompt_len = ids.shape
     max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
@@ -234,7 +275,7 @@ def decode_loop(
             f"model.config.max_seq_len={max_seq_len}; shorten the prompt or lower max_new_tokens"
         )
     if n == 0:
-        return ids.clone()
+        return ids.repeat_interleave(repeats, dim=0) if repeats > 1 else ids.clone()
     device = ids.device
     if check_every is None:
         check_every = 1 if device.type == "cpu" else _CHECK_EVERY_ACCELERATOR
@@ -244,7 +285,7 @@ def decode_loop(
     try:
         with torch.inference_mode():
             out = _decode(model, ids, padding, choose_next, n, eos, pad, penalty, min_new, check_every,
-                              stepper or ModelStepper)
+                          stepper or ModelStepper, repeats)
     finally:
         model.train(was_training)
     # Inference tensors cannot be modified in place or saved for backward outside
@@ -252,11 +293,27 @@ def decode_loop(
     return out.clone()
 
 
-def _decode(model, ids, padding, choose_next, n, eos, pad, penalty, min_new, check_every, make_stepper):
-    batch, prompt_len = ids.shape
+def _repeat_rows(x, repeats: int):
+    return None if x is None else x.repeat_interleave(repeats, dim=0)
+
+
+def _decode(model, ids, padding, choose_next, n, eos, pad, penalty, min_new, check_every, make_stepper,
+            repeats: int = 1):
+    prompt_len = ids.shape[1]
     device = ids.device
-    stepper = make_stepper(model, batch, prompt_len + n, device)
+    stepper = make_stepper(model, ids.shape[0], prompt_len + n, device)
+    can_expand = getattr(stepper, "can_expand", None)
+    if repeats > 1 and not (callable(can_expand) and can_expand()):
+        # The old path, kept for steppers and caches that cannot repeat rows: every copy prefilled.
+        ids, padding = _repeat_rows(ids, repeats), _repeat_rows(padding, repeats)
+        stepper = make_stepper(model, ids.shape[0], prompt_len + n, device)
+        repeats = 1
     logits = stepper.prefill(ids, padding)
+    if repeats > 1:  # each prompt prefilled once; its G copies share that prefill from here on
+        stepper.expand(repeats)
+        logits = logits.repeat_interleave(repeats, dim=0)
+        ids, padding = _repeat_rows(ids, repeats), _repeat_rows(padding, repeats)
+    batch = ids.shape[0]
     vocab = logits.shape[-1]
 
     # Everything the loop writes is allocated here, once.

@@ -311,10 +311,11 @@ class PMPD(Decoder):
         return self._stepper
 
     def generate(self, model, prompt_ids, eos_token_id=None, max_new_tokens=None, attention_mask=None,
-                 pad_token_id=None) -> torch.Tensor:
+                 pad_token_id=None, num_return_sequences: int = 1) -> torch.Tensor:
         self._stepper, self.last_stats = None, None
-        try:
-            return super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id)
+        try:  # num_return_sequences > 1: every copy prefilled (PMPDStepper does not expand)
+            return super().generate(model, prompt_ids, eos_token_id, max_new_tokens, attention_mask, pad_token_id,
+                                    num_return_sequences)
         finally:
             weights = _NESTED.get(model, {}).get(self.quantizer)
             if weights is not None:

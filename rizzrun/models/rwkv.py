@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rizzrun.attention.mixer import repeat_rows
 from rizzrun.kernels.wkv import IMPLS, NEG_INF, wkv, wkv_step
 from rizzrun.models.rwkv_sizes import RWKV_INITS, resolve_rwkv_dims
 
@@ -179,6 +180,11 @@ class RWKVState:
     def nbytes(self) -> int:
         """Bytes of the state: 5 x (n_layer, B, C), whatever the context length."""
         return sum(t.nbytes for t in (self.att_x, self.ffn_x, self.a, self.b, self.p))
+
+    def repeat_interleave(self, repeats: int) -> "RWKVState":
+        """A new state of B * repeats rows, row b * repeats + g a copy of row b (`pos` kept): a
+        prompt read once, continued `repeats` times (`rizzrun.decoders.loop.decode_loop`)."""
+        return repeat_rows(self, repeats, dim=1)
 
     def layer(self, i: int):
         return self.att_x[i], self.ffn_x[i], self.a[i], self.b[i], self.p[i]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Sequence
 
@@ -21,7 +22,9 @@ def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: in
     decoder's seed as set, or, with `row_seeds` (B*G ints, completion order), each completion from its own
     stream: then a completion does not depend on the other prompts of the batch, nor on how batches are cut
     across processes). Returns the rollout without rewards: input_ids, attention_mask,
-    completion_mask, truncated, group, row, temperature (see the module docstring of rizzrun.rollouts)."""
+    completion_mask, truncated, group, row, temperature (see the module docstring of rizzrun.rollouts).
+    A decoder whose generate takes `num_return_sequences` (`Decoder`) prefills each prompt once and
+    repeats its cache G times (same tokens); any other gets the B * G repeated prompts."""
     if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 1:
         raise ValueError(f"num_generations={num_generations!r}: must be an integer >= 1")
     prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"].bool()
@@ -35,7 +38,11 @@ def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: in
     if row_seeds is not None:  # each completion from its own random stream (Decoder.row_seeds)
         decoder.row_seeds = list(row_seeds)
     try:
-        out = decoder.generate(model, ids, eos_token_id=eos_id, attention_mask=mask.long(), pad_token_id=pad_id)
+        if G > 1 and _takes_num_return_sequences(decoder):  # each prompt prefilled once, not G times
+            out = decoder.generate(model, prompt_ids, eos_token_id=eos_id, attention_mask=prompt_mask.long(),
+                                   pad_token_id=pad_id, num_return_sequences=G)
+        else:
+            out = decoder.generate(model, ids, eos_token_id=eos_id, attention_mask=mask.long(), pad_token_id=pad_id)
     finally:
         if row_seeds is not None:
             decoder.row_seeds = previous
@@ -61,6 +68,15 @@ def sample_rollout(model, decoder, batch: dict, num_generations: int, eos_id: in
         "temperature": torch.tensor(float(getattr(decoder, "temperature", 1.0) if getattr(decoder, "do_sample", True)
                                           else 1.0)),
     }
+
+
+def _takes_num_return_sequences(decoder) -> bool:
+    """Whether decoder.generate names a `num_return_sequences` parameter (a **kwargs catch-all does
+    not count: it may drop it; a wrapper made with functools.wraps shows the wrapped signature)."""
+    try:
+        return "num_return_sequences" in inspect.signature(decoder.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def completion_texts(rollout: dict, tokenizer) -> list[str]:
