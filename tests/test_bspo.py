@@ -410,3 +410,21 @@ def test_bspo_trains_through_the_runner_with_a_scorelm(scorelm, tmp_path, shared
         assert 0 <= r["train/bspo/frac_unsupported_tokens"] <= r["train/bspo/frac_unsupported_responses"] <= 1
         assert "train/rewards/rm/mean" in r and 0 <= r["train/rewards/gold/mean"] <= 1
         assert r["train/reward"] == pytest.approx(r["train/rewards/rm/mean"], abs=1e-5)  # gold has weight 0
+
+
+# --- the proxy reward model's data: pairs of a sample run's completions ------------------------------
+
+def test_rollout_pairs_by_hand():
+    from rizzrun.data.rollout_pairs import rollout_pairs
+
+    def row(r, s, text, reward, truncated=False):
+        return {"row": r, "sample": s, "prompt": f"p{r}=", "completion": text, "reward": reward,
+                "truncated": truncated}
+
+    rows = [row(0, 0, "a", 1.0), row(0, 1, "b", 0.5), row(0, 2, "a", 1.0), row(0, 3, "c", 0.0),
+            row(0, 4, "d", 0.0, truncated=True), row(0, 5, "e", None), row(1, 0, "x", 0.3), row(1, 1, "y", 0.3)]
+    # prompt 0: distinct scored untruncated a (1.0), b (0.5), c (0.0): gaps a>c 1.0, a>b 0.5, b>c 0.5
+    assert rollout_pairs(rows, per_prompt=2) == [("p0=", "a", "c"), ("p0=", "a", "b")]
+    assert rollout_pairs(rows, per_prompt=None) == [("p0=", "a", "c"), ("p0=", "a", "b"), ("p0=", "b", "c")]
+    assert rollout_pairs(rows, min_gap=0.6, per_prompt=None) == [("p0=", "a", "c")]  # prompt 1: a tie, no pair
+    assert ("p0=", "a", "d") in rollout_pairs(rows, per_prompt=None, drop_truncated=False)
