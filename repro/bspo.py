@@ -8,7 +8,7 @@ Each seed, from that seed's `sft_tiny` run (2-digit addition; shared with `make 
 3. `bspo_tiny` twice against that proxy (the gold reward logged with weight 0): PPO
    (objective.mode=monitor: the support is measured, not used) and BSPO (mode=value_target,
    epsilon 0.01 on the ScoreLM's next-token probability).
-Read from each run: proxy and gold reward of the training rollouts (windows of 10 steps) and of one
+Read from each run: proxy and gold reward of the training rollouts (windows of 20 steps, logged every 5th) and of one
 T = 1 completion per held-out prompt at each validation (50, 100, 150 steps), the share of
 unsupported responses, greedy held-out accuracy (eval.json). Every run: one torch thread.
 
@@ -85,7 +85,7 @@ def collect(runs: dict[str, Path]) -> dict:
     for name in VARIANTS:
         rows = [json.loads(line) for line in (runs[name] / "metrics.jsonl").read_text().splitlines()]
         res = {}
-        for lo, hi in ((0, 10), (70, 80), (140, 150)):
+        for lo, hi in ((0, 20), (60, 80), (130, 150)):
             res[f"proxy_{hi}"] = window(rows, "train/rewards/rm/mean", lo, hi)
             res[f"gold_{hi}"] = window(rows, "train/rewards/gold/mean", lo, hi)
             res[f"unsup_{hi}"] = window(rows, "train/bspo/frac_unsupported_responses", lo, hi)
@@ -123,12 +123,12 @@ def main() -> None:
               "T = 1, lr 2e-5, no KL) against the proxy, with and without the behaviour support (beta = the "
               "ScoreLM's next-token probability, unsupported: beta <= 0.01; value_target: such a token's "
               f"value target is V_min). The SFT policy's held-out gold reward: {cell(None, 'sft_gold_val')}.\n")
-        print("| policy | proxy reward, steps 1-10 → 71-80 → 141-150 | gold reward, same windows | unsupported "
+        print("| policy | proxy reward (training rollouts), steps 1-20 → 61-80 → 131-150 | gold reward, same windows | unsupported "
               "responses, same windows | held-out (1 sample) proxy @50/100/150 | held-out gold @50/100/150 | "
               "greedy held-out accuracy |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name in VARIANTS:
-            w = lambda key: " → ".join(cell(name, f"{key}_{h}") for h in (10, 80, 150))  # noqa: E731
+            w = lambda key: " → ".join(cell(name, f"{key}_{h}") for h in (20, 80, 150))  # noqa: E731
             v = lambda key: " / ".join(cell(name, f"{key}_{s}") for s in (50, 100, 150))  # noqa: E731
             print(f"| {LABELS[name]} | {w('proxy')} | {w('gold')} | {w('unsup')} | {v('val_proxy')} | "
                   f"{v('val_gold')} | {cell(name, 'accuracy', '.3f')} |")
