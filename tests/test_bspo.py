@@ -410,6 +410,10 @@ def test_bspo_trains_through_the_runner_with_a_scorelm(scorelm, tmp_path, shared
         assert 0 <= r["train/bspo/frac_unsupported_tokens"] <= r["train/bspo/frac_unsupported_responses"] <= 1
         assert "train/rewards/rm/mean" in r and 0 <= r["train/rewards/gold/mean"] <= 1
         assert r["train/reward"] == pytest.approx(r["train/rewards/rm/mean"], abs=1e-5)  # gold has weight 0
+    from rizzrun.runner.generate import load_run_model
+
+    policy, _ = load_run_model(tmp_path / "run")  # the value head is the objective's: the run loads as its policy
+    assert isinstance(policy, Llama)
 
 
 # --- the proxy reward model's data: pairs of a sample run's completions ------------------------------
