@@ -68,7 +68,7 @@ def seed_runs(seed: int, out: Path) -> dict[str, Path]:
     with ThreadPoolExecutor(len(VARIANTS)) as pool:  # the two policies side by side (one thread each)
         runs = dict(zip(VARIANTS, pool.map(lambda kv: rizzrun([*common, *kv[1]], out / f"{kv[0]}-s{seed}"),
                                            VARIANTS.items())))
-    return {"sample": sample, "scorelm": scorelm, **runs}
+    return {"sft": sft, "sample": sample, "scorelm": scorelm, **runs}
 
 
 def window(rows: list[dict], key: str, lo: int, hi: int) -> float:
@@ -80,6 +80,7 @@ def collect(runs: dict[str, Path]) -> dict:
     out = {}
     sample = json.loads((runs["sample"] / "summary.json").read_text())
     out["sft_gold_val"] = sample["splits"]["val"]["reward"]
+    out["sft_accuracy"] = json.loads((runs["sft"] / "eval.json").read_text())["task"]["correct_rate"]
     rm_rows = [json.loads(line) for line in (runs["scorelm"] / "metrics.jsonl").read_text().splitlines()]
     out["rm_val_accuracy"] = [r["val/rewards/accuracies"] for r in rm_rows if "val/rewards/accuracies" in r][-1]
     for name in VARIANTS:
@@ -127,6 +128,8 @@ def main() -> None:
               "responses, same windows | held-out (1 sample) proxy @50/100/150 | held-out gold @50/100/150 | "
               "greedy held-out accuracy |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| SFT (start; its 8 T = 1 samples of each held-out prompt) | | | | | {cell(None, 'sft_gold_val')} | "
+              f"{cell(None, 'sft_accuracy', '.3f')} |")
         for name in VARIANTS:
             w = lambda key: " → ".join(cell(name, f"{key}_{h}") for h in (20, 80, 150))  # noqa: E731
             v = lambda key: " / ".join(cell(name, f"{key}_{s}") for s in (50, 100, 150))  # noqa: E731
