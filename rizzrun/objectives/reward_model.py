@@ -30,7 +30,7 @@ from torch import nn
 from rizzrun.objectives.extra import Precomputed
 from rizzrun.objectives.preference import IGNORE, check_preference_batch, join
 
-__all__ = ["BradleyTerry", "ScalarRewardModel", "reward_model_from_state", "bt_loss", "last_token_rewards",
+__all__ = ["BradleyTerry", "ScalarRewardModel", "reward_model_from_state", "bt_loss", "last_token_rewards", "response_nll",
            "rrm_partners", "rrm_pairs", "AUGMENTS"]
 
 AUGMENTS = ("none", "rrm")
@@ -48,11 +48,31 @@ def last_token_rewards(lm, head: nn.Linear, input_ids: torch.Tensor, lengths: to
         raise ValueError(f"lengths {tuple(lengths.shape)} must be (N,) for input_ids {tuple(input_ids.shape)}")
     if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > input_ids.shape[1]):
         raise ValueError(f"lengths must be in [1, T={input_ids.shape[1]}], got {lengths.tolist()}")
-    hidden = lm.hidden_states(input_ids)
+    return _head_at_last(lm.hidden_states(input_ids), head, lengths)
+
+
+def _head_at_last(hidden: torch.Tensor, head: nn.Linear, lengths: torch.Tensor) -> torch.Tensor:
+    """(N,) float32 head(hidden[i, lengths[i] - 1]) of hidden states (N, T, d), autocast off."""
     last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths.to(hidden.device) - 1]
     with torch.autocast(device_type=last.device.type, enabled=False):
         bias = None if head.bias is None else head.bias.float()
         return F.linear(last.float(), head.weight.float(), bias).squeeze(-1)
+
+
+def response_nll(lm, hidden: torch.Tensor, input_ids: torch.Tensor, starts: torch.Tensor,
+                 lengths: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (float32 scalar) of the response tokens input_ids[i, starts[i]:lengths[i]]
+    (right-padded rows (N, T), starts = real prompt tokens) under lm.lm_head(hidden) (N, T, d): the
+    ScoreLM's language-model loss (BSPO, arXiv:2503.18130). 0 when no row has a response token."""
+    if not hasattr(lm, "lm_head"):
+        raise ValueError(f"lm_coef > 0 trains the model's LM head: {type(lm).__name__} has no lm_head")
+    T = input_ids.shape[1]
+    pos = torch.arange(1, T, device=input_ids.device)
+    keep = (pos >= starts.to(pos.device)[:, None]) & (pos < lengths.to(pos.device)[:, None])
+    if not bool(keep.any()):
+        return hidden.new_zeros((), dtype=torch.float32)
+    logits = lm.lm_head(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, input_ids[:, 1:][keep])
 
 
 def _joined(prompt_ids, prompt_mask, completion_ids, completion_mask, pad_id: int):
@@ -238,6 +258,10 @@ class BradleyTerry(nn.Module):
       seed=0: sigma is drawn from (seed, the batch's row ids) (`rrm_partners`), so it needs no
         checkpointed state and a resumed run augments exactly as an uninterrupted one.
       pad_id=0: the id of padding positions in the joined sequences.
+      lm_coef=0.0: >= 0; > 0 makes a ScoreLM (BSPO, arXiv:2503.18130): the model keeps its LM head and
+        is trained jointly on next-token prediction of the data pairs' responses (chosen and rejected,
+        EOS included; prompts are not predicted): loss += lm_coef * their mean token cross-entropy,
+        logged as lm_loss. Its LM head then gives beta(a|s), the behaviour policy of BSPO's support.
     """
 
     batch_kind = "preference"
@@ -247,7 +271,7 @@ class BradleyTerry(nn.Module):
 
     def __init__(self, d_model: Optional[int] = None, augment: Literal["none", "rrm"] = "none",
                  center_rewards_coefficient: float = 0.0, filter_below: Optional[float] = None, seed: int = 0,
-                 pad_id: int = 0):
+                 pad_id: int = 0, lm_coef: float = 0.0):
         super().__init__()
         if isinstance(d_model, bool) or not isinstance(d_model, numbers.Integral) or d_model < 1:
             raise ValueError(f"d_model={d_model!r} is not allowed: it must be the model's hidden size, an integer "
@@ -257,6 +281,9 @@ class BradleyTerry(nn.Module):
         c = center_rewards_coefficient
         if not (isinstance(c, numbers.Real) and not isinstance(c, bool) and math.isfinite(c) and c >= 0):
             raise ValueError(f"center_rewards_coefficient={c!r} is not allowed: it must be a number >= 0")
+        if not (isinstance(lm_coef, numbers.Real) and not isinstance(lm_coef, bool) and math.isfinite(lm_coef)
+                and lm_coef >= 0):
+            raise ValueError(f"lm_coef={lm_coef!r} is not allowed: it must be a number >= 0")
         f = filter_below
         if f is not None:
             if not (isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f <= 1):
@@ -273,6 +300,7 @@ class BradleyTerry(nn.Module):
         self.filter_below = None if f is None else float(f)
         self.seed = int(seed)
         self.pad_id = int(pad_id)
+        self.lm_coef = float(lm_coef)
         self.head = nn.Linear(self.d_model, 1)
 
     def reward_model(self, model: nn.Module) -> ScalarRewardModel:
@@ -289,6 +317,14 @@ class BradleyTerry(nn.Module):
         if self.center_rewards_coefficient:
             per_pair = per_pair + self.center_rewards_coefficient * (r_a + r_b).square()
         return per_pair.mean()
+
+    def _scores(self, model, input_ids, lengths, starts):
+        """(rewards (N,), the responses' LM loss or None): one forward; the LM loss (rows whose
+        starts < lengths) only when lm_coef > 0."""
+        if not self.lm_coef:
+            return last_token_rewards(model, self.head, input_ids, lengths), None
+        hidden = model.hidden_states(input_ids)
+        return _head_at_last(hidden, self.head, lengths), response_nll(model, hidden, input_ids, starts, lengths)
 
     def _data_metrics(self, r_w, r_l, loss, batch) -> dict[str, torch.Tensor]:
         r_w, r_l = r_w.detach(), r_l.detach()
@@ -327,7 +363,9 @@ class BradleyTerry(nn.Module):
         comp_mask = torch.cat([w_mask, l_mask, torch.where(is_w[:, None], w_mask[src], l_mask[src])])
         prompt_rows = torch.cat([torch.arange(B, device=device), torch.arange(B, device=device), dst])
         input_ids, lengths = _joined(p_ids[prompt_rows], p_mask[prompt_rows], comp_ids, comp_mask, self.pad_id)
-        rewards = last_token_rewards(model, self.head, input_ids, lengths)
+        starts = p_mask[prompt_rows].sum(1)
+        starts[2 * B:] = lengths[2 * B:]  # the LM loss reads the data pairs' own responses only
+        rewards, nll = self._scores(model, input_ids, lengths, starts)
 
         a = torch.tensor([index[(i, x)] for i, x, _, _ in pairs], dtype=torch.long, device=device)
         b = torch.tensor([index[(i, y)] for i, _, y, _ in pairs], dtype=torch.long, device=device)
@@ -350,7 +388,11 @@ class BradleyTerry(nn.Module):
         all_b = torch.cat([torch.arange(B, 2 * B, device=device), b])
         all_q = torch.cat([torch.ones(B, dtype=rewards.dtype, device=device), q])
         loss = self._loss(rewards[all_a], rewards[all_b], all_q)
+        if nll is not None:
+            loss = loss + self.lm_coef * nll
         metrics = self._data_metrics(r_w, r_l, loss, batch)
+        if nll is not None:
+            metrics["lm_loss"] = nll.detach()
         with torch.no_grad():
             tie = q == 0.5
             delta = (rewards[a] - rewards[b]).detach()
@@ -370,12 +412,15 @@ class BradleyTerry(nn.Module):
         p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
         input_ids, lengths = _joined(torch.cat([p_ids, p_ids]), torch.cat([p_mask, p_mask]),
                                      torch.cat([w_ids, l_ids]), torch.cat([w_mask, l_mask]), self.pad_id)
-        rewards = last_token_rewards(model, self.head, input_ids, lengths)
+        rewards, nll = self._scores(model, input_ids, lengths, torch.cat([p_mask, p_mask]).sum(1))
         r_w, r_l = rewards[:B], rewards[B:]
         loss = self._loss(r_w, r_l, torch.ones_like(r_w))
-        return loss, self._data_metrics(r_w, r_l, loss, batch)
+        if nll is None:
+            return loss, self._data_metrics(r_w, r_l, loss, batch)
+        loss = loss + self.lm_coef * nll
+        return loss, {**self._data_metrics(r_w, r_l, loss, batch), "lm_loss": nll.detach()}
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, augment={self.augment!r}, center_rewards_coefficient="
                 f"{self.center_rewards_coefficient}, filter_below={self.filter_below}, seed={self.seed}, "
-                f"pad_id={self.pad_id}")
+                f"pad_id={self.pad_id}, lm_coef={self.lm_coef}")

@@ -8,7 +8,8 @@ from rizzrun.config.specs import readable
 
 RANGES = {
     "BradleyTerry": {"d_model": ((">=", 1),), "center_rewards_coefficient": ((">=", 0),),
-                     "filter_below": ((">", 0), ("<=", 1)), "seed": ((">=", 0),), "pad_id": ((">=", 0),)},
+                     "filter_below": ((">", 0), ("<=", 1)), "seed": ((">=", 0),), "pad_id": ((">=", 0),),
+                     "lm_coef": ((">=", 0),)},
 }
 
 
