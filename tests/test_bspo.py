@@ -432,3 +432,8 @@ def test_rollout_pairs_by_hand():
     assert rollout_pairs(rows, per_prompt=None) == [("p0=", "a", "c"), ("p0=", "a", "b"), ("p0=", "b", "c")]
     assert rollout_pairs(rows, min_gap=0.6, per_prompt=None) == [("p0=", "a", "c")]  # prompt 1: a tie, no pair
     assert ("p0=", "a", "d") in rollout_pairs(rows, per_prompt=None, drop_truncated=False)
+    # a reference answer (sample -1, reward 1) is paired only when asked for: prompt 1's tie gets a pair
+    rows.append(row(1, -1, "z", 1.0))
+    assert rollout_pairs(rows, per_prompt=None) == rollout_pairs(rows[:-1], per_prompt=None)
+    assert rollout_pairs(rows, min_gap=0.6, per_prompt=None, references=True) == [
+        ("p0=", "a", "c"), ("p1=", "z", "x"), ("p1=", "z", "y")]

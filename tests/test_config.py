@@ -108,6 +108,8 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     extra[("objective", "grpo")] = ["data=arithmetic_prompts"]
     extra[("objective", "warp")] = ["data=arithmetic_prompts"]
     extra[("objective", "score")] = ["data=arithmetic_prompts"]
+    extra[("objective", "bspo")] = ["data=arithmetic_prompts"]
+    extra[("data", "rollout_pairs")] = [f"data.path={tmp_path / 'sampled'}", "objective=reward_model"]
     (tmp_path / "teacher").mkdir(exist_ok=True)  # a run folder, as the validator sees one: its config.yaml
     (tmp_path / "teacher" / "config.yaml").write_text("name: teacher\n")
     extra[("objective", "minillm")] = ["data=arithmetic_prompts", f"objective.models.teacher={tmp_path / 'teacher'}"]

@@ -56,6 +56,7 @@ PAPER_PARAMS = {
     "minillm_7b": 6_738_415_616,  # the LLaMA-7B student (its teacher: 13B, a stand-in folder here)
     "warp_7b": 6_738_415_616,  # Llama-2-7B shape (the paper: Gemma 7B)
     "score_7b": 6_738_415_616,  # Llama-2-7B shape (the paper: Gemini 1.5 Flash)
+    "bspo_7b": 6_738_415_616,  # Llama-2-7B shape (its ScoreLM: a run folder stand-in)
 }
 
 
@@ -118,6 +119,12 @@ def stage_recipes(recipe: str) -> tuple[str, ...] | None:
 # A stage's recipe shortened for a test may need more: its start is a 2-step model that never emits
 # EOS, so every sampled completion is truncated (kept here) and no reward clears a quantile.
 EXTRA = {"rest_improve_tiny": ["data.drop_truncated=false", "data.quantile=null"]}
+# ... and so may a shortened run that another one starts from: a proxy reward model's pairs need
+# completions of one prompt with different rewards, which the 2-step model's truncated samples are
+# not; the data's reference answers (reward 1) give each prompt one.
+START_EXTRA = {"bspo_sample_tiny": ["sample.include_reference=true"],
+               "bspo_scorelm_tiny": ["data.references=true", "data.drop_truncated=false"]}
+EXTRA["bspo_scorelm_tiny"] = START_EXTRA["bspo_scorelm_tiny"]
 
 PIPELINES = [r for r in RECIPES if stage_recipes(r)]
 PAPER_SCALE = [r for r in RECIPES if missing_inputs(r)]
@@ -179,6 +186,14 @@ def llama2_13b_folder(path: Path) -> Path:
     return path
 
 
+def run_folder_stand_in(path: Path) -> Path:
+    """A run folder as the validator reads one (its config.yaml): an input that names a run (a
+    ScoreLM, a reward model); the meta-device build never loads it."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / layout.CONFIG).write_text(f"name: {path.name}\n")
+    return path
+
+
 def documents(path: Path) -> Path:
     path.write_text("".join(json.dumps({"text": f"Article {i}: " + "words " * 50}) + "\n" for i in range(4)))
     return path
@@ -190,6 +205,7 @@ STAND_INS = {
     "tokenizer.path": lambda tmp: tokenizer_folder(tmp / "llama2-tokenizer"),
     "data.path": lambda tmp: documents(tmp / "articles.jsonl"),
     "objective.models.teacher": lambda tmp: llama2_13b_folder(tmp / "Llama-2-13b-hf"),
+    "rewards.rm.path": lambda tmp: run_folder_stand_in(tmp / "scorelm"),
 }
 
 
@@ -213,6 +229,29 @@ def meta_params(cfg) -> int:
 
 
 # ---- paper-scale recipes -----------------------------------------------------------------------------
+
+def required_in_yaml(node, prefix=""):
+    """The keys a recipe file itself sets to ??? (its defaults list aside)."""
+    for key, value in (node or {}).items():
+        if key == "defaults":
+            continue
+        if value == "???":
+            yield f"{prefix}{key}"
+        elif isinstance(value, dict):
+            yield from required_in_yaml(value, f"{prefix}{key}.")
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_what_a_recipe_marks_required_stays_required(recipe):
+    """A ??? merged over an option's value keeps that value (OmegaConf), so a recipe's ??? over, say,
+    an objective's `models.behavior: null` would silently be null: every ??? a recipe writes must
+    still be missing once composed."""
+    import yaml
+
+    raw = yaml.safe_load((paths.recipes_dir() / f"{recipe}.yaml").read_text())
+    lost = [k for k in required_in_yaml(raw) if k not in missing_inputs(recipe)]
+    assert not lost, f"{recipe}: {lost} composed to a value; write it as an interpolation or in the option"
+
 
 @pytest.mark.parametrize("recipe", PAPER_SCALE)
 def test_paper_scale_recipe_names_its_missing_inputs(recipe, tmp_path):
@@ -263,8 +302,8 @@ def outputs_with_starts(tmp_path_factory, shared_cache):
             with_starts(name)  # what it starts from, first (a sample run starts from a trained one)
             done = run_folder(outputs, name) / layout.SUMMARY
             if not (done.exists() and json.loads(done.read_text())["status"] == "completed"):
-                run(load([f"+recipe={name}", f"cache_dir={shared_cache}", f"output_root={outputs}", *SHORTEN]),
-                    run_folder(outputs, name))
+                run(load([f"+recipe={name}", f"cache_dir={shared_cache}", f"output_root={outputs}", *SHORTEN,
+                          *START_EXTRA.get(name, [])]), run_folder(outputs, name))
         return outputs
 
     return with_starts

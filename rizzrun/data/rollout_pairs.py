@@ -4,7 +4,8 @@ show it": sample responses from the SFT policy, label them with a gold programma
 pairs, train a reward model that is accurate only near that distribution).
 
 Per split of the sample run (rollouts/train.jsonl -> train; val.jsonl -> val when sampled), per
-prompt: the distinct completions (EOS reached, unless drop_truncated=false) with a reward; every
+prompt: the distinct completions (EOS reached, unless drop_truncated=false) with a reward (and the
+data's reference answer of `sample.include_reference` runs, with references=true); every
 two whose rewards differ by at least `min_gap` make a pair (higher reward chosen); the
 `per_prompt` pairs with the largest gaps are kept (ties: completion text order). Tokenized and
 batched as every `preference` data (rizzrun.data.pairs).
@@ -22,13 +23,13 @@ from rizzrun.errors import InputError
 
 __all__ = ["RolloutPairs", "rollout_pairs"]
 
-VERSION = 1
+VERSION = 2
 
 
 def rollout_pairs(rows: list[dict], min_gap: float = 1e-6, per_prompt: int | None = 4,
-                  drop_truncated: bool = True) -> list[tuple[str, str, str]]:
+                  drop_truncated: bool = True, references: bool = False) -> list[tuple[str, str, str]]:
     """[(prompt, chosen, rejected)] of a sample run's rows (module docstring), in prompt-row order."""
-    kept, _ = filter_rollouts(rows, dedupe=True, drop_truncated=drop_truncated)
+    kept, _ = filter_rollouts(rows, dedupe=True, drop_truncated=drop_truncated, references=references)
     by_row: dict[int, list[dict]] = {}
     for r in kept:
         by_row.setdefault(r["row"], []).append(r)
@@ -47,14 +48,15 @@ class RolloutPairs(PairData):
 
     path: the sample run's folder. min_gap: the least reward difference of a pair (> 0).
     per_prompt: at most this many pairs per prompt (null: all). drop_truncated: leave out
-    completions that hit max_new_tokens. max_length, max_prompt_length, truncation, batch_size,
+    completions that hit max_new_tokens. references: also pair the data's reference answers (rows a
+    sample run with sample.include_reference=true wrote). max_length, max_prompt_length, truncation, batch_size,
     seed, cache_dir: rizzrun.data.pairs.PairData.
     """
 
     batch_kind = "preference"
 
     def __init__(self, path: str, min_gap: float = 1e-6, per_prompt: int | None = 4, drop_truncated: bool = True,
-                 max_length: int | None = None, max_prompt_length: int | None = None,
+                 references: bool = False, max_length: int | None = None, max_prompt_length: int | None = None,
                  truncation: str = "keep_start", batch_size: int = 16, seed: int = 0, cache_dir: str | None = None):
         super().__init__(batch_size=batch_size, seed=seed, cache_dir=cache_dir, max_length=max_length,
                          max_prompt_length=max_prompt_length, truncation=truncation, format="plain")
@@ -63,8 +65,10 @@ class RolloutPairs(PairData):
         if per_prompt is not None and (isinstance(per_prompt, bool) or not isinstance(per_prompt, int)
                                        or per_prompt < 1):
             raise InputError(f"data.per_prompt={per_prompt!r}: must be an integer >= 1 or null")
-        if not isinstance(drop_truncated, bool):
-            raise InputError(f"data.drop_truncated={drop_truncated!r}: must be true or false")
+        for name, value in (("drop_truncated", drop_truncated), ("references", references)):
+            if not isinstance(value, bool):
+                raise InputError(f"data.{name}={value!r}: must be true or false")
+        self.references = references
         self.path, self.min_gap, self.per_prompt, self.drop_truncated = str(path), float(min_gap), per_prompt, \
             drop_truncated
         self._raw = None
@@ -78,7 +82,7 @@ class RolloutPairs(PairData):
         from rizzrun.runner.sample_job import rollout_file
 
         h = hashlib.sha256(json.dumps(["rollout-pairs", VERSION, self.min_gap, self.per_prompt,
-                                       self.drop_truncated]).encode())
+                                       self.drop_truncated, self.references]).encode())
         for split in self._splits():
             h.update(rollout_file(Path(self.path).expanduser(), split).read_bytes())
         return h.hexdigest()
@@ -88,7 +92,7 @@ class RolloutPairs(PairData):
             parts = {}
             for split in self._splits() or ["train"]:
                 pairs = rollout_pairs(read_rollouts(self.path, split), self.min_gap, self.per_prompt,
-                                      self.drop_truncated)
+                                      self.drop_truncated, self.references)
                 parts[split] = rows_dataset([p for p, _, _ in pairs], [c for _, c, _ in pairs],
                                             [r for _, _, r in pairs], [False] * len(pairs), range(len(pairs)))
             self._raw = parts

@@ -9,6 +9,7 @@ import importlib
 
 _EXPORTS = {
     "BradleyTerry": "rizzrun.objectives.reward_model",
+    "BSPO": "rizzrun.objectives.bspo",
     "CrossEntropy": "rizzrun.objectives.ce",
     "DPO": "rizzrun.objectives.dpo",
     "dpo_loss": "rizzrun.objectives.dpo",

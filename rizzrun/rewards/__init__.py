@@ -10,7 +10,8 @@ repeated per completion; None means "does not apply to this row" (not zero). `Re
 several with weights and sums them as TRL does (`rizzrun.rewards.combine`). Built-in functions
 for verifiable tasks are in `rizzrun.rewards.verifiable`, partial credit for the built-in string
 tasks in `rizzrun.rewards.tasks`, for numeric answers in `rizzrun.rewards.shaping`; a teacher
-model's log-probabilities in `rizzrun.rewards.teacher`.
+model's log-probabilities in `rizzrun.rewards.teacher`, a trained reward model's score in
+`rizzrun.rewards.model`.
 
 Imported lazily: importing this package does not import torch.
 """
@@ -27,6 +28,7 @@ _EXPORTS = {
     "format_match": "rizzrun.rewards.verifiable",
     "leading_integer_match": "rizzrun.rewards.verifiable",
     "TeacherLogProb": "rizzrun.rewards.teacher",
+    "RunRewardModel": "rizzrun.rewards.model",
 }
 
 __all__ = list(_EXPORTS)

@@ -19,14 +19,28 @@ from typing import Any, Sequence
 
 from rizzrun.errors import InputError
 
-__all__ = ["RunRewardModel"]
+__all__ = ["RunRewardModel", "reward_device"]
+
+
+def reward_device(device: str | None):
+    """Where a model-based reward runs: `device` as given, else this process's GPU (cuda:LOCAL_RANK,
+    so each rank of a distributed run uses its own) when there is one, else the CPU."""
+    import os
+
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 class RunRewardModel:
     """fn(prompts, completions, **columns) -> list[float]: the reward model of run folder `path`
     (its latest checkpoint, or `checkpoint`: a step-N folder name or a step number).
 
-    batch_size: rows per forward. device: where the model runs (null: cuda when available, else cpu).
+    batch_size: rows per forward. device: where the model runs (null: this rank's GPU, else the CPU).
     The model is frozen (eval mode, no gradients) and loaded once, when the reward is built.
     """
 
@@ -43,7 +57,7 @@ class RunRewardModel:
         if not hasattr(model, "score") or not hasattr(model, "head"):
             raise InputError(f"RunRewardModel path={path}: that run trained {type(model).__name__}, not a reward "
                              "model; give a run of objective=reward_model")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = reward_device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.batch_size = batch_size

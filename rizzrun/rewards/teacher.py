@@ -13,7 +13,7 @@ the teacher's own tokenizer (the prompt as a `prompts` data option encodes it,
 `rizzrun.data.prompts.encode_prompt`; the completion, then EOS when `include_eos`), so a teacher need
 not share the policy's tokenizer. A chat prompt arrives as its rendered template text and is encoded
 as plain text. The model loads on the first call (building the reward costs nothing), in float32 on
-the CPU or on `device`, eval mode, no gradients.
+`device` (null: this rank's GPU when there is one, else the CPU), eval mode, no gradients.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TeacherLogProb:
     teacher forward (right-padded, so a pair's value does not depend on the others)."""
 
     def __init__(self, path: str, normalize: Literal["mean", "sum"] = "mean", include_eos: bool = True,
-                 batch_size: int = 32, device: str = "cpu"):
+                 batch_size: int = 32, device: str | None = None):
         if normalize not in NORMALIZE:
             raise InputError(f"normalize={normalize!r}: allowed are {', '.join(NORMALIZE)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -46,7 +46,9 @@ class TeacherLogProb:
                                                                "Face folder (config.json)"
             raise InputError(f"path={path}: {why}; give the teacher's run folder or a Hugging Face Llama folder")
         self.path, self.normalize, self.include_eos = folder, normalize, bool(include_eos)
-        self.batch_size, self.device = batch_size, torch.device(device)
+        from rizzrun.rewards.model import reward_device
+
+        self.batch_size, self.device = batch_size, reward_device(device)
         self._model = self._tokenizer = None
         self.__name__ = "teacher_logprob"  # RewardSet names a bare callable by its __name__
 
