@@ -33,6 +33,8 @@ COMMON = ["logger=none", "trainer.num_threads=1"]
 # Held-out loss over the first VAL_BATCHES validation batches of a slice (16 x 128 bytes each; the
 # networking slice has fewer: all of it).
 VAL_BATCHES = 20
+# recipes/paramdelta_sft_tiny.yaml's learning rate: the pipeline's post / cont_post stages.
+RECIPE_LR = 1e-3
 MODELS = ("base", "cont", "post", "cont_post", "paramdelta")
 LABELS = {"base": "A (base)", "cont": "A' (continued pretraining)", "post": "A_post (A + SFT)",
           "paramdelta": "ParamΔ = A' + (A_post − A)", "cont_post": "A'_post (A' + SFT: the reference)"}
@@ -58,14 +60,23 @@ def pipeline(seed: int, folder: Path) -> Path:
     return folder
 
 
-def merged(pipe: Path) -> Path:
-    out = pipe / "paramdelta"
+def merged(pipe: Path, post: Path, out: Path) -> Path:
+    """ParamΔ = cont + (post − base), by the command line, and `rizzrun eval` of it."""
     if not (out / "merge.json").is_file():
-        cli(["merge", "paramdelta", "--new-base", str(pipe / "cont"), "--post", str(pipe / "post"),
-             "--base", str(pipe / "base"), str(out)])
+        cli(["merge", "paramdelta", "--new-base", str(pipe / "cont"), "--post", str(post), "--base", str(pipe / "base"),
+             str(out)])
     if not (out / "eval.json").is_file():
         cli(["eval", str(out), "--max-documents", "10"])
     return out
+
+
+def sft(start: Path, lr: float, folder: Path, seed: int) -> Path:
+    """The recipe's SFT at another learning rate, from `start`, outside the pipeline."""
+    done = folder / "summary.json"
+    if not (done.exists() and json.loads(done.read_text()).get("status") == "completed"):
+        cli(["+recipe=paramdelta_sft_tiny", f"model.from_pretrained={start}", f"optimizer.lr={lr:g}", f"seed={seed}",
+             *COMMON, f"hydra.run.dir={folder}"])
+    return folder
 
 
 class Judge:
@@ -107,7 +118,7 @@ class Judge:
                 "old_loss": heldout_loss(model, islice(self.data["old"].val_batches(), VAL_BATCHES))["loss"]}
 
 
-def deltas(pipe: Path) -> dict:
+def deltas(pipe: Path, post: Path, cont_post: Path) -> dict:
     """Norms and cosines of the task vectors, over all weights flattened."""
     import torch
 
@@ -115,7 +126,8 @@ def deltas(pipe: Path) -> dict:
     from rizzrun.runner.checkpoint import load_weights
     from rizzrun.runner.checkpoint_files import checked_checkpoint
 
-    sd = {m: load_weights(checked_checkpoint(pipe / m) / layout.WEIGHTS) for m in ("base", "cont", "post", "cont_post")}
+    folders = {"base": pipe / "base", "cont": pipe / "cont", "post": post, "cont_post": cont_post}
+    sd = {m: load_weights(checked_checkpoint(f) / layout.WEIGHTS) for m, f in folders.items()}
     names = [k for k in sd["base"] if k != "lm_head.weight" and sd["base"][k].is_floating_point()]
     flat = {m: torch.cat([sd[m][k].double().flatten() for k in names]) for m in sd}
     d_cont, d_post, d_direct = flat["cont"] - flat["base"], flat["post"] - flat["base"], flat["cont_post"] - flat["cont"]
@@ -125,30 +137,39 @@ def deltas(pipe: Path) -> dict:
             "cos_cont_post": cos(d_cont, d_post), "cos_post_direct": cos(d_post, d_direct)}
 
 
-def seed_runs(seed: int, out: Path) -> dict:
+def seed_runs(seed: int, out: Path, lrs: list[float]) -> dict:
+    """{"base": row, "cont": row, lr: {"post", "cont_post", "paramdelta": rows, "deltas", "recovered"}}."""
     pipe = pipeline(seed, out / f"paramdelta_tiny-s{seed}")
-    merged(pipe)
     judge = Judge(seed)
-    rows = {m: judge(pipe / m) for m in MODELS}
-    cli_loss = json.loads((pipe / "paramdelta" / "eval.json").read_text())["val"]["loss"]
-    if abs(cli_loss - rows["paramdelta"]["new_loss"]) > 1e-4:
-        raise RuntimeError(f"rizzrun eval's loss of the merged run {cli_loss} differs from this script's "
-                           f"{rows['paramdelta']['new_loss']}")
-    acc = {m: rows[m]["accuracy"] for m in MODELS}
-    gain = acc["cont_post"] - acc["cont"]
-    new = {m: rows[m]["new_loss"] for m in MODELS}
-    shift = new["post"] - new["cont_post"]
-    result = {"rows": rows, "deltas": deltas(pipe),
-              "recovered": (acc["paramdelta"] - acc["cont"]) / gain if gain else float("nan"),
-              "kept": (new["post"] - new["paramdelta"]) / shift if shift else float("nan")}
+    result: dict = {"base": judge(pipe / "base"), "cont": judge(pipe / "cont")}
+    for lr in lrs:
+        if lr == RECIPE_LR:  # the pipeline's own stages
+            post, cont_post, pd = pipe / "post", pipe / "cont_post", pipe / "paramdelta"
+        else:
+            tag = f"lr{lr:g}"
+            post, cont_post = sft(pipe / "base", lr, pipe / f"post-{tag}", seed), sft(pipe / "cont", lr,
+                                                                                       pipe / f"cont_post-{tag}", seed)
+            pd = pipe / f"paramdelta-{tag}"
+        merged(pipe, post, pd)
+        rows = {"post": judge(post), "cont_post": judge(cont_post), "paramdelta": judge(pd)}
+        cli_loss = json.loads((pd / "eval.json").read_text())["val"]["loss"]
+        if abs(cli_loss - rows["paramdelta"]["new_loss"]) > 1e-4:
+            raise RuntimeError(f"rizzrun eval's loss of {pd} {cli_loss} differs from this script's "
+                               f"{rows['paramdelta']['new_loss']}")
+        gain = rows["cont_post"]["accuracy"] - result["cont"]["accuracy"]
+        rows["deltas"] = deltas(pipe, post, cont_post)
+        rows["recovered"] = (rows["paramdelta"]["accuracy"] - result["cont"]["accuracy"]) / gain if gain else float("nan")
+        result[str(lr)] = rows
+        log(f"seed {seed}, SFT lr {lr:g}: " + json.dumps(rows))
     (pipe / "paramdelta_repro.json").write_text(json.dumps(result, indent=2) + "\n")
-    log(f"seed {seed}: " + json.dumps({m: rows[m] for m in MODELS}))
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[RECIPE_LR, 3e-4],
+                        help="SFT learning rates: the recipe's (the pipeline's stages) and gentler ones (extra runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "paramdelta")
     args = parser.parse_args()
     import torch
@@ -156,36 +177,46 @@ def main() -> None:
     torch.set_num_threads(1)
     res: dict[int, dict] = {}
     for seed in args.seeds:  # the table is written after each seed: a stopped repro leaves the seeds done
-        res[seed] = seed_runs(seed, args.out)
-        table(res)
+        res[seed] = seed_runs(seed, args.out, args.lrs)
+        table(res, args.lrs)
 
 
-def table(res: dict[int, dict]) -> None:
+def table(res: dict[int, dict], lrs: list[float]) -> None:
     seeds = sorted(res)
-    col = lambda model, key: mean_sd([res[s]["rows"][model][key] for s in seeds])  # noqa: E731
-    one = lambda key, fmt=".3f": mean_sd([res[s][key] for s in seeds], fmt)  # noqa: E731
-    dl = lambda key: mean_sd([res[s]["deltas"][key] for s in seeds])  # noqa: E731
     n = len(seeds)
-    steps = {"base": "300", "cont": "300 + 150", "post": "300 + 250", "cont_post": "300 + 150 + 250",
-             "paramdelta": "merge only (0)"}
+
+    def cell(get, fmt=".3f"):
+        return mean_sd([get(res[s]) for s in seeds], fmt)
+
     with record(ROOT / "docs" / "results.md", "paramdelta",
                 "## ParamΔ (arXiv 2504.21023): post-training carried to an updated base by weight arithmetic"):
-        print(f"`make repro-paramdelta` ({n} seed{'s' * (n > 1)}: {', '.join(map(str, seeds))}; mean ± sd), recipes/paramdelta_tiny.yaml + "
-              "`rizzrun merge paramdelta`. A: tiny Llama, 300 steps on the pydoc corpus without its networking/mail "
-              "packages; A': A + 150 steps on those packages only (lr 1e-3); A_post / A'_post: A / A' + 250 steps "
-              "of SFT on string reversal (`rev:abcde=` -> `edcba`, 5 letters of 8). Accuracy: greedy exact answers "
-              "to 200 held-out prompts; losses: held-out nats per byte on each slice.\n")
-        print("| model | training steps | reversal accuracy | networking-slice loss (new) | rest-slice loss (old) |")
+        print(f"`make repro-paramdelta` ({n} seed{'s' * (n > 1)}: {', '.join(map(str, seeds))}; mean ± sd), "
+              "recipes/paramdelta_tiny.yaml + `rizzrun merge paramdelta`. A: tiny Llama, 300 steps on the pydoc "
+              "corpus without its networking/mail packages; A': A + 150 steps on those packages only (lr 1e-3); "
+              "A_post / A'_post: A / A' + 250 steps of SFT on string reversal (`rev:abcde=` -> `edcba`, 5 letters "
+              "of 8) at the SFT learning rate shown (1e-3: the recipe's stages; others: the same SFT run beside "
+              "them). ParamΔ = A' + (A_post − A): no training. Accuracy: greedy exact answers to 200 held-out "
+              "prompts; losses: held-out nats per byte on each slice (uniform over the 259 byte-tokenizer ids: "
+              "5.56).\n")
+        print("| model | SFT lr | reversal accuracy | networking-slice loss (new) | rest-slice loss (old) |")
         print("| --- | --- | ---: | ---: | ---: |")
-        for m in ("base", "cont", "post", "paramdelta", "cont_post"):
-            print(f"| {LABELS[m]} | {steps[m]} | {col(m, 'accuracy')} | {col(m, 'new_loss')} | {col(m, 'old_loss')} |")
-        print(f"\nRecovered fraction of the direct post-training gain, (ParamΔ − A') / (A'_post − A') in accuracy: "
-              f"{one('recovered')}. New-slice knowledge kept, (A_post − ParamΔ) / (A_post − A'_post) in "
-              f"networking-slice loss: {one('kept')}.")
-        print(f"\nTask vectors (all weights flattened): ‖A' − A‖ = {dl('norm_cont')}, ‖A_post − A‖ = "
-              f"{dl('norm_post')}, ‖A'_post − A'‖ = {dl('norm_direct')} (‖A‖ = {dl('norm_base')}); "
-              f"cos(A' − A, A_post − A) = {dl('cos_cont_post')}; cos(A_post − A, A'_post − A') = "
-              f"{dl('cos_post_direct')}.")
+        for m in ("base", "cont"):
+            print(f"| {LABELS[m]} | — | {cell(lambda r: r[m]['accuracy'])} | {cell(lambda r: r[m]['new_loss'])} | "
+                  f"{cell(lambda r: r[m]['old_loss'])} |")
+        for lr in lrs:
+            k = str(lr)
+            for m in ("post", "paramdelta", "cont_post"):
+                print(f"| {LABELS[m]} | {lr:g} | {cell(lambda r: r[k][m]['accuracy'])} | "
+                      f"{cell(lambda r: r[k][m]['new_loss'])} | {cell(lambda r: r[k][m]['old_loss'])} |")
+        print("\n| SFT lr | recovered fraction (ParamΔ − A') / (A'_post − A') | ‖A' − A‖ | ‖A_post − A‖ | "
+              "‖A'_post − A'‖ | cos(A' − A, A_post − A) | cos(A_post − A, A'_post − A') |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for lr in lrs:
+            k = str(lr)
+            d = lambda key: cell(lambda r: r[k]["deltas"][key])  # noqa: E731
+            print(f"| {lr:g} | {cell(lambda r: r[k]['recovered'])} | {d('norm_cont')} | {d('norm_post')} | "
+                  f"{d('norm_direct')} | {d('cos_cont_post')} | {d('cos_post_direct')} |")
+        print(f"\n‖A‖ = {cell(lambda r: r[str(lrs[0])]['deltas']['norm_base'])} (all weights flattened).")
 
 
 if __name__ == "__main__":
