@@ -137,11 +137,14 @@ def deltas(pipe: Path, post: Path, cont_post: Path) -> dict:
             "cos_cont_post": cos(d_cont, d_post), "cos_post_direct": cos(d_post, d_direct)}
 
 
-def seed_runs(seed: int, out: Path, lrs: list[float]) -> dict:
-    """{"base": row, "cont": row, lr: {"post", "cont_post", "paramdelta": rows, "deltas", "recovered"}}."""
+def seed_runs(seed: int, out: Path, lrs: list[float], ts: list[float]) -> dict:
+    """{"base": row, "cont": row, lr: {"post", "cont_post", "paramdelta": rows, "deltas", "recovered"},
+    "along": {t: row}}; rows already in RUN/paramdelta_repro.json (an earlier invocation) are reused."""
     pipe = pipeline(seed, out / f"paramdelta_tiny-s{seed}")
+    saved = pipe / "paramdelta_repro.json"
+    prev = json.loads(saved.read_text()) if saved.is_file() else {}
     judge = Judge(seed)
-    result: dict = {"base": judge(pipe / "base"), "cont": judge(pipe / "cont")}
+    result: dict = {"base": prev.get("base") or judge(pipe / "base"), "cont": prev.get("cont") or judge(pipe / "cont")}
     for lr in lrs:
         if lr == RECIPE_LR:  # the pipeline's own stages
             post, cont_post, pd = pipe / "post", pipe / "cont_post", pipe / "paramdelta"
@@ -151,17 +154,33 @@ def seed_runs(seed: int, out: Path, lrs: list[float]) -> dict:
                                                                                        pipe / f"cont_post-{tag}", seed)
             pd = pipe / f"paramdelta-{tag}"
         merged(pipe, post, pd)
-        rows = {"post": judge(post), "cont_post": judge(cont_post), "paramdelta": judge(pd)}
+        old = prev.get(str(lr), {})
+        rows = {"post": old.get("post") or judge(post), "cont_post": old.get("cont_post") or judge(cont_post),
+                "paramdelta": old.get("paramdelta") or judge(pd)}
         cli_loss = json.loads((pd / "eval.json").read_text())["val"]["loss"]
         if abs(cli_loss - rows["paramdelta"]["new_loss"]) > 1e-4:
             raise RuntimeError(f"rizzrun eval's loss of {pd} {cli_loss} differs from this script's "
                                f"{rows['paramdelta']['new_loss']}")
         gain = rows["cont_post"]["accuracy"] - result["cont"]["accuracy"]
-        rows["deltas"] = deltas(pipe, post, cont_post)
+        rows["deltas"] = old.get("deltas") or deltas(pipe, post, cont_post)
         rows["recovered"] = (rows["paramdelta"]["accuracy"] - result["cont"]["accuracy"]) / gain if gain else float("nan")
         result[str(lr)] = rows
         log(f"seed {seed}, SFT lr {lr:g}: " + json.dumps(rows))
-    (pipe / "paramdelta_repro.json").write_text(json.dumps(result, indent=2) + "\n")
+        saved.write_text(json.dumps({**prev, **result}, indent=2) + "\n")
+    # How far along the continued-pretraining direction the post-training delta stays useful:
+    # A + (A_post − A) + t (A' − A), one `merge paramdelta` with two pairs (t = 0: A_post; t = 1: ParamΔ).
+    along = dict(prev.get("along", {}))
+    for t in ts:
+        if str(t) not in along:
+            folder = pipe / f"along-t{t:g}"
+            if not (folder / "merge.json").is_file():
+                cli(["merge", "paramdelta", "--new-base", str(pipe / "base"), "--post", str(pipe / "post"), "--base",
+                     str(pipe / "base"), "--post", str(pipe / "cont"), "--base", str(pipe / "base"), "--alpha", "1",
+                     "--alpha", f"{t:g}", str(folder)])
+            along[str(t)] = judge(folder)
+            saved.write_text(json.dumps({**prev, **result, "along": along}, indent=2) + "\n")
+    result["along"] = along
+    saved.write_text(json.dumps({**prev, **result}, indent=2) + "\n")
     return result
 
 
@@ -170,6 +189,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lrs", type=float, nargs="+", default=[RECIPE_LR, 3e-4],
                         help="SFT learning rates: the recipe's (the pipeline's stages) and gentler ones (extra runs)")
+    parser.add_argument("--along", type=float, nargs="*", default=[0.25, 0.5],
+                        help="t of A + (A_post − A) + t (A' − A), the recipe's SFT (t = 0: A_post, t = 1: ParamΔ)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "paramdelta")
     args = parser.parse_args()
     import torch
@@ -177,11 +198,11 @@ def main() -> None:
     torch.set_num_threads(1)
     res: dict[int, dict] = {}
     for seed in args.seeds:  # the table is written after each seed: a stopped repro leaves the seeds done
-        res[seed] = seed_runs(seed, args.out, args.lrs)
-        table(res, args.lrs)
+        res[seed] = seed_runs(seed, args.out, args.lrs, args.along)
+        table(res, args.lrs, args.along)
 
 
-def table(res: dict[int, dict], lrs: list[float]) -> None:
+def table(res: dict[int, dict], lrs: list[float], ts: list[float]) -> None:
     seeds = sorted(res)
     n = len(seeds)
 
@@ -217,6 +238,17 @@ def table(res: dict[int, dict], lrs: list[float]) -> None:
             print(f"| {lr:g} | {cell(lambda r: r[k]['recovered'])} | {d('norm_cont')} | {d('norm_post')} | "
                   f"{d('norm_direct')} | {d('cos_cont_post')} | {d('cos_post_direct')} |")
         print(f"\n‖A‖ = {cell(lambda r: r[str(lrs[0])]['deltas']['norm_base'])} (all weights flattened).")
+        if ts:
+            k = str(RECIPE_LR)
+            print(f"\nAlong the continued-pretraining direction, SFT lr {RECIPE_LR:g}: A + (A_post − A) + t (A' − A) "
+                  "(one `rizzrun merge paramdelta` with two pairs; t = 0 is A_post, t = 1 is ParamΔ).\n")
+            print("| t | reversal accuracy | networking-slice loss (new) | rest-slice loss (old) |")
+            print("| ---: | ---: | ---: | ---: |")
+            points = [(0.0, lambda r: r[k]["post"])] + [(t, lambda r, t=t: r["along"][str(t)]) for t in sorted(ts)]
+            points.append((1.0, lambda r: r[k]["paramdelta"]))
+            for t, get in points:
+                print(f"| {t:g} | {cell(lambda r: get(r)['accuracy'])} | {cell(lambda r: get(r)['new_loss'])} | "
+                      f"{cell(lambda r: get(r)['old_loss'])} |")
 
 
 if __name__ == "__main__":
