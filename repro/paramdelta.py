@@ -202,6 +202,12 @@ def main() -> None:
         table(res, args.lrs, args.along)
 
 
+def loss_recovered(r: dict, k: str) -> float:
+    """(A' − ParamΔ) / (A' − A'_post) in the reversal task's teacher-forced loss."""
+    cont, pd, direct = r["cont"]["task_loss"], r[k]["paramdelta"]["task_loss"], r[k]["cont_post"]["task_loss"]
+    return (cont - pd) / (cont - direct)
+
+
 def table(res: dict[int, dict], lrs: list[float], ts: list[float]) -> None:
     seeds = sorted(res)
     n = len(seeds)
@@ -219,35 +225,38 @@ def table(res: dict[int, dict], lrs: list[float], ts: list[float]) -> None:
               "them). ParamΔ = A' + (A_post − A): no training. Accuracy: greedy exact answers to 200 held-out "
               "prompts; losses: held-out nats per byte on each slice (uniform over the 259 byte-tokenizer ids: "
               "5.56).\n")
-        print("| model | SFT lr | reversal accuracy | networking-slice loss (new) | rest-slice loss (old) |")
-        print("| --- | --- | ---: | ---: | ---: |")
+        print("| model | SFT lr | reversal accuracy | reversal loss (teacher-forced) | networking-slice loss (new) | "
+              "rest-slice loss (old) |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
         for m in ("base", "cont"):
-            print(f"| {LABELS[m]} | — | {cell(lambda r: r[m]['accuracy'])} | {cell(lambda r: r[m]['new_loss'])} | "
-                  f"{cell(lambda r: r[m]['old_loss'])} |")
+            print(f"| {LABELS[m]} | — | {cell(lambda r: r[m]['accuracy'])} | {cell(lambda r: r[m]['task_loss'])} | "
+                  f"{cell(lambda r: r[m]['new_loss'])} | {cell(lambda r: r[m]['old_loss'])} |")
         for lr in lrs:
             k = str(lr)
             for m in ("post", "paramdelta", "cont_post"):
                 print(f"| {LABELS[m]} | {lr:g} | {cell(lambda r: r[k][m]['accuracy'])} | "
-                      f"{cell(lambda r: r[k][m]['new_loss'])} | {cell(lambda r: r[k][m]['old_loss'])} |")
-        print("\n| SFT lr | recovered fraction (ParamΔ − A') / (A'_post − A') | ‖A' − A‖ | ‖A_post − A‖ | "
+                      f"{cell(lambda r: r[k][m]['task_loss'])} | {cell(lambda r: r[k][m]['new_loss'])} | "
+                      f"{cell(lambda r: r[k][m]['old_loss'])} |")
+        print("\n| SFT lr | recovered fraction (ParamΔ − A') / (A'_post − A'), accuracy | the same in reversal loss | ‖A' − A‖ | ‖A_post − A‖ | "
               "‖A'_post − A'‖ | cos(A' − A, A_post − A) | cos(A_post − A, A'_post − A') |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for lr in lrs:
             k = str(lr)
             d = lambda key: cell(lambda r: r[k]["deltas"][key])  # noqa: E731
-            print(f"| {lr:g} | {cell(lambda r: r[k]['recovered'])} | {d('norm_cont')} | {d('norm_post')} | "
+            print(f"| {lr:g} | {cell(lambda r: r[k]['recovered'])} | {cell(lambda r: loss_recovered(r, k))} | {d('norm_cont')} | {d('norm_post')} | "
                   f"{d('norm_direct')} | {d('cos_cont_post')} | {d('cos_post_direct')} |")
         print(f"\n‖A‖ = {cell(lambda r: r[str(lrs[0])]['deltas']['norm_base'])} (all weights flattened).")
         if ts:
             k = str(RECIPE_LR)
             print(f"\nAlong the continued-pretraining direction, SFT lr {RECIPE_LR:g}: A + (A_post − A) + t (A' − A) "
                   "(one `rizzrun merge paramdelta` with two pairs; t = 0 is A_post, t = 1 is ParamΔ).\n")
-            print("| t | reversal accuracy | networking-slice loss (new) | rest-slice loss (old) |")
-            print("| ---: | ---: | ---: | ---: |")
+            print("| t | reversal accuracy | reversal loss | networking-slice loss (new) | rest-slice loss (old) |")
+            print("| ---: | ---: | ---: | ---: | ---: |")
             points = [(0.0, lambda r: r[k]["post"])] + [(t, lambda r, t=t: r["along"][str(t)]) for t in sorted(ts)]
             points.append((1.0, lambda r: r[k]["paramdelta"]))
             for t, get in points:
-                print(f"| {t:g} | {cell(lambda r: get(r)['accuracy'])} | {cell(lambda r: get(r)['new_loss'])} | "
+                print(f"| {t:g} | {cell(lambda r: get(r)['accuracy'])} | {cell(lambda r: get(r)['task_loss'])} | "
+                      f"{cell(lambda r: get(r)['new_loss'])} | "
                       f"{cell(lambda r: get(r)['old_loss'])} |")
 
 
