@@ -187,7 +187,7 @@ def seed_runs(seed: int, out: Path, lrs: list[float], ts: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[RECIPE_LR, 3e-4],
+    parser.add_argument("--lrs", type=float, nargs="+", default=[RECIPE_LR, 3e-4, 1e-4],
                         help="SFT learning rates: the recipe's (the pipeline's stages) and gentler ones (extra runs)")
     parser.add_argument("--along", type=float, nargs="*", default=[0.25, 0.5],
                         help="t of A + (A_post − A) + t (A' − A), the recipe's SFT (t = 0: A_post, t = 1: ParamΔ)")
