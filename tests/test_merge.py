@@ -517,3 +517,94 @@ def test_bad_input_is_refused_before_torch_is_imported(runs, tmp_path):
     assert done.stdout.strip() == "2 []", done.stderr
     assert done.stderr.strip() == (f"error: MODEL {tmp_path / 'nope'}: no such folder; give a run folder "
                                    "(outputs/<date>/...) or a Hugging Face Llama folder")
+
+
+# --- ParamΔ: the spec's remaining checks (arXiv:2504.21023) ---------------------------------------------
+
+def test_paramdelta_alpha_one_is_the_plain_sum_and_alpha_scales_the_delta():
+    post, base, nb = _three(torch.float32, seed=6)
+    one = paramdelta(nb, [(post, base, 1.0)])
+    half = paramdelta(nb, [(post, base, 0.5)])
+    for k in nb:  # a second formulation: float64 numpy
+        d = post[k].double().numpy() - base[k].double().numpy()
+        assert np.allclose(one[k].numpy(), nb[k].double().numpy() + d, atol=1e-6)
+        assert np.allclose(half[k].numpy(), nb[k].double().numpy() + 0.5 * d, atol=1e-6)
+    with pytest.raises(ValueError, match="alpha\\[0\\]=nan: not a finite number"):
+        paramdelta(nb, [(post, base, float("nan"))])
+    with pytest.raises(ValueError, match="at least one \\(post, base, alpha\\) pair"):
+        paramdelta(nb, [])
+
+
+def test_paramdelta_shape_mismatch_in_a_base_is_named():
+    nb = sd(w=[[1.0, 2.0, 3.0]], n=[1.0])
+    with pytest.raises(ValueError, match=r"^tensor w: shape \(1, 3\) in new_base vs \(3, 1\) in base\[0\]; every "
+                                         r"input must have the same shapes"):
+        paramdelta(nb, [(nb, sd(w=[[1.0], [2.0], [3.0]], n=[1.0]), 1.0)])
+    with pytest.raises(ValueError, match=r"^base\[1\] lacks tensor n \(present in new_base\)"):
+        paramdelta(nb, [(nb, nb, 1.0), (nb, sd(w=[[1.0, 2.0, 3.0]]), 1.0)])
+
+
+def test_paramdelta_grown_vocabulary_is_refused_in_base_and_lm_head_too():
+    nb = {"lm_head.weight": torch.zeros(4, 3), "norm": torch.ones(3)}
+    grown = {"lm_head.weight": torch.zeros(6, 3), "norm": torch.ones(3)}
+    with pytest.raises(ValueError, match=r"^tensor lm_head.weight: 4 rows in new_base vs 6 in base\[0\]: a different "
+                                         "vocabulary \\(tokens added or removed\\); merging refuses it"):
+        paramdelta(nb, [(nb, grown, 1.0)])
+    # not a vocabulary tensor: the plain shape message
+    with pytest.raises(ValueError, match=r"^tensor norm: shape \(3\) in new_base vs \(4\) in post\[0\]"):
+        paramdelta(nb, [({**nb, "norm": torch.ones(4)}, nb, 1.0)])
+
+
+def test_paramdelta_is_computed_in_float32_not_in_bf16():
+    """Two deltas of 2^-8 each on 1.0: bf16 arithmetic rounds each addition back to 1.0 (round half to
+    even), float32 keeps 1 + 2^-7, which bf16 holds exactly."""
+    one = torch.tensor([1.0], dtype=torch.bfloat16)
+    base = torch.tensor([0.5], dtype=torch.bfloat16)
+    post = torch.tensor([0.5 + 2 ** -8], dtype=torch.bfloat16)
+    assert float(post - base) == 2 ** -8
+    in_bf16 = one + (post - base) + (post - base)
+    assert float(in_bf16) == 1.0  # what computing in the checkpoints' dtype would give
+    out = paramdelta({"w": one}, [({"w": post}, {"w": base}, 1.0), ({"w": post}, {"w": base}, 1.0)])["w"]
+    assert out.dtype == torch.bfloat16 and float(out) == 1.0 + 2 ** -7
+
+
+def test_cli_paramdelta_with_alphas_matches_the_arithmetic(runs, tmp_path, capsys):
+    from rizzrun.cli import main
+
+    out = tmp_path / "pd"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["merge", "paramdelta", "--new-base", str(runs["a"]), "--post", str(runs["b"]), "--base",
+              str(runs["init"]), "--post", str(runs["c"]), "--base", str(runs["init"]), "--alpha", "0.5", "--alpha", "-1",
+              str(out)])
+    assert e.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert f"merged (paramdelta) -> {out}" in printed and '"alphas": [0.5, -1.0]' in printed
+    init, a, b, c = (state_of(runs[k]) for k in ("init", "a", "b", "c"))
+    got = state_of(out)
+    for k in init:  # float64 second formulation
+        want = a[k].double() + 0.5 * (b[k].double() - init[k].double()) - (c[k].double() - init[k].double())
+        assert torch.allclose(got[k].double(), want, atol=1e-6), k
+    record = json.loads((out / "merge.json").read_text())
+    assert [(i["role"], i["index"]) for i in record["inputs"]] == [("new_base", 0), ("post", 0), ("base", 0),
+                                                                    ("post", 1), ("base", 1)]
+    assert cli_error(["merge", "paramdelta", "--new-base", str(runs["a"]), "--post", str(runs["b"]),
+                      str(tmp_path / "x")], capsys).startswith(
+        "error: --post / --base: 1 --post and 0 --base given")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_paramdelta_refuses_a_post_trained_model_with_a_grown_vocabulary(runs, tmp_path):
+    from rizzrun.models.hf_llama import save_hf_llama
+    from rizzrun.models.llama import Llama
+    from rizzrun.runner.generate import load_run
+
+    _, _, model = load_run(runs["b"])
+    c = model.config
+    grown = Llama(vocab_size=c.vocab_size + 2, d_model=c.d_model, n_layer=c.n_layer, n_head=c.n_head,
+                  n_kv_head=c.n_kv_head, d_ff=c.d_ff, max_seq_len=c.max_seq_len, tie_embeddings=True)
+    save_hf_llama(grown, tmp_path / "hf_grown")
+    with pytest.raises(InputError, match=f"^--post {tmp_path / 'hf_grown'}: vocab_size={c.vocab_size + 2} but the "
+                                         f"template --new-base {runs['a']} has vocab_size={c.vocab_size}"):
+        merge("paramdelta", tmp_path / "o", new_base=runs["a"], posts=[tmp_path / "hf_grown"], bases=[runs["init"]])
+    assert not (tmp_path / "o").exists()
