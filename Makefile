@@ -90,9 +90,12 @@ repro-paramdelta: $(STAMP)
 repro-bspo: $(STAMP)
 	$(BIN)/python repro/bspo.py --seeds 0 1 2
 
-repro-warp: $(STAMP)
+repro-warp: $(STAMP)  # the replicates read repro-preference's sft_tiny runs
 	$(BIN)/python repro/warp.py
 	$(BIN)/python repro/warp.py --out outputs/repro/warp-beta1 --overrides objective.beta=1.0
+	$(BIN)/python repro/warp.py --sft outputs/repro/preference/sft_tiny-s1 --seeds 2 3 --out outputs/repro/warp-sft1 --results outputs/repro/warp-sft1/results.md
+	$(BIN)/python repro/warp.py --sft outputs/repro/preference/sft_tiny-s2 --seeds 4 5 --out outputs/repro/warp-sft2 --results outputs/repro/warp-sft2/results.md
+	$(BIN)/python repro/warp_replicates.py outputs/repro/warp-sft1/results.md outputs/repro/warp-sft2/results.md
 
 wheel-smoke: $(STAMP)
 	bash tests/wheel_smoke.sh
