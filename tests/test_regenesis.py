@@ -1,0 +1,201 @@
+"""ReGenesis (arXiv 2410.02108) vs STaR (arXiv 2203.14465): the reasoning task family, answer
+extraction, distinct-n, the three-stage chaining with a deterministic fake model, the filter and
+hint regeneration, the rollout rows data=rollouts reads, and the model completer — each against
+hand-derived values or a second computation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rizzrun.data.reasoning import (ADAPTED, GUIDELINES, HELD_OUT, IN_DOMAIN, TASKS, ReasoningSFT, direct_prompt,
+                                    extract_answer, generate_problems, path_of, seed_documents, solve, structure_of,
+                                    style_of)
+from rizzrun.errors import InputError
+from rizzrun.selfplay.regenesis import (distinct_n, model_completer, path_tokens, regenesis, stage_stats, star,
+                                        write_rollouts)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- the task family -------------------------------------------------------------------------
+
+def test_paths_by_hand():
+    assert solve("add 37 45") == "82" and solve("sub 82 45") == "37"
+    assert solve("rev dbca") == "acbd" and solve("sort dbca") == "abcd"
+    assert [path_of("add 37 45", s) for s in range(3)] == [
+        "7+5=12,3+4+1=8#82", "30+40=70,7+5=12,70+12=82#82", "37+40=77,77+5=82#82"]
+    assert [path_of("sub 82 45", s) for s in range(3)] == [
+        "12-5=7,8-4-1=3#37", "80-40=40,2-5=-3,40-3=37#37", "82-40=42,42-5=37#37"]
+    assert [path_of("rev dbca", s) for s in range(3)] == ["a,c,b,d#acbd", "da>ad,bc>cb#acbd", "db|ca>ac|bd#acbd"]
+    assert [path_of("sort dbca", s) for s in range(3)] == ["a,b,c,d#abcd", "a1b1c1d1#abcd", "db>bd,ca>ac,merge#abcd"]
+    assert [structure_of("add 37 45", s) for s in range(3)] == ["7+5,3+4+c", "30+40,7+5,sum", "37+40,+5"]
+    with pytest.raises(ValueError):
+        solve("mul 3 4")
+
+
+def test_every_step_of_every_path_is_true():
+    """Each "x op y (op z) = w" of an arithmetic path holds (evaluated independently), and every
+    path ends with the answer."""
+    for task in TASKS:
+        train, val = generate_problems(task, 60, 10)
+        assert not set(train) & set(val)
+        for q in train + val:
+            for s in range(3):
+                p = path_of(q, s)
+                assert extract_answer(p) == solve(q)
+                if task in ("add", "sub"):
+                    for lhs, rhs in re.findall(r"([\d+\-]+)=(-?\d+)", p.split("#")[0]):
+                        assert eval(lhs) == int(rhs), (q, s, p)  # noqa: S307 - digits and +/- only
+                assert style_of(q, p) == s
+
+
+def test_extract_answer_by_hand():
+    assert extract_answer("7+5=12,3+4+1=8#82") == "82"
+    assert extract_answer("a#b#c ") == "c"
+    assert extract_answer("no answer") is None
+    assert extract_answer("12#") == ""
+
+
+def test_distinct_n_by_hand():
+    assert path_tokens("37+40=77#77") == ["37", "+", "40", "=", "77", "#", "77"]
+    # two equal paths of 7 tokens: 12 bigrams, 6 distinct
+    assert distinct_n(["1+2=3#3", "1+2=3#3"], 2) == pytest.approx(6 / 12)
+    # "ab,cd#dc": ab , cd # dc -> 4 bigrams; "ab,dc#cd": ab , dc # cd -> 4, of which (ab ,) repeats: 7/8
+    assert distinct_n(["ab,cd#dc", "ab,dc#cd"], 2) == pytest.approx(7 / 8)
+    assert distinct_n(["ab", "cd"], 2) == 0.0 and distinct_n(["ab", "ab"], 1) == 0.5
+
+
+def test_seed_documents_and_corpus():
+    docs = seed_documents("add 37 45", unit=0.9, guideline_unit=0.5, default_style_share=0.8)
+    # unit 0.9 >= 0.8 + 0.1: style 2 for the direct documents; guideline_unit 0.5: guideline 1
+    assert docs == ["add 37 45 P:37+40=77,77+5=82#82", "add 37 45|H:82 P:37+40=77,77+5=82#82",
+                    "G:biggest part first|add 37 45 T:tens then ones", "T:tens then ones|add 37 45 S:30+40,7+5,sum",
+                    "S:30+40,7+5,sum|add 37 45 P:30+40=70,7+5=12,70+12=82#82",
+                    "S:30+40,7+5,sum|add 37 45|H:82 P:30+40=70,7+5=12,70+12=82#82"]
+    data = ReasoningSFT(n_train=20, n_val=5)
+    assert len(data.documents("train")) == 6 * 20 * len(TASKS)
+    assert len(data.documents("val")) == 5 * len(TASKS)
+    assert not set(data.problems("train")) & set(data.problems("val"))
+    prompt = data.prompts("val")[0]
+    problem = data.problems("val")[0]
+    assert data.verify(prompt, path_of(problem, 1)) and not data.verify(prompt, "1#0")
+    with pytest.raises(InputError, match="data.tasks"):
+        ReasoningSFT(tasks=["mul"])
+    assert set(IN_DOMAIN) | set(HELD_OUT) == set(TASKS)
+
+
+# --- the loops with a deterministic fake model -----------------------------------------------
+
+class FakeModel:
+    """Follows every format exactly (ADAPTED, structure_of, path_of), except that its first-pass
+    path answers of problems in `wrong` are off (the hinted regeneration is right), and for the
+    problems in `hopeless` even hinted paths are wrong. Records every prompt it was given."""
+
+    def __init__(self, wrong=(), hopeless=()):
+        self.wrong, self.hopeless, self.calls = set(wrong), set(hopeless), []
+
+    def __call__(self, prompts):
+        self.calls.append(list(prompts))
+        return [self.answer(p) for p in prompts]
+
+    def answer(self, prompt):
+        m = re.match(r"^G:(.*)\|(.*) T:$", prompt)
+        if m:
+            q = m.group(2)
+            return " " + ADAPTED[q.split()[0]][GUIDELINES.index(m.group(1))] + " "
+        m = re.match(r"^T:(.*)\|(.*) S:$", prompt)
+        if m:
+            q = m.group(2)
+            return structure_of(q, ADAPTED[q.split()[0]].index(m.group(1)))
+        m = re.match(r"^(?:S:(.*)\|)?(\w+ \w+(?: \w+)?)(\|H:\w+)? P:$", prompt)
+        q, hinted = m.group(2), m.group(3) is not None
+        style = 0
+        if m.group(1) is not None:
+            style = [structure_of(q, s) for s in range(3)].index(m.group(1))
+        path = path_of(q, style)
+        if q in self.hopeless or (q in self.wrong and not hinted):
+            path = path.rsplit("#", 1)[0] + "#0"
+        return path
+
+
+def test_regenesis_chains_the_stages():
+    problems = ["add 37 45", "rev dbca", "add 11 22"]
+    model = FakeModel(wrong={"rev dbca"}, hopeless={"add 11 22"})
+    records = regenesis(problems, model)
+    # four batched calls: adaption, structure, path, hint (the two unsolved problems x 3 guidelines)
+    assert [len(c) for c in model.calls] == [9, 9, 9, 6]
+    assert model.calls[0][0] == "G:one step at a time|add 37 45 T:"
+    assert model.calls[1][1] == "T:tens then ones|add 37 45 S:"  # the stripped adaption output
+    assert model.calls[2][2] == "S:37+40,+5|add 37 45 P:"
+    assert model.calls[3][0] == "S:a..d|rev dbca|H:acbd P:"  # last to first: its last letter first
+    assert model.calls[3][5] == "S:11+20,+2|add 11 22|H:33 P:"
+    kept = [(r["problem"], r["stage"], r["completion"]) for r in records if r["kept"]]
+    assert kept == [("add 37 45", "path", path_of("add 37 45", s)) for s in range(3)] + \
+        [("rev dbca", "hint", path_of("rev dbca", s)) for s in range(3)]
+    stats = stage_stats(records)
+    assert stats["adaption_follows"] == 1.0 and stats["structure_follows"] == 1.0
+    assert stats["path_right"] == pytest.approx(3 / 9) and stats["problems_solved"] == pytest.approx(1 / 3)
+    assert stats["hinted"] == 6 and stats["hint_right"] == pytest.approx(3 / 6)
+    assert stats["problems_kept"] == pytest.approx(2 / 3) and stats["kept"] == 6 and stats["styles"] == 3
+    assert stats["path_style_follows"] == pytest.approx(3 / 9)  # the 6 wrong answers break the exact style
+    assert stats["distinct_2"] == pytest.approx(distinct_n([k[2] for k in kept], 2))
+
+
+def test_star_samples_then_rationalizes():
+    problems = ["add 37 45", "rev dbca"]
+    model = FakeModel(wrong={"rev dbca"})
+    records = star(problems, model, samples=3)
+    assert model.calls == [["add 37 45 P:"] * 3 + ["rev dbca P:"] * 3, ["rev dbca|H:acbd P:"] * 3]
+    stats = stage_stats(records)
+    # the fake model has one direct style: 3 identical kept paths per problem count once
+    assert stats["kept"] == 2 and stats["styles"] == 1 and stats["hint_right"] == 1.0
+    assert stats["path_right"] == 0.5
+    assert records[-1]["stage"] == "hint" and records[-1]["right"]
+
+
+def test_no_hint_keeps_only_first_pass():
+    records = regenesis(["rev dbca"], FakeModel(wrong={"rev dbca"}), hint=False)
+    assert len(records) == 3 and not any(r["kept"] for r in records)
+
+
+def test_rollout_rows_read_by_data_rollouts(tmp_path):
+    from rizzrun.data.rollouts import filter_rollouts, read_rollouts
+
+    records = regenesis(["add 37 45", "rev dbca"], FakeModel(wrong={"rev dbca"}))
+    write_rollouts(records, tmp_path)
+    rows = read_rollouts(tmp_path, "train")
+    assert [(r["row"], r["sample"]) for r in rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2),
+                                                       (1, 3), (1, 4), (1, 5)]
+    kept, stats = filter_rollouts(rows, min_reward=0.5)
+    docs = [r["prompt"] + r["completion"] for r in kept]
+    assert docs == [direct_prompt("add 37 45") + path_of("add 37 45", s) for s in range(3)] + \
+        [direct_prompt("rev dbca") + path_of("rev dbca", s) for s in range(3)]
+    assert all("H:" not in d for d in docs)  # the hint never reaches training
+    assert stats["kept"] == 6 and stats["prompts_with_zero_kept"] == 0
+
+
+# --- the completer on a real model -----------------------------------------------------------
+
+def test_model_completer_matches_one_prompt_at_a_time():
+    """Batched (left-padded) greedy completions equal those of each prompt alone, cut at EOS."""
+    import torch
+
+    from rizzrun.decoders.greedy import Greedy
+    from rizzrun.models.llama import Llama
+    from rizzrun.tokenizers.byte import ByteTokenizer
+
+    torch.manual_seed(0)
+    tok = ByteTokenizer()
+    model = Llama(vocab_size=tok.vocab_size, d_model=32, n_layer=1, n_head=2, n_kv_head=1, d_ff=64,
+                  max_seq_len=64).eval()
+    decoder = Greedy(max_new_tokens=6)
+    prompts = ["add 37 45 P:", "rev dbca P:", "G:split in two|sort abcd T:"]
+    batched = model_completer(model, decoder, tok, batch_size=2)(prompts)
+    alone = []
+    for p in prompts:
+        ids = decoder.generate(model, torch.tensor([[tok.eos_id, *tok.encode(p)]]), eos_token_id=tok.eos_id)
+        row = ids[0, len(tok.encode(p)) + 1:].tolist()
+        alone.append(tok.decode(row[:row.index(tok.eos_id)] if tok.eos_id in row else row))
+    assert batched == alone and len(batched) == 3
