@@ -175,3 +175,47 @@ def model_completer(model, decoder, tokenizer, batch_size: int = 256) -> Complet
         return out
 
     return complete
+
+
+def synthesize(run_dir: str | Path, out_dir: str | Path, method: str, problems: Sequence[str], seed: int = 0,
+               temperature: float = 1.0, max_new_tokens: int = 40, hint: bool = True, decoder=None) -> dict:
+    """Load the model of a run folder, synthesise paths of `problems` by `method` ("regenesis" or
+    "star") with `decoder` (default: a Sample decoder, T = `temperature`, seeded by `seed`), and
+    write into `out_dir`: rollouts/train.jsonl (`write_rollouts`), records.jsonl (every record) and
+    stats.json (`stage_stats`). Returns the stats."""
+    import torch
+
+    from rizzrun.decoders.sample import Sample
+    from rizzrun.runner.generate import load_run
+
+    if method not in ("regenesis", "star"):
+        raise ValueError(f"method={method!r}: allowed: regenesis, star")
+    torch.manual_seed(seed)
+    _, tokenizer, model = load_run(Path(run_dir))
+    if decoder is None:
+        decoder = Sample(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    complete = model_completer(model, decoder, tokenizer)
+    records = regenesis(problems, complete, hint=hint) if method == "regenesis" else star(problems, complete, hint=hint)
+    out = Path(out_dir)
+    write_rollouts(records, out)
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    stats = stage_stats(records)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def evaluate(run_dir: str | Path, problems: Sequence[str], max_new_tokens: int = 40) -> dict:
+    """Greedy direct answers of a run's model: {task: accuracy} over `problems`, plus "examples"
+    (the first problem of each task with its completion)."""
+    from rizzrun.decoders.greedy import Greedy
+    from rizzrun.runner.generate import load_run
+
+    _, tokenizer, model = load_run(Path(run_dir))
+    complete = model_completer(model, Greedy(max_new_tokens=max_new_tokens), tokenizer)
+    outs = complete([direct_prompt(q) for q in problems])
+    by_task: dict[str, list[bool]] = {}
+    examples = {}
+    for q, p in zip(problems, outs):
+        by_task.setdefault(task_of(q), []).append(_right(q, p))
+        examples.setdefault(task_of(q), f"{direct_prompt(q)}{p}")
+    return {**{t: sum(v) / len(v) for t, v in by_task.items()}, "examples": examples}
