@@ -199,3 +199,44 @@ def test_model_completer_matches_one_prompt_at_a_time():
         row = ids[0, len(tok.encode(p)) + 1:].tolist()
         alone.append(tok.decode(row[:row.index(tok.eos_id)] if tok.eos_id in row else row))
     assert batched == alone and len(batched) == 3
+
+
+# --- the job: a seed run, job=selfplay on it, the SFT's data reading its rows -------------------
+
+MODEL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
+         "tokenizer=byte", "logger=none", "trainer.num_threads=1"]
+
+
+def test_selfplay_job_writes_what_the_records_say(tmp_path, shared_cache):
+    """A 2-step seed run on data=reasoning_sft; job=selfplay (star and regenesis) from it: its rows are
+    the records it wrote (the same completions, right = the hand check of each answer), and its
+    stats are stage_stats of them."""
+    import json
+
+    from rizzrun.config import compose
+    from rizzrun.data.rollouts import RolloutSFT
+    from rizzrun.runner.train import run
+
+    seed = tmp_path / "seed"
+    cfg = compose([*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "data.n_train=8", "data.n_val=2",
+                   "data.batch_size=4", "data.seq_len=32", "trainer.max_steps=2", "trainer.val_every=2",
+                   "trainer.val_batches=1", "trainer.samples_per_val=0", "scheduler.warmup_steps=1"])
+    assert run(cfg, seed)["status"] == "completed"
+    for method in ("star", "regenesis"):
+        out = tmp_path / method
+        summary = run(compose([*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "job=selfplay",
+                               f"model.from_pretrained={seed}", "decoder=sample", "decoder.max_new_tokens=6",
+                               f"+selfplay={{method: {method}, tasks: [add], problems: 2}}"]), out)
+        assert summary["status"] == "completed"
+        records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in (out / "rollouts" / "train.jsonl").read_text().splitlines()]
+        assert [r["completion"] for r in rows] == [r["completion"] for r in records]
+        assert [r["reward"] == 1.0 for r in rows] == [extract_answer(r["completion"]) == solve(r["problem"])
+                                                      for r in records]
+        assert len([r for r in records if r["stage"] == "path"]) == 2 * 3
+        assert json.dumps(summary["stats"], sort_keys=True) == json.dumps(stage_stats(records), sort_keys=True)
+    # the right paths of a hand-made record become the SFT documents of data=rollouts
+    right = [{**r, "completion": path_of(r["problem"], 0), "right": True, "kept": True} for r in records[:1]]
+    write_rollouts(right, tmp_path / "made")
+    data = RolloutSFT(path=str(tmp_path / "made"), min_reward=0.5)
+    assert data.documents("train") == [direct_prompt(records[0]["problem"]) + path_of(records[0]["problem"], 0)]
