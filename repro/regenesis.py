@@ -55,7 +55,7 @@ def seed_runs(seed: int, out: Path, n_problems: int, n_eval: int, sft_steps: int
     import torch
 
     from rizzrun.data.reasoning import IN_DOMAIN, TASKS, generate_problems
-    from rizzrun.selfplay.regenesis import evaluate, synthesize
+    from rizzrun.selfplay.regenesis import evaluate, stage_stats, synthesize
 
     torch.set_num_threads(1)
     base = out / f"s{seed}"
@@ -66,7 +66,9 @@ def seed_runs(seed: int, out: Path, n_problems: int, n_eval: int, sft_steps: int
     for method in METHODS:
         gen = base / f"{method}-paths"
         log(f"seed {seed}: {method} synthesis of {len(problems)} problems")
-        row["stats"][method] = cached(gen / "stats.json", lambda: synthesize(start, gen, method, problems, seed=seed))
+        cached(gen / "stats.json", lambda: synthesize(start, gen, method, problems, seed=seed))
+        records = [json.loads(x) for x in (gen / "records.jsonl").read_text().splitlines()]
+        row["stats"][method] = stage_stats(records)
         sft = rizzrun(["+recipe=regenesis_sft_tiny", f"seed={seed}", f"data.path={gen}",
                        f"model.from_pretrained={start}", f"trainer.max_steps={sft_steps}",
                        f"trainer.val_every={sft_steps}", f"trainer.checkpoint_every={sft_steps}"], base / method)
@@ -103,7 +105,8 @@ def main() -> None:
         print("\nSynthesis (per method; adaption / structure: the share that is the guideline's canonical text; "
               "kept: distinct right paths):\n")
         keys = ("adaption_follows", "structure_follows", "path_style_follows", "path_right", "problems_solved",
-                "hint_right", "problems_kept", "kept_per_problem", "distinct_2", "distinct_3", "styles")
+                "hint_right", "problems_kept", "kept_per_problem", "distinct_2", "distinct_3", "styles",
+                "styles_per_problem")
         print("| method | " + " | ".join(keys) + " |")
         print("| --- |" + " ---: |" * len(keys))
         for m in METHODS:

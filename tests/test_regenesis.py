@@ -139,6 +139,7 @@ def test_regenesis_chains_the_stages():
     assert stats["path_right"] == pytest.approx(3 / 9) and stats["problems_solved"] == pytest.approx(1 / 3)
     assert stats["hinted"] == 6 and stats["hint_right"] == pytest.approx(3 / 6)
     assert stats["problems_kept"] == pytest.approx(2 / 3) and stats["kept"] == 6 and stats["styles"] == 3
+    assert stats["styles_per_problem"] == 3.0
     assert stats["path_style_follows"] == pytest.approx(3 / 9)  # the 6 wrong answers break the exact style
     assert stats["distinct_2"] == pytest.approx(distinct_n([k[2] for k in kept], 2))
 
@@ -151,6 +152,7 @@ def test_star_samples_then_rationalizes():
     stats = stage_stats(records)
     # the fake model has one direct style: 3 identical kept paths per problem count once
     assert stats["kept"] == 2 and stats["styles"] == 1 and stats["hint_right"] == 1.0
+    assert stats["styles_per_problem"] == 1.0
     assert stats["path_right"] == 0.5
     assert records[-1]["stage"] == "hint" and records[-1]["right"]
 

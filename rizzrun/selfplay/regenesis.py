@@ -99,7 +99,9 @@ def stage_stats(records: Sequence[dict]) -> dict:
     path_right / hint_right: right answers among first-pass / hinted paths; path_style_follows:
     first-pass paths whose exact style is their guideline's; problems_solved: problems with a right
     first-pass path; problems_kept: with any kept path; kept: kept paths (distinct per problem),
-    kept_per_problem, distinct_2 / distinct_3 of the kept paths, styles: distinct exact styles kept."""
+    kept_per_problem, distinct_2 / distinct_3 of the kept paths (pooled: a larger pool scores lower
+    for the same variety), styles: distinct exact styles kept, styles_per_problem: the mean number of
+    distinct exact styles among the kept paths of a problem with any (a size-free diversity)."""
     first = [r for r in records if r["stage"] == "path"]
     hinted = [r for r in records if r["stage"] == "hint"]
     problems = {r["problem"] for r in records}
@@ -129,7 +131,13 @@ def stage_stats(records: Sequence[dict]) -> dict:
         "distinct_2": distinct_n([p for _, p in kept], 2),
         "distinct_3": distinct_n([p for _, p in kept], 3),
         "styles": len({style_of(q, p) for q, p in kept} - {None}),
+        "styles_per_problem": _mean([len({style_of(q, p) for q, p in kept if q == k} - {None})
+                                     for k in {q for q, _ in kept}]),
     }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def write_rollouts(records: Sequence[dict], folder: str | Path, split: str = "train") -> Path:
