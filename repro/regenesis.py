@@ -51,7 +51,7 @@ def cached(path: Path, make):
     return json.loads(path.read_text())
 
 
-def seed_runs(seed: int, out: Path, n_problems: int, n_eval: int, sft_steps: int) -> dict:
+def seed_runs(seed: int, out: Path, n_problems: int, n_eval: int, sft_steps: int, lr: float | None = None) -> dict:
     import torch
 
     from rizzrun.data.reasoning import IN_DOMAIN, TASKS, generate_problems
@@ -69,10 +69,12 @@ def seed_runs(seed: int, out: Path, n_problems: int, n_eval: int, sft_steps: int
         cached(gen / "stats.json", lambda: synthesize(start, gen, method, problems, seed=seed))
         records = [json.loads(x) for x in (gen / "records.jsonl").read_text().splitlines()]
         row["stats"][method] = stage_stats(records)
+        tag = method if lr is None else f"{method}-lr{lr:g}"
         sft = rizzrun(["+recipe=regenesis_sft_tiny", f"seed={seed}", f"data.path={gen}",
                        f"model.from_pretrained={start}", f"trainer.max_steps={sft_steps}",
-                       f"trainer.val_every={sft_steps}", f"trainer.checkpoint_every={sft_steps}"], base / method)
-        row["accuracy"][method] = cached(base / f"eval-{method}.json", lambda: evaluate(sft, held))
+                       f"trainer.val_every={sft_steps}", f"trainer.checkpoint_every={sft_steps}",
+                       *([f"optimizer.lr={lr}"] if lr is not None else [])], base / tag)
+        row["accuracy"][method] = cached(base / f"eval-{tag}.json", lambda: evaluate(sft, held))
     return row
 
 
@@ -82,20 +84,22 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=100, help="training problems per in-domain type")
     parser.add_argument("--eval", type=int, default=100, help="held-out problems per type")
     parser.add_argument("--sft-steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=None, help="the SFT's learning rate (default: the recipe's)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "regenesis")
     args = parser.parse_args()
-    rows = {s: seed_runs(s, args.out, args.problems, args.eval, args.sft_steps) for s in args.seeds}
+    rows = {s: seed_runs(s, args.out, args.problems, args.eval, args.sft_steps, args.lr) for s in args.seeds}
     n = len(args.seeds)
     acc = lambda m, tasks: mean_sd([sum(rows[s]["accuracy"][m][t] for t in tasks) / len(tasks)  # noqa: E731
                                     for s in args.seeds])
     stat = lambda m, k: mean_sd([rows[s]["stats"][m][k] for s in args.seeds])  # noqa: E731
-    with record(ROOT / "docs" / "results.md", "regenesis",
-                "## ReGenesis vs STaR (arXiv 2410.02108): self-synthesised reasoning paths, generated tasks"):
+    key = "regenesis" if args.lr is None else f"regenesis-lr{args.lr:g}"
+    heading = "## ReGenesis vs STaR (arXiv 2410.02108): self-synthesised reasoning paths, generated tasks"
+    with record(ROOT / "docs" / "results.md", key, heading + ("" if args.lr is None else f" (SFT lr {args.lr:g})")):
         print(f"`make repro-regenesis` ({n} seed{'s' * (n > 1)}; mean ± sd). Seed SFT: a 0.6M-parameter byte "
               "Llama on add / rev / sub / sort with reasoning paths under 3 general guidelines "
               "(recipes/regenesis_seed_tiny). Loops: "
               f"{args.problems} new problems of each in-domain type (add, rev), 3 paths each (T = 1), 3 hinted "
-              f"paths for problems with none right; SFT {args.sft_steps} steps on the kept paths from the seed "
+              f"paths for problems with none right; SFT {args.sft_steps} steps (lr {args.lr or 5e-4:g}) on the kept paths from the seed "
               f"model. Accuracy: greedy direct answers to {args.eval} held-out problems per type.\n")
         print("| model | in-domain (add, rev) | add | rev | held-out types (sub, sort) | sub | sort |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
