@@ -110,7 +110,7 @@ def main() -> None:
               "kept: distinct right paths):\n")
         keys = ("adaption_follows", "structure_follows", "path_style_follows", "path_right", "problems_solved",
                 "hint_right", "problems_kept", "kept_per_problem", "distinct_2", "distinct_3", "styles",
-                "styles_per_problem")
+                "styles_per_problem", "kept_exact")
         print("| method | " + " | ".join(keys) + " |")
         print("| --- |" + " ---: |" * len(keys))
         for m in METHODS:

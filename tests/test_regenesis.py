@@ -139,7 +139,7 @@ def test_regenesis_chains_the_stages():
     assert stats["path_right"] == pytest.approx(3 / 9) and stats["problems_solved"] == pytest.approx(1 / 3)
     assert stats["hinted"] == 6 and stats["hint_right"] == pytest.approx(3 / 6)
     assert stats["problems_kept"] == pytest.approx(2 / 3) and stats["kept"] == 6 and stats["styles"] == 3
-    assert stats["styles_per_problem"] == 3.0
+    assert stats["styles_per_problem"] == 3.0 and stats["kept_exact"] == 1.0
     assert stats["path_style_follows"] == pytest.approx(3 / 9)  # the 6 wrong answers break the exact style
     assert stats["distinct_2"] == pytest.approx(distinct_n([k[2] for k in kept], 2))
 
@@ -155,6 +155,15 @@ def test_star_samples_then_rationalizes():
     assert stats["styles_per_problem"] == 1.0
     assert stats["path_right"] == 0.5
     assert records[-1]["stage"] == "hint" and records[-1]["right"]
+
+
+def test_kept_exact_by_hand():
+    """A right answer after a wrong step is kept (the filter reads the answer only) but is not exact."""
+    records = [{"problem": "add 37 45", "guideline": 0, "stage": "path", "task_guideline": "", "structure": "",
+                "completion": c, "answer": "82", "right": True, "kept": True}
+               for c in ("7+5=12,3+4+1=8#82", "7+5=13,3+4+1=8#82")]
+    stats = stage_stats(records)
+    assert stats["kept"] == 2 and stats["kept_exact"] == 0.5 and stats["styles_per_problem"] == 1.0
 
 
 def test_no_hint_keeps_only_first_pass():

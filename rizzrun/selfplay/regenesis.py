@@ -101,7 +101,9 @@ def stage_stats(records: Sequence[dict]) -> dict:
     first-pass path; problems_kept: with any kept path; kept: kept paths (distinct per problem),
     kept_per_problem, distinct_2 / distinct_3 of the kept paths (pooled: a larger pool scores lower
     for the same variety), styles: distinct exact styles kept, styles_per_problem: the mean number of
-    distinct exact styles among the kept paths of a problem with any (a size-free diversity)."""
+    distinct exact styles among the kept paths of a problem with any (a size-free diversity);
+    kept_exact: the share of kept paths that are exactly one style's path (every step right, not
+    only the answer)."""
     first = [r for r in records if r["stage"] == "path"]
     hinted = [r for r in records if r["stage"] == "hint"]
     problems = {r["problem"] for r in records}
@@ -131,6 +133,7 @@ def stage_stats(records: Sequence[dict]) -> dict:
         "distinct_2": distinct_n([p for _, p in kept], 2),
         "distinct_3": distinct_n([p for _, p in kept], 3),
         "styles": len({style_of(q, p) for q, p in kept} - {None}),
+        "kept_exact": _mean([style_of(q, p) is not None for q, p in kept]),
         "styles_per_problem": _mean([len({style_of(q, p) for q, p in kept if q == k} - {None})
                                      for k in {q for q, _ in kept}]),
     }
