@@ -8,7 +8,8 @@ rizzrun.selfplay.regenesis.synthesize) and fine-tunes the seed model on its kept
 steps (recipes/regenesis_sft_tiny, data=rollouts). Read: greedy direct-answer accuracy on 100
 held-out problems of each type (seed model, ReGenesis, STaR), and the synthesis's mechanics (how
 often each stage follows its guideline, right answers per stage, kept paths, their distinct-2/3 and
-exact styles). Every run: one torch thread.
+exact styles). Every run: one torch thread. `--lr 1e-4`: the same with a gentler SFT (its own
+folders, results section `regenesis-lr1e-4`): how much of the held-out loss is the SFT's strength.
 """
 
 from __future__ import annotations
