@@ -118,6 +118,7 @@ class SelfplayConfig:
     problems: int = _f(100, "problems per task type", ge=1)
     problem_seed: int = _f(100, "which problems (0 draws the seed SFT's)", ge=0)
     hint: bool = _f(True, "regenerate problems with no right path with the answer as a hint")
+    val_problems: int = _f(10, "held-out problems per type synthesised into rollouts/val.jsonl (0: none)", ge=0)
 
 
 # top-level node -> schema (component groups not listed here are components with a _target_)
