@@ -237,7 +237,7 @@ def test_selfplay_job_writes_what_the_records_say(tmp_path, shared_cache):
         out = tmp_path / method
         summary = run(compose([*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "job=selfplay",
                                f"model.from_pretrained={seed}", "decoder=sample", "decoder.max_new_tokens=6",
-                               f"+selfplay={{method: {method}, tasks: [add], problems: 2}}"]), out)
+                               f"+selfplay={{method: {method}, tasks: [add], problems: 2, val_problems: 1}}"]), out)
         assert summary["status"] == "completed"
         records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
         rows = [json.loads(x) for x in (out / "rollouts" / "train.jsonl").read_text().splitlines()]
@@ -246,6 +246,9 @@ def test_selfplay_job_writes_what_the_records_say(tmp_path, shared_cache):
                                                       for r in records]
         assert len([r for r in records if r["stage"] == "path"]) == 2 * 3
         assert json.dumps(summary["stats"], sort_keys=True) == json.dumps(stage_stats(records), sort_keys=True)
+        val = [json.loads(x) for x in (out / "rollouts" / "val.jsonl").read_text().splitlines()]
+        held = generate_problems("add", 0, 1)[1][0]
+        assert len([r for r in val if r["stage"] == "path"]) == 3 and {r["prompt"] for r in val} == {direct_prompt(held)}
     # the right paths of a hand-made record become the SFT documents of data=rollouts
     right = [{**r, "completion": path_of(r["problem"], 0), "right": True, "kept": True} for r in records[:1]]
     write_rollouts(right, tmp_path / "made")

@@ -1,7 +1,9 @@
 """`job=selfplay`: a run that synthesises reasoning paths instead of training — ReGenesis (arXiv
 2410.02108) or STaR (arXiv 2203.14465), `selfplay.method`, on `selfplay.problems` generated problems of
 each of `selfplay.tasks` (rizzrun.data.reasoning; `selfplay.problem_seed`), by the run's decoder from the
-model of `model.from_pretrained` (a run folder). Writes rollouts/train.jsonl (a sample run's line format:
+model of `model.from_pretrained` (a run folder); and the same for `selfplay.val_problems` held-out problems
+of each type (the data's hold-out, problem_seed 0) into rollouts/val.jsonl, records-val.jsonl and
+stats-val.json: the SFT's validation split. Writes rollouts/train.jsonl (a sample run's line format:
 `data=rollouts` with min_reward=0.5 keeps the right paths), records.jsonl (every stage's output) and
 stats.json (rizzrun.selfplay.regenesis.stage_stats), and summary.json (status, the stats, seconds).
 A stopped job starts over (resume re-synthesises; the stages are minutes at tiny scale).
@@ -53,6 +55,11 @@ def run_selfplay(cfg: DictConfig, run_dir: Path) -> dict:
             decoder.seed = int(cfg.seed)
         summary["stats"] = synthesize(source, run_dir, method, problems, seed=int(cfg.seed),
                                       hint=bool(node.get("hint", True)), decoder=decoder)
+        n_val = int(node.get("val_problems", 10))
+        if n_val:  # held-out problems of the same types: the SFT's validation split (val loss only)
+            held = [p for t in tasks for p in generate_problems(t, 0, n_val, problem_seed=0)[1]]
+            summary["val_stats"] = synthesize(source, run_dir, method, held, seed=int(cfg.seed),
+                                              hint=bool(node.get("hint", True)), decoder=decoder, split="val")
         summary["status"] = "completed"
     except InputError as e:
         summary.update(status="bad input", error=f"{type(e).__name__}: {e}")

@@ -189,11 +189,13 @@ def model_completer(model, decoder, tokenizer, batch_size: int = 256) -> Complet
 
 
 def synthesize(run_dir: str | Path, out_dir: str | Path, method: str, problems: Sequence[str], seed: int = 0,
-               temperature: float = 1.0, max_new_tokens: int = 40, hint: bool = True, decoder=None) -> dict:
+               temperature: float = 1.0, max_new_tokens: int = 40, hint: bool = True, decoder=None,
+               split: str = "train") -> dict:
     """Load the model of a run folder, synthesise paths of `problems` by `method` ("regenesis" or
     "star") with `decoder` (default: a Sample decoder, T = `temperature`, seeded by `seed`), and
-    write into `out_dir`: rollouts/train.jsonl (`write_rollouts`), records.jsonl (every record) and
-    stats.json (`stage_stats`). Returns the stats."""
+    write into `out_dir`: rollouts/<split>.jsonl (`write_rollouts`), records.jsonl (every record) and
+    stats.json (`stage_stats`; for a split other than train: records-<split>.jsonl, stats-<split>.json).
+    Returns the stats."""
     import torch
 
     from rizzrun.decoders.sample import Sample
@@ -208,10 +210,11 @@ def synthesize(run_dir: str | Path, out_dir: str | Path, method: str, problems: 
     complete = model_completer(model, decoder, tokenizer)
     records = regenesis(problems, complete, hint=hint) if method == "regenesis" else star(problems, complete, hint=hint)
     out = Path(out_dir)
-    write_rollouts(records, out)
-    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_rollouts(records, out, split)
+    suffix = "" if split == "train" else f"-{split}"
+    (out / f"records{suffix}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     stats = stage_stats(records)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    (out / f"stats{suffix}.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
 
 
