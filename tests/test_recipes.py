@@ -101,7 +101,7 @@ def runs_it_starts_from(recipe: str, outputs: Path) -> Path | None:
         cfg = load([f"+recipe={name}", *([f"output_root={outputs}"] if starts_from(name) else [])])
         (folder / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (folder / layout.LATEST).write_text(layout.step_dir_name(1) + "\n")
-        if cfg.job == "sample":  # what a sample run leaves: its rollouts (a later run's data.path)
+        if cfg.job in ("sample", "selfplay"):  # what a sample run leaves: its rollouts (a later run's data.path)
             (folder / "rollouts").mkdir(exist_ok=True)
             (folder / "rollouts" / "train.jsonl").write_text("")
     return outputs if names else None
@@ -118,12 +118,17 @@ def stage_recipes(recipe: str) -> tuple[str, ...] | None:
 
 # A stage's recipe shortened for a test may need more: its start is a 2-step model that never emits
 # EOS, so every sampled completion is truncated (kept here) and no reward clears a quantile.
-EXTRA = {"rest_improve_tiny": ["data.drop_truncated=false", "data.quantile=null"]}
+# regenesis_sft_tiny: a 2-step seed model gets no reasoning path right, so keep every path.
+EXTRA = {"rest_improve_tiny": ["data.drop_truncated=false", "data.quantile=null"],
+         "regenesis_sft_tiny": ["data.min_reward=null"]}
 # ... and so may a shortened run that another one starts from: a proxy reward model's pairs need
 # completions of one prompt with different rewards, which the 2-step model's truncated samples are
 # not; the data's reference answers (reward 1) give each prompt one.
 START_EXTRA = {"bspo_sample_tiny": ["sample.include_reference=true"],
-               "bspo_scorelm_tiny": ["data.references=true", "data.drop_truncated=false"]}
+               "bspo_scorelm_tiny": ["data.references=true", "data.drop_truncated=false"],
+               # a path synthesis job: 2 problems per task, short paths (the 2-step model never stops)
+               "regenesis_synth_tiny": ["selfplay.problems=2", "selfplay.val_problems=2", "decoder.max_new_tokens=8"]}
+EXTRA["regenesis_synth_tiny"] = START_EXTRA["regenesis_synth_tiny"]
 EXTRA["bspo_scorelm_tiny"] = START_EXTRA["bspo_scorelm_tiny"]
 
 PIPELINES = [r for r in RECIPES if stage_recipes(r)]
@@ -331,6 +336,10 @@ def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache, outputs_with_st
         for split in shipped.sample.splits:
             assert summary["splits"][split]["completions"] == 3 * 2
             assert len((run_dir / "rollouts" / f"{split}.jsonl").read_text().splitlines()) == 3 * 2
+        return
+    if shipped.job == "selfplay":  # synthesises reasoning paths instead of training (rizzrun.selfplay.job)
+        assert summary["status"] == "completed"
+        assert (run_dir / "rollouts" / "train.jsonl").read_text().count("\n") >= 2 * len(shipped.selfplay.tasks)
         return
 
     rows = read_metrics(run_dir / layout.METRICS)

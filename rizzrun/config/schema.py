@@ -32,8 +32,9 @@ class RootConfig:
     resume: Union[bool, str] = _f(False, "false | true (latest run of this name) | PATH (that run folder)")
     prompts: list[str] = _f(["Return the", "This function", "The default"],
                             "prompts sampled at each validation")
-    job: Literal["train", "sample"] = _f("train", "train: a training run; sample: generate completions of every "
-                                         "prompt into rollouts/<split>.jsonl (the `sample` node)")
+    job: Literal["train", "sample", "selfplay"] = _f("train", "train: a training run; sample: generate completions of "
+                                                     "every prompt into rollouts/<split>.jsonl (the `sample` node); "
+                                                     "selfplay: synthesise reasoning paths (the `selfplay` node)")
     stages: Optional[list] = _f(None, "a pipeline: runs one after another, each in its own folder under this "
                                 "run's (rizzrun.runner.pipeline); null = one run")
     rewards: Optional[dict] = _f(None, "what scores generated completions (on-policy objectives): {NAME: reward "
@@ -106,9 +107,23 @@ class SampleConfig:
     include_reference: bool = _f(False, "also score the data's `answer` column as one more completion per prompt")
 
 
+@dataclass
+class SelfplayConfig:
+    """A self-synthesis job (`job=selfplay`, rizzrun.selfplay.job): reasoning paths of generated problems by
+    ReGenesis (arXiv 2410.02108) or STaR (arXiv 2203.14465) from model.from_pretrained, filtered by the
+    answer, written to rollouts/train.jsonl for data=rollouts."""
+
+    method: Literal["regenesis", "star"] = _f("regenesis", "regenesis: guideline -> structure -> path; star: direct")
+    tasks: list[str] = _f(["add", "rev"], "task types of the problems (rizzrun.data.reasoning.TASKS)")
+    problems: int = _f(100, "problems per task type", ge=1)
+    problem_seed: int = _f(100, "which problems (0 draws the seed SFT's)", ge=0)
+    hint: bool = _f(True, "regenerate problems with no right path with the answer as a hint")
+    val_problems: int = _f(10, "held-out problems per type synthesised into rollouts/val.jsonl (0: none)", ge=0)
+
+
 # top-level node -> schema (component groups not listed here are components with a _target_)
 GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig, "eval": EvalConfig,
-                                  "sample": SampleConfig}
+                                  "sample": SampleConfig, "selfplay": SelfplayConfig}
 
 # Component groups every run needs; `scheduler` may be removed (`~scheduler`: constant lr).
 REQUIRED_GROUPS: tuple[str, ...] = (

@@ -1,0 +1,74 @@
+"""`job=selfplay`: a run that synthesises reasoning paths instead of training — ReGenesis (arXiv
+2410.02108) or STaR (arXiv 2203.14465), `selfplay.method`, on `selfplay.problems` generated problems of
+each of `selfplay.tasks` (rizzrun.data.reasoning; `selfplay.problem_seed`), by the run's decoder from the
+model of `model.from_pretrained` (a run folder); and the same for `selfplay.val_problems` held-out problems
+of each type (the data's hold-out, problem_seed 0) into rollouts/val.jsonl, records-val.jsonl and
+stats-val.json: the SFT's validation split. Writes rollouts/train.jsonl (a sample run's line format:
+`data=rollouts` with min_reward=0.5 keeps the right paths), records.jsonl (every stage's output) and
+stats.json (rizzrun.selfplay.regenesis.stage_stats), and summary.json (status, the stats, seconds).
+A stopped job starts over (resume re-synthesises; the stages are minutes at tiny scale).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rizzrun import layout
+from rizzrun.errors import InputError
+
+
+def run_selfplay(cfg: DictConfig, run_dir: Path) -> dict:
+    """The selfplay job in `run_dir` (locked and checked by rizzrun.runner.train.run)."""
+    from rizzrun.data.reasoning import TASKS, generate_problems
+    from rizzrun.runner.build import build_decoder
+    from rizzrun.runner.train import _environment, _write_summary
+    from rizzrun.selfplay.regenesis import synthesize
+    from rizzrun.tokenizers import load_tokenizer
+
+    started = time.perf_counter()
+    node = cfg.get("selfplay") or {}
+    method, tasks = node.get("method", "regenesis"), list(node.get("tasks", ["add", "rev"]))
+    summary = {"run_dir": str(run_dir), "job": "selfplay", "method": method, "status": "running"}
+    _write_summary(run_dir, summary)
+    try:
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(int(cfg.trainer.num_threads))
+        source = cfg.model.get("from_pretrained")
+        if not source or not (Path(str(source)).expanduser() / layout.CONFIG).is_file():
+            raise InputError(f"model.from_pretrained={source}: job=selfplay synthesises with the model of a run "
+                             "folder (e.g. a regenesis_seed_tiny run)")
+        bad = [t for t in tasks if t not in TASKS]
+        if bad or not tasks:
+            raise InputError(f"selfplay.tasks={tasks}: give one or more of {', '.join(TASKS)}")
+        (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
+        problems = [p for t in tasks for p in generate_problems(t, int(node.get("problems", 100)), 0,
+                                                                problem_seed=int(node.get("problem_seed", 100)))[0]]
+        source = Path(str(source)).expanduser()
+        decoder = build_decoder(cfg.decoder, load_tokenizer(source / layout.TOKENIZER))
+        if getattr(decoder, "seed", 0) is None:
+            decoder.seed = int(cfg.seed)
+        summary["stats"] = synthesize(source, run_dir, method, problems, seed=int(cfg.seed),
+                                      hint=bool(node.get("hint", True)), decoder=decoder)
+        n_val = int(node.get("val_problems", 10))
+        if n_val:  # held-out problems of the same types: the SFT's validation split (val loss only)
+            held = [p for t in tasks for p in generate_problems(t, 0, n_val, problem_seed=0)[1]]
+            summary["val_stats"] = synthesize(source, run_dir, method, held, seed=int(cfg.seed),
+                                              hint=bool(node.get("hint", True)), decoder=decoder, split="val")
+        summary["status"] = "completed"
+    except InputError as e:
+        summary.update(status="bad input", error=f"{type(e).__name__}: {e}")
+        raise
+    except BaseException as e:
+        summary.update(status="crashed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        _write_summary(run_dir, summary)
+    print(f"\nrun folder: {run_dir}\n{method}: {json.dumps(summary['stats'])}", flush=True)
+    return summary
