@@ -101,7 +101,7 @@ def runs_it_starts_from(recipe: str, outputs: Path) -> Path | None:
         cfg = load([f"+recipe={name}", *([f"output_root={outputs}"] if starts_from(name) else [])])
         (folder / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (folder / layout.LATEST).write_text(layout.step_dir_name(1) + "\n")
-        if cfg.job in ("sample", "selfplay"):  # what a sample run leaves: its rollouts (a later run's data.path)
+        if cfg.job in ("sample", "synthesize"):  # what a sample run leaves: its rollouts (a later run's data.path)
             (folder / "rollouts").mkdir(exist_ok=True)
             (folder / "rollouts" / "train.jsonl").write_text("")
     return outputs if names else None
@@ -127,7 +127,7 @@ EXTRA = {"rest_improve_tiny": ["data.drop_truncated=false", "data.quantile=null"
 START_EXTRA = {"bspo_sample_tiny": ["sample.include_reference=true"],
                "bspo_scorelm_tiny": ["data.references=true", "data.drop_truncated=false"],
                # a path synthesis job: 2 problems per task, short paths (the 2-step model never stops)
-               "regenesis_synth_tiny": ["selfplay.problems=2", "selfplay.val_problems=2", "decoder.max_new_tokens=8"]}
+               "regenesis_synth_tiny": ["synthesize.problems=2", "synthesize.val_problems=2", "decoder.max_new_tokens=8"]}
 EXTRA["regenesis_synth_tiny"] = START_EXTRA["regenesis_synth_tiny"]
 EXTRA["bspo_scorelm_tiny"] = START_EXTRA["bspo_scorelm_tiny"]
 
@@ -337,9 +337,9 @@ def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache, outputs_with_st
             assert summary["splits"][split]["completions"] == 3 * 2
             assert len((run_dir / "rollouts" / f"{split}.jsonl").read_text().splitlines()) == 3 * 2
         return
-    if shipped.job == "selfplay":  # synthesises reasoning paths instead of training (rizzrun.selfplay.job)
+    if shipped.job == "synthesize":  # synthesises reasoning paths instead of training (rizzrun.selfplay.job)
         assert summary["status"] == "completed"
-        assert (run_dir / "rollouts" / "train.jsonl").read_text().count("\n") >= 2 * len(shipped.selfplay.tasks)
+        assert (run_dir / "rollouts" / "train.jsonl").read_text().count("\n") >= 2 * len(shipped.synthesize.tasks)
         return
 
     rows = read_metrics(run_dir / layout.METRICS)

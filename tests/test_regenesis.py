@@ -212,14 +212,14 @@ def test_model_completer_matches_one_prompt_at_a_time():
     assert batched == alone and len(batched) == 3
 
 
-# --- the job: a seed run, job=selfplay on it, the SFT's data reading its rows -------------------
+# --- the job: a seed run, job=synthesize on it, the SFT's data reading its rows -------------------
 
 MODEL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
          "tokenizer=byte", "logger=none", "trainer.num_threads=1"]
 
 
-def test_selfplay_job_writes_what_the_records_say(tmp_path, shared_cache):
-    """A 2-step seed run on data=reasoning_sft; job=selfplay (star and regenesis) from it: its rows are
+def test_synthesize_job_writes_what_the_records_say(tmp_path, shared_cache):
+    """A 2-step seed run on data=reasoning_sft; job=synthesize (star and regenesis) from it: its rows are
     the records it wrote (the same completions, right = the hand check of each answer), and its
     stats are stage_stats of them."""
     import json
@@ -235,9 +235,9 @@ def test_selfplay_job_writes_what_the_records_say(tmp_path, shared_cache):
     assert run(cfg, seed)["status"] == "completed"
     for method in ("star", "regenesis"):
         out = tmp_path / method
-        summary = run(compose([*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "job=selfplay",
+        summary = run(compose([*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "job=synthesize",
                                f"model.from_pretrained={seed}", "decoder=sample", "decoder.max_new_tokens=6",
-                               f"+selfplay={{method: {method}, tasks: [add], problems: 2, val_problems: 1}}"]), out)
+                               f"+synthesize={{method: {method}, tasks: [add], problems: 2, val_problems: 1}}"]), out)
         assert summary["status"] == "completed"
         records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
         rows = [json.loads(x) for x in (out / "rollouts" / "train.jsonl").read_text().splitlines()]

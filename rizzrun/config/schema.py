@@ -32,9 +32,9 @@ class RootConfig:
     resume: Union[bool, str] = _f(False, "false | true (latest run of this name) | PATH (that run folder)")
     prompts: list[str] = _f(["Return the", "This function", "The default"],
                             "prompts sampled at each validation")
-    job: Literal["train", "sample", "selfplay"] = _f("train", "train: a training run; sample: generate completions of "
+    job: Literal["train", "sample", "synthesize"] = _f("train", "train: a training run; sample: generate completions of "
                                                      "every prompt into rollouts/<split>.jsonl (the `sample` node); "
-                                                     "selfplay: synthesise reasoning paths (the `selfplay` node)")
+                                                     "synthesize: synthesise reasoning paths (the `synthesize` node)")
     stages: Optional[list] = _f(None, "a pipeline: runs one after another, each in its own folder under this "
                                 "run's (rizzrun.runner.pipeline); null = one run")
     rewards: Optional[dict] = _f(None, "what scores generated completions (on-policy objectives): {NAME: reward "
@@ -108,8 +108,8 @@ class SampleConfig:
 
 
 @dataclass
-class SelfplayConfig:
-    """A self-synthesis job (`job=selfplay`, rizzrun.selfplay.job): reasoning paths of generated problems by
+class SynthesizeConfig:
+    """A self-synthesis job (`job=synthesize`, rizzrun.selfplay.job): reasoning paths of generated problems by
     ReGenesis (arXiv 2410.02108) or STaR (arXiv 2203.14465) from model.from_pretrained, filtered by the
     answer, written to rollouts/train.jsonl for data=rollouts."""
 
@@ -123,7 +123,7 @@ class SelfplayConfig:
 
 # top-level node -> schema (component groups not listed here are components with a _target_)
 GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig, "eval": EvalConfig,
-                                  "sample": SampleConfig, "selfplay": SelfplayConfig}
+                                  "sample": SampleConfig, "synthesize": SynthesizeConfig}
 
 # Component groups every run needs; `scheduler` may be removed (`~scheduler`: constant lr).
 REQUIRED_GROUPS: tuple[str, ...] = (

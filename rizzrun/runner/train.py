@@ -53,10 +53,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from rizzrun.runner.sample_job import run_sample
 
             return run_sample(cfg, run_dir, resume=resuming(cfg))
-        if cfg.get("job", "train") == "selfplay":
-            from rizzrun.selfplay.job import run_selfplay
+        if cfg.get("job", "train") == "synthesize":
+            from rizzrun.selfplay.job import run_synthesize
 
-            return run_selfplay(cfg, run_dir)
+            return run_synthesize(cfg, run_dir)
         return _train(cfg, run_dir, lead=True)
 
 

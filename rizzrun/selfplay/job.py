@@ -1,7 +1,7 @@
-"""`job=selfplay`: a run that synthesises reasoning paths instead of training — ReGenesis (arXiv
-2410.02108) or STaR (arXiv 2203.14465), `selfplay.method`, on `selfplay.problems` generated problems of
-each of `selfplay.tasks` (rizzrun.data.reasoning; `selfplay.problem_seed`), by the run's decoder from the
-model of `model.from_pretrained` (a run folder); and the same for `selfplay.val_problems` held-out problems
+"""`job=synthesize`: a run that synthesises reasoning paths instead of training — ReGenesis (arXiv
+2410.02108) or STaR (arXiv 2203.14465), `synthesize.method`, on `synthesize.problems` generated problems of
+each of `synthesize.tasks` (rizzrun.data.reasoning; `synthesize.problem_seed`), by the run's decoder from the
+model of `model.from_pretrained` (a run folder); and the same for `synthesize.val_problems` held-out problems
 of each type (the data's hold-out, problem_seed 0) into rollouts/val.jsonl, records-val.jsonl and
 stats-val.json: the SFT's validation split. Writes rollouts/train.jsonl (a sample run's line format:
 `data=rollouts` with min_reward=0.5 keeps the right paths), records.jsonl (every stage's output) and
@@ -22,8 +22,8 @@ from rizzrun import layout
 from rizzrun.errors import InputError
 
 
-def run_selfplay(cfg: DictConfig, run_dir: Path) -> dict:
-    """The selfplay job in `run_dir` (locked and checked by rizzrun.runner.train.run)."""
+def run_synthesize(cfg: DictConfig, run_dir: Path) -> dict:
+    """The synthesize job in `run_dir` (locked and checked by rizzrun.runner.train.run)."""
     from rizzrun.data.reasoning import TASKS, generate_problems
     from rizzrun.runner.build import build_decoder
     from rizzrun.runner.train import _environment, _write_summary
@@ -31,20 +31,20 @@ def run_selfplay(cfg: DictConfig, run_dir: Path) -> dict:
     from rizzrun.tokenizers import load_tokenizer
 
     started = time.perf_counter()
-    node = cfg.get("selfplay") or {}
+    node = cfg.get("synthesize") or {}
     method, tasks = node.get("method", "regenesis"), list(node.get("tasks", ["add", "rev"]))
-    summary = {"run_dir": str(run_dir), "job": "selfplay", "method": method, "status": "running"}
+    summary = {"run_dir": str(run_dir), "job": "synthesize", "method": method, "status": "running"}
     _write_summary(run_dir, summary)
     try:
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
         source = cfg.model.get("from_pretrained")
         if not source or not (Path(str(source)).expanduser() / layout.CONFIG).is_file():
-            raise InputError(f"model.from_pretrained={source}: job=selfplay synthesises with the model of a run "
+            raise InputError(f"model.from_pretrained={source}: job=synthesize synthesises with the model of a run "
                              "folder (e.g. a regenesis_seed_tiny run)")
         bad = [t for t in tasks if t not in TASKS]
         if bad or not tasks:
-            raise InputError(f"selfplay.tasks={tasks}: give one or more of {', '.join(TASKS)}")
+            raise InputError(f"synthesize.tasks={tasks}: give one or more of {', '.join(TASKS)}")
         (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (run_dir / layout.ENV).write_text(json.dumps(_environment(), indent=2) + "\n")
         problems = [p for t in tasks for p in generate_problems(t, int(node.get("problems", 100)), 0,
