@@ -53,6 +53,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from rizzrun.runner.sample_job import run_sample
 
             return run_sample(cfg, run_dir, resume=resuming(cfg))
+        if cfg.get("job", "train") == "refine":
+            from rizzrun.runner.refine_job import run_refine
+
+            return run_refine(cfg, run_dir, resume=resuming(cfg))
         return _train(cfg, run_dir, lead=True)
 
 
