@@ -1,0 +1,266 @@
+"""A verifiable instruction with many right answers, generated on the fly: reverse a string, each
+letter in either case — the tiny stand-in for IFEval in SPaR (Cheng et al., arXiv 2412.11605;
+rizzrun.selfplay.spar).
+
+    prompt            "rv:abcdef="
+    right answers     "fedcba", "FeDcbA", "FEDCBA", ... (2^6 of them)
+    wrong             "fedcpa" (a wrong letter), "fedcb" (a missing one)
+
+`verify(prompt, completion)`: the completion, stripped, lower-cased, is the string backwards. The
+case is free: two right answers of one prompt differ in about half their letters' case, so a pair of
+independent samples (a right one and a wrong one) differs in many places that have nothing to do with
+why one is wrong, while a wrong answer and its minimal repair differ only in the wrong letter: the
+contrast SPaR is about. (The string tasks of rizzrun.data.tasks have one right answer each, so there a
+repair is the answer and the two kinds of pairs coincide.)
+
+The refiner's two jobs, as plain text (their own leading words, so an actor prompt never reads as one):
+
+    judge   "judge:" + prompt + response + "?"   ->  "yes" | "no"      (does the response follow it)
+    fix     "fix:" + prompt + response + ">"     ->  a right answer, the response minimally changed
+
+Problems: candidate k is a string of `length` letters of `alphabet` (lower case) read from
+sha256("anycase:<problem_seed>:<length>:<alphabet>:<k>"); a problem is held out iff
+stable_unit(prompt) < val_fraction (as rizzrun.data.tasks); the first n_train / n_val distinct ones of
+each kind. Answers (the case of each letter) and corruptions are pure functions of (prompt, key).
+
+Components:
+- AnyCaseSFT (`data=anycase_sft`): an `lm` corpus. Actor documents prompt + answer
+  (`answers_per_prompt` right answers, their cases drawn, per training problem; a `noise` share of
+  them with one letter replaced, so the SFT model fails sometimes); with `refiner=true` also, per
+  training problem, a judge document on a right answer ("yes") and on a corrupted one ("no"), and a
+  fix document from a corrupted answer (1 or 2 letters replaced, `corrupt`) back to the right answer
+  it came from (a minimal repair). Validation: actor documents of held-out problems, never corrupted.
+  `verify`, `prompts(split)`, `extra_text`: the task's (so eval.at_end reports task.correct_rate).
+- AnyCasePrompts (`data=anycase_prompts`): the prompts as `prompts` batches (job=sample, GRPO),
+  default reward `correct` (1.0 iff verify).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Literal
+
+from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.data.prompts import PromptData
+from rizzrun.errors import InputError
+
+__all__ = ["AnyCasePrompts", "AnyCaseSFT", "corrupt", "fix_prompt", "generate_problems", "judge_prompt",
+           "parse", "prompt_of", "right_answer", "verify"]
+
+GENERATOR_VERSION = 1
+_PROMPT = re.compile(r"^\s*rv:([^\s:=]+)=\s*$")
+_JUDGE, _FIX = "judge:", "fix:"
+YES, NO = "yes", "no"
+
+
+def prompt_of(text: str) -> str:
+    return f"rv:{text}="
+
+
+def parse(prompt: str) -> str:
+    """The string of an instruction; ValueError for any other text."""
+    m = _PROMPT.match(prompt) if isinstance(prompt, str) else None
+    if not m:
+        raise ValueError(f"{prompt!r} is not an any-case reversal prompt like 'rv:abcdef='")
+    return m.group(1)
+
+
+def verify(prompt: str, completion: str) -> bool:
+    """Whether the stripped completion, lower-cased, is the prompt's string backwards (module docstring)."""
+    return completion.strip().lower() == parse(prompt).lower()[::-1]
+
+
+def judge_prompt(prompt: str, response: str) -> str:
+    return f"{_JUDGE}{prompt.strip()}{response.strip()}?"
+
+
+def fix_prompt(prompt: str, response: str) -> str:
+    return f"{_FIX}{prompt.strip()}{response.strip()}>"
+
+
+def _hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big")
+
+
+def right_answer(prompt: str, key: str) -> str:
+    """The string backwards, each letter upper-cased where a bit of sha256(prompt, key) says so."""
+    h = _hash(f"answer:{prompt}:{key}")
+    return "".join(c.upper() if (h >> i) & 1 else c for i, c in enumerate(parse(prompt)[::-1]))
+
+
+def corrupt(prompt: str, answer: str, alphabet: str, key: str, changes: int = 1) -> str:
+    """`answer` with `changes` letters (distinct places, drawn from sha256(prompt, answer, key)) replaced
+    by another letter of `alphabet`, keeping the place's case: a wrong answer `changes` edits away."""
+    s = list(answer)
+    places = sorted(range(len(s)), key=lambda i: _hash(f"place:{prompt}:{answer}:{key}:{i}"))[:changes]
+    for j, i in enumerate(places):
+        options = [c for c in alphabet if c != s[i].lower()]
+        c = options[_hash(f"letter:{prompt}:{answer}:{key}:{j}") % len(options)]
+        s[i] = c.upper() if s[i].isupper() else c
+    return "".join(s)
+
+
+def generate_problems(n_train: int, n_val: int, length: int = 6, alphabet: str = "abcdefgh",
+                      val_fraction: float = 0.1, problem_seed: int = 0) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out prompts): the first n_train / n_val distinct candidates of each kind."""
+    if n_train + n_val > len(alphabet) ** length:
+        raise InputError(f"data.n_train={n_train}, data.n_val={n_val}: only {len(alphabet) ** length} strings of "
+                         f"{length} letters of {alphabet!r}; lower them, raise data.length or give data.alphabet more letters")
+    train, val, seen, k = [], [], set(), 0
+    while len(train) < n_train or len(val) < n_val:
+        if k > 1000 * (n_train + n_val) + 10_000:
+            raise InputError(f"data.val_fraction={val_fraction}: too few distinct problems of a kind for "
+                             f"data.n_train={n_train}, data.n_val={n_val}; lower them or change data.val_fraction")
+        h = hashlib.sha256(f"anycase:{problem_seed}:{length}:{alphabet}:{k}".encode()).digest()
+        k += 1
+        p = prompt_of("".join(alphabet[b % len(alphabet)] for b in h[:length]))
+        if p in seen:
+            continue
+        seen.add(p)
+        target = val if stable_unit(p) < val_fraction else train
+        if len(target) < (n_val if target is val else n_train):
+            target.append(p)
+    return train, val
+
+
+def _check(n_train, n_val, length, alphabet, val_fraction, problem_seed) -> None:
+    for key, value, low in (("n_train", n_train, 1), ("n_val", n_val, 0), ("length", length, 1),
+                            ("problem_seed", problem_seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"data.{key}={value!r}: must be an integer >= {low}")
+    if length > 32:
+        raise InputError(f"data.length={length}: at most 32 (a problem's letters come from one sha256 digest)")
+    if (not isinstance(alphabet, str) or len(set(alphabet)) != len(alphabet) or len(alphabet) < 2
+            or not all("a" <= c <= "z" for c in alphabet)):
+        raise InputError(f"data.alphabet={alphabet!r}: must be 2 or more distinct lower-case letters a-z (an answer "
+                         f"may write each in either case)")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise InputError(f"data.val_fraction={val_fraction!r}: must be in (0, 1)")
+
+
+class _Problems:
+    def _init_problems(self, n_train, n_val, length, alphabet, val_fraction, problem_seed) -> None:
+        _check(n_train, n_val, length, alphabet, val_fraction, problem_seed)
+        self.n_train, self.n_val, self.length, self.alphabet = n_train, n_val, length, alphabet
+        self.val_fraction, self.problem_seed = float(val_fraction), problem_seed
+        self._drawn = None
+
+    def _splits(self) -> dict[str, list[str]]:
+        if self._drawn is None:
+            train, val = generate_problems(self.n_train, self.n_val, self.length, self.alphabet,
+                                           self.val_fraction, self.problem_seed)
+            self._drawn = {"train": train, **({"val": val} if self.n_val else {})}
+        return self._drawn
+
+    def _key(self, kind: str, more: list = ()) -> str:
+        key = [kind, GENERATOR_VERSION, self.n_train, self.n_val, self.length, self.alphabet, self.val_fraction,
+               self.problem_seed, *more]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+    def prompts(self, split: str) -> list[str]:
+        return list(self._splits()[split])
+
+    def verify(self, prompt: str, completion: str) -> bool:
+        return verify(prompt, completion)
+
+    def extra_text(self, completion: str) -> str:
+        """What follows the answer's `length` characters (stripped; '' when none)."""
+        return completion.strip()[self.length:].strip()
+
+    def _split_origin(self, split: str) -> tuple[str, str]:
+        key = "n_train" if split == "train" else "n_val"
+        return f"data.{key}={getattr(self, key)}", f"raise data.{key}"
+
+
+class AnyCaseSFT(_Problems, LMCorpus):
+    """Actor (and, with `refiner`, judge and fix) documents of the any-case reversal task (module docstring).
+
+    n_train, n_val, length, alphabet, val_fraction, problem_seed: the problems. answers_per_prompt:
+    right answers (actor documents) per training problem. noise: the share of actor documents
+    corrupted by one character. refiner: add the judge and fix documents (a multitask SFT model
+    that is both actor and refiner). seq_len, batch_size, seed, packing, cache_dir: every lm corpus.
+    """
+
+    batch_kind = "lm"
+
+    def __init__(self, n_train: int = 2000, n_val: int = 200, length: int = 6, alphabet: str = "abcdefgh",
+                 val_fraction: float = 0.1, problem_seed: int = 0, answers_per_prompt: int = 2,
+                 noise: float = 0.0, refiner: bool = False, seq_len: int = 64, batch_size: int = 16, seed: int = 0,
+                 packing: Literal["concat", "document"] = "concat", cache_dir: str | None = None):
+        LMCorpus.__init__(self, seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        self._init_problems(n_train, n_val, length, alphabet, val_fraction, problem_seed)
+        if isinstance(answers_per_prompt, bool) or not isinstance(answers_per_prompt, int) or answers_per_prompt < 1:
+            raise InputError(f"data.answers_per_prompt={answers_per_prompt!r}: must be an integer >= 1")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+            raise InputError(f"data.noise={noise!r}: must be in [0, 1] (the share of actor answers corrupted)")
+        if packing not in PACKINGS:
+            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+        self.answers_per_prompt, self.noise, self.refiner = answers_per_prompt, float(noise), bool(refiner)
+        self.packing = packing
+
+    @property
+    def fingerprint(self) -> str:
+        return self._key("anycase-sft", [self.answers_per_prompt, self.noise, self.refiner])
+
+    def documents(self, split: str) -> list[str]:
+        a = self.alphabet
+        docs = []
+        for p in self.prompts(split):
+            if split != "train":
+                docs.append(p + right_answer(p, "val"))
+                continue
+            for k in range(self.answers_per_prompt):
+                y = right_answer(p, str(k))
+                noisy = stable_unit(f"noise:{self.problem_seed}:{p}:{k}") < self.noise
+                docs.append(p + (corrupt(p, y, a, f"noise{k}") if noisy else y))
+            if self.refiner:
+                y = right_answer(p, "refiner")
+                wrong = corrupt(p, y, a, "judge")
+                bad = corrupt(p, y, a, "fix", changes=1 + _hash(f"changes:{p}") % 2)
+                docs += [judge_prompt(p, y) + YES, judge_prompt(p, wrong) + NO, fix_prompt(p, bad) + y]
+        return docs
+
+    def train_texts(self):
+        return iter(self.documents("train"))
+
+    def _split_datasets(self) -> dict:
+        from datasets import Dataset
+
+        return {s: Dataset.from_dict({"text": self.documents(s)}) for s in self._splits()}
+
+
+class AnyCasePrompts(_Problems, PromptData):
+    """The any-case reversal prompts as `prompts` batches; default reward `correct` = verify (module docstring).
+
+    n_train, n_val, length, alphabet, val_fraction, problem_seed: as AnyCaseSFT (use the same values).
+    batch_size, seed, max_prompt_length, cache_dir: rizzrun.data.prompts.PromptData.
+    """
+
+    batch_kind = "prompts"
+
+    def __init__(self, n_train: int = 2000, n_val: int = 200, length: int = 6, alphabet: str = "abcdefgh",
+                 val_fraction: float = 0.1, problem_seed: int = 0, batch_size: int = 16, seed: int = 0,
+                 max_prompt_length: int | None = None, cache_dir: str | None = None):
+        PromptData.__init__(self, batch_size=batch_size, seed=seed, cache_dir=cache_dir,
+                            max_prompt_length=max_prompt_length)
+        self._init_problems(n_train, n_val, length, alphabet, val_fraction, problem_seed)
+        self._cached = None
+
+    @property
+    def fingerprint(self) -> str:
+        return self._key("anycase-prompts")
+
+    def _rows(self) -> dict[str, list[dict]]:
+        if self._cached is None:
+            self._cached = {s: [{"prompt": p} for p in ps] for s, ps in self._splits().items()}
+        return self._cached
+
+    def default_rewards(self):
+        return {"correct": (follows, 1.0)}
+
+
+def follows(prompts, completions, **columns) -> list[float]:
+    """Reward function: 1.0 where the completion follows its prompt's instruction (verify), else 0.0."""
+    return [float(verify(p, c)) for p, c in zip(prompts, completions)]
