@@ -119,12 +119,12 @@ def latest_run(output_root: Path, name: str, key: str = "resume=true",
 
 def resumable(run: Path) -> bool:
     """A training run that saved a checkpoint, or a run without checkpoints that continues from its
-    own files: a sample job (whole batches written) or a pipeline (finished stages) — summary.json's
+    own files: a sample job (whole batches written), a refine job (its files written again) or a pipeline (finished stages) — summary.json's
     `job`."""
     if (run / LATEST).exists():
         return True
     try:
-        return json.loads((run / layout.SUMMARY).read_text()).get("job") in ("sample", "pipeline")
+        return json.loads((run / layout.SUMMARY).read_text()).get("job") in ("sample", "pipeline", "refine")
     except (OSError, ValueError):
         return False
 
