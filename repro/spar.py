@@ -1,5 +1,5 @@
 """`make repro-spar`: SPaR (Cheng et al., arXiv 2412.11605) on the any-case reversal task
-(rizzrun.data.anycase: "rv:abcdef=" -> "fedcba" with each letter in either case; many right answers).
+(rizzrun.data.anycase: "rev:abcdef=" -> "fedcba" with each letter in either case; many right answers).
 
 Each seed runs the pipeline recipes/spar_tiny.yaml: one multitask SFT model (actor + refiner, 20% of
 the actor's demonstrations with a wrong letter), 4 samples (T = 1) of 300 training instructions,
@@ -88,7 +88,7 @@ def main() -> None:
     with record(ROOT / "docs" / "results.md", "spar", "## SPaR (arXiv 2412.11605): tree-search refinement pairs vs "
                                                      "independent pairs"):
         print(f"`make repro-spar` ({n} seed{'s' * (n > 1)}; mean ± sd). Task: any-case reversal "
-              "(`rv:abcdef=` -> `fedcba`, each letter in either case: `FeDcbA` is right too); one "
+              "(`rev:abcdef=` -> `fedcba`, each letter in either case: `FeDcbA` is right too); one "
               "multitask SFT model (400 steps) is actor and refiner; 4 samples (T = 1) of 300 training "
               "instructions; BFS over the refiner's repairs (k = 3, <= 4 expansions, depth 3); every DPO: 100 "
               "steps, batch 16, beta 0.1, lr 1e-4, from the SFT model (iteration 2: from iteration 1's). "

@@ -120,13 +120,13 @@ def test_independent_pairs_one_per_wrong_sample_of_prompts_with_a_right_one():
 # -- the any-case reversal task --------------------------------------------------------------------
 
 def test_checker_by_hand():
-    p = "rv:abcdef="
+    p = "rev:abcdef="
     assert parse(p) == "abcdef"
     assert verify(p, "fedcba") and verify(p, " FeDcbA\n") and verify(p, "FEDCBA")
     for wrong in ("fedcbb", "fedcb", "fedcbaa", "abcdef", "fed cba", ""):
         assert not verify(p, wrong), wrong
     with pytest.raises(ValueError, match="not an any-case reversal prompt"):
-        parse("rev:abc=")
+        parse("sort:abc=")
 
 
 def test_answers_follow_and_corruptions_break_with_the_asked_number_of_changes():
@@ -164,7 +164,7 @@ def test_sft_documents_and_prompts():
     assert 0.2 < wrong / 400 < 0.4
     prompts = AnyCasePrompts(n_train=50, n_val=10)
     fn = prompts.default_rewards()["correct"][0]
-    assert fn(["rv:abcdef=", "rv:abcdef="], ["FEDcba", "fedcbb"]) == [1.0, 0.0]
+    assert fn(["rev:abcdef=", "rev:abcdef="], ["FEDcba", "fedcbb"]) == [1.0, 0.0]
     with pytest.raises(InputError, match="data.alphabet"):
         AnyCaseSFT(alphabet="abC")
 
@@ -225,7 +225,7 @@ def test_refine_job_writes_pairs_rft_and_summary(tmp_path, monkeypatch):
 
     sample = tmp_path / "sample"
     (sample / "rollouts").mkdir(parents=True)
-    p, q = "rv:abcdef=", "rv:aggggh="
+    p, q = "rev:abcdef=", "rev:aggggh="
     rows = [(p, "FEDcba"), (p, "fedCbb"), (p, "aedcba"), (q, "GGGGGH"), (q, "HGggga")]
     (sample / "rollouts" / "train.jsonl").write_text("".join(json.dumps(
         {"batch": 0, "row": i // 3, "sample": i, "prompt": pr, "completion": c, "reward": None, "truncated": False})

@@ -2,7 +2,7 @@
 letter in either case — the tiny stand-in for IFEval in SPaR (Cheng et al., arXiv 2412.11605;
 rizzrun.selfplay.spar).
 
-    prompt            "rv:abcdef="
+    prompt            "rev:abcdef="
     right answers     "fedcba", "FeDcbA", "FEDCBA", ... (2^6 of them)
     wrong             "fedcpa" (a wrong letter), "fedcb" (a missing one)
 
@@ -11,7 +11,9 @@ case is free: two right answers of one prompt differ in about half their letters
 independent samples (a right one and a wrong one) differs in many places that have nothing to do with
 why one is wrong, while a wrong answer and its minimal repair differ only in the wrong letter: the
 contrast SPaR is about. (The string tasks of rizzrun.data.tasks have one right answer each, so there a
-repair is the answer and the two kinds of pairs coincide.)
+repair is the answer and the two kinds of pairs coincide.) The prompt is that of rizzrun.data.tasks'
+reverse task on purpose: the tiny SPaR SFT starts from a model of that task (sft_reverse_tiny), which
+a tiny model learns from scratch slowly; only the answers' case is new.
 
 The refiner's two jobs, as plain text (their own leading words, so an actor prompt never reads as one):
 
@@ -50,20 +52,20 @@ __all__ = ["AnyCasePrompts", "AnyCaseSFT", "corrupt", "fix_prompt", "generate_pr
            "parse", "prompt_of", "right_answer", "verify"]
 
 GENERATOR_VERSION = 1
-_PROMPT = re.compile(r"^\s*rv:([^\s:=]+)=\s*$")
+_PROMPT = re.compile(r"^\s*rev:([^\s:=]+)=\s*$")
 _JUDGE, _FIX = "judge:", "fix:"
 YES, NO = "yes", "no"
 
 
 def prompt_of(text: str) -> str:
-    return f"rv:{text}="
+    return f"rev:{text}="
 
 
 def parse(prompt: str) -> str:
     """The string of an instruction; ValueError for any other text."""
     m = _PROMPT.match(prompt) if isinstance(prompt, str) else None
     if not m:
-        raise ValueError(f"{prompt!r} is not an any-case reversal prompt like 'rv:abcdef='")
+        raise ValueError(f"{prompt!r} is not an any-case reversal prompt like 'rev:abcdef='")
     return m.group(1)
 
 
