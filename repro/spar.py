@@ -1,5 +1,5 @@
-"""`make repro-spar`: SPaR (Cheng et al., arXiv 2412.11605) on the any-case reversal task
-(rizzrun.data.anycase: "rev:abcdef=" -> "fedcba" with each letter in either case; many right answers).
+"""`make repro-spar`: SPaR (Cheng et al., arXiv 2412.11605) on the signed reversal task
+(rizzrun.data.signed: "rev:abcdef=" -> "fedcba/" + any 3 letters: many right answers).
 
 Each seed runs the pipeline recipes/spar_tiny.yaml: one multitask SFT model (actor + refiner, 20% of
 the actor's demonstrations with a wrong letter), 4 samples (T = 1) of 300 training instructions,
@@ -87,8 +87,8 @@ def main() -> None:
     n = len(args.seeds)
     with record(ROOT / "docs" / "results.md", "spar", "## SPaR (arXiv 2412.11605): tree-search refinement pairs vs "
                                                      "independent pairs"):
-        print(f"`make repro-spar` ({n} seed{'s' * (n > 1)}; mean ± sd). Task: any-case reversal "
-              "(`rev:abcdef=` -> `fedcba`, each letter in either case: `FeDcbA` is right too); one "
+        print(f"`make repro-spar` ({n} seed{'s' * (n > 1)}; mean ± sd). Task: signed reversal "
+              "(`rev:abcdef=` -> `fedcba/` + any 3 letters: `fedcba/xyz` is right); one "
               "multitask SFT model (400 steps) is actor and refiner; 4 samples (T = 1) of 300 training "
               "instructions; BFS over the refiner's repairs (k = 3, <= 4 expansions, depth 3); every DPO: 100 "
               "steps, batch 16, beta 0.1, lr 1e-4, from the SFT model (iteration 2: from iteration 1's). "

@@ -1,6 +1,6 @@
 """SPaR (arXiv 2412.11605): the tree search's order, budget, depth and first-right stop against a
 deterministic fake refiner and judge whose trees are worked out by hand; the edit distance against
-hand-counted cases; the any-case reversal task's checker, answers and corruptions; the control pairs; the
+hand-counted cases; the signed reversal task's checker, answers and corruptions; the control pairs; the
 refiner's yes/no judgment read from logits; and job=refine end to end on a tiny model."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from rizzrun.data.anycase import (AnyCasePrompts, AnyCaseSFT, corrupt, fix_prompt, generate_problems, parse,
+from rizzrun.data.signed import (SignedPrompts, SignedSFT, corrupt, fix_prompt, generate_problems, parse,
                                   right_answer, verify)
 from rizzrun.errors import InputError
 from rizzrun.selfplay.spar import edit_distance, independent_pairs, tree_search
@@ -117,35 +117,36 @@ def test_independent_pairs_one_per_wrong_sample_of_prompts_with_a_right_one():
         {"prompt": "p", "chosen": "R1", "rejected": "w3"}]
 
 
-# -- the any-case reversal task --------------------------------------------------------------------
+# -- the signed reversal task --------------------------------------------------------------------
 
 def test_checker_by_hand():
     p = "rev:abcdef="
     assert parse(p) == "abcdef"
-    assert verify(p, "fedcba") and verify(p, " FeDcbA\n") and verify(p, "FEDCBA")
-    for wrong in ("fedcbb", "fedcb", "fedcbaa", "abcdef", "fed cba", ""):
+    assert verify(p, "fedcba/xyz") and verify(p, " fedcba/aaa\n")
+    for wrong in ("fedcba", "fedcba/", "fedcba/xy", "fedcba/xyzw", "fedcba/XYZ", "fedcba/x1z", "fedcbb/xyz",
+                  "fedcb/xyz", "FEDCBA/xyz", "fedcba xyz", ""):
         assert not verify(p, wrong), wrong
-    with pytest.raises(ValueError, match="not an any-case reversal prompt"):
+    with pytest.raises(ValueError, match="not a signed reversal prompt"):
         parse("sort:abc=")
 
 
 def test_answers_follow_and_corruptions_break_with_the_asked_number_of_changes():
     train, val = generate_problems(300, 30)
     assert len(set(train) | set(val)) == 330 and not set(train) & set(val)
-    cases = set()
+    signatures = set()
     for p in train:
         y = right_answer(p, "0")
-        assert verify(p, y) and y.lower() == parse(p)[::-1]
-        cases.add(sum(c.isupper() for c in y))
+        assert verify(p, y) and y[:6] == parse(p)[::-1] and y[6] == "/"
+        signatures.add(y[7:])
         for changes in (1, 2):
             bad = corrupt(p, y, "abcdefgh", "k", changes)
             assert not verify(p, bad) and edit_distance(bad, y) == changes
-            assert [c.isupper() for c in bad] == [c.isupper() for c in y]  # only letters change, never case
-    assert cases == set(range(7))  # every count of upper-case letters occurs: the case is free
+            assert bad[6:] == y[6:]  # only the reversal's letters change, never the signature
+    assert len(signatures) > 200  # of 8^3 = 512: the signature is free
 
 
 def test_sft_documents_and_prompts():
-    d = AnyCaseSFT(n_train=50, n_val=10, refiner=True, noise=0.0)
+    d = SignedSFT(n_train=50, n_val=10, refiner=True, noise=0.0)
     docs = d.documents("train")
     assert len(docs) == 50 * (2 + 3)
     p = d.prompts("train")[0]
@@ -158,15 +159,15 @@ def test_sft_documents_and_prompts():
     assert head + ">" == fix_prompt(p, head[len("fix:" + p):]) and verify(p, target)
     assert 1 <= edit_distance(head[len("fix:" + p):], target) <= 2
     assert all(verify(q, doc[len(q):]) for q, doc in zip(d.prompts("val"), d.documents("val")))
-    noisy = AnyCaseSFT(n_train=200, n_val=0, noise=0.3)
+    noisy = SignedSFT(n_train=200, n_val=0, noise=0.3)
     wrong = sum(not verify(q, doc[len(q):]) for q, doc in zip(
         [q for q in noisy.prompts("train") for _ in range(2)], noisy.documents("train")))
     assert 0.2 < wrong / 400 < 0.4
-    prompts = AnyCasePrompts(n_train=50, n_val=10)
+    prompts = SignedPrompts(n_train=50, n_val=10)
     fn = prompts.default_rewards()["correct"][0]
-    assert fn(["rev:abcdef=", "rev:abcdef="], ["FEDcba", "fedcbb"]) == [1.0, 0.0]
+    assert fn(["rev:abcdef=", "rev:abcdef="], ["fedcba/abc", "fedcbb/abc"]) == [1.0, 0.0]
     with pytest.raises(InputError, match="data.alphabet"):
-        AnyCaseSFT(alphabet="abC")
+        SignedSFT(alphabet="abC")
 
 
 # -- the learned refiner's judgment ----------------------------------------------------------------
@@ -214,10 +215,10 @@ def test_refine_job_writes_pairs_rft_and_summary(tmp_path, monkeypatch):
     from rizzrun.runner.train import run
     from rizzrun.selfplay.spar import LMRefiner
 
-    repairs = {"fedCbb": ["gedCbb", "fedCba"],      # the second child is right: y+ at depth 1
-               "aedcba": ["aedcba", "hedcba"],      # never right: 2 expansions (root, then hedcba) spent
-               "hedcba": ["gedcba", "hedcbb"],
-               "GGGGGH": ["GGGGGA", "hgggga"],      # wrong, right: y+ = hgggga, 6 characters away
+    repairs = {"fedcbb/abc": ["gedcbb/abc", "fedcba/abc"],  # the second child is right: y+ at depth 1
+               "aedcba/hhh": ["aedcba/hhh", "hedcba/hhh"],  # never right: 2 expansions (root, then hedcba) spent
+               "hedcba/hhh": ["gedcba/hhh", "hedcbb/hhh"],
+               "ggggga": ["ggggga/", "hgggga/ddd"],          # wrong, right: y+ = hgggga/ddd, 5 characters away
                }
     monkeypatch.setattr(LMRefiner, "refine", lambda self, prompt, response, k: repairs[response][:k])
     # env.json's versions import Lightning (most of a minute on a busy core); not what is tested here
@@ -226,11 +227,11 @@ def test_refine_job_writes_pairs_rft_and_summary(tmp_path, monkeypatch):
     sample = tmp_path / "sample"
     (sample / "rollouts").mkdir(parents=True)
     p, q = "rev:abcdef=", "rev:aggggh="
-    rows = [(p, "FEDcba"), (p, "fedCbb"), (p, "aedcba"), (q, "GGGGGH"), (q, "HGggga")]
+    rows = [(p, "fedcba/xyz"), (p, "fedcbb/abc"), (p, "aedcba/hhh"), (q, "ggggga"), (q, "hgggga/aaa")]
     (sample / "rollouts" / "train.jsonl").write_text("".join(json.dumps(
         {"batch": 0, "row": i // 3, "sample": i, "prompt": pr, "completion": c, "reward": None, "truncated": False})
         + "\n" for i, (pr, c) in enumerate(rows)))
-    cfg = load(["job=refine", "data=anycase_prompts", "data.n_train=20", "data.n_val=5", "tokenizer=byte",
+    cfg = load(["job=refine", "data=signed_prompts", "data.n_train=20", "data.n_val=5", "tokenizer=byte",
                 "decoder=sample", "decoder.temperature=1.0", "decoder.max_new_tokens=8",
                 "model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.n_kv_head=1", "model.d_ff=64",
                 f"refine.rollouts={sample}", "refine.k=2", "refine.max_expansions=2", "logger=none",
@@ -241,16 +242,16 @@ def test_refine_job_writes_pairs_rft_and_summary(tmp_path, monkeypatch):
     assert out["samples"] == 5 and out["right_samples"] == 2 and out["roots"] == 3
     assert out["spar_pairs"] == 2 and out["search_success"] == pytest.approx(2 / 3)
     assert out["mean_expansions"] == pytest.approx((1 + 2 + 1) / 3)
-    assert out["spar_distance"] == pytest.approx((1 + 6) / 2)
-    assert out["independent_distance"] == pytest.approx((5 + 3 + 5) / 3)
+    assert out["spar_distance"] == pytest.approx((1 + 5) / 2)
+    assert out["independent_distance"] == pytest.approx((4 + 4 + 5) / 3)
     spar = [json.loads(line) for line in (tmp_path / "refine" / "pairs" / "spar.jsonl").read_text().splitlines()]
     assert [(s["chosen"], s["rejected"], s["distance"], s["depth"]) for s in spar] == [
-        ("fedCba", "fedCbb", 1, 1), ("hgggga", "GGGGGH", 6, 1)]
+        ("fedcba/abc", "fedcbb/abc", 1, 1), ("hgggga/ddd", "ggggga", 5, 1)]
     control = [json.loads(line) for line in (tmp_path / "refine" / "pairs" / "independent.jsonl").read_text().splitlines()]
     assert [(c["chosen"], c["rejected"], c["distance"]) for c in control] == [
-        ("FEDcba", "fedCbb", 5), ("FEDcba", "aedcba", 3), ("HGggga", "GGGGGH", 5)]
+        ("fedcba/xyz", "fedcbb/abc", 4), ("fedcba/xyz", "aedcba/hhh", 4), ("hgggga/aaa", "ggggga", 5)]
     rft = [json.loads(line)["text"] for line in (tmp_path / "refine" / "rft" / "train.jsonl").read_text().splitlines()]
-    assert rft[:2] == [fix_prompt(p, "fedCbb") + "fedCba", fix_prompt(q, "GGGGGH") + "hgggga"]
+    assert rft[:2] == [fix_prompt(p, "fedcbb/abc") + "fedcba/abc", fix_prompt(q, "ggggga") + "hgggga/ddd"]
     assert all(t.startswith("judge:") and t.endswith(("?yes", "?no")) for t in rft[2:])
     # judge documents carry the checker's answer (kept only where the refiner agreed with it)
     for t in rft[2:]:

@@ -1,7 +1,7 @@
 """`job=refine`: SPaR's refinement step (Cheng et al., arXiv 2412.11605) as a run — read an actor's
 samples (a `job=sample` run's rollouts/<refine.split>.jsonl, `refine.rollouts`), take the failing ones
 as roots, tree-search repairs of each with the refiner (`model.from_pretrained`: a run folder of a
-model trained on the refiner's judge and fix documents, rizzrun.data.anycase), and write, in its
+model trained on the refiner's judge and fix documents, rizzrun.data.signed), and write, in its
 own run folder:
 
     pairs/spar.jsonl         {"prompt", "chosen": y+, "rejected": y-, "distance": edit distance,
@@ -15,7 +15,7 @@ Both pair files are read by `data=preference` (`data.path=<folder>/pairs/spar.js
 by `data=text` (`data.train_files=<folder>/rft/train.jsonl`).
 
 Which samples fail: the task's checker (`data.verify`, the data option of the run: e.g.
-data=anycase_prompts) with `refine.judge=checker`; the refiner's own judgment with
+data=signed_prompts) with `refine.judge=checker`; the refiner's own judgment with
 `refine.judge=refiner`, which also judges every child of the search (rizzrun.selfplay.spar). The
 control's right / failing samples are always the checker's.
 
@@ -52,7 +52,7 @@ def run_refine(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict:
     """The refine job in `run_dir` (locked and checked by rizzrun.runner.train.run)."""
     from hydra.utils import instantiate
 
-    from rizzrun.data.anycase import NO, YES, fix_prompt, judge_prompt
+    from rizzrun.data.signed import NO, YES, fix_prompt, judge_prompt
     from rizzrun.data.rollouts import read_rollouts
     from rizzrun.paths import cache_root
     from rizzrun.runner.build import build_decoder, build_model
@@ -75,7 +75,7 @@ def run_refine(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict:
         data = instantiate(cfg.data)
         if not hasattr(data, "verify"):
             raise InputError(f"job=refine: data {type(data).__name__} has no `verify`; the refine job checks answers "
-                             "with the task's checker (e.g. data=anycase_prompts)")
+                             "with the task's checker (e.g. data=signed_prompts)")
         tokenizer.prepare(data.train_texts, data.fingerprint)
         tokenizer.save(run_dir / layout.TOKENIZER)
         data.setup(tokenizer, cache_dir=cache_root(cfg.cache_dir))

@@ -19,7 +19,7 @@ spar.md, marks them so; they were not checked against github.com/thu-coai/SPaR):
 
 Judges: any callable texts -> bools. In the tiny setup (recipes/spar_tiny.yaml) either the task's
 checker or the learned refiner's own judgment (`LMRefiner.judge`: the model's next-token preference
-of "yes" over "no" after "judge:<prompt><response>?", rizzrun.data.anycase).
+of "yes" over "no" after "judge:<prompt><response>?", rizzrun.data.signed).
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def independent_pairs(samples: Sequence[tuple[str, str, bool]]) -> list[dict]:
 
 
 class LMRefiner:
-    """A language model as SPaR's refiner, on the any-case reversal task's text formats
-    (rizzrun.data.anycase: judge_prompt, fix_prompt).
+    """A language model as SPaR's refiner, on the signed reversal task's text formats
+    (rizzrun.data.signed: judge_prompt, fix_prompt).
 
     model: input_ids (B, T) [, key_padding_mask] -> logits (B, T, V), in eval mode. tokenizer: encode,
     decode, eos_id (prompts are read as EOS + text, as the SFT documents were packed). decoder: the
@@ -162,13 +162,13 @@ class LMRefiner:
         return (logits[:, self.yes_id] > logits[:, self.no_id]).tolist()
 
     def judge(self, prompt: str, responses: Sequence[str]) -> list[bool]:
-        from rizzrun.data.anycase import judge_prompt
+        from rizzrun.data.signed import judge_prompt
 
         return self.judge_texts([judge_prompt(prompt, r) for r in responses])
 
     def refine(self, prompt: str, response: str, k: int) -> list[str]:
         """k sampled repairs of `response` (decoded up to EOS, stripped)."""
-        from rizzrun.data.anycase import fix_prompt
+        from rizzrun.data.signed import fix_prompt
         from rizzrun.rollouts.sample import completion_texts, sample_rollout
 
         rollout = sample_rollout(self.model, self.decoder, self._ids([fix_prompt(prompt, response)]), k,

@@ -1,19 +1,20 @@
-"""A verifiable instruction with many right answers, generated on the fly: reverse a string, each
-letter in either case — the tiny stand-in for IFEval in SPaR (Cheng et al., arXiv 2412.11605;
+"""A verifiable instruction with many right answers, generated on the fly: reverse a string, then
+sign it with any `tail` letters — the tiny stand-in for IFEval in SPaR (Cheng et al., arXiv 2412.11605;
 rizzrun.selfplay.spar).
 
     prompt            "rev:abcdef="
-    right answers     "fedcba", "FeDcbA", "FEDCBA", ... (2^6 of them)
-    wrong             "fedcpa" (a wrong letter), "fedcb" (a missing one)
+    right answers     "fedcba/xyz", "fedcba/hhb", ... (any `tail` letters of the alphabet after "/")
+    wrong             "fedcpa/xyz" (a wrong letter), "fedcba" (no signature), "fedcb/xyz"
 
-`verify(prompt, completion)`: the completion, stripped, lower-cased, is the string backwards. The
-case is free: two right answers of one prompt differ in about half their letters' case, so a pair of
-independent samples (a right one and a wrong one) differs in many places that have nothing to do with
-why one is wrong, while a wrong answer and its minimal repair differ only in the wrong letter: the
-contrast SPaR is about. (The string tasks of rizzrun.data.tasks have one right answer each, so there a
-repair is the answer and the two kinds of pairs coincide.) The prompt is that of rizzrun.data.tasks'
-reverse task on purpose: the tiny SPaR SFT starts from a model of that task (sft_reverse_tiny), which
-a tiny model learns from scratch slowly; only the answers' case is new.
+`verify(prompt, completion)`: the completion, stripped, is the string backwards, "/", and exactly
+`tail` lower-case letters. The signature is free: two right answers of one prompt differ in most of
+it, so a pair of independent samples (a right one and a wrong one) differs in places that have
+nothing to do with why one is wrong, while a wrong answer and its minimal repair differ only in the
+wrong letter: the contrast SPaR is about. (The string tasks of rizzrun.data.tasks have one right
+answer each, so there a repair is the answer and the two kinds of pairs coincide.) The prompt is that
+of rizzrun.data.tasks' reverse task on purpose: the tiny SPaR SFT starts from a model of that task
+(sft_reverse_tiny), which a tiny model learns from scratch slowly; only the signature is new. (Free
+letter case instead of a free signature broke that model's reversal: 0% held-out after 300 steps.)
 
 The refiner's two jobs, as plain text (their own leading words, so an actor prompt never reads as one):
 
@@ -21,19 +22,20 @@ The refiner's two jobs, as plain text (their own leading words, so an actor prom
     fix     "fix:" + prompt + response + ">"     ->  a right answer, the response minimally changed
 
 Problems: candidate k is a string of `length` letters of `alphabet` (lower case) read from
-sha256("anycase:<problem_seed>:<length>:<alphabet>:<k>"); a problem is held out iff
+sha256("signed:<problem_seed>:<length>:<alphabet>:<k>"); a problem is held out iff
 stable_unit(prompt) < val_fraction (as rizzrun.data.tasks); the first n_train / n_val distinct ones of
-each kind. Answers (the case of each letter) and corruptions are pure functions of (prompt, key).
+each kind. Answers (their signatures) and corruptions are pure functions of (prompt, key).
 
 Components:
-- AnyCaseSFT (`data=anycase_sft`): an `lm` corpus. Actor documents prompt + answer
-  (`answers_per_prompt` right answers, their cases drawn, per training problem; a `noise` share of
-  them with one letter replaced, so the SFT model fails sometimes); with `refiner=true` also, per
-  training problem, a judge document on a right answer ("yes") and on a corrupted one ("no"), and a
-  fix document from a corrupted answer (1 or 2 letters replaced, `corrupt`) back to the right answer
-  it came from (a minimal repair). Validation: actor documents of held-out problems, never corrupted.
-  `verify`, `prompts(split)`, `extra_text`: the task's (so eval.at_end reports task.correct_rate).
-- AnyCasePrompts (`data=anycase_prompts`): the prompts as `prompts` batches (job=sample, GRPO),
+- SignedSFT (`data=signed_sft`): an `lm` corpus. Actor documents prompt + answer
+  (`answers_per_prompt` right answers, their signatures drawn, per training problem; a `noise` share
+  of them with one letter of the reversal replaced, so the SFT model fails sometimes); with
+  `refiner=true` also, per training problem, a judge document on a right answer ("yes") and on a
+  corrupted one ("no"), and a fix document from a corrupted answer (1 or 2 letters replaced,
+  `corrupt`) back to the right answer it came from (a minimal repair). Validation: actor documents of
+  held-out problems, never corrupted. `verify`, `prompts(split)`, `extra_text`: the task's (so
+  eval.at_end reports task.correct_rate).
+- SignedPrompts (`data=signed_prompts`): the prompts as `prompts` batches (job=sample, GRPO),
   default reward `correct` (1.0 iff verify).
 """
 
@@ -48,7 +50,7 @@ from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
 from rizzrun.data.prompts import PromptData
 from rizzrun.errors import InputError
 
-__all__ = ["AnyCasePrompts", "AnyCaseSFT", "corrupt", "fix_prompt", "generate_problems", "judge_prompt",
+__all__ = ["SignedPrompts", "SignedSFT", "corrupt", "fix_prompt", "generate_problems", "judge_prompt",
            "parse", "prompt_of", "right_answer", "verify"]
 
 GENERATOR_VERSION = 1
@@ -65,13 +67,19 @@ def parse(prompt: str) -> str:
     """The string of an instruction; ValueError for any other text."""
     m = _PROMPT.match(prompt) if isinstance(prompt, str) else None
     if not m:
-        raise ValueError(f"{prompt!r} is not an any-case reversal prompt like 'rev:abcdef='")
+        raise ValueError(f"{prompt!r} is not a signed reversal prompt like 'rev:abcdef='")
     return m.group(1)
 
 
-def verify(prompt: str, completion: str) -> bool:
-    """Whether the stripped completion, lower-cased, is the prompt's string backwards (module docstring)."""
-    return completion.strip().lower() == parse(prompt).lower()[::-1]
+TAIL = 3  # letters of the free signature
+
+
+def verify(prompt: str, completion: str, tail: int = TAIL) -> bool:
+    """Whether the stripped completion is the prompt's string backwards, "/" and `tail` lower-case
+    letters a-z (module docstring)."""
+    head, sep, sign = completion.strip().partition("/")
+    return (head == parse(prompt)[::-1] and sep == "/" and len(sign) == tail
+            and all("a" <= c <= "z" for c in sign))
 
 
 def judge_prompt(prompt: str, response: str) -> str:
@@ -86,21 +94,26 @@ def _hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big")
 
 
-def right_answer(prompt: str, key: str) -> str:
-    """The string backwards, each letter upper-cased where a bit of sha256(prompt, key) says so."""
+def right_answer(prompt: str, key: str, alphabet: str = "abcdefgh", tail: int = TAIL) -> str:
+    """The string backwards, "/", and `tail` letters of `alphabet` drawn from sha256(prompt, key)."""
     h = _hash(f"answer:{prompt}:{key}")
-    return "".join(c.upper() if (h >> i) & 1 else c for i, c in enumerate(parse(prompt)[::-1]))
+    sign = []
+    for _ in range(tail):
+        sign.append(alphabet[h % len(alphabet)])
+        h //= len(alphabet)
+    return parse(prompt)[::-1] + "/" + "".join(sign)
 
 
 def corrupt(prompt: str, answer: str, alphabet: str, key: str, changes: int = 1) -> str:
-    """`answer` with `changes` letters (distinct places, drawn from sha256(prompt, answer, key)) replaced
-    by another letter of `alphabet`, keeping the place's case: a wrong answer `changes` edits away."""
+    """`answer` with `changes` letters of its reversal (distinct places before "/", drawn from
+    sha256(prompt, answer, key)) replaced by other letters of `alphabet`: a wrong answer `changes`
+    edits away, its signature kept."""
     s = list(answer)
-    places = sorted(range(len(s)), key=lambda i: _hash(f"place:{prompt}:{answer}:{key}:{i}"))[:changes]
+    n = answer.index("/") if "/" in answer else len(answer)
+    places = sorted(range(n), key=lambda i: _hash(f"place:{prompt}:{answer}:{key}:{i}"))[:changes]
     for j, i in enumerate(places):
-        options = [c for c in alphabet if c != s[i].lower()]
-        c = options[_hash(f"letter:{prompt}:{answer}:{key}:{j}") % len(options)]
-        s[i] = c.upper() if s[i].isupper() else c
+        options = [c for c in alphabet if c != s[i]]
+        s[i] = options[_hash(f"letter:{prompt}:{answer}:{key}:{j}") % len(options)]
     return "".join(s)
 
 
@@ -115,7 +128,7 @@ def generate_problems(n_train: int, n_val: int, length: int = 6, alphabet: str =
         if k > 1000 * (n_train + n_val) + 10_000:
             raise InputError(f"data.val_fraction={val_fraction}: too few distinct problems of a kind for "
                              f"data.n_train={n_train}, data.n_val={n_val}; lower them or change data.val_fraction")
-        h = hashlib.sha256(f"anycase:{problem_seed}:{length}:{alphabet}:{k}".encode()).digest()
+        h = hashlib.sha256(f"signed:{problem_seed}:{length}:{alphabet}:{k}".encode()).digest()
         k += 1
         p = prompt_of("".join(alphabet[b % len(alphabet)] for b in h[:length]))
         if p in seen:
@@ -136,8 +149,7 @@ def _check(n_train, n_val, length, alphabet, val_fraction, problem_seed) -> None
         raise InputError(f"data.length={length}: at most 32 (a problem's letters come from one sha256 digest)")
     if (not isinstance(alphabet, str) or len(set(alphabet)) != len(alphabet) or len(alphabet) < 2
             or not all("a" <= c <= "z" for c in alphabet)):
-        raise InputError(f"data.alphabet={alphabet!r}: must be 2 or more distinct lower-case letters a-z (an answer "
-                         f"may write each in either case)")
+        raise InputError(f"data.alphabet={alphabet!r}: must be 2 or more distinct lower-case letters a-z")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise InputError(f"data.val_fraction={val_fraction!r}: must be in (0, 1)")
 
@@ -168,16 +180,16 @@ class _Problems:
         return verify(prompt, completion)
 
     def extra_text(self, completion: str) -> str:
-        """What follows the answer's `length` characters (stripped; '' when none)."""
-        return completion.strip()[self.length:].strip()
+        """What follows the answer's reversal, "/" and signature (stripped; '' when none)."""
+        return completion.strip()[self.length + 1 + TAIL:].strip()
 
     def _split_origin(self, split: str) -> tuple[str, str]:
         key = "n_train" if split == "train" else "n_val"
         return f"data.{key}={getattr(self, key)}", f"raise data.{key}"
 
 
-class AnyCaseSFT(_Problems, LMCorpus):
-    """Actor (and, with `refiner`, judge and fix) documents of the any-case reversal task (module docstring).
+class SignedSFT(_Problems, LMCorpus):
+    """Actor (and, with `refiner`, judge and fix) documents of the signed reversal task (module docstring).
 
     n_train, n_val, length, alphabet, val_fraction, problem_seed: the problems. answers_per_prompt:
     right answers (actor documents) per training problem. noise: the share of actor documents
@@ -204,21 +216,21 @@ class AnyCaseSFT(_Problems, LMCorpus):
 
     @property
     def fingerprint(self) -> str:
-        return self._key("anycase-sft", [self.answers_per_prompt, self.noise, self.refiner])
+        return self._key("signed-sft", [self.answers_per_prompt, self.noise, self.refiner])
 
     def documents(self, split: str) -> list[str]:
         a = self.alphabet
         docs = []
         for p in self.prompts(split):
             if split != "train":
-                docs.append(p + right_answer(p, "val"))
+                docs.append(p + right_answer(p, "val", a))
                 continue
             for k in range(self.answers_per_prompt):
-                y = right_answer(p, str(k))
+                y = right_answer(p, str(k), a)
                 noisy = stable_unit(f"noise:{self.problem_seed}:{p}:{k}") < self.noise
                 docs.append(p + (corrupt(p, y, a, f"noise{k}") if noisy else y))
             if self.refiner:
-                y = right_answer(p, "refiner")
+                y = right_answer(p, "refiner", a)
                 wrong = corrupt(p, y, a, "judge")
                 bad = corrupt(p, y, a, "fix", changes=1 + _hash(f"changes:{p}") % 2)
                 docs += [judge_prompt(p, y) + YES, judge_prompt(p, wrong) + NO, fix_prompt(p, bad) + y]
@@ -233,10 +245,10 @@ class AnyCaseSFT(_Problems, LMCorpus):
         return {s: Dataset.from_dict({"text": self.documents(s)}) for s in self._splits()}
 
 
-class AnyCasePrompts(_Problems, PromptData):
-    """The any-case reversal prompts as `prompts` batches; default reward `correct` = verify (module docstring).
+class SignedPrompts(_Problems, PromptData):
+    """The signed reversal prompts as `prompts` batches; default reward `correct` = verify (module docstring).
 
-    n_train, n_val, length, alphabet, val_fraction, problem_seed: as AnyCaseSFT (use the same values).
+    n_train, n_val, length, alphabet, val_fraction, problem_seed: as SignedSFT (use the same values).
     batch_size, seed, max_prompt_length, cache_dir: rizzrun.data.prompts.PromptData.
     """
 
@@ -252,7 +264,7 @@ class AnyCasePrompts(_Problems, PromptData):
 
     @property
     def fingerprint(self) -> str:
-        return self._key("anycase-prompts")
+        return self._key("signed-prompts")
 
     def _rows(self) -> dict[str, list[dict]]:
         if self._cached is None:
