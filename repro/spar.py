@@ -1,7 +1,8 @@
 """`make repro-spar`: SPaR (Cheng et al., arXiv 2412.11605) on the signed reversal task
 (rizzrun.data.signed: "rev:abcdef=" -> "fedcba/" + any 3 letters: many right answers).
 
-Each seed runs the pipeline recipes/spar_tiny.yaml: one multitask SFT model (actor + refiner, 20% of
+Each seed runs the pipeline recipes/spar_tiny.yaml: one multitask SFT model continuing a lower-case
+reversal model (actor + refiner, 20% of
 the actor's demonstrations with a wrong letter), 4 samples (T = 1) of 300 training instructions,
 BFS tree search of the refiner's repairs of every failing sample (k = 3, <= 4 expansions, depth 3,
 judge = the task's checker), DPO (100 steps, batch 16, beta 0.1, lr 1e-4) on the SPaR pairs; the
@@ -48,13 +49,33 @@ def summary(folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
-def heldout(folder: Path) -> float:
+def heldout(folder: Path) -> float | None:
+    done = folder / "summary.json"
+    if not done.exists() or summary(folder).get("status") != "completed":
+        return None
     return summary(folder)["splits"]["val"]["reward"]
 
 
-def seed_runs(seed: int, out: Path) -> dict:
-    pipe = rizzrun(["+recipe=spar_tiny", f"seed={seed}"], out / f"spar_tiny-s{seed}")
-    refine, learned, refine2 = summary(pipe / "refine"), summary(pipe / "refine_learned"), summary(pipe / "refine2")
+class _Missing(dict):
+    """The summary of a stage that has not finished: every number None (shown as –)."""
+
+    def __getitem__(self, key):
+        return None
+
+
+def stage(folder: Path) -> dict:
+    done = folder / "summary.json"
+    if done.exists() and summary(folder).get("status") == "completed":
+        return summary(folder)
+    return _Missing()
+
+
+def seed_runs(seed: int, out: Path, partial: bool = False) -> dict:
+    pipe = out / f"spar_tiny-s{seed}"
+    if not partial:
+        rizzrun(["+recipe=spar_tiny", f"seed={seed}"], pipe)
+    refine, learned, refine2 = stage(pipe / "refine"), stage(pipe / "refine_learned"), stage(pipe / "refine2")
+    ratio = lambda s: None if s["samples"] is None else s["right_samples"] / s["samples"]  # noqa: E731
     return {
         "accuracy": {"sft": heldout(pipe / "eval_sft"), "spar": heldout(pipe / "eval_dpo"),
                      "independent": heldout(pipe / "eval_independent"), "learned": heldout(pipe / "eval_learned"),
@@ -68,8 +89,7 @@ def seed_runs(seed: int, out: Path) -> dict:
         "chosen_right": {"spar": refine["spar_chosen_right"], "learned": learned["spar_chosen_right"],
                          "spar2": refine2["spar_chosen_right"]},
         "judge": {"sft": refine["refiner_judge_accuracy"], "rft": refine2["refiner_judge_accuracy"]},
-        "samples_right": {"sft": refine["right_samples"] / refine["samples"],
-                          "spar": refine2["right_samples"] / refine2["samples"]},
+        "samples_right": {"sft": ratio(refine), "spar": ratio(refine2)},
     }
 
 
@@ -77,19 +97,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "spar")
+    parser.add_argument("--partial", action="store_true",
+                        help="run nothing: tabulate the stages that finished (– for the others; n per cell)")
     args = parser.parse_args()
-    rows = {s: seed_runs(s, args.out) for s in args.seeds}
+    rows = {s: seed_runs(s, args.out, args.partial) for s in args.seeds}
 
     def col(key, name):
-        values = [rows[s][key][name] for s in args.seeds]
-        return "–" if any(v is None for v in values) else mean_sd(values)
+        values = [rows[s][key][name] for s in args.seeds if rows[s][key][name] is not None]
+        if not values:
+            return "–"
+        return mean_sd(values) + (f" (n={len(values)})" if len(values) < len(args.seeds) else "")
 
     n = len(args.seeds)
     with record(ROOT / "docs" / "results.md", "spar", "## SPaR (arXiv 2412.11605): tree-search refinement pairs vs "
                                                      "independent pairs"):
         print(f"`make repro-spar` ({n} seed{'s' * (n > 1)}; mean ± sd). Task: signed reversal "
               "(`rev:abcdef=` -> `fedcba/` + any 3 letters: `fedcba/xyz` is right); one "
-              "multitask SFT model (400 steps) is actor and refiner; 4 samples (T = 1) of 300 training "
+              "multitask SFT model (300 steps, continuing sft_reverse_tiny) is actor and refiner; 4 samples (T = 1) of 300 training "
               "instructions; BFS over the refiner's repairs (k = 3, <= 4 expansions, depth 3); every DPO: 100 "
               "steps, batch 16, beta 0.1, lr 1e-4, from the SFT model (iteration 2: from iteration 1's). "
               "Held-out: greedy answers to 200 held-out instructions, checked.\n")
