@@ -155,9 +155,10 @@ def test_sft_documents_and_prompts():
     assert judged_yes.startswith("judge:" + p) and judged_yes.endswith("?yes")
     assert verify(p, judged_yes[len("judge:" + p):-4])
     assert judged_no.endswith("?no") and not verify(p, judged_no[len("judge:" + p):-3])
-    head, target = fix.split(">")
-    assert head + ">" == fix_prompt(p, head[len("fix:" + p):]) and verify(p, target)
-    assert 1 <= edit_distance(head[len("fix:" + p):], target) <= 2
+    wrong, rest = fix[len("fix:"):].split(">")
+    assert rest.startswith(p) and fix == fix_prompt(p, wrong) + rest[len(p):]
+    target = rest[len(p):]
+    assert verify(p, target) and not verify(p, wrong) and 1 <= edit_distance(wrong, target) <= 2
     assert all(verify(q, doc[len(q):]) for q, doc in zip(d.prompts("val"), d.documents("val")))
     noisy = SignedSFT(n_train=200, n_val=0, noise=0.3)
     wrong = sum(not verify(q, doc[len(q):]) for q, doc in zip(

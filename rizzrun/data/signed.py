@@ -19,7 +19,12 @@ letter case instead of a free signature broke that model's reversal: 0% held-out
 The refiner's two jobs, as plain text (their own leading words, so an actor prompt never reads as one):
 
     judge   "judge:" + prompt + response + "?"   ->  "yes" | "no"      (does the response follow it)
-    fix     "fix:" + prompt + response + ">"     ->  a right answer, the response minimally changed
+    fix     "fix:" + response + ">" + prompt     ->  a right answer, the response minimally changed
+
+(The fix document ends with the actor's own prompt, so the answer follows "rev:...=" exactly where
+the actor's does: the reversal the model already knows carries over, and only copying the response's
+signature is new. With the response after the prompt ("fix:rev:...=y>"), 300 multitask steps taught
+the tiny model no repair at all.)
 
 Problems: candidate k is a string of `length` letters of `alphabet` (lower case) read from
 sha256("signed:<problem_seed>:<length>:<alphabet>:<k>"); a problem is held out iff
@@ -87,7 +92,7 @@ def judge_prompt(prompt: str, response: str) -> str:
 
 
 def fix_prompt(prompt: str, response: str) -> str:
-    return f"{_FIX}{prompt.strip()}{response.strip()}>"
+    return f"{_FIX}{response.strip()}>{prompt.strip()}"
 
 
 def _hash(key: str) -> int:
