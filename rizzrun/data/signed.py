@@ -58,7 +58,7 @@ from rizzrun.errors import InputError
 __all__ = ["SignedPrompts", "SignedSFT", "corrupt", "fix_prompt", "generate_problems", "judge_prompt",
            "parse", "prompt_of", "right_answer", "verify"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: fix documents are fix:<response>><prompt> (the tokenized cache must not serve 1)
 _PROMPT = re.compile(r"^\s*rev:([^\s:=]+)=\s*$")
 _JUDGE, _FIX = "judge:", "fix:"
 YES, NO = "yes", "no"
