@@ -119,12 +119,12 @@ def latest_run(output_root: Path, name: str, key: str = "resume=true",
 
 def resumable(run: Path) -> bool:
     """A training run that saved a checkpoint, or a run without checkpoints that continues from its
-    own files: a sample job (whole batches written), a pipeline (finished stages) or a synthesize job
-    (which starts over) — summary.json's `job`."""
+    own files: a sample job (whole batches written), a refine job (its files written again), a synthesize
+    job (which starts over) or a pipeline (finished stages) — summary.json's `job`."""
     if (run / LATEST).exists():
         return True
     try:
-        return json.loads((run / layout.SUMMARY).read_text()).get("job") in ("sample", "pipeline", "synthesize")
+        return json.loads((run / layout.SUMMARY).read_text()).get("job") in ("sample", "pipeline", "refine", "synthesize")
     except (OSError, ValueError):
         return False
 

@@ -32,9 +32,10 @@ class RootConfig:
     resume: Union[bool, str] = _f(False, "false | true (latest run of this name) | PATH (that run folder)")
     prompts: list[str] = _f(["Return the", "This function", "The default"],
                             "prompts sampled at each validation")
-    job: Literal["train", "sample", "synthesize"] = _f("train", "train: a training run; sample: generate completions of "
-                                                     "every prompt into rollouts/<split>.jsonl (the `sample` node); "
-                                                     "synthesize: synthesise reasoning paths (the `synthesize` node)")
+    job: Literal["train", "sample", "refine", "synthesize"] = _f(
+        "train", "train: a training run; sample: generate completions of every prompt into rollouts/<split>.jsonl "
+        "(the `sample` node); refine: SPaR's tree-search refinement of a sample run's failing completions into "
+        "preference pairs (the `refine` node); synthesize: synthesise reasoning paths (the `synthesize` node)")
     stages: Optional[list] = _f(None, "a pipeline: runs one after another, each in its own folder under this "
                                 "run's (rizzrun.runner.pipeline); null = one run")
     rewards: Optional[dict] = _f(None, "what scores generated completions (on-policy objectives): {NAME: reward "
@@ -121,9 +122,25 @@ class SynthesizeConfig:
     val_problems: int = _f(10, "held-out problems per type synthesised into rollouts/val.jsonl (0: none)", ge=0)
 
 
+@dataclass
+class RefineConfig:
+    """A refine job (`job=refine`, rizzrun.runner.refine_job): SPaR's tree search (arXiv 2412.11605) over
+    repairs of a sample run's failing completions by the refiner (model.from_pretrained)."""
+
+    rollouts: Optional[str] = _f(None, "the sample run's folder (rollouts/<split>.jsonl)", optional=True)
+    split: str = _f("train", "the sample run's split to refine")
+    judge: Literal["checker", "refiner"] = _f("checker", "who judges a response right: the task's checker "
+                                              "(data.verify) or the refiner's own judgment")
+    k: int = _f(3, "refinements per expansion", ge=1)
+    max_expansions: int = _f(4, "refiner calls per failing completion", ge=1)
+    max_depth: int = _f(3, "repairs in a row (a node this deep is not expanded)", ge=1)
+    order: Literal["bfs", "dfs"] = _f("bfs", "search order")
+    max_roots: Optional[int] = _f(None, "refine the first N failing completions (null: all)", ge=1, optional=True)
+
+
 # top-level node -> schema (component groups not listed here are components with a _target_)
 GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "logger": LoggerConfig, "eval": EvalConfig,
-                                  "sample": SampleConfig, "synthesize": SynthesizeConfig}
+                                  "sample": SampleConfig, "refine": RefineConfig, "synthesize": SynthesizeConfig}
 
 # Component groups every run needs; `scheduler` may be removed (`~scheduler`: constant lr).
 REQUIRED_GROUPS: tuple[str, ...] = (

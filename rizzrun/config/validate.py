@@ -489,7 +489,7 @@ def _check_batch_kinds(values: dict, targets: dict, choices: dict) -> list[str]:
     consumed, out = _batch_kind("objective", "objective", values.get("objective"), targets.get("objective"))
     produced, more = _batch_kind("data", "data", values.get("data"), targets.get("data"))
     out += more
-    if values.get("job") == "sample":  # generates from prompts; the objective is not used
+    if values.get("job") in ("sample", "refine"):  # generate from prompts; the objective is not used
         if produced is not None and produced != "prompts":
             fitting = [o for o in catalog.options("data") if option_batch_kind("data", o) == "prompts"]
             data = choices.get("data") or targets["data"].target

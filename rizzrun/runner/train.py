@@ -57,6 +57,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from rizzrun.selfplay.job import run_synthesize
 
             return run_synthesize(cfg, run_dir)
+        if cfg.get("job", "train") == "refine":
+            from rizzrun.runner.refine_job import run_refine
+
+            return run_refine(cfg, run_dir, resume=resuming(cfg))
         return _train(cfg, run_dir, lead=True)
 
 
