@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical repro-opad repro-dds repro-pmpd repro-fast repro-grpo repro-rest repro-minillm repro-warp repro-score repro-bspo repro-paramdelta repro-regenesis lint wheel-smoke clean
+.PHONY: install demo test bench repro repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical repro-opad repro-dds repro-pmpd repro-fast repro-grpo repro-rest repro-minillm repro-warp repro-score repro-bspo repro-paramdelta repro-regenesis repro-spar lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
 
 # Each paper method's headline effect at CPU scale; numbers land in docs/results.md.
-repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical repro-opad repro-dds repro-pmpd repro-fast repro-grpo repro-rest repro-minillm repro-warp repro-score repro-bspo repro-paramdelta repro-regenesis
+repro: repro-goldfish repro-mixers repro-ssmax repro-selective repro-fam repro-think repro-fp8 repro-preference repro-typical repro-opad repro-dds repro-pmpd repro-fast repro-grpo repro-rest repro-minillm repro-warp repro-score repro-bspo repro-paramdelta repro-regenesis repro-spar
 
 repro-goldfish: $(STAMP)
 	$(BIN)/python repro/goldfish.py
@@ -83,6 +83,9 @@ repro-minillm: $(STAMP)  # reads repro-preference's sft_tiny runs when present
 
 repro-score: $(STAMP)
 	$(BIN)/python repro/score.py
+
+repro-spar: $(STAMP)
+	$(BIN)/python repro/spar.py
 
 repro-regenesis: $(STAMP)
 	$(BIN)/python repro/regenesis.py

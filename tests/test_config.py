@@ -101,6 +101,7 @@ def _option_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
     extra[("data", "arithmetic_prompts")] = ["objective=grpo"]
     extra[("data", "task_prompts")] = ["objective=grpo"]
+    extra[("data", "signed_prompts")] = ["objective=grpo"]
     extra[("data", "prompt_file")] = [f"data.path={tmp_path / 'prompts.jsonl'}", "objective=grpo"]
     (tmp_path / "sampled" / "rollouts").mkdir(parents=True, exist_ok=True)  # a sample run's folder, as validated
     (tmp_path / "sampled" / "rollouts" / "train.jsonl").write_text("")
@@ -134,24 +135,13 @@ def test_every_option_of_every_group_validates(group, option, tmp_path):
 
 
 def _recipe_inputs(recipe: str, tmp_path: Path) -> list[str]:
-    """The local folders a paper-scale recipe asks for (it says so when they are missing), or the
-    runs a recipe starts from (`${run:NAME}`), as folders that hold NAME's config and a checkpoint."""
-    from test_recipes import llama2_7b_folder, runs_it_starts_from, tokenizer_folder
+    """The local inputs a paper-scale recipe asks for (it says so when they are missing: test_recipes'
+    stand-ins for each), or the runs a recipe starts from (`${run:NAME}`), as folders that hold NAME's
+    config and a checkpoint."""
+    from test_recipes import missing_inputs, runs_it_starts_from, with_stand_ins
 
-    (tmp_path / "corpus").mkdir(exist_ok=True)  # data.path must exist (validate checks it)
-    if recipe == "goldfish_7b":
-        return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", f"data.path={tmp_path / 'corpus'}"]
-    if recipe == "goldfish_1b":
-        return [f"tokenizer.path={tokenizer_folder(tmp_path / 'tok')}", f"data.path={tmp_path / 'corpus'}"]
-    if recipe == "dpo_7b":
-        llama = llama2_7b_folder(tmp_path / "llama")
-        pairs = tmp_path / "pairs.jsonl"
-        pairs.write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n')
-        return [f"model.from_pretrained={llama}", f"data.path={pairs}"]
-    if recipe == "grpo_7b":
-        prompts = tmp_path / "prompts.jsonl"
-        prompts.write_text('{"prompt": "1+1=", "answer": "2"}\n')
-        return [f"model.from_pretrained={llama2_7b_folder(tmp_path / 'llama')}", f"data.path={prompts}"]
+    if missing_inputs(recipe):
+        return with_stand_ins(recipe, tmp_path)[1:]
     return [f"output_root={outputs}" for outputs in [runs_it_starts_from(recipe, tmp_path / "outputs")] if outputs]
 
 
@@ -435,16 +425,19 @@ def test_batch_kind_mismatch_names_both_sides():
     assert found == [
         "objective=ce, data=pydoc: objective 'ce' (fake_components.PreferenceLoss) consumes batch_kind "
         "'preference' but data 'pydoc' (rizzrun.data.pydoc.PyDocCorpus) produces 'lm'; pick "
-        "data=arithmetic_pairs or data=preference, or an objective that consumes 'lm'"]
+        "data=arithmetic_pairs or data=preference or data=rollout_pairs, or an objective that consumes 'lm'"]
 
 
 def test_dataclass_data_target():
+    from rizzrun.config.validate import option_batch_kind
+
+    lm = [o for o in catalog.options("data") if option_batch_kind("data", o) == "lm"]
+    assert {"actions", "arithmetic_sft", "hf", "pydoc", "rollouts", "text"} <= set(lm)  # the lm data options
     assert errors_of(["~data", "+data={_target_: fake_components.PairData, n: 2}"]) == [
         "data.path: required argument of fake_components.PairData is not set; add it: +data.path=VALUE",
         "objective=ce, data=fake_components.PairData: objective 'ce' (rizzrun.objectives.ce.CrossEntropy) consumes "
         "batch_kind 'lm' but data 'fake_components.PairData' (fake_components.PairData) produces 'preference'; "
-        "pick data=actions or data=arithmetic_retry_sft or data=arithmetic_sft or data=dialogue_sft or data=hf or "
-        "data=pydoc or data=rollouts or data=task_sft or data=text, or an objective "
+        f"pick {' or '.join(f'data={o}' for o in sorted(lm))}, or an objective "
         "that consumes 'preference'"]
 
 

@@ -57,6 +57,7 @@ PAPER_PARAMS = {
     "warp_7b": 6_738_415_616,  # Llama-2-7B shape (the paper: Gemma 7B)
     "score_7b": 6_738_415_616,  # Llama-2-7B shape (the paper: Gemini 1.5 Flash)
     "bspo_7b": 6_738_415_616,  # Llama-2-7B shape (its ScoreLM: a run folder stand-in)
+    "spar_7b": 6_738_415_616,  # the actor's DPO: Llama-2-7B shape (the paper: LLaMA3-8B)
 }
 
 
@@ -89,6 +90,23 @@ def run_folder(outputs: Path, name: str) -> Path:
     return outputs / "2026-01-01" / f"00-00-00-{name}"
 
 
+def refine_outputs(folder: Path) -> None:
+    """Files as a refine run (job=refine) leaves them, where it left none: 40 SPaR pairs, 40 control pairs
+    and 20 RFT documents of the signed-reversal task. A shortened refiner (2 steps) repairs nothing, so a
+    recipe that trains on a refine run's output gets these in its start's folder; the search itself is
+    tests/test_spar.py's."""
+    pair = json.dumps({"prompt": "rev:ab=", "chosen": "ba/xyz", "rejected": "bb/abc"}) + "\n"
+    for name in ("spar", "independent"):
+        path = folder / "pairs" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or not path.read_text().strip():
+            path.write_text(pair * 40)
+    rft = folder / "rft" / "train.jsonl"
+    rft.parent.mkdir(parents=True, exist_ok=True)
+    if not rft.exists() or not rft.read_text().strip():
+        rft.write_text((json.dumps({"text": "fix:bb/abc>rev:ab=ba/abc"}) + "\n") * 20)
+
+
 def runs_it_starts_from(recipe: str, outputs: Path) -> Path | None:
     """Stand-ins for the runs `recipe` starts from: folders holding each run's config (as its recipe
     composes it) and a checkpoint pointer, enough for `${run:NAME}` and validation; the output_root
@@ -104,6 +122,8 @@ def runs_it_starts_from(recipe: str, outputs: Path) -> Path | None:
         if cfg.job in ("sample", "synthesize"):  # what a sample run leaves: its rollouts (a later run's data.path)
             (folder / "rollouts").mkdir(exist_ok=True)
             (folder / "rollouts" / "train.jsonl").write_text("")
+        if cfg.job == "refine":  # what a refine run leaves: SPaR pairs, the control pairs, the refiner's RFT set
+            refine_outputs(folder)
     return outputs if names else None
 
 
@@ -127,7 +147,10 @@ EXTRA = {"rest_improve_tiny": ["data.drop_truncated=false", "data.quantile=null"
 START_EXTRA = {"bspo_sample_tiny": ["sample.include_reference=true"],
                "bspo_scorelm_tiny": ["data.references=true", "data.drop_truncated=false"],
                # a path synthesis job: 2 problems per task, short paths (the 2-step model never stops)
-               "regenesis_synth_tiny": ["synthesize.problems=2", "synthesize.val_problems=2", "decoder.max_new_tokens=8"]}
+               "regenesis_synth_tiny": ["synthesize.problems=2", "synthesize.val_problems=2", "decoder.max_new_tokens=8"],
+               # a refine job: 3 failing samples searched
+               "spar_refine_tiny": ["refine.max_roots=3"]}
+EXTRA["spar_refine_tiny"] = START_EXTRA["spar_refine_tiny"]
 EXTRA["regenesis_synth_tiny"] = START_EXTRA["regenesis_synth_tiny"]
 EXTRA["bspo_scorelm_tiny"] = START_EXTRA["bspo_scorelm_tiny"]
 
@@ -307,8 +330,11 @@ def outputs_with_starts(tmp_path_factory, shared_cache):
             with_starts(name)  # what it starts from, first (a sample run starts from a trained one)
             done = run_folder(outputs, name) / layout.SUMMARY
             if not (done.exists() and json.loads(done.read_text())["status"] == "completed"):
-                run(load([f"+recipe={name}", f"cache_dir={shared_cache}", f"output_root={outputs}", *SHORTEN,
-                          *START_EXTRA.get(name, [])]), run_folder(outputs, name))
+                cfg = load([f"+recipe={name}", f"cache_dir={shared_cache}", f"output_root={outputs}", *SHORTEN,
+                            *START_EXTRA.get(name, [])])
+                run(cfg, run_folder(outputs, name))
+                if cfg.job == "refine":  # its pairs, where a 2-step refiner found none (refine_outputs)
+                    refine_outputs(run_folder(outputs, name))
         return outputs
 
     return with_starts
@@ -336,6 +362,11 @@ def test_cpu_scale_recipe_trains(recipe, tmp_path, shared_cache, outputs_with_st
         for split in shipped.sample.splits:
             assert summary["splits"][split]["completions"] == 3 * 2
             assert len((run_dir / "rollouts" / f"{split}.jsonl").read_text().splitlines()) == 3 * 2
+        return
+    if shipped.job == "refine":  # searches repairs instead of training (rizzrun.runner.refine_job)
+        assert summary["status"] == "completed"
+        for name in ("pairs/spar.jsonl", "pairs/independent.jsonl", "rft/train.jsonl"):
+            assert (run_dir / name).is_file(), name
         return
     if shipped.job == "synthesize":  # synthesises reasoning paths instead of training (rizzrun.selfplay.job)
         assert summary["status"] == "completed"

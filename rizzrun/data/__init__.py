@@ -17,11 +17,12 @@ and pulls in neither torch nor datasets.
 """
 
 __all__ = ["ActionChunks", "ArithmeticPairs", "ArithmeticPrompts", "ArithmeticRetrySFT", "ArithmeticSFT", "PairData", "PreferencePairs",
-           "PromptData", "PromptFile", "PyDocCorpus", "PyDocSlice", "ReasoningSFT", "TaskPrompts", "TaskSFT", "TextFiles"]
+           "PromptData", "PromptFile", "PyDocCorpus", "PyDocSlice", "ReasoningSFT", "SignedPrompts", "SignedSFT", "TaskPrompts", "TaskSFT", "TextFiles"]
 
 _MODULES = {"ActionChunks": "actions", "ArithmeticPairs": "arithmetic", "ArithmeticPrompts": "arithmetic",
             "ArithmeticRetrySFT": "retry", "ArithmeticSFT": "arithmetic", "PairData": "pairs", "PreferencePairs": "preference", "PromptData": "prompts",
-            "PromptFile": "prompt_file", "PyDocSlice": "pydoc_slice", "ReasoningSFT": "reasoning", "TaskPrompts": "tasks", "TaskSFT": "tasks"}
+            "PromptFile": "prompt_file", "PyDocSlice": "pydoc_slice", "ReasoningSFT": "reasoning", "SignedPrompts": "signed",
+            "SignedSFT": "signed", "TaskPrompts": "tasks", "TaskSFT": "tasks"}
 
 
 def __getattr__(name):
