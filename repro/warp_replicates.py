@@ -42,14 +42,20 @@ def points(block: str) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def summary(p: dict[str, dict]) -> dict[str, float]:
+def mean_or_none(values: list[float | None]) -> float | None:
+    """The mean of the values inside the baseline's KL range (None: none is)."""
+    inside = [v for v in values if v is not None]
+    return statistics.mean(inside) if inside else None
+
+
+def summary(p: dict[str, dict]) -> dict[str, float | None]:
     last = max(k.split()[-1] for k in p if k.startswith("warp s"))
     members = [v for k, v in p.items() if k.startswith("warp s") and k.endswith(last)]
     liti = [p[f"liti {e}"] for e in ("0.1", "0.3", "0.5")]
     return {
         "slerp_reward": p["slerp"]["reward"], "members_reward": statistics.mean(m["reward"] for m in members),
         "slerp_kl": p["slerp"]["kl"], "members_kl": statistics.mean(m["kl"] for m in members),
-        "slerp_vs": p["slerp"]["vs"], "members_vs": statistics.mean(m["vs"] for m in members if m["vs"] is not None),
+        "slerp_vs": p["slerp"]["vs"], "members_vs": mean_or_none([m["vs"] for m in members]),
         "liti_0.3_vs": p["liti 0.3"]["vs"], "liti_0.5_vs": p["liti 0.5"]["vs"],
         "liti_above": sum(1 for v in liti if v["vs"] is not None and v["vs"] > 0),
         "sft_reward": p["sft"]["reward"],
@@ -74,7 +80,8 @@ def main() -> None:
 SFT seed of `sft_tiny`, two WARP runs and a fixed-anchor baseline run of their own seeds; the other replicates:
 `python repro/warp.py --sft outputs/repro/preference/sft_tiny-sN --seeds 2N 2N+1 --out outputs/repro/warp-sftN
 --results FILE`). KL: nats per completion to the SFT model; `vs base`: reward minus the baseline trajectory's
-at the same KL (positive: a better reward-KL trade-off; blank/absent outside its KL range).
+at the same KL (positive: a better reward-KL trade-off; blank: beyond the baseline's KL range, whose
+run ended at a lower KL).
 
 | replicate | {' | '.join(heads)} |
 | --- |{' ---: |' * len(heads)}""")
@@ -86,6 +93,12 @@ at the same KL (positive: a better reward-KL trade-off; blank/absent outside its
             vals = [s[k] for _, s in rows if s[k] is not None]
             means.append(mean_sd([float(v) for v in vals]) if vals else "")
         print("| mean ± sd | " + " | ".join(means) + " |")
+        gains = [s["slerp_reward"] - s["members_reward"] for _, s in rows]
+        above = sum(s["liti_above"] for _, s in rows)
+        print(f"\nLITI of the SLERP above the baseline trajectory at matched KL: {above} of {3 * len(rows)} points "
+              f"(eta 0.1, 0.3, 0.5 in {len(rows)} replicates). SLERP reward minus its members' mean: "
+              f"{mean_sd(gains, '+.3f')} (at KL {mean_sd([s['slerp_kl'] - s['members_kl'] for _, s in rows], '+.3f')} "
+              "beside theirs).")
 
 
 if __name__ == "__main__":
