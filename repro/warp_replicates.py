@@ -97,7 +97,7 @@ run ended at a lower KL).
         above = sum(s["liti_above"] for _, s in rows)
         print(f"\nLITI of the SLERP above the baseline trajectory at matched KL: {above} of {3 * len(rows)} points "
               f"(eta 0.1, 0.3, 0.5 in {len(rows)} replicates). SLERP reward minus its members' mean: "
-              f"{mean_sd(gains, '+.3f')} (at KL {mean_sd([s['slerp_kl'] - s['members_kl'] for _, s in rows], '+.3f')} "
+              f"{mean_sd(gains)} (at KL {mean_sd([s['slerp_kl'] - s['members_kl'] for _, s in rows])} "
               "beside theirs).")
 
 
