@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import mean_sd, record  # noqa: E402
+from runs import finished_sft, run_into  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["logger=none", "trainer.num_threads=1"]
@@ -34,26 +34,13 @@ VARIANTS = {
 }
 
 
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 def rizzrun(args: list[str], folder: Path) -> Path:
-    """One run into `folder`; a completed one is reused."""
-    done = folder / "summary.json"
-    if not (done.exists() and json.loads(done.read_text()).get("status") == "completed"):
-        cmd = [sys.executable, "-m", "rizzrun.cli", *args, *COMMON, f"hydra.run.dir={folder}"]
-        log("$ rizzrun", " ".join(cmd[3:]))
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return folder
+    """One run into `folder` (repro/runs.py: a completed one reused, a stopped one resumed)."""
+    return run_into(args, folder, COMMON)
 
 
 def sft_run(seed: int, out: Path) -> Path:
-    shared = ROOT / "outputs" / "repro" / "preference" / f"sft_tiny-s{seed}"
-    done = shared / "summary.json"
-    if done.exists() and json.loads(done.read_text()).get("status") == "completed":
-        return shared
-    return rizzrun(["+recipe=sft_tiny", f"seed={seed}"], out / f"sft_tiny-s{seed}")
+    return finished_sft(seed) or rizzrun(["+recipe=sft_tiny", f"seed={seed}"], out / f"sft_tiny-s{seed}")
 
 
 def window(rows: list[dict], key: str, first: bool, n: int = 20) -> float:

@@ -69,7 +69,6 @@ def kl_metrics(student_dir: Path, teacher_dir: Path, seed: int, out: Path) -> di
     if cache.exists():
         return json.loads(cache.read_text())
     import torch
-    from hydra.utils import instantiate
 
     from rizzrun.decoders.sample import Sample
     from rizzrun.objectives.minillm import completion_log_softmax, exact_kl

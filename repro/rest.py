@@ -17,32 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import mean_sd, record  # noqa: E402
+from runs import run_into  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["logger=none", "trainer.num_threads=1"]
 IMPROVES = ["improve1a", "improve1b", "improve1c", "improve2a", "improve2b", "improve2c"]
 
 
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 def rizzrun(args: list[str], folder: Path) -> Path:
-    """One run (or pipeline) into `folder`; a completed one is reused, a stopped one resumed."""
-    done = folder / "summary.json"
-    status = json.loads(done.read_text()).get("status") if done.exists() else None
-    if status != "completed":
-        resume = [f"resume={folder}"] if status is not None else [f"hydra.run.dir={folder}"]
-        cmd = [sys.executable, "-m", "rizzrun.cli", *args, *COMMON, *resume]
-        log("$ rizzrun", " ".join(cmd[3:]))
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return folder
+    """One run (or pipeline) into `folder`; a completed one is reused, a stopped one resumed. (repro/runs.py)"""
+    return run_into(args, folder, COMMON)
 
 
 def summary(folder: Path) -> dict:

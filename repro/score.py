@@ -26,16 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import mean_sd, record  # noqa: E402
+from runs import finished_sft, log  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 COMMON = ["logger=none", "trainer.num_threads=1", "eval.at_end=false"]
 KEYS = ("accuracy@t1", "accuracy@t2", "delta/t1_t2", "delta/i_to_c", "delta/c_to_i", "edit_distance_ratio")
-SFT_ROOT = Path("/work/main/outputs/repro/preference")  # finished sft_tiny runs (read-only), else made here
-
-
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 def run(recipe: str, overrides: list[str], seed: int, out: Path, tag: str) -> Path:
@@ -84,9 +80,7 @@ def seconds(*folders: Path) -> float:
 
 
 def one_seed(seed: int, out: Path) -> dict:
-    sft = SFT_ROOT / f"sft_tiny-s{seed}"
-    if not (sft / "summary.json").exists():
-        sft = run("sft_tiny", [], seed, out, "sft_tiny")
+    sft = finished_sft(seed) or run("sft_tiny", [], seed, out, "sft_tiny")  # repro-preference's, else made here
     base = run("sft_retry_tiny", [f"model.from_pretrained={sft}"], seed, out, "sft_retry")
     naive = run("score_naive_tiny", [f"model.from_pretrained={base}"], seed, out, "naive")
     stage2 = run("score_tiny", [f"model.from_pretrained={base}", f"objective.models.reference={base}",

@@ -56,14 +56,14 @@ def run_refine(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict:
     from rizzrun.data.rollouts import read_rollouts
     from rizzrun.paths import cache_root
     from rizzrun.runner.build import build_decoder, build_model
-    from rizzrun.runner.train import _environment, _write_summary
+    from rizzrun.runner.train import _environment, _write_summary, summary_written
     from rizzrun.selfplay.spar import LMRefiner, edit_distance, independent_pairs, tree_search
 
     started = time.perf_counter()
     rcfg = cfg.refine
     summary = {"run_dir": str(run_dir), "job": "refine", "status": "running"}
     _write_summary(run_dir, summary)
-    try:
+    with summary_written(run_dir, summary, started):
         if rcfg.judge not in JUDGES:
             raise InputError(f"refine.judge={rcfg.judge!r}: allowed: {', '.join(JUDGES)}")
         if cfg.trainer.num_threads:
@@ -136,15 +136,6 @@ def run_refine(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict:
             log.warning("refine: %d SPaR pairs and %d independent pairs; DPO on an empty file fails: sample more "
                         "(sample.num_generations, max_prompts) or search longer (refine.max_expansions)",
                         len(spar), len(control))
-    except InputError as e:
-        summary.update(status="bad input", error=f"{type(e).__name__}: {e}")
-        raise
-    except BaseException as e:
-        summary.update(status="crashed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        _write_summary(run_dir, summary)
     print(f"\nrun folder: {run_dir}\nrefine: {summary['roots']} roots -> {summary['spar_pairs']} SPaR pairs "
           f"(edit distance {summary['spar_distance']}), {summary['independent_pairs']} independent pairs "
           f"(edit distance {summary['independent_distance']})", flush=True)

@@ -70,13 +70,13 @@ def run_sample(cfg: DictConfig, run_dir: Path, resume: bool) -> dict:
     from rizzrun.rollouts.sample import sample_rollout, score_rollout
     from rizzrun.runner.build import build_decoder, build_model
     from rizzrun.runner.on_policy import build_rewards, rollout_seed
-    from rizzrun.runner.train import _environment, _write_summary
+    from rizzrun.runner.train import _environment, _write_summary, summary_written
 
     started = time.perf_counter()
     scfg = cfg.sample
     summary = {"run_dir": str(run_dir), "job": "sample", "status": "crashed", "splits": {}}
     _write_summary(run_dir, {**summary, "status": "running"})
-    try:
+    with summary_written(run_dir, summary, started):
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
         if resume:
@@ -139,15 +139,6 @@ def run_sample(cfg: DictConfig, run_dir: Path, resume: bool) -> dict:
                                         "seconds": round(time.perf_counter() - split_started, 1)}
             log.info("sample %s: %s", split, summary["splits"][split])
         summary["status"] = "completed"
-    except InputError as e:
-        summary.update(status="bad input", error=f"{type(e).__name__}: {e}")
-        raise
-    except BaseException as e:
-        summary.update(status="crashed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        _write_summary(run_dir, summary)
     print(f"\nrun folder: {run_dir}\n" + "\n".join(
         f"{s}: {v['prompts']} prompts, {v['completions']} completions, mean reward {v['reward']:.4f}"
         for s, v in summary["splits"].items()), flush=True)

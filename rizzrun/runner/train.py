@@ -8,6 +8,7 @@ checkpoint stays `latest`), "bad input" (an InputError: a data file, a path, a d
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -325,6 +326,25 @@ def _write_summary(run_dir: Path, summary: dict) -> None:
     from rizzrun.files import write_atomic
 
     write_atomic(run_dir / layout.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def summary_written(run_dir: Path, summary: dict, started: float):
+    """Around the body of a job that makes files instead of training (job=sample, refine, synthesize):
+    summary.json written however the body ends, with `seconds` since `started` and, when it raised,
+    status "bad input" (InputError) or "crashed" (anything else, a signal's exception included) and the
+    one-line error; the body sets status "completed" itself."""
+    try:
+        yield summary
+    except InputError as e:
+        summary.update(status="bad input", error=f"{type(e).__name__}: {e}")
+        raise
+    except BaseException as e:
+        summary.update(status="crashed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        _write_summary(run_dir, summary)
 
 
 def _resume_record(run_dir: Path, checkpoint: Path, step: int) -> list[dict]:

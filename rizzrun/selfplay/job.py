@@ -26,7 +26,7 @@ def run_synthesize(cfg: DictConfig, run_dir: Path) -> dict:
     """The synthesize job in `run_dir` (locked and checked by rizzrun.runner.train.run)."""
     from rizzrun.data.reasoning import TASKS, generate_problems
     from rizzrun.runner.build import build_decoder
-    from rizzrun.runner.train import _environment, _write_summary
+    from rizzrun.runner.train import _environment, _write_summary, summary_written
     from rizzrun.selfplay.regenesis import synthesize
     from rizzrun.tokenizers import load_tokenizer
 
@@ -35,7 +35,7 @@ def run_synthesize(cfg: DictConfig, run_dir: Path) -> dict:
     method, tasks = node.get("method", "regenesis"), list(node.get("tasks", ["add", "rev"]))
     summary = {"run_dir": str(run_dir), "job": "synthesize", "method": method, "status": "running"}
     _write_summary(run_dir, summary)
-    try:
+    with summary_written(run_dir, summary, started):
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
         source = cfg.model.get("from_pretrained")
@@ -61,14 +61,5 @@ def run_synthesize(cfg: DictConfig, run_dir: Path) -> dict:
             summary["val_stats"] = synthesize(source, run_dir, method, held, seed=int(cfg.seed),
                                               hint=bool(node.get("hint", True)), decoder=decoder, split="val")
         summary["status"] = "completed"
-    except InputError as e:
-        summary.update(status="bad input", error=f"{type(e).__name__}: {e}")
-        raise
-    except BaseException as e:
-        summary.update(status="crashed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        _write_summary(run_dir, summary)
     print(f"\nrun folder: {run_dir}\n{method}: {json.dumps(summary['stats'])}", flush=True)
     return summary
