@@ -5,7 +5,7 @@ Each seed runs the pipeline recipes/spar_tiny.yaml: one multitask SFT model cont
 reversal model (actor + refiner, 20% of
 the actor's demonstrations with a wrong letter), 4 samples (T = 1) of 300 training instructions,
 BFS tree search of the refiner's repairs of every failing sample (k = 3, <= 4 expansions, depth 3,
-judge = the task's checker), DPO (100 steps, batch 16, beta 0.1, lr 1e-4) on the SPaR pairs; the
+judge = the task's checker), DPO (100 steps, batch 16, beta 0.1, lr 1e-5) on the SPaR pairs; the
 control, DPO with the same budget on independent pairs of the same samples (a right sample > a
 failing sample of the same prompt); the learned-judge arm (the refiner's own yes/no judges roots and
 repairs); refiner RFT and a second iteration. Read from the runs: the share of the 200 held-out
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import mean_sd, record  # noqa: E402
-from runs import run_into  # noqa: E402
+from runs import log, run_into, status  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["logger=none", "trainer.num_threads=1"]
@@ -61,6 +62,10 @@ def stage(folder: Path) -> dict:
 
 def seed_runs(seed: int, out: Path, partial: bool = False) -> dict:
     pipe = out / f"spar_tiny-s{seed}"
+    base = ROOT / "outputs" / "repro" / "rest" / f"rest_tiny-s{seed}" / "sft"  # the same run: sft_reverse_tiny, seed
+    if not partial and not (pipe / "base").exists() and status(base) == "completed":
+        log(f"base stage: {base} (make repro-rest's, the same recipe and seed)")
+        shutil.copytree(base, pipe / "base")
     if not partial:
         rizzrun(["+recipe=spar_tiny", f"seed={seed}"], pipe)
     refine, learned, refine2 = stage(pipe / "refine"), stage(pipe / "refine_learned"), stage(pipe / "refine2")
@@ -104,7 +109,7 @@ def main() -> None:
               "(`rev:abcdef=` -> `fedcba/` + any 3 letters: `fedcba/xyz` is right); one "
               "multitask SFT model (300 steps, continuing sft_reverse_tiny) is actor and refiner; 4 samples (T = 1) of 300 training "
               "instructions; BFS over the refiner's repairs (k = 3, <= 4 expansions, depth 3); every DPO: 100 "
-              "steps, batch 16, beta 0.1, lr 1e-4, from the SFT model (iteration 2: from iteration 1's). "
+              "steps, batch 16, beta 0.1, lr 1e-5, from the SFT model (iteration 2: from iteration 1's). "
               "Held-out: greedy answers to 200 held-out instructions, checked.\n")
         print("| actor | pairs | chosen-rejected edit distance | search success | SPaR chosen really right | "
               "held-out greedy right |")
