@@ -78,9 +78,13 @@ def runs_it_starts_from(recipe: str, outputs: Path) -> list[str]:
         cfg = load([f"+recipe={name}", *runs_it_starts_from(name, outputs)])  # its own starts first
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (folder / "checkpoints" / "latest").write_text("step-000001\n")
-        if cfg.job == "sample":  # a sample run's folder holds its rollouts (a later run's data.path)
+        if cfg.job in ("sample", "synthesize"):  # its folder holds rollouts (a later run's data.path)
             (folder / "rollouts").mkdir(exist_ok=True)
             (folder / "rollouts" / "train.jsonl").write_text("")
+        if cfg.job == "refine":  # its folder holds SPaR pairs, control pairs and the refiner's RFT set
+            for part in ("pairs/spar.jsonl", "pairs/independent.jsonl", "rft/train.jsonl"):
+                (folder / part).parent.mkdir(parents=True, exist_ok=True)
+                (folder / part).write_text("")
     return [f"output_root={outputs}"] if names else []
 
 
