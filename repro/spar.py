@@ -124,6 +124,15 @@ def main() -> None:
         print(f"| iteration 2: DPO on SPaR pairs of the iteration-1 actor, RFT refiner | {col('pairs', 'spar2')} | "
               f"{col('distance', 'spar2')} | {col('success', 'spar2')} | {col('chosen_right', 'spar2')} | "
               f"{col('accuracy', 'spar2')} |")
+        print("\nPer seed, held-out greedy right (SFT / SPaR pairs / independent pairs / refiner-judged pairs / "
+              "iteration 2) and the two pair sets' edit distances (SPaR / independent):\n")
+        print("| seed | SFT | SPaR | independent | refiner judge | iteration 2 | distance SPaR | distance independent |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        show = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        for s in args.seeds:
+            a, d = rows[s]["accuracy"], rows[s]["distance"]
+            print(f"| {s} | " + " | ".join(show(a[k]) for k in ("sft", "spar", "independent", "learned", "spar2"))
+                  + f" | {show(d['spar'])} | {show(d['independent'])} |")
         print(f"\nT = 1 training samples right: SFT actor {col('samples_right', 'sft')}, iteration-1 actor "
               f"{col('samples_right', 'spar')}. Refiner's yes/no agreeing with the checker on the searched "
               f"texts: SFT refiner {col('judge', 'sft')}, after RFT {col('judge', 'rft')}.")
