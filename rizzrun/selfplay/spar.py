@@ -27,21 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from rizzrun.objectives.score import edit_distance  # Levenshtein over characters: chosen vs rejected
+
 __all__ = ["LMRefiner", "Node", "SearchResult", "edit_distance", "independent_pairs", "tree_search"]
 
 ORDERS = ("bfs", "dfs")
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: the fewest single-character insertions, deletions and substitutions
-    that turn `a` into `b` (Wagner-Fischer, O(len(a) * len(b)))."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 @dataclass
