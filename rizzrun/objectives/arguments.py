@@ -8,7 +8,7 @@ import numbers
 
 from rizzrun.errors import InputError
 
-__all__ = ["flag", "integer", "real"]
+__all__ = ["choice", "flag", "integer", "real"]
 
 
 def integer(key: str, value, low: int, nullable: bool = False) -> int | None:
@@ -27,6 +27,13 @@ def real(key: str, value, allowed: str, ok, nullable: bool = False) -> float | N
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
         raise InputError(f"objective.{key}={value!r}: must be {allowed}{' or null' if nullable else ''}")
     return float(value)
+
+
+def choice(key: str, value, allowed: tuple[str, ...]) -> str:
+    """`value`, one of `allowed` (a Literal's choices)."""
+    if value not in allowed:
+        raise InputError(f"objective.{key}={value!r}: allowed are {', '.join(allowed)}")
+    return value
 
 
 def flag(key: str, value) -> bool:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rizzrun.errors import InputError
-from rizzrun.objectives.arguments import flag as _flag, integer as _integer, real as _real
+from rizzrun.objectives.arguments import choice as _choice, flag as _flag, integer as _integer, real as _real
 from rizzrun.rollouts.logps import token_entropy, token_logps
 
 __all__ = ["BSPO", "gae", "masked_whiten", "support_mask", "ppo_losses", "MODES"]
@@ -217,9 +217,7 @@ class BSPO(nn.Module):
         self.kl_coef = _real("kl_coef", kl_coef, "a number >= 0", lambda v: v >= 0)
         self.whiten_advantages = _flag("whiten_advantages", whiten_advantages)
         self.value_trains_policy = _flag("value_trains_policy", value_trains_policy)
-        if mode not in MODES:
-            raise InputError(f"objective.mode={mode!r}: allowed are {', '.join(MODES)}")
-        self.mode = mode
+        self.mode = _choice("mode", mode, MODES)
         self.epsilon = _real("epsilon", epsilon, "a number in [0, 1)", lambda v: 0 <= v < 1)
         self.top_p = _real("top_p", top_p, "a number in (0, 1]", lambda v: 0 < v <= 1, nullable=True)
         self.v_min = _real("v_min", v_min, "a finite number", lambda v: True, nullable=True)

@@ -40,8 +40,7 @@ from typing import Literal
 
 import torch
 
-from rizzrun.errors import InputError
-from rizzrun.objectives.arguments import flag as _flag, integer as _integer, real as _real
+from rizzrun.objectives.arguments import choice as _choice, flag as _flag, integer as _integer, real as _real
 from rizzrun.rewards.combine import nanstd
 from rizzrun.rollouts.logps import completion_logps
 
@@ -218,12 +217,8 @@ class GRPO:
         high = self.epsilon if self.epsilon_high is None else self.epsilon_high
         self.delta = _real("delta", delta, f"a number > 1 + epsilon_high = {1 + high:g}", lambda v: v > 1 + high,
                            nullable=True)
-        if loss_type not in LOSS_TYPES:
-            raise InputError(f"objective.loss_type={loss_type!r}: allowed are {', '.join(LOSS_TYPES)}")
-        self.loss_type = loss_type
-        if scale_rewards not in SCALE_REWARDS:
-            raise InputError(f"objective.scale_rewards={scale_rewards!r}: allowed are {', '.join(SCALE_REWARDS)}")
-        self.scale_rewards = scale_rewards
+        self.loss_type = _choice("loss_type", loss_type, LOSS_TYPES)
+        self.scale_rewards = _choice("scale_rewards", scale_rewards, SCALE_REWARDS)
         self.mask_truncated_completions = _flag("mask_truncated_completions", mask_truncated_completions)
         self.max_completion_length = _integer("max_completion_length", max_completion_length, 1, nullable=True)
         self.use_bias_correction_kl = _flag("use_bias_correction_kl", use_bias_correction_kl)

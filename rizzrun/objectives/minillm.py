@@ -42,8 +42,7 @@ from typing import Literal
 import torch
 
 from rizzrun.decoders.base import Decoder
-from rizzrun.errors import InputError
-from rizzrun.objectives.arguments import flag as _flag, integer as _integer, real as _real
+from rizzrun.objectives.arguments import choice as _choice, flag as _flag, integer as _integer, real as _real
 from rizzrun.rollouts.logps import token_entropy
 from rizzrun.rollouts.sample import sample_rollout
 
@@ -275,9 +274,7 @@ class MiniLLM:
                  include_current: bool = True, length_norm: bool = True, whiten: bool = True,
                  whiten_masked: bool = False, cliprange: float = 0.2, reward_scaling: float | None = 0.5,
                  cliprange_reward: float | None = 100.0, single_step_reg: bool = True):
-        if variant not in VARIANTS:
-            raise InputError(f"objective.variant={variant!r}: allowed are {', '.join(VARIANTS)}")
-        self.variant = variant
+        self.variant = _choice("variant", variant, VARIANTS)
         self.num_generations = _integer("num_generations", num_generations, 1)
         self.num_iterations = _integer("num_iterations", num_iterations, 1)
         self.teacher_mix_alpha = _real("teacher_mix_alpha", teacher_mix_alpha, "a number in [0, 1]",

@@ -45,13 +45,12 @@ y_1 enters turn 2 only as token ids of x_2, so no turn-2 term differentiates thr
 
 from __future__ import annotations
 
-import numbers
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 
 from rizzrun.errors import InputError
-from rizzrun.objectives.arguments import flag as _flag, real as _real
+from rizzrun.objectives.arguments import choice as _choice, flag as _flag, integer as _integer, real as _real
 from rizzrun.rollouts.logps import completion_logps
 from rizzrun.rollouts.sample import sample_rollout
 
@@ -98,8 +97,9 @@ def baseline_advantages(returns: torch.Tensor, num_generations: int, baseline: s
     return centred.reshape(N, K)
 
 
-def edit_distance(a: list[int], b: list[int]) -> int:
-    """Levenshtein distance (insert, delete, substitute: cost 1) between two id sequences."""
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance (insert, delete, substitute: cost 1) between two sequences (ids, or the
+    characters of two strings: SPaR's pairs, rizzrun.selfplay.spar); Wagner-Fischer, O(len(a) len(b))."""
     prev = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
         cur = [i]
@@ -234,17 +234,10 @@ class SCoRe:
         self.beta_2 = _real("beta_2", beta_2, "a number >= 0", lambda v: v >= 0)
         self.stage1_turn2_kl = _flag("stage1_turn2_kl", stage1_turn2_kl)
         self.restate_prompt = _flag("restate_prompt", restate_prompt)
-        if credit not in CREDITS:
-            raise InputError(f"objective.credit={credit!r}: allowed are {', '.join(CREDITS)}")
-        if baseline not in BASELINES:
-            raise InputError(f"objective.baseline={baseline!r}: allowed are {', '.join(BASELINES)}")
-        self.credit, self.baseline = credit, baseline
-        if isinstance(num_generations, bool) or not isinstance(num_generations, numbers.Integral) or num_generations < 2:
-            raise InputError(f"objective.num_generations={num_generations!r}: must be an integer >= 2")
-        self.num_generations = int(num_generations)
-        if isinstance(num_iterations, bool) or not isinstance(num_iterations, numbers.Integral) or num_iterations < 1:
-            raise InputError(f"objective.num_iterations={num_iterations!r}: must be an integer >= 1")
-        self.num_iterations = int(num_iterations)
+        self.credit = _choice("credit", credit, CREDITS)
+        self.baseline = _choice("baseline", baseline, BASELINES)
+        self.num_generations = _integer("num_generations", num_generations, 2)
+        self.num_iterations = _integer("num_iterations", num_iterations, 1)
         if not isinstance(instruction, str) or not instruction:
             raise InputError(f"objective.instruction={instruction!r}: must be a non-empty string (e.g. ' retry:')")
         self.instruction = instruction

@@ -28,8 +28,7 @@ import copy
 
 import torch
 
-from rizzrun.errors import InputError
-from rizzrun.objectives.arguments import integer as _integer, real as _real
+from rizzrun.objectives.arguments import choice as _choice, integer as _integer, real as _real
 from rizzrun.rollouts.logps import completion_logps
 
 __all__ = ["WARP", "ema_update", "shaped_rewards", "baseline_advantages", "BASELINES"]
@@ -122,9 +121,7 @@ class WARP:
 
     def __init__(self, num_generations: int = 8, num_iterations: int = 1, beta: float = 0.1, mu: float = 0.01,
                  baseline: str = "group"):
-        if baseline not in BASELINES:
-            raise InputError(f"objective.baseline={baseline!r}: allowed are {', '.join(BASELINES)}")
-        self.baseline = baseline
+        self.baseline = _choice("baseline", baseline, BASELINES)
         self.num_generations = _integer("num_generations", num_generations, 1 if baseline == "none" else 2)
         self.num_iterations = _integer("num_iterations", num_iterations, 1)
         self.beta = _real("beta", beta, "a number >= 0", lambda v: v >= 0)
