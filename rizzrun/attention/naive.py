@@ -48,5 +48,7 @@ def naive_attention(q, k, v, key_padding_mask=None, check: bool = True):
 class NaiveAttention(SoftmaxAttention):
     """Softmax attention mixer with the written-out kernel; see `SoftmaxAttention`."""
 
+    trains_through_state = True  # its KV buffer is written with autograd (tests/test_shared_prompt.py)
+
     def attend(self, q, k, v, key_padding_mask=None):
         return naive_attention(q, k, v, key_padding_mask, check=False)

@@ -53,5 +53,7 @@ def sdpa_attention(q, k, v, key_padding_mask=None, check: bool = True):
 class SDPAttention(SoftmaxAttention):
     """Softmax attention mixer with the fused SDPA kernel; see `SoftmaxAttention`."""
 
+    trains_through_state = True  # its KV buffer is written with autograd (tests/test_shared_prompt.py)
+
     def attend(self, q, k, v, key_padding_mask=None):
         return sdpa_attention(q, k, v, key_padding_mask, check=False)

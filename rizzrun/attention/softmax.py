@@ -55,7 +55,13 @@ class SoftmaxAttention(nn.Module):
 
     `attend(q, k, v, key_padding_mask)` is the kernel: q (B, H, Tq, D), k/v (B, Hkv, Tk, D), the
     queries being the last Tq of the Tk positions; mask (B, Tk) bool or None -> o (B, H, Tq, D).
+
+    `trains_through_state`: whether `forward` over a decoding state (`init_state`) gives the parallel
+    forward's gradients as well as its outputs, so a group's shared prompt can run once in training
+    (`rizzrun.rollouts.logps`). False unless a subclass is tested to (tests/test_shared_prompt.py).
     """
+
+    trains_through_state = False
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, head_dim: int, layer_idx: int = 0,
                  n_layer: int = 1):

@@ -65,6 +65,8 @@ class SSMaxAttention(SoftmaxAttention):
     else a fixed buffer. bias: add a learnable per-head b (init 0) to the factor.
     """
 
+    trains_through_state = True  # its KV buffer is written with autograd (tests/test_shared_prompt.py)
+
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, head_dim: int, layer_idx: int = 0,
                  n_layer: int = 1, s_init: float | None = None, train_len: int = 256, learnable: bool = True,
                  bias: bool = False):

@@ -226,6 +226,10 @@ class ThinKAttention(SDPAttention):
     decoder's own key_pruning (`rizzrun.decoders.think.ThinK`) replaces it.
     """
 
+    # Its decoding state prunes key channels (a long enough prompt reads thinner keys), which training,
+    # plain softmax attention, must not: rollout log-probs take the parallel forward.
+    trains_through_state = False
+
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, head_dim: int, layer_idx: int = 0,
                  n_layer: int = 1, ratio: float = 0.4, obs_window: int = 32, recent_size: int = 32):
         super().__init__(d_model, n_head, n_kv_head, head_dim, layer_idx, n_layer)

@@ -294,7 +294,8 @@ class Llama(nn.Module):
         logits (B, Tnew, V); prefill (Tnew = prompt length) and decoding (Tnew = 1) alike.
         key_padding_mask (B, Tnew) marks left padding in a prompt. return_hidden: return
         (logits, hidden) with the final-norm hidden states (B, Tnew, C) the logits are read from.
-        Meant for inference (torch.no_grad): the cache is written in place."""
+        The cache is written in place; under autograd the gradients are the parallel forward's when
+        `trains_through_cache()` (a fresh cache per forward: a written position is never rewritten)."""
         T = self._check_ids(input_ids)
         pos = cache.pos
         if input_ids.shape[0] != cache.batch_size:
@@ -315,6 +316,12 @@ class Llama(nn.Module):
         logits = self._logits(input_ids, pos, mask, cache)
         cache.pos = pos + T
         return logits
+
+    def trains_through_cache(self) -> bool:
+        """Whether `step` over a fresh `init_cache()` gives the parallel forward's gradients as well as its
+        logits: every layer's token mixer says so (`trains_through_state`). Then a group of rows that share
+        a prompt can run it once in training (`rizzrun.rollouts.logps.completion_logps`)."""
+        return all(getattr(block.attn, "trains_through_state", False) for block in self.blocks)
 
     def _logits(self, input_ids, pos, key_padding_mask, cache):
         return self.lm_head(self._hidden(input_ids, pos, key_padding_mask, cache))
