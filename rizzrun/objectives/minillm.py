@@ -43,7 +43,7 @@ import torch
 
 from rizzrun.decoders.base import Decoder
 from rizzrun.objectives.arguments import choice as _choice, flag as _flag, integer as _integer, real as _real
-from rizzrun.rollouts.logps import token_entropy
+from rizzrun.rollouts.logps import completion_logits, token_entropy
 from rizzrun.rollouts.sample import sample_rollout
 
 __all__ = ["MiniLLM", "TeacherMixedSample", "MixedStepper", "mixture_log_probs", "completion_log_softmax",
@@ -139,16 +139,9 @@ class TeacherMixedSample(Decoder):
 
 def completion_log_softmax(model, rollout: dict) -> torch.Tensor:
     """(N, C, V) float32 log-softmax of the model's logits at the positions that predict the completion
-    tokens (as rizzrun.rollouts.completion_logps: one forward over prompt ++ completion, the prompt's
-    left padding masked; temperature 1). Gradients flow when called outside no_grad."""
-    ids, mask = rollout["input_ids"], rollout["attention_mask"]
-    C = rollout["completion_mask"].shape[1]
-    P = ids.shape[1] - C
-    if P < 1:
-        raise ValueError(f"rollout input_ids has {ids.shape[1]} positions for {C} completion tokens: no prompt")
-    padding = torch.cat([mask[:, :P].bool(), torch.ones_like(rollout["completion_mask"], dtype=torch.bool)], dim=1)
-    logits = model(ids[:, :-1], key_padding_mask=None if bool(padding.all()) else padding[:, :-1])
-    return torch.log_softmax(logits[:, P - 1:].float(), dim=-1)
+    tokens (`rizzrun.rollouts.logps.completion_logits`: a group's shared prompt run once where the model
+    can; temperature 1). Gradients flow when called outside no_grad."""
+    return torch.log_softmax(completion_logits(model, rollout).float(), dim=-1)
 
 
 def exact_kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:

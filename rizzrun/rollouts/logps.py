@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["completion_logps", "prompt_group_size", "token_entropy", "token_logps"]
+__all__ = ["completion_logits", "completion_logps", "prompt_group_size", "token_entropy", "token_logps"]
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -26,26 +26,13 @@ def completion_logps(model, rollout: dict, temperature: float | torch.Tensor | N
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """(N, C) float32: log pi(completion token t | prompt, completion < t) for every rollout row,
     from logits / temperature (default: the rollout's `temperature`, as TRL scores the sampling
-    distribution); 0 where completion_mask is False. One forward over prompt ++ completion with
-    the prompt's left padding masked (a model reads left padding as `generate` does); the
-    completion's right padding comes after every real token, so causal attention never reads it.
-    Gradients flow when called outside no_grad. with_entropy: also return the (N, C) float32 entropy
+    distribution); 0 where completion_mask is False. The logits are `completion_logits`' (a model
+    reads left padding as `generate` does; the completion's right padding comes after every real
+    token, so causal attention never reads it). Gradients flow when called outside no_grad. with_entropy: also return the (N, C) float32 entropy
     (nats, no grad) of softmax(logits / temperature) at those positions, from the same forward.
     share_prompts: run a group's prompt once (module docstring) when `prompt_group_size` finds groups
     and the model can; False: always the forward over every row."""
-    ids, mask = rollout["input_ids"], rollout["attention_mask"]
-    completion_mask = rollout["completion_mask"]
-    C = completion_mask.shape[1]
-    P = ids.shape[1] - C
-    if P < 1:
-        raise ValueError(f"rollout input_ids has {ids.shape[1]} positions for {C} completion tokens: no prompt")
-    padding = torch.cat([mask[:, :P], torch.ones_like(completion_mask)], dim=1)
-    G = prompt_group_size(rollout) if share_prompts and _trains_through_cache(model) else 1
-    if G > 1:
-        logits = _shared_prompt_logits(model, ids, padding, P, G)
-    else:
-        logits = model(ids[:, :-1], key_padding_mask=None if bool(padding.all()) else padding[:, :-1])
-        logits = logits[:, P - 1:]  # the positions that predict completion tokens 0..C-1
+    logits = completion_logits(model, rollout, share_prompts)
     t = rollout.get("temperature") if temperature is None else temperature
     if t is not None:
         t = float(t)
@@ -53,8 +40,27 @@ def completion_logps(model, rollout: dict, temperature: float | torch.Tensor | N
             raise ValueError(f"temperature={t}: must be > 0")
         if t != 1.0:
             logits = logits / t
-    logps = token_logps(logits, ids[:, P:]) * completion_mask
+    completion_mask = rollout["completion_mask"]
+    logps = token_logps(logits, rollout["input_ids"][:, -completion_mask.shape[1]:]) * completion_mask
     return (logps, token_entropy(logits)) if with_entropy else logps
+
+
+def completion_logits(model, rollout: dict, share_prompts: bool = True) -> torch.Tensor:
+    """(N, C, V) logits at the positions that predict completion tokens 0..C-1 (temperature not applied),
+    with gradients outside no_grad: the forward over prompt ++ completion with the prompt's left padding
+    masked, or a group's prompt once (module docstring; share_prompts False: never)."""
+    ids, mask = rollout["input_ids"], rollout["attention_mask"]
+    completion_mask = rollout["completion_mask"]
+    C = completion_mask.shape[1]
+    P = ids.shape[1] - C
+    if P < 1:
+        raise ValueError(f"rollout input_ids has {ids.shape[1]} positions for {C} completion tokens: no prompt")
+    padding = torch.cat([mask[:, :P].bool(), torch.ones_like(completion_mask, dtype=torch.bool)], dim=1)
+    G = prompt_group_size(rollout) if share_prompts and _trains_through_cache(model) else 1
+    if G > 1:
+        return _shared_prompt_logits(model, ids, padding, P, G)
+    logits = model(ids[:, :-1], key_padding_mask=None if bool(padding.all()) else padding[:, :-1])
+    return logits[:, P - 1:]
 
 
 def prompt_group_size(rollout: dict) -> int:
