@@ -1,10 +1,10 @@
 """`make repro-minillm`: MiniLLM (reverse-KL distillation, arXiv 2306.08543) against forward-KL
 word-level distillation on the teacher's samples, on the built-in 2-digit addition task.
 
-Per seed: the student SFT (`sft_tiny`, 4 x 192), the teacher (`sft_teacher_tiny`: that run + 300 steps at 1e-4,
-same size; finished runs of both in --reuse, repro/preference.py's folder, are read instead of retrained:
-its `sft_more` run has the teacher's settings), and from the student, with
-that teacher, under the same budget (the same steps, prompts and samples per step, lr):
+The teacher (`sft_teacher_tiny`: a larger tiny Llama, 6 x 192, trained from scratch on the same SFT data; one
+teacher, seed --teacher-seed, for every student unless --teacher-per-seed), and per seed: the student SFT
+(`sft_tiny`, 4 x 192; repro/preference.py's finished run is read instead of retrained) and from the student,
+with that teacher, under the same budget (the same steps, prompts and samples per step, lr):
   minillm   `minillm_tiny` (PG on r_t = log p - log q + exact single-step KL, teacher-mixed
             sampling alpha 0.2, 4 PPO steps per rollout)
   fkl       `minillm_tiny objective.variant=token_fkl objective.teacher_mix_alpha=1.0`: word-level
@@ -24,42 +24,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import mean_sd, record  # noqa: E402
+from runs import ROOT, finished_sft, run_into  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 COMMON = ["logger=none", "trainer.num_threads=1"]
 FKL = ["objective.variant=token_fkl", "objective.teacher_mix_alpha=1.0"]
 RKL = ["objective.variant=token_rkl", "objective.teacher_mix_alpha=0.0"]
-# repro/preference.py's `sft_more` run: sft_tiny + 300 steps at 1e-4, the settings of sft_teacher_tiny.
-SFT_MORE = ("sft_tiny-trainer.max_steps_300-optimizer.lr_1e-4-scheduler.warmup_steps_10-trainer.val_every_100-"
-            "trainer.checkpoint_every_100-s{seed}")
 SAMPLES = 4
 
 
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
-def finished(folder: Path) -> bool:
-    done = folder / "summary.json"
-    return done.exists() and json.loads(done.read_text()).get("status") == "completed"
-
-
 def run(recipe: str, overrides: list[str], seed: int, out: Path, key: str | None = None) -> Path:
-    """One run's folder; a finished run of the same job in `out` is reused."""
-    folder = out / f"{key or recipe}-s{seed}"
-    cmd = [sys.executable, "-m", "rizzrun.cli", f"+recipe={recipe}", *overrides, f"seed={seed}", *COMMON,
-           f"hydra.run.dir={folder}"]
-    if not finished(folder):
-        log("$ rizzrun", " ".join(cmd[3:]))
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return folder
+    """One run's folder (`out/<key or recipe>-s<seed>`): reused when finished, resumed when stopped."""
+    return run_into([f"+recipe={recipe}", *overrides, f"seed={seed}"], out / f"{key or recipe}-s{seed}", COMMON)
 
 
 def kl_metrics(student_dir: Path, teacher_dir: Path, seed: int, out: Path) -> dict:
@@ -120,23 +101,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "repro" / "minillm")
-    parser.add_argument("--reuse", type=Path, default=ROOT / "outputs" / "repro" / "preference",
-                        help="a folder with finished sft_tiny-s<seed> runs (repro/preference.py's) to read")
-    parser.add_argument("--teacher-seed", type=int, default=None,
-                        help="train one teacher with this seed and distil it into every seed's student (default: a "
-                             "teacher per seed)")
+    parser.add_argument("--teacher-seed", type=int, default=0,
+                        help="the seed of the one teacher distilled into every seed's student")
+    parser.add_argument("--teacher-per-seed", action="store_true",
+                        help="train a teacher per seed (its seed = the student's) instead of one")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
 
     found: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        sft = args.reuse / f"sft_tiny-s{seed}"
-        if not finished(sft):
-            sft = run("sft_tiny", [], seed, args.out)
-        t_seed = seed if args.teacher_seed is None else args.teacher_seed
-        teacher = args.reuse / SFT_MORE.format(seed=t_seed)
-        if not finished(teacher):
-            teacher = run("sft_teacher_tiny", [f"model.from_pretrained={sft}"], t_seed, args.out)
+        sft = finished_sft(seed) or run("sft_tiny", [], seed, args.out)
+        teacher = run("sft_teacher_tiny", [], seed if args.teacher_per_seed else args.teacher_seed, args.out)
         start = [f"model.from_pretrained={sft}", f"objective.models.teacher={teacher}"]
         found.setdefault("teacher", []).append(collect(teacher, None, seed, args.out))
         found.setdefault("sft", []).append(collect(sft, teacher, seed, args.out))
@@ -149,25 +124,24 @@ def main() -> None:
 
     n = len(args.seeds)
     seeds = " ".join(map(str, args.seeds))
-    if args.teacher_seed is not None:
-        seeds += f" --teacher-seed {args.teacher_seed}"
-    teachers = "one teacher (seed {args.teacher_seed}) for every seed" if args.teacher_seed is not None \
-        else "a teacher per seed"
+    seeds += " --teacher-per-seed" if args.teacher_per_seed else f" --teacher-seed {args.teacher_seed}"
+    teachers = "a teacher per seed" if args.teacher_per_seed else f"one teacher (seed {args.teacher_seed}) for every seed"
     found["teacher"] = list({json.dumps(r, sort_keys=True): r for r in found["teacher"]}.values())
     minutes = sum(r["seconds"] for rs in found.values() for r in rs) / 60
     cell = lambda key, get, fmt=".3f": mean_sd([float(get(r)) for r in found[key]], fmt)  # noqa: E731
     heading = "## MiniLLM: reverse-KL distillation (arXiv 2306.08543)"
     with record(args.results, "minillm", heading):
         print(f"""Here: `make repro-minillm` (`python repro/minillm.py --seeds {seeds}`), the built-in 2-digit addition task.
-Student `sft_tiny` (Llama 4 × 192, 800 SFT steps at 1e-3); teacher `sft_teacher_tiny` (that run + 300 steps at
-1e-4: the same size, not larger; repro/preference.py's `sft_more` run is read when it exists); from the student, 200 steps each with the same prompts per step (16 × 4 completions), lr 1e-5, 4 optimizer
+Student `sft_tiny` (Llama 4 × 192, 1.62 M parameters, 800 SFT steps at 1e-3); teacher `sft_teacher_tiny` (a larger
+Llama, 6 × 192, 2.41 M parameters, 1500 SFT steps at 1e-3 from scratch on the same data); from the student, 200 steps
+each with the same prompts per step (16 × 4 completions), lr 1e-5, 4 optimizer
 steps per rollout: `minillm_tiny` (MiniLLM: PG on r_t = log p − log q, exact single-step KL, teacher-mixed sampling
 α = 0.2) and the forward-KL word-level KD baseline on the teacher's samples (`objective.variant=token_fkl
 objective.teacher_mix_alpha=1.0`), and the ablation without the PG term, exact per-token reverse KL on the
 student's own samples (`objective.variant=token_rkl objective.teacher_mix_alpha=0`). "correct": greedy answers to the 200 held-out prompts the verifier accepts
 (eval.json `task.correct_rate`); on the same prompts, 4 samples each at T = 1: "RKL" = E_(y~q) Σ_t KL(q‖p) (nats per
 completion, exact per-token KL summed along the student's samples), "FKL" = E_(y~p) Σ_t KL(p‖q) on the teacher's
-samples, "teacher NLL" = −E_(y~q) log p(y) of the student's samples. Mean ± sd over {n} student seed(s), {teachers.format(args=args)}; {minutes:.1f} min of
+samples, "teacher NLL" = −E_(y~q) log p(y) of the student's samples. Mean ± sd over {n} student seed(s), {teachers}; {minutes:.1f} min of
 training in all (1 torch thread per run, a shared 2-core machine).
 
 Claim (paper, spec): the reverse-KL student is mode-seeking: lower RKL to the teacher and higher quality of its own
