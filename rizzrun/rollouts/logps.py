@@ -28,8 +28,9 @@ def completion_logps(model, rollout: dict, temperature: float | torch.Tensor | N
     from logits / temperature (default: the rollout's `temperature`, as TRL scores the sampling
     distribution); 0 where completion_mask is False. The logits are `completion_logits`' (a model
     reads left padding as `generate` does; the completion's right padding comes after every real
-    token, so causal attention never reads it). Gradients flow when called outside no_grad. with_entropy: also return the (N, C) float32 entropy
-    (nats, no grad) of softmax(logits / temperature) at those positions, from the same forward.
+    token, so causal attention never reads it). Gradients flow when called outside no_grad.
+    with_entropy: also return the (N, C) float32 entropy (nats, no grad) of softmax(logits /
+    temperature) at those positions, from the same forward.
     share_prompts: run a group's prompt once (module docstring) when `prompt_group_size` finds groups
     and the model can; False: always the forward over every row."""
     logits = completion_logits(model, rollout, share_prompts)
