@@ -44,7 +44,8 @@ VARIANTS = {  # rizzrun rows: the flags of RizzrunGRPO (the config keys they sta
     # and before the shared prefill as well: every copy prefilled (the rollout path of a decoder whose
     # generate has no num_return_sequences)
     "rizzrun per-copy prefill": {"shared_prefill": False, "share_prompts": False},
-    "rizzrun trainer.compile per-copy prefill": {"compile_model": True, "shared_prefill": False, "share_prompts": False},
+    "rizzrun trainer.compile per-copy prefill": {"compile_model": True, "shared_prefill": False,
+                                                 "share_prompts": False},
 }
 LABELS = {"rizzrun": "rizzrun (eager)", "rizzrun decoder.compile": "rizzrun, `decoder.compile=true`",
           "rizzrun trainer.compile": "rizzrun, `trainer.compile=true`",
@@ -56,8 +57,10 @@ LABELS = {"rizzrun": "rizzrun (eager)", "rizzrun decoder.compile": "rizzrun, `de
           "rizzrun trainer.compile per-copy prefill":
               "rizzrun, `trainer.compile=true`, before both: every copy prefilled and forwarded"}
 # after -> before rows (same run, interleaved): the shared prompt in training, then both sharings
-BEFORE = {"rizzrun": "rizzrun every copy forwarded", "rizzrun trainer.compile": "rizzrun trainer.compile every copy forwarded"}
-BEFORE_BOTH = {"rizzrun": "rizzrun per-copy prefill", "rizzrun trainer.compile": "rizzrun trainer.compile per-copy prefill"}
+BEFORE = {"rizzrun": "rizzrun every copy forwarded",
+          "rizzrun trainer.compile": "rizzrun trainer.compile every copy forwarded"}
+BEFORE_BOTH = {"rizzrun": "rizzrun per-copy prefill",
+               "rizzrun trainer.compile": "rizzrun trainer.compile per-copy prefill"}
 
 
 def per_copy_prefill(decoder_class):
