@@ -243,8 +243,10 @@ def test_the_rollout_and_after_step_hooks_are_called_and_resume(tmp_path, shared
 
 # --- several processes ---------------------------------------------------------------------------------
 
-def test_two_ddp_processes_follow_one_process_with_the_doubled_batch(tmp_path, shared_cache):
-    """Each of 2 processes takes half of every prompt batch and generates all G completions of its own
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_follow_one_process_with_the_doubled_batch(strategy, tmp_path, shared_cache):
+    """DDP, and FSDP2 (sharded parameters: the rollout's decoding steps and the shared-prompt log-probs
+    gather them as forward does, decoding runs under no_grad). Each of 2 processes takes half of every prompt batch and generates all G completions of its own
     prompts (whole groups); completions are seeded per (step, prompt row, sample), so they are the ones
     one process makes with the whole batch, and the loss, rewards, gradient norm and held-out rewards
     follow that run's (within float tolerance). scale_rewards=batch: the std gathers both processes';
@@ -255,7 +257,7 @@ def test_two_ddp_processes_follow_one_process_with_the_doubled_batch(tmp_path, s
               "trainer.val_every=3", "trainer.checkpoint_every=3", "scheduler=constant"]
     runs = {}
     for name, extra in (("one", ["data.batch_size=4"]), ("two", ["data.batch_size=2", "trainer.devices=2",
-                                                                    "trainer.strategy=ddp"])):
+                                                                    f"trainer.strategy={strategy}"])):
         runs[name] = tmp_path / name
         done = subprocess.run([RIZZRUN, *common, *extra, f"hydra.run.dir={runs[name]}"], env=env(shared_cache),
                               capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)

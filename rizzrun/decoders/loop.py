@@ -91,6 +91,16 @@ MakeStepper = Callable[..., "ModelStepper"]
 _CHECK_EVERY_ACCELERATOR = 8
 
 
+def _inference(model):
+    """torch.inference_mode(), or torch.no_grad() for a model sharded by FSDP2 (`trainer.strategy=fsdp`):
+    its parameter all-gathers need the version counters that inference tensors lack."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch built without distributed support
+        return torch.inference_mode()
+    return torch.no_grad() if isinstance(model, FSDPModule) else torch.inference_mode()
+
+
 def _check_max_new_tokens(n) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"max_new_tokens={n!r} is not allowed: it must be an integer >= 0")
@@ -241,7 +251,7 @@ def decode_loop(
     cache of max_len = T + max_new_tokens positions): the prompt is prefilled in one call (with
     the padding mask when some row is padded), then one token is fed per step, with no step after
     the last token. Runs under
-    torch.inference_mode() with the model in eval mode; the model's previous train/eval mode is
+    torch.inference_mode() (torch.no_grad() for a model sharded by FSDP2) with the model in eval mode; the model's previous train/eval mode is
     restored afterwards.
 
     num_return_sequences G >= 1 (transformers' name): G continuations of every prompt, row
@@ -283,7 +293,7 @@ def decode_loop(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with _inference(model):
             out = _decode(model, ids, padding, choose_next, n, eos, pad, penalty, min_new, check_every,
                           stepper or ModelStepper, repeats)
     finally:

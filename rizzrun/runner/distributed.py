@@ -112,13 +112,22 @@ def strategy_for(tcfg) -> Any:
 def shard_model(model: torch.nn.Module, mesh, mp_policy=None) -> None:
     """FSDP2 (`torch.distributed.fsdp.fully_shard`) over `mesh`: each transformer block is one
     unit (its parameters gathered for its forward and backward only), then the rest of the model
-    (embeddings, final norm, head). Contract: a model lists its blocks as `model.blocks`."""
-    from torch.distributed.fsdp import fully_shard
+    (embeddings, final norm, head). Contract: a model lists its blocks as `model.blocks`. The model's
+    other entry points that run its layers (`FORWARD_METHODS`: decoding steps for rollouts and shared
+    prompts, hidden states for value heads) gather the parameters as `forward` does."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     kwargs = {"mesh": mesh, **({"mp_policy": mp_policy} if mp_policy is not None else {})}
     for block in getattr(model, "blocks", []):
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
+    for name in FORWARD_METHODS:
+        if callable(getattr(model, name, None)):
+            register_fsdp_forward_method(model, name)
+
+
+# A model's methods besides `forward` that read its parameters (rizzrun.models.llama.Llama, RWKV).
+FORWARD_METHODS = ("step", "hidden_states")
 
 
 class ShardedDataParallel(ModelParallelStrategy):
