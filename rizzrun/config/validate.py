@@ -71,6 +71,7 @@ def problems(cfg: DictConfig) -> list[str]:
     out += _check_vocab(values, targets, spec_of, failed)
     out += _check_optimization(values, interpolated)
     out += _check_batch_kinds(values, targets, choices)
+    out += _check_sharding(values, targets, choices)
     out += check_extra_models(values, targets)
     out += check_rewards(values, targets, lambda path, node: _check_component("objective", path, node, {}))
     if values.get("stages"):  # a pipeline: each of its runs as it will be composed
@@ -509,6 +510,20 @@ def _check_batch_kinds(values: dict, targets: dict, choices: dict) -> list[str]:
         f"data '{data}' ({targets['data'].target}) produces '{produced}'",
         f"pick {pick}, or an objective that consumes '{produced}'"))
     return out
+
+
+def _check_sharding(values: dict, targets: dict, choices: dict) -> list[str]:
+    """trainer.strategy=fsdp with an objective whose class says it cannot train a sharded model
+    (`unshardable = "<why>"`, e.g. WARP's EMA copy of the policy)."""
+    trainer, target = values.get("trainer"), targets.get("objective")
+    if not isinstance(trainer, dict) or trainer.get("strategy") != "fsdp" or target is None:
+        return []
+    why = target.attrs.get("unshardable")
+    if not isinstance(why, str):
+        return []
+    objective = choices.get("objective") or target.target
+    return [message(f"trainer.strategy=fsdp, objective={objective}", f"objective '{objective}' cannot train a "
+                    f"sharded model: {why}", "use trainer.strategy=ddp (every process holds the whole model)")]
 
 
 def option_batch_kind(group: str, option: str) -> str | None:

@@ -195,6 +195,9 @@ class BSPO(nn.Module):
 
     batch_kind = "prompts"
     extra_models = ("behavior", "reference")
+    # trainer.strategy=fsdp is refused before training (rizzrun.config.validate) with this reason.
+    unshardable = ("its value head is a plain (unsharded) parameter beside the sharded policy, which gradient "
+                   "clipping over both cannot mix")
 
     def __init__(self, d_model: Optional[int] = None, num_generations: int = 1, num_iterations: int = 1,
                  gamma: float = 1.0, lam: float = 0.95, clip: float = 0.2, cliprange_value: float = 0.2,

@@ -118,6 +118,8 @@ class WARP:
 
     batch_kind = "prompts"
     extra_models = ("reference",)
+    # trainer.strategy=fsdp is refused before training (rizzrun.config.validate) with this reason.
+    unshardable = "its EMA anchor is a deep copy of the policy, which an FSDP-sharded model cannot be copied into"
 
     def __init__(self, num_generations: int = 8, num_iterations: int = 1, beta: float = 0.1, mu: float = 0.01,
                  baseline: str = "group"):
