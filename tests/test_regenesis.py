@@ -254,3 +254,43 @@ def test_synthesize_job_writes_what_the_records_say(tmp_path, shared_cache):
     write_rollouts(right, tmp_path / "made")
     data = RolloutSFT(path=str(tmp_path / "made"), min_reward=0.5)
     assert data.documents("train") == [direct_prompt(records[0]["problem"]) + path_of(records[0]["problem"], 0)]
+
+
+def test_a_stopped_synthesize_job_resumes_keeping_its_finished_split(tmp_path, shared_cache, monkeypatch):
+    """What a kill inside the val split leaves (train's files whole, val's rollouts cut short, no
+    records-val.jsonl or stats-val.json): resume=<folder> synthesises the val split only and every file
+    ends as the uninterrupted job wrote it (a seeded decoder starts each generate() call from its seed)."""
+    import json
+
+    import rizzrun.selfplay.regenesis as regenesis_module
+    from rizzrun.config import compose
+    from rizzrun.runner.train import run
+
+    seed = tmp_path / "seed"
+    assert run(compose([*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "data.n_train=8", "data.n_val=2",
+                        "data.batch_size=4", "data.seq_len=32", "trainer.max_steps=1", "trainer.val_every=1",
+                        "trainer.val_batches=1", "trainer.samples_per_val=0", "scheduler.warmup_steps=0"]),
+               seed)["status"] == "completed"
+    job = [*MODEL, f"cache_dir={shared_cache}", "data=reasoning_sft", "job=synthesize", f"model.from_pretrained={seed}",
+           "decoder=sample", "decoder.max_new_tokens=6", "decoder.seed=3",
+           "+synthesize={method: regenesis, tasks: [add], problems: 2, val_problems: 1}"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run(compose(job), whole)["status"] == "completed"
+    assert run(compose(job), cut)["status"] == "completed"
+    files = ["rollouts/train.jsonl", "records.jsonl", "stats.json", "rollouts/val.jsonl", "records-val.jsonl",
+             "stats-val.json"]
+    for name in ("records-val.jsonl", "stats-val.json"):
+        (cut / name).unlink()
+    val = cut / "rollouts" / "val.jsonl"
+    val.write_text(val.read_text()[: len(val.read_text()) // 2])
+    summary = json.loads((cut / "summary.json").read_text())
+    (cut / "summary.json").write_text(json.dumps({**summary, "status": "stopped"}))
+
+    made, synthesize = [], regenesis_module.synthesize
+    monkeypatch.setattr(regenesis_module, "synthesize",
+                        lambda *a, **k: made.append(k.get("split")) or synthesize(*a, **k))
+    resumed = run(compose([*job, f"resume={cut}"]), cut)
+    assert resumed["status"] == "completed" and made == ["val"]
+    for name in files:
+        assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
+    assert resumed["stats"] == json.loads((whole / "stats.json").read_text())

@@ -57,7 +57,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if cfg.get("job", "train") == "synthesize":
             from rizzrun.selfplay.job import run_synthesize
 
-            return run_synthesize(cfg, run_dir)
+            return run_synthesize(cfg, run_dir, resume=resuming(cfg))
         if cfg.get("job", "train") == "refine":
             from rizzrun.runner.refine_job import run_refine
 

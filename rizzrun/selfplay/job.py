@@ -6,7 +6,10 @@ of each type (the data's hold-out, problem_seed 0) into rollouts/val.jsonl, reco
 stats-val.json: the SFT's validation split. Writes rollouts/train.jsonl (a sample run's line format:
 `data=rollouts` with min_reward=0.5 keeps the right paths), records.jsonl (every stage's output) and
 stats.json (rizzrun.selfplay.regenesis.stage_stats), and summary.json (status, the stats, seconds).
-A stopped job starts over (resume re-synthesises; the stages are minutes at tiny scale).
+A stopped job resumed (`resume=<folder>`) keeps each split whose stats file was written (the split's
+last file: its rollouts and records are whole) and synthesises the rest; every generate() call of a
+seeded decoder starts from its seed, so a kept split and a fresh one are the files an uninterrupted job
+writes.
 """
 
 from __future__ import annotations
@@ -22,8 +25,19 @@ from rizzrun import layout
 from rizzrun.errors import InputError
 
 
-def run_synthesize(cfg: DictConfig, run_dir: Path) -> dict:
-    """The synthesize job in `run_dir` (locked and checked by rizzrun.runner.train.run)."""
+def split_done(run_dir: Path, split: str) -> dict | None:
+    """The stats of a split an earlier attempt finished (its stats file whole JSON), else None."""
+    suffix = "" if split == "train" else f"-{split}"
+    stats = run_dir / f"stats{suffix}.json"
+    try:
+        return json.loads(stats.read_text()) if stats.is_file() else None
+    except json.JSONDecodeError:  # cut while writing it: the split is made again
+        return None
+
+
+def run_synthesize(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict:
+    """The synthesize job in `run_dir` (locked and checked by rizzrun.runner.train.run); resume: keep
+    the splits a stopped attempt finished (module docstring)."""
     from rizzrun.data.reasoning import TASKS, generate_problems
     from rizzrun.runner.build import build_decoder
     from rizzrun.runner.train import _environment, _write_summary, summary_written
@@ -53,13 +67,18 @@ def run_synthesize(cfg: DictConfig, run_dir: Path) -> dict:
         decoder = build_decoder(cfg.decoder, load_tokenizer(source / layout.TOKENIZER))
         if getattr(decoder, "seed", 0) is None:
             decoder.seed = int(cfg.seed)
-        summary["stats"] = synthesize(source, run_dir, method, problems, seed=int(cfg.seed),
-                                      hint=bool(node.get("hint", True)), decoder=decoder)
         n_val = int(node.get("val_problems", 10))
+        splits = {"train": problems}
         if n_val:  # held-out problems of the same types: the SFT's validation split (val loss only)
-            held = [p for t in tasks for p in generate_problems(t, 0, n_val, problem_seed=0)[1]]
-            summary["val_stats"] = synthesize(source, run_dir, method, held, seed=int(cfg.seed),
-                                              hint=bool(node.get("hint", True)), decoder=decoder, split="val")
+            splits["val"] = [p for t in tasks for p in generate_problems(t, 0, n_val, problem_seed=0)[1]]
+        for split, items in splits.items():
+            stats = split_done(run_dir, split) if resume else None
+            if stats is not None:
+                print(f"{split}: kept from the stopped attempt ({len(items)} problems)", flush=True)
+            else:
+                stats = synthesize(source, run_dir, method, items, seed=int(cfg.seed),
+                                   hint=bool(node.get("hint", True)), decoder=decoder, split=split)
+            summary["stats" if split == "train" else "val_stats"] = stats
         summary["status"] = "completed"
     print(f"\nrun folder: {run_dir}\n{method}: {json.dumps(summary['stats'])}", flush=True)
     return summary
