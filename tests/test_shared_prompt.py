@@ -7,40 +7,22 @@ entropies and every parameter's gradient must agree, for every token mixer that 
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 
-from rizzrun.attention.fam import FAMAttention
-from rizzrun.attention.hybrid import hybrid
-from rizzrun.attention.lightning import LightningAttention
-from rizzrun.attention.naive import NaiveAttention
 from rizzrun.attention.sdpa import SDPAttention
-from rizzrun.attention.selective import SelectiveAttention
-from rizzrun.attention.ssmax import SSMaxAttention
-from rizzrun.attention.think import ThinKAttention
 from rizzrun.models.llama import Llama
 from rizzrun.models.rwkv import RWKV
 from rizzrun.objectives.grpo import GRPO
 from rizzrun.rollouts import completion_logps, sample_rollout
 from rizzrun.rollouts.logps import prompt_group_size
+from test_prefill import MIXERS  # every token mixer option, small shapes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 V, G, EOS = 37, 3, 2
 PROMPTS = [[5, 9, 11, 4, 20, 7], [8, 3], [30, 12, 6, 17]]  # left-padded to 6: rows 1 and 2 padded
 
-MIXERS = {
-    "sdpa": SDPAttention,
-    "naive": NaiveAttention,
-    "ssmax": SSMaxAttention,
-    "lightning": partial(LightningAttention, chunk_size=4),
-    "hybrid": partial(hybrid, softmax_every=2, softmax=SDPAttention, other=partial(LightningAttention, chunk_size=4)),
-    "fam": partial(FAMAttention, block_size=3, memory_blocks=1, fam_len=2),
-    "selective": partial(SelectiveAttention, budget=3),
-    "think": partial(ThinKAttention, ratio=0.5, obs_window=2, recent_size=2),
-}
 SHARING = {"sdpa", "naive", "ssmax"}  # the mixers whose decoding state trains like the parallel forward
 
 
