@@ -286,6 +286,35 @@ def test_sampled_log_probs_equal_the_mixture_of_full_forwards():
         torch.testing.assert_close(got[b], want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_each_prompt_is_prefilled_once_per_group_with_the_same_draws(alpha):
+    """num_return_sequences=G (what sample_rollout asks): both caches prefilled on the B prompts, then
+    repeated; the same tokens and the same p~ of each sampled token as decoding the B * G repeated prompts."""
+    student = tiny()
+    teacher = teacher_of(student)
+    prompts = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    rows = []
+    for model in (student, teacher):
+        step = model.step
+
+        def recording(ids, cache, *args, _step=step, **kwargs):
+            if ids.shape[1] > 1:
+                rows.append(ids.shape[0])
+            return _step(ids, cache, *args, **kwargs)
+
+        model.step = recording
+    shared = TeacherMixedSample(teacher, alpha, max_new_tokens=5, seed=4)
+    out = shared.generate(student, prompts, attention_mask=mask, num_return_sequences=3)
+    assert rows == [2] * (1 if alpha == 0 else 2)  # one prefill of the 2 prompts per model, never of 6 rows
+    copies = TeacherMixedSample(teacher, alpha, max_new_tokens=5, seed=4)
+    want = copies.generate(student, prompts.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0))
+    assert torch.equal(out, want)
+    completion = out[:, 3:]
+    torch.testing.assert_close(shared.last_stepper.sampled_log_probs(completion),
+                               copies.last_stepper.sampled_log_probs(completion), atol=1e-6, rtol=1e-6)
+
+
 def test_alpha_zero_is_exactly_plain_student_sampling_and_w_is_one():
     student = tiny()
     teacher = teacher_of(student)

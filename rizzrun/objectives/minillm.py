@@ -42,6 +42,7 @@ from typing import Literal
 import torch
 
 from rizzrun.decoders.base import Decoder
+from rizzrun.decoders.loop import cache_repeats
 from rizzrun.objectives.arguments import choice as _choice, flag as _flag, integer as _integer, real as _real
 from rizzrun.rollouts.logps import completion_logits, token_entropy
 from rizzrun.rollouts.sample import sample_rollout
@@ -106,6 +107,19 @@ class MixedStepper:
         logits_q = self.student.step(tokens, self.cache_q)[:, -1]
         logits_p = None if self.cache_p is None else self.teacher.step(tokens, self.cache_p)[:, -1]
         return self._scores(logits_q, logits_p)
+
+    def can_expand(self) -> bool:
+        """Whether `expand` may follow prefill (decode_loop's num_return_sequences): both caches can repeat
+        their rows."""
+        return cache_repeats(self.cache_q) and (self.cache_p is None or cache_repeats(self.cache_p))
+
+    def expand(self, repeats: int) -> None:
+        """After prefill: B * repeats rows, row b * repeats + g a copy of row b, in both caches and in the
+        scores kept so far (each prompt prefilled once per group by the student and the teacher)."""
+        self.cache_q = self.cache_q.repeat_interleave(repeats)
+        if self.cache_p is not None:
+            self.cache_p = self.cache_p.repeat_interleave(repeats)
+        self.history = [h.repeat_interleave(repeats, dim=0) for h in self.history]
 
     def sampled_log_probs(self, completion: torch.Tensor) -> torch.Tensor:
         """(N, C) float32 log of the distribution each completion token (N, C) was drawn from;
