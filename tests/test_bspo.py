@@ -310,7 +310,9 @@ def test_yaml_defaults_match_the_signature_and_attributes_are_literals():
     tree = ast.parse(Path(bspo_module.__file__).read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BSPO")
     attrs = {s.targets[0].id: ast.literal_eval(s.value) for s in cls.body if isinstance(s, ast.Assign)}
-    assert attrs == {"batch_kind": "prompts", "extra_models": ("behavior", "reference")}
+    assert attrs == {"batch_kind": "prompts", "extra_models": ("behavior", "reference"),
+                     "unshardable": attrs.get("unshardable")}
+    assert "value head" in attrs["unshardable"]  # the validator's reason under trainer.strategy=fsdp
 
 
 def test_config_rules_without_torch():
