@@ -35,7 +35,7 @@ from typing import Literal
 
 import torch
 
-from rizzrun.data.lm import PACKINGS, LMCorpus
+from rizzrun.data.lm import LMCorpus
 from rizzrun.errors import InputError
 
 __all__ = ["ActionChunks", "chunk_trajectory", "load_run_actions", "min_jerk", "next_chunk_rollout",
@@ -139,7 +139,7 @@ class ActionChunks(LMCorpus):
         packing: Literal["concat", "document"] = "concat",
         cache_dir: str | None = None,
     ):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         for key, value, kind, low, strict in (
             ("n_train", n_train, int, 1, False), ("n_val", n_val, int, 0, False), ("dims", dims, int, 1, False),
             ("hz", hz, float, 0, True), ("seconds", seconds, float, 0, True),
@@ -151,8 +151,6 @@ class ActionChunks(LMCorpus):
         for key, value in (("normalize", normalize), ("clip", clip)):
             if not isinstance(value, bool):
                 raise InputError(f"data.{key}={value!r}: must be true or false (ActionChunks)")
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         self.horizon = round(chunk_seconds * hz)
         if self.horizon < 1 or self.horizon > round(seconds * hz):
             raise InputError(f"data.chunk_seconds={chunk_seconds}: a chunk of round(chunk_seconds * hz) = "
@@ -161,7 +159,7 @@ class ActionChunks(LMCorpus):
         self.n_train, self.n_val, self.dims, self.hz = n_train, n_val, dims, float(hz)
         self.seconds, self.chunk_seconds, self.noise = float(seconds), float(chunk_seconds), float(noise)
         self.trajectory_seed, self.scale, self.max_range = trajectory_seed, float(scale), max_range
-        self.normalize, self.clip, self.packing = normalize, clip, packing
+        self.normalize, self.clip = normalize, clip
         self._trajectories: dict[str, list[torch.Tensor]] = {}
         self._quantizer = None
         self._texts: dict[str, list[str]] = {}

@@ -39,7 +39,7 @@ import json
 import re
 from typing import Literal
 
-from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.data.lm import LMCorpus, stable_unit
 from rizzrun.data.pairs import PairData, rows_dataset
 from rizzrun.data.prompts import PromptData
 from rizzrun.errors import InputError
@@ -190,12 +190,10 @@ class ArithmeticSFT(LMCorpus):
         packing: Literal["concat", "document"] = "concat",
         cache_dir: str | None = None,
     ):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         _check_options(n_train, n_val, digits, val_fraction, problem_seed)
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         self.n_train, self.n_val, self.digits = n_train, n_val, digits
-        self.val_fraction, self.problem_seed, self.packing = float(val_fraction), problem_seed, packing
+        self.val_fraction, self.problem_seed = float(val_fraction), problem_seed
         self._problems = None
 
     def _drawn(self) -> dict[str, list[tuple[int, int]]]:

@@ -24,7 +24,7 @@ import re
 from typing import Literal
 
 from rizzrun.data.contexts import ContextData
-from rizzrun.data.lm import PACKINGS, LMCorpus
+from rizzrun.data.lm import LMCorpus
 from rizzrun.errors import InputError
 
 __all__ = ["DialogueSFT", "DialogueContexts", "dialogue_examples", "fact_answer", "is_fact", "TOPICS", "WORDS"]
@@ -84,11 +84,9 @@ class DialogueSFT(LMCorpus):
     def __init__(self, n_train: int = 4000, n_val: int = 200, problem_seed: int = 0, seq_len: int = 64,
                  batch_size: int = 32, seed: int = 0, packing: Literal["concat", "document"] = "concat",
                  cache_dir: str | None = None):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         _check(n_train, n_val, problem_seed)
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
-        self.n_train, self.n_val, self.problem_seed, self.packing = n_train, n_val, problem_seed, packing
+        self.n_train, self.n_val, self.problem_seed = n_train, n_val, problem_seed
 
     @property
     def fingerprint(self) -> str:

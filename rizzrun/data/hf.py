@@ -46,7 +46,6 @@ from rizzrun.data.hf_stream import COUNTS, RECORD_VERSION, EpochRecord, StreamPl
 from rizzrun.data.hf_views import DiskStream, HubStream, OpenReaders, torch_blocks
 from rizzrun.data.holdout import held_out_rows, row_units
 from rizzrun.data.lm import (
-    PACKINGS,
     LMCorpus,
     _batch,
     empty_splits_error,
@@ -109,13 +108,10 @@ class HFDataset(LMCorpus):
         max_docs: int | None = None,
         packing: Literal["concat", "document"] = "concat",
     ):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         if packing != "concat" and streaming:
             raise InputError(f"data.packing={packing!r}: streaming packs on the fly with data.packing=concat only; "
                              f"set data.packing=concat or data.streaming=false")
-        self.packing = packing
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise InputError(f"data.path={path!r}: must be a local folder or file, or a Hub dataset name")
         hf_source.check_split_args(split, name, val_split, val_fraction, {"text_field": text_field})

@@ -251,13 +251,16 @@ class LMCorpus:
     drop_blank: bool = False
     packing: str = "concat"  # or "document": see PACKINGS
 
-    def __init__(self, seq_len: int, batch_size: int, seed: int, cache_dir: str | None):
+    def __init__(self, seq_len: int, batch_size: int, seed: int, cache_dir: str | None, packing: str = "concat"):
+        from rizzrun.errors import InputError
+
         for name, value, low in (("seq_len", seq_len, 1), ("batch_size", batch_size, 1), ("seed", seed, None)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
-                from rizzrun.errors import InputError
-
                 need = "an integer" + (f" >= {low}" if low is not None else "")
                 raise InputError(f"data.{name}={value!r}: must be {need} ({type(self).__name__})")
+        if packing not in PACKINGS:
+            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
+        self.packing = packing
         self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
         self.seed = int(seed)

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.data.lm import LMCorpus, stable_unit
 from rizzrun.errors import InputError
 
 # Bump when extraction changes what it produces: the on-disk cache and fingerprint follow it.
@@ -181,7 +181,7 @@ class PyDocCorpus(LMCorpus):
         max_train_docs: int | None = None,
         packing: Literal["concat", "document"] = "concat",
     ):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         if not 0.0 <= val_fraction < 1.0:
             raise InputError(f"data.val_fraction={val_fraction!r}: must be in [0, 1)")
         if max_docs is not None and (int(max_docs) != max_docs or max_docs < 1):
@@ -194,9 +194,6 @@ class PyDocCorpus(LMCorpus):
         self.max_docs = None if max_docs is None else int(max_docs)
         self.min_chars = int(min_chars)
         self.max_train_docs = None if max_train_docs is None else int(max_train_docs)
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
-        self.packing = packing
         self._docs: dict[str, tuple[list[str], list[str]]] | None = None
         self._fingerprint: str | None = None
 

@@ -49,7 +49,7 @@ import json
 import re
 from typing import Literal
 
-from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.data.lm import LMCorpus, stable_unit
 from rizzrun.errors import InputError
 
 __all__ = ["ADAPTED", "GUIDELINES", "HELD_OUT", "IN_DOMAIN", "TASKS", "ReasoningSFT", "adaption_prompt",
@@ -254,7 +254,7 @@ class ReasoningSFT(LMCorpus):
         packing: Literal["concat", "document"] = "concat",
         cache_dir: str | None = None,
     ):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         tasks = list(tasks)
         bad = [t for t in tasks if t not in TASKS]
         if not tasks or bad:
@@ -266,11 +266,9 @@ class ReasoningSFT(LMCorpus):
             raise InputError(f"data.val_fraction={val_fraction!r}: must be in (0, 1)")
         if not 0 <= default_style_share <= 1:
             raise InputError(f"data.default_style_share={default_style_share!r}: must be in [0, 1]")
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         self.tasks, self.n_train, self.n_val = tasks, n_train, n_val
         self.val_fraction, self.problem_seed = float(val_fraction), problem_seed
-        self.default_style_share, self.packing = float(default_style_share), packing
+        self.default_style_share = float(default_style_share)
         self._problems = None
 
     def problems(self, split: str) -> list[str]:

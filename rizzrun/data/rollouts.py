@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from rizzrun.data.lm import PACKINGS, LMCorpus
+from rizzrun.data.lm import LMCorpus
 from rizzrun.errors import InputError
 
 __all__ = ["RolloutSFT", "filter_rollouts", "read_rollouts"]
@@ -126,19 +126,16 @@ class RolloutSFT(LMCorpus):
         packing: Literal["concat", "document"] = "concat",
         cache_dir: str | None = None,
     ):
-        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        super().__init__(seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         if min_reward is not None and quantile is not None:
             raise InputError(f"data.min_reward={min_reward}, data.quantile={quantile}: give one threshold, not both")
         if quantile is not None and not (isinstance(quantile, (int, float)) and 0 <= quantile < 1):
             raise InputError(f"data.quantile={quantile!r}: must be in [0, 1)")
         if per_prompt is not None and (isinstance(per_prompt, bool) or not isinstance(per_prompt, int) or per_prompt < 1):
             raise InputError(f"data.per_prompt={per_prompt!r}: must be an integer >= 1 or null")
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         self.path = str(path)
         self.filter = dict(min_reward=min_reward, quantile=quantile, dedupe=dedupe, drop_truncated=drop_truncated,
                            references=references, per_prompt=per_prompt)
-        self.packing = packing
         self._kept: dict[str, list[dict]] | None = None
         self.rollout_stats: dict[str, dict] = {}
         self._source = None

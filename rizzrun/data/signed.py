@@ -51,7 +51,7 @@ import json
 import re
 from typing import Literal
 
-from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.data.lm import LMCorpus, stable_unit
 from rizzrun.data.prompts import PromptData
 from rizzrun.errors import InputError
 
@@ -208,16 +208,13 @@ class SignedSFT(_Problems, LMCorpus):
                  val_fraction: float = 0.1, problem_seed: int = 0, answers_per_prompt: int = 2,
                  noise: float = 0.0, refiner: bool = False, seq_len: int = 64, batch_size: int = 16, seed: int = 0,
                  packing: Literal["concat", "document"] = "concat", cache_dir: str | None = None):
-        LMCorpus.__init__(self, seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        LMCorpus.__init__(self, seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         self._init_problems(n_train, n_val, length, alphabet, val_fraction, problem_seed)
         if isinstance(answers_per_prompt, bool) or not isinstance(answers_per_prompt, int) or answers_per_prompt < 1:
             raise InputError(f"data.answers_per_prompt={answers_per_prompt!r}: must be an integer >= 1")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
             raise InputError(f"data.noise={noise!r}: must be in [0, 1] (the share of actor answers corrupted)")
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         self.answers_per_prompt, self.noise, self.refiner = answers_per_prompt, float(noise), bool(refiner)
-        self.packing = packing
 
     @property
     def fingerprint(self) -> str:

@@ -49,7 +49,7 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-from rizzrun.data.lm import PACKINGS, LMCorpus, stable_unit
+from rizzrun.data.lm import LMCorpus, stable_unit
 from rizzrun.data.prompts import PromptData
 from rizzrun.data.tasks_spec import TASKS, alphabet_problem, space_size
 from rizzrun.errors import InputError
@@ -291,16 +291,14 @@ class TaskSFT(_TaskProblems, LMCorpus):
         cache_dir: str | None = None,
         noise: float = 0.0,
     ):
-        LMCorpus.__init__(self, seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir)
+        LMCorpus.__init__(self, seq_len=seq_len, batch_size=batch_size, seed=seed, cache_dir=cache_dir, packing=packing)
         self._init_problems(task, n_train, n_val, length, alphabet, val_fraction, problem_seed)
-        if packing not in PACKINGS:
-            raise InputError(f"data.packing={packing!r}: allowed: {', '.join(PACKINGS)}")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
             raise InputError(f"data.noise={noise!r}: must be in [0, 1] (the share of training answers corrupted)")
         if noise > 0 and task != "count" and len(alphabet) < 2:
             raise InputError(f"data.noise={noise}: corrupting an answer needs an alphabet of 2 or more characters "
                              f"(data.alphabet={alphabet!r}); set data.noise=0 or give data.alphabet more characters")
-        self.packing, self.noise = packing, float(noise)
+        self.noise = float(noise)
 
     @property
     def fingerprint(self) -> str:
